@@ -1,0 +1,1871 @@
+//! Edge validation: every `spineledger.v1` request becomes a valid domain command here, or
+//! is refused with every problem it has (never only the first), each named by its field
+//! path. Nothing here panics on any input: no unchecked indexing, no unwrap, no wrapping
+//! `as` casts. The domain then only ever sees valid values.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Utc};
+use spineledger_domain::commands::{
+    AdjustTreatmentPlan, DischargeEpisode, EpisodeCommand, GiveHomeCareInstructions,
+    RecordCorrection, RecordEvaluation, RecordMissedSession, RecordOutcome, RecordReassessment,
+    RecordSession, ReportHomeCareAdherence, StartTreatmentPlan,
+};
+use spineledger_domain::events::FieldCorrection;
+use spineledger_domain::ids::{ClinicId, EpisodeId, PatientId};
+use spineledger_domain::measures::{
+    self as m, AdherencePercent, AgeYears, BodyWeightKg, Cadence, Contraindication,
+    ContraindicationScreening, Cycles, Diagnosis, DurationMinutes, Finding, Force, HoldSeconds,
+    HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm, MeasureError,
+    OdiSections, OswestryIndex, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds,
+    RolandMorris, SessionsPerWeek, ShortText, SleepQuality, SlrAngleDegrees, StraightLegRaise,
+    Text, TimesPerWeek, TractionAngleDegrees,
+};
+use spineledger_domain::patient::{RegisterPatient, Sex};
+use spineledger_domain::serde_json;
+use uuid::Uuid;
+
+use crate::error::FieldViolations;
+use crate::v1;
+
+/// How far in the future `occurred_at` may lie, for clocks that disagree.
+pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+/// The earliest year an `occurred_at` or a birth year may name.
+pub const EARLIEST_YEAR: i32 = 1900;
+/// The most items any repeated field may hold.
+pub const MAX_LIST_ITEMS: usize = 50;
+/// The most goals a plan may name.
+pub const MAX_GOALS: usize = 20;
+/// The largest initial phase, in sessions.
+pub const MAX_INITIAL_SESSIONS: i32 = 30;
+/// The deepest nesting of a corrected JSON value.
+pub const MAX_CORRECTION_VALUE_DEPTH: usize = 16;
+
+/// The validated command header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidHeader {
+    /// The clinic the command is for.
+    pub clinic_id: ClinicId,
+    /// The idempotency key; becomes the event id.
+    pub command_id: Uuid,
+    /// The stream version expected before the append; `None`: any.
+    pub expected_version: Option<u64>,
+    /// The correlation id, when given.
+    pub correlation_id: Option<Uuid>,
+    /// The causation id, when given.
+    pub causation_id: Option<Uuid>,
+    /// Who records it (provider or user id), at most 200 characters.
+    pub actor: String,
+}
+
+/// A request that passed edge validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidCommand<T> {
+    /// The header.
+    pub header: ValidHeader,
+    /// When the fact happened in the clinic.
+    pub occurred_at: DateTime<Utc>,
+    /// The domain command.
+    pub command: T,
+}
+
+/// An episode command with the episode (stream) it is for.
+pub type EpisodeRequest = (EpisodeId, ValidCommand<EpisodeCommand>);
+
+/// Collects violations while converting fields; each helper returns `None` exactly when it
+/// recorded a violation.
+struct Check {
+    violations: FieldViolations,
+    now: DateTime<Utc>,
+}
+
+impl Check {
+    fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            violations: FieldViolations::new(),
+            now,
+        }
+    }
+
+    fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.violations.add(field, description);
+    }
+
+    fn finish<T>(mut self, value: Option<T>) -> Result<T, FieldViolations> {
+        match value {
+            Some(value) if self.violations.is_empty() => Ok(value),
+            Some(_) => Err(self.violations),
+            None => {
+                if self.violations.is_empty() {
+                    self.add("", "the request is invalid");
+                }
+                Err(self.violations)
+            }
+        }
+    }
+
+    fn uuid(&mut self, field: &str, raw: &str) -> Option<Uuid> {
+        if raw.trim().is_empty() {
+            self.add(field, "is required (a UUID)");
+            return None;
+        }
+        match Uuid::parse_str(raw.trim()) {
+            Ok(uuid) if uuid.is_nil() => {
+                self.add(field, "must not be the nil UUID");
+                None
+            }
+            Ok(uuid) => Some(uuid),
+            Err(_) => {
+                self.add(field, "must be a UUID");
+                None
+            }
+        }
+    }
+
+    fn optional_uuid(&mut self, field: &str, raw: &str) -> Option<Option<Uuid>> {
+        if raw.trim().is_empty() {
+            Some(None)
+        } else {
+            self.uuid(field, raw).map(Some)
+        }
+    }
+
+    fn measure<T>(&mut self, field: &str, result: Result<T, MeasureError>) -> Option<T> {
+        result
+            .map_err(|error| self.add(field, error.to_string()))
+            .ok()
+    }
+
+    fn scaled<T>(
+        &mut self,
+        field: &str,
+        raw: i32,
+        make: fn(i64) -> Result<T, MeasureError>,
+    ) -> Option<T> {
+        self.measure(field, make(i64::from(raw)))
+    }
+
+    fn optional_scaled<T>(
+        &mut self,
+        field: &str,
+        raw: Option<i32>,
+        make: fn(i64) -> Result<T, MeasureError>,
+    ) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.scaled(field, raw, make).map(Some),
+        }
+    }
+
+    fn optional_float<T>(
+        &mut self,
+        field: &str,
+        raw: Option<f64>,
+        make: fn(f64) -> Result<T, MeasureError>,
+    ) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.measure(field, make(raw)).map(Some),
+        }
+    }
+
+    /// A required enum: unknown numbers and the UNSPECIFIED zero are violations.
+    fn enumeration<P: TryFrom<i32>, D>(
+        &mut self,
+        field: &str,
+        raw: i32,
+        map: fn(P) -> Option<D>,
+    ) -> Option<D> {
+        match self.optional_enumeration(field, raw, map) {
+            Some(Some(value)) => Some(value),
+            Some(None) => {
+                self.add(field, "must be specified");
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// An optional enum whose UNSPECIFIED zero means "not recorded".
+    fn optional_enumeration<P: TryFrom<i32>, D>(
+        &mut self,
+        field: &str,
+        raw: i32,
+        map: fn(P) -> Option<D>,
+    ) -> Option<Option<D>> {
+        match P::try_from(raw) {
+            Ok(value) => Some(map(value)),
+            Err(_) => {
+                self.add(field, format!("unknown value {raw}"));
+                None
+            }
+        }
+    }
+
+    fn text<const MAX: usize>(&mut self, field: &str, raw: String) -> Option<Text<MAX>> {
+        if raw.trim().is_empty() {
+            self.add(field, "is required");
+            return None;
+        }
+        self.measure(field, Text::new(raw))
+    }
+
+    /// An optional text; empty or blank counts as not given.
+    fn optional_text<const MAX: usize>(
+        &mut self,
+        field: &str,
+        raw: Option<String>,
+    ) -> Option<Option<Text<MAX>>> {
+        match raw {
+            Some(raw) if !raw.trim().is_empty() => self.measure(field, Text::new(raw)).map(Some),
+            _ => Some(None),
+        }
+    }
+
+    fn occurred_at(&mut self, raw: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+        let field = "occurred_at";
+        let Some(raw) = raw else {
+            self.add(field, "is required");
+            return None;
+        };
+        let time = u32::try_from(raw.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(raw.seconds, nanos));
+        let Some(time) = time else {
+            self.add(field, "is not a valid timestamp");
+            return None;
+        };
+        let earliest = Utc.with_ymd_and_hms(EARLIEST_YEAR, 1, 1, 0, 0, 0).single();
+        if earliest.is_some_and(|earliest| time < earliest) {
+            self.add(field, format!("must not be before {EARLIEST_YEAR}"));
+            return None;
+        }
+        if time > self.now + MAX_CLOCK_SKEW {
+            self.add(
+                field,
+                "must not be in the future (more than 5 minutes ahead of the server clock)",
+            );
+            return None;
+        }
+        Some(time)
+    }
+
+    fn header(&mut self, raw: Option<v1::CommandHeader>) -> Option<ValidHeader> {
+        let Some(raw) = raw else {
+            self.add("header", "is required");
+            return None;
+        };
+        let clinic_id = self.uuid("header.clinic_id", &raw.clinic_id);
+        let command_id = self.uuid("header.command_id", &raw.command_id);
+        let expected_version = match raw.expected_version {
+            None => Some(None),
+            Some(version) => match u64::try_from(version) {
+                Ok(version) => Some(Some(version)),
+                Err(_) => {
+                    self.add("header.expected_version", "must not be negative");
+                    None
+                }
+            },
+        };
+        let correlation_id = self.optional_uuid("header.correlation_id", &raw.correlation_id);
+        let causation_id = self.optional_uuid("header.causation_id", &raw.causation_id);
+        let actor: Option<ShortText> = self.text("header.actor", raw.actor);
+        let (
+            Some(clinic_id),
+            Some(command_id),
+            Some(expected_version),
+            Some(correlation_id),
+            Some(causation_id),
+            Some(actor),
+        ) = (
+            clinic_id,
+            command_id,
+            expected_version,
+            correlation_id,
+            causation_id,
+            actor,
+        )
+        else {
+            return None;
+        };
+        Some(ValidHeader {
+            clinic_id: ClinicId(clinic_id),
+            command_id,
+            expected_version,
+            correlation_id,
+            causation_id,
+            actor: actor.as_str().to_owned(),
+        })
+    }
+
+    fn list_len<T>(&mut self, field: &str, items: &[T], min: usize, max: usize) -> Option<()> {
+        if items.len() < min {
+            self.add(field, format!("needs at least {min} item(s)"));
+            return None;
+        }
+        if items.len() > max {
+            self.add(field, format!("may hold at most {max} items"));
+            return None;
+        }
+        Some(())
+    }
+
+    /// Converts every item, reporting each bad one; `None` if any failed.
+    fn each<R, T>(
+        &mut self,
+        field: &str,
+        items: Vec<R>,
+        mut convert: impl FnMut(&mut Self, &str, R) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let mut converted = Vec::with_capacity(items.len());
+        let mut all_valid = true;
+        for (index, item) in items.into_iter().enumerate() {
+            match convert(self, &format!("{field}[{index}]"), item) {
+                Some(value) => converted.push(value),
+                None => all_valid = false,
+            }
+        }
+        all_valid.then_some(converted)
+    }
+
+    fn force(&mut self, field: &str, raw: Option<v1::Force>) -> Option<Force> {
+        let Some(raw) = raw else {
+            self.add(field, "is required");
+            return None;
+        };
+        let unit = self.enumeration(&format!("{field}.unit"), raw.unit, force_unit);
+        if !raw.value.is_finite() {
+            self.add(&format!("{field}.value"), "must be a finite number");
+            return None;
+        }
+        let unit = unit?;
+        self.measure(
+            &format!("{field}.value"),
+            Force::from_value(raw.value, unit),
+        )
+    }
+
+    fn odi(&mut self, field: &str, raw: v1::OswestryDisabilityIndex) -> Option<OswestryIndex> {
+        use v1::oswestry_disability_index::Input;
+        match raw.input {
+            None => {
+                self.add(field, "set either sections or score");
+                None
+            }
+            Some(Input::Score(score)) => {
+                self.measure(&format!("{field}.score"), OswestryIndex::from_score(score))
+            }
+            Some(Input::Sections(sections)) => {
+                let answers_field = format!("{field}.sections.answers");
+                if sections.answers.len() != m::ODI_SECTIONS {
+                    self.add(
+                        &answers_field,
+                        format!(
+                            "must have exactly {} entries (-1 for not answered), got {}",
+                            m::ODI_SECTIONS,
+                            sections.answers.len()
+                        ),
+                    );
+                    return None;
+                }
+                let mut answers: OdiSections = [None; m::ODI_SECTIONS];
+                let mut all_valid = true;
+                for (index, (slot, raw)) in answers.iter_mut().zip(&sections.answers).enumerate() {
+                    match *raw {
+                        -1 => {}
+                        raw => match u8::try_from(raw) {
+                            Ok(answer) if answer <= m::ODI_MAX_SECTION_SCORE => {
+                                *slot = Some(answer);
+                            }
+                            _ => {
+                                self.add(
+                                    &format!("{answers_field}[{index}]"),
+                                    format!("{raw} is not 0-5 or -1 (not answered)"),
+                                );
+                                all_valid = false;
+                            }
+                        },
+                    }
+                }
+                if !all_valid {
+                    return None;
+                }
+                self.measure(&answers_field, OswestryIndex::from_sections(answers))
+            }
+        }
+    }
+
+    fn required_odi(
+        &mut self,
+        field: &str,
+        raw: Option<v1::OswestryDisabilityIndex>,
+    ) -> Option<OswestryIndex> {
+        if let Some(raw) = raw {
+            self.odi(field, raw)
+        } else {
+            self.add(field, "is required");
+            None
+        }
+    }
+
+    fn optional_odi(
+        &mut self,
+        field: &str,
+        raw: Option<v1::OswestryDisabilityIndex>,
+    ) -> Option<Option<OswestryIndex>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.odi(field, raw).map(Some),
+        }
+    }
+
+    fn straight_leg_raises(
+        &mut self,
+        field: &str,
+        raw: Vec<v1::StraightLegRaise>,
+    ) -> Option<Vec<StraightLegRaise>> {
+        self.list_len(field, &raw, 0, 2)?;
+        let tests = self.each(field, raw, |check, path, test| {
+            let side = check.enumeration(&format!("{path}.side"), test.side, side);
+            let angle = check.scaled(
+                &format!("{path}.angle_degrees"),
+                test.angle_degrees,
+                SlrAngleDegrees::try_from_i64,
+            );
+            Some(StraightLegRaise {
+                side: side?,
+                angle_degrees: angle?,
+                positive: test.positive,
+            })
+        })?;
+        let mut sides = BTreeSet::new();
+        for (index, test) in tests.iter().enumerate() {
+            if !sides.insert(test.side) {
+                self.add(&format!("{field}[{index}].side"), "each side at most once");
+                return None;
+            }
+        }
+        Some(tests)
+    }
+
+    fn levels(&mut self, field: &str, raw: &[i32]) -> Option<Vec<m::SpinalLevel>> {
+        self.list_len(field, raw, 1, 6)?;
+        let levels = self.each(field, raw.to_vec(), |check, path, level| {
+            check.enumeration(path, level, spinal_level)
+        })?;
+        let mut seen = BTreeSet::new();
+        for (index, level) in levels.iter().enumerate() {
+            if !seen.insert(*level) {
+                self.add(&format!("{field}[{index}]"), "repeats a level");
+                return None;
+            }
+        }
+        Some(levels)
+    }
+
+    fn diagnoses(&mut self, field: &str, raw: Vec<v1::Diagnosis>) -> Option<Vec<Diagnosis>> {
+        self.list_len(field, &raw, 1, MAX_LIST_ITEMS)?;
+        self.each(field, raw, |check, path, diagnosis| {
+            let system =
+                check.enumeration(&format!("{path}.system"), diagnosis.system, code_system);
+            check.measure(
+                &format!("{path}.code"),
+                Diagnosis::new(system?, &diagnosis.code),
+            )
+        })
+    }
+
+    fn screening(
+        &mut self,
+        field: &str,
+        raw: Vec<v1::ContraindicationFinding>,
+    ) -> Option<ContraindicationScreening> {
+        self.list_len(field, &raw, 0, MAX_LIST_ITEMS)?;
+        let items = self.each(field, raw, |check, path, item| {
+            let contraindication = check.enumeration(
+                &format!("{path}.contraindication"),
+                item.contraindication,
+                contraindication,
+            );
+            let found = check.enumeration(&format!("{path}.finding"), item.finding, finding);
+            Some((contraindication?, found?))
+        })?;
+        let mut seen = BTreeSet::new();
+        for (index, (item, _)) in items.iter().enumerate() {
+            if !seen.insert(*item) {
+                self.add(
+                    &format!("{field}[{index}].contraindication"),
+                    format!("{} is screened more than once", item.as_str()),
+                );
+                return None;
+            }
+        }
+        self.measure(field, ContraindicationScreening::new(items))
+    }
+}
+
+fn episode_id(check: &mut Check, raw: &str) -> Option<EpisodeId> {
+    check.uuid("episode_id", raw).map(EpisodeId)
+}
+
+fn episode_request(
+    check: Check,
+    header: Option<ValidHeader>,
+    occurred_at: Option<DateTime<Utc>>,
+    episode_id: Option<EpisodeId>,
+    command: impl FnOnce(DateTime<Utc>) -> Option<EpisodeCommand>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let request = match (header, occurred_at, episode_id) {
+        (Some(header), Some(occurred_at), Some(episode_id)) => {
+            command(occurred_at).map(|command| {
+                (
+                    episode_id,
+                    ValidCommand {
+                        header,
+                        occurred_at,
+                        command,
+                    },
+                )
+            })
+        }
+        _ => None,
+    };
+    check.finish(request)
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+/// Validates a `RegisterPatientRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn register_patient(
+    req: v1::RegisterPatientRequest,
+    now: DateTime<Utc>,
+) -> Result<ValidCommand<RegisterPatient>, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let patient_id = check.uuid("patient_id", &req.patient_id).map(PatientId);
+    let birth_year = match req.birth_year {
+        None => Some(None),
+        Some(year) if (EARLIEST_YEAR..=now.year()).contains(&year) => Some(Some(year)),
+        Some(year) => {
+            check.add(
+                "birth_year",
+                format!("{year} is not between {EARLIEST_YEAR} and this year"),
+            );
+            None
+        }
+    };
+    let sex = check.optional_enumeration("sex", req.sex, sex);
+    let request = (|| {
+        let occurred_at = occurred_at?;
+        Some(ValidCommand {
+            header: header?,
+            occurred_at,
+            command: RegisterPatient {
+                occurred_at,
+                patient_id: patient_id?,
+                birth_year: birth_year?,
+                sex: sex?,
+            },
+        })
+    })();
+    check.finish(request)
+}
+
+/// Validates a `RecordEvaluationRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_evaluation(
+    req: v1::RecordEvaluationRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let patient_id = check.uuid("patient_id", &req.patient_id).map(PatientId);
+    let provider_id = check.text("provider_id", req.provider_id);
+    let age_years = check.scaled("age_years", req.age_years, AgeYears::try_from_i64);
+    let pain_back = check.scaled("pain_back", req.pain_back, PainNrs::try_from_i64);
+    let pain_leg = check.scaled("pain_leg", req.pain_leg, PainNrs::try_from_i64);
+    let odi = check.required_odi("odi", req.odi);
+    let rmdq = check.optional_scaled("rmdq", req.rmdq, RolandMorris::try_from_i64);
+    let slr = check.straight_leg_raises("straight_leg_raise", req.straight_leg_raise);
+    let flexion = check.optional_float(
+        "lumbar_flexion_cm",
+        req.lumbar_flexion_cm,
+        LumbarFlexionCm::new,
+    );
+    let sleep = check.optional_scaled(
+        "sleep_quality",
+        req.sleep_quality,
+        SleepQuality::try_from_i64,
+    );
+    let posture_notes = check.optional_text("posture_notes", req.posture_notes);
+    let overall_health = check.optional_scaled(
+        "overall_health",
+        req.overall_health,
+        OverallHealth::try_from_i64,
+    );
+    let body_weight = check.optional_float("body_weight_kg", req.body_weight_kg, BodyWeightKg::new);
+    let diagnoses = check.diagnoses("diagnoses", req.diagnoses);
+    let contraindications = check.screening("contraindications", req.contraindications);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordEvaluation(RecordEvaluation {
+            occurred_at,
+            episode_id: episode?,
+            patient_id: patient_id?,
+            provider_id: provider_id?,
+            age_years: age_years?,
+            pain_back: pain_back?,
+            pain_leg: pain_leg?,
+            odi: odi?,
+            rmdq: rmdq?,
+            straight_leg_raise: slr?,
+            lumbar_flexion_cm: flexion?,
+            sleep_quality: sleep?,
+            posture_notes: posture_notes?,
+            overall_health: overall_health?,
+            body_weight_kg: body_weight?,
+            diagnoses: diagnoses?,
+            contraindications: contraindications?,
+        }))
+    })
+}
+
+/// Validates a `StartTreatmentPlanRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn start_treatment_plan(
+    req: v1::StartTreatmentPlanRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let initial_sessions = match u8::try_from(req.initial_sessions) {
+        Ok(sessions) if (1..=MAX_INITIAL_SESSIONS).contains(&req.initial_sessions) => {
+            Some(sessions)
+        }
+        _ => {
+            check.add(
+                "initial_sessions",
+                format!(
+                    "{} is outside 1-{MAX_INITIAL_SESSIONS}",
+                    req.initial_sessions
+                ),
+            );
+            None
+        }
+    };
+    let span = check.scaled(
+        "initial_span_weeks",
+        req.initial_span_weeks,
+        InitialSpanWeeks::try_from_i64,
+    );
+    let target_levels = check.levels("target_levels", &req.target_levels);
+    let starting_force = check.force("starting_force", req.starting_force);
+    let goals = check
+        .list_len("goals", &req.goals, 0, MAX_GOALS)
+        .and_then(|()| {
+            check.each("goals", req.goals, |check, path, goal| {
+                check.text(path, goal)
+            })
+        });
+    let justification = check.optional_text("justification", req.justification);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::StartTreatmentPlan(StartTreatmentPlan {
+            occurred_at,
+            initial_sessions: initial_sessions?,
+            initial_span_weeks: span?,
+            target_levels: target_levels?,
+            starting_force: starting_force?,
+            goals: goals?,
+            justification: justification?,
+        }))
+    })
+}
+
+/// Validates a `RecordSessionRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_session(
+    req: v1::RecordSessionRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let mode = check.enumeration("mode", req.mode, session_mode);
+    let peak_force = check.force("peak_force", req.peak_force);
+    let rest_force = check.force("rest_force", req.rest_force);
+    if let (Some(peak), Some(rest)) = (peak_force, rest_force)
+        && rest.newtons() > peak.newtons()
+    {
+        check.add("rest_force", "must not exceed peak_force");
+    }
+    let hold = check.scaled("hold_seconds", req.hold_seconds, HoldSeconds::try_from_i64);
+    let relax = check.scaled(
+        "relax_seconds",
+        req.relax_seconds,
+        RelaxSeconds::try_from_i64,
+    );
+    let cycles = check.scaled("cycles", req.cycles, Cycles::try_from_i64);
+    let duration = check.scaled(
+        "duration_minutes",
+        req.duration_minutes,
+        DurationMinutes::try_from_i64,
+    );
+    let angle = check.scaled(
+        "angle_degrees",
+        req.angle_degrees,
+        TractionAngleDegrees::try_from_i64,
+    );
+    let levels = check.levels("levels", &req.levels);
+    let pain_before = check.scaled("pain_before", req.pain_before, PainNrs::try_from_i64);
+    let pain_after = check.scaled("pain_after", req.pain_after, PainNrs::try_from_i64);
+    let tolerance = check.enumeration("tolerance", req.tolerance, tolerance);
+    let adverse_event = match req.adverse_event {
+        None => Some(None),
+        Some(adverse) => {
+            let severity = check.enumeration("adverse_event.severity", adverse.severity, severity);
+            let description = check.text("adverse_event.description", adverse.description);
+            severity.zip(description).map(|(severity, description)| {
+                Some(m::AdverseEvent {
+                    severity,
+                    description,
+                })
+            })
+        }
+    };
+    let provider_id = check.text("provider_id", req.provider_id);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordSession(RecordSession {
+            occurred_at,
+            mode: mode?,
+            peak_force: peak_force?,
+            rest_force: rest_force?,
+            hold_seconds: hold?,
+            relax_seconds: relax?,
+            cycles: cycles?,
+            duration_minutes: duration?,
+            angle_degrees: angle?,
+            levels: levels?,
+            pain_before: pain_before?,
+            pain_after: pain_after?,
+            tolerance: tolerance?,
+            adverse_event: adverse_event?,
+            provider_id: provider_id?,
+        }))
+    })
+}
+
+/// Validates a `RecordMissedSessionRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_missed_session(
+    req: v1::RecordMissedSessionRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let reason = check.enumeration("reason", req.reason, missed_reason);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordMissedSession(RecordMissedSession {
+            occurred_at,
+            reason: reason?,
+        }))
+    })
+}
+
+/// Validates a `RecordOutcomeRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_outcome(
+    req: v1::RecordOutcomeRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let pain_back = check.scaled("pain_back", req.pain_back, PainNrs::try_from_i64);
+    let pain_leg = check.scaled("pain_leg", req.pain_leg, PainNrs::try_from_i64);
+    let odi = check.optional_odi("odi", req.odi);
+    let rmdq = check.optional_scaled("rmdq", req.rmdq, RolandMorris::try_from_i64);
+    let slr = check.straight_leg_raises("straight_leg_raise", req.straight_leg_raise);
+    let flexion = check.optional_float(
+        "lumbar_flexion_cm",
+        req.lumbar_flexion_cm,
+        LumbarFlexionCm::new,
+    );
+    let sleep = check.optional_scaled(
+        "sleep_quality",
+        req.sleep_quality,
+        SleepQuality::try_from_i64,
+    );
+    let pgic = check.optional_scaled("pgic", req.pgic, Pgic::try_from_i64);
+    let sciatica = check.optional_enumeration("sciatica", req.sciatica, sciatica);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordOutcome(RecordOutcome {
+            occurred_at,
+            pain_back: pain_back?,
+            pain_leg: pain_leg?,
+            odi: odi?,
+            rmdq: rmdq?,
+            straight_leg_raise: slr?,
+            lumbar_flexion_cm: flexion?,
+            sleep_quality: sleep?,
+            pgic: pgic?,
+            sciatica: sciatica?,
+        }))
+    })
+}
+
+/// Validates a `GiveHomeCareInstructionsRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn give_home_care_instructions(
+    req: v1::GiveHomeCareInstructionsRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let instructions = check
+        .list_len("instructions", &req.instructions, 1, MAX_LIST_ITEMS)
+        .and_then(|()| {
+            check.each("instructions", req.instructions, |check, path, raw| {
+                let kind = check.enumeration(&format!("{path}.kind"), raw.kind, home_care_kind);
+                let description = check.text(&format!("{path}.description"), raw.description);
+                let times = check.optional_scaled(
+                    &format!("{path}.times_per_week"),
+                    raw.times_per_week,
+                    TimesPerWeek::try_from_i64,
+                );
+                Some(HomeCareInstruction {
+                    kind: kind?,
+                    description: description?,
+                    times_per_week: times?,
+                })
+            })
+        });
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::GiveHomeCareInstructions(
+            GiveHomeCareInstructions {
+                occurred_at,
+                instructions: instructions?,
+            },
+        ))
+    })
+}
+
+/// Validates a `ReportHomeCareAdherenceRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn report_home_care_adherence(
+    req: v1::ReportHomeCareAdherenceRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let period = check.scaled("period_days", req.period_days, PeriodDays::try_from_i64);
+    let adherence = check.scaled(
+        "adherence_percent",
+        req.adherence_percent,
+        AdherencePercent::try_from_i64,
+    );
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::ReportHomeCareAdherence(
+            ReportHomeCareAdherence {
+                occurred_at,
+                period_days: period?,
+                adherence_percent: adherence?,
+            },
+        ))
+    })
+}
+
+/// Validates a `RecordReassessmentRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_reassessment(
+    req: v1::RecordReassessmentRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let pain_back = check.scaled("pain_back", req.pain_back, PainNrs::try_from_i64);
+    let pain_leg = check.scaled("pain_leg", req.pain_leg, PainNrs::try_from_i64);
+    let odi = check.optional_odi("odi", req.odi);
+    let rmdq = check.optional_scaled("rmdq", req.rmdq, RolandMorris::try_from_i64);
+    let recommendation = check.enumeration("recommendation", req.recommendation, recommendation);
+    let notes = check.optional_text("notes", req.notes);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordReassessment(RecordReassessment {
+            occurred_at,
+            pain_back: pain_back?,
+            pain_leg: pain_leg?,
+            odi: odi?,
+            rmdq: rmdq?,
+            recommendation: recommendation?,
+            notes: notes?,
+        }))
+    })
+}
+
+/// Validates an `AdjustTreatmentPlanRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn adjust_treatment_plan(
+    req: v1::AdjustTreatmentPlanRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    use v1::adjust_treatment_plan_request::Cadence as RawCadence;
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let frequency = check.enumeration("frequency", req.frequency, frequency);
+    let cadence = match req.cadence {
+        None => Some(Cadence::None),
+        Some(RawCadence::SessionsPerWeek(per_week)) => check
+            .measure("sessions_per_week", SessionsPerWeek::new(per_week))
+            .map(Cadence::SessionsPerWeek),
+        Some(RawCadence::IntervalDays(days)) => check
+            .scaled("interval_days", days, IntervalDays::try_from_i64)
+            .map(Cadence::IntervalDays),
+    };
+    if let (Some(frequency), Some(cadence)) = (frequency, cadence)
+        && !cadence.fits(frequency)
+    {
+        let description = if cadence == Cadence::None {
+            "is required (sessions_per_week or interval_days) for this frequency"
+        } else {
+            "must be absent for FREQUENCY_AS_NEEDED"
+        };
+        check.add("cadence", description);
+    }
+    let reason = check.optional_text("reason", req.reason);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::AdjustTreatmentPlan(AdjustTreatmentPlan {
+            occurred_at,
+            frequency: frequency?,
+            cadence: cadence?,
+            reason: reason?,
+        }))
+    })
+}
+
+/// Validates a `DischargeEpisodeRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn discharge_episode(
+    req: v1::DischargeEpisodeRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let reason = check.enumeration("reason", req.reason, discharge_reason);
+    let notes = check.optional_text("notes", req.notes);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::DischargeEpisode(DischargeEpisode {
+            occurred_at,
+            reason: reason?,
+            notes: notes?,
+        }))
+    })
+}
+
+/// Validates a `RecordCorrectionRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_correction(
+    req: v1::RecordCorrectionRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new(now);
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let corrected_event_id = check.uuid("corrected_event_id", &req.corrected_event_id);
+    let corrections = check
+        .list_len("corrections", &req.corrections, 1, MAX_LIST_ITEMS)
+        .and_then(|()| {
+            check.each("corrections", req.corrections, |check, path, raw| {
+                let field_path = format!("{path}.field");
+                let field: Option<ShortText> = check.text(&field_path, raw.field);
+                let field = field.filter(|field| {
+                    let valid = is_payload_path(field.as_str());
+                    if !valid {
+                        check.add(
+                            &field_path,
+                            "must be a dotted snake_case path, e.g. pain_after or straight_leg_raise[0].angle_degrees",
+                        );
+                    }
+                    valid
+                });
+                let value_path = format!("{path}.corrected_value");
+                let value = match raw.corrected_value {
+                    None => {
+                        check.add(&value_path, "is required");
+                        None
+                    }
+                    Some(value) => json_value(check, &value_path, value, 0),
+                };
+                Some(FieldCorrection {
+                    field: field?,
+                    corrected_value: value?,
+                })
+            })
+        });
+    let reason = check.text("reason", req.reason);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordCorrection(RecordCorrection {
+            occurred_at,
+            corrected_event_id: corrected_event_id?,
+            corrections: corrections?,
+            reason: reason?,
+        }))
+    })
+}
+
+/// A dotted payload path: segments of `[a-z0-9_]`, each optionally followed by `[n]`.
+fn is_payload_path(path: &str) -> bool {
+    path.split('.').all(|segment| {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, Some(rest)),
+            None => (segment, None),
+        };
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let index_ok = index.is_none_or(|rest| {
+            rest.strip_suffix(']').is_some_and(|digits| {
+                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+        });
+        name_ok && index_ok
+    })
+}
+
+/// A `google.protobuf.Value` as JSON. Whole numbers become JSON integers, so a corrected
+/// integer field reads back as one.
+fn json_value(
+    check: &mut Check,
+    field: &str,
+    value: prost_types::Value,
+    depth: usize,
+) -> Option<serde_json::Value> {
+    use prost_types::value::Kind;
+    if depth > MAX_CORRECTION_VALUE_DEPTH {
+        check.add(field, "is nested too deeply");
+        return None;
+    }
+    match value.kind {
+        None => {
+            check.add(field, "is required");
+            None
+        }
+        Some(Kind::NullValue(_)) => Some(serde_json::Value::Null),
+        Some(Kind::BoolValue(b)) => Some(serde_json::Value::Bool(b)),
+        Some(Kind::StringValue(s)) => {
+            if s.chars().count() > m::MAX_NOTE_CHARS {
+                check.add(
+                    field,
+                    format!("is longer than {} characters", m::MAX_NOTE_CHARS),
+                );
+                return None;
+            }
+            Some(serde_json::Value::String(s))
+        }
+        Some(Kind::NumberValue(n)) => number(n).or_else(|| {
+            check.add(field, "must be a finite number");
+            None
+        }),
+        Some(Kind::ListValue(list)) => {
+            let mut items = Vec::with_capacity(list.values.len());
+            let mut all_valid = true;
+            for (index, item) in list.values.into_iter().enumerate() {
+                match json_value(check, &format!("{field}[{index}]"), item, depth + 1) {
+                    Some(item) => items.push(item),
+                    None => all_valid = false,
+                }
+            }
+            all_valid.then_some(serde_json::Value::Array(items))
+        }
+        Some(Kind::StructValue(object)) => {
+            let mut map = serde_json::Map::new();
+            let mut all_valid = true;
+            for (key, item) in object.fields {
+                match json_value(check, &format!("{field}.{key}"), item, depth + 1) {
+                    Some(item) => {
+                        map.insert(key, item);
+                    }
+                    None => all_valid = false,
+                }
+            }
+            all_valid.then_some(serde_json::Value::Object(map))
+        }
+    }
+}
+
+fn number(n: f64) -> Option<serde_json::Value> {
+    if !n.is_finite() {
+        return None;
+    }
+    // 2^53: beyond it a double no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        // In range and whole, so the conversion through a string is exact.
+        if let Ok(whole) = format!("{n:.0}").parse::<i64>() {
+            return Some(serde_json::Value::from(whole));
+        }
+    }
+    serde_json::Number::from_f64(n).map(serde_json::Value::Number)
+}
+
+// ---------------------------------------------------------------------------------------
+// Enum mappings: UNSPECIFIED maps to None.
+
+fn force_unit(raw: v1::ForceUnit) -> Option<m::ForceUnit> {
+    match raw {
+        v1::ForceUnit::Unspecified => None,
+        v1::ForceUnit::Newton => Some(m::ForceUnit::Newtons),
+        v1::ForceUnit::KilogramForce => Some(m::ForceUnit::KilogramForce),
+        v1::ForceUnit::PoundForce => Some(m::ForceUnit::PoundForce),
+    }
+}
+
+fn side(raw: v1::Side) -> Option<m::Side> {
+    match raw {
+        v1::Side::Unspecified => None,
+        v1::Side::Left => Some(m::Side::Left),
+        v1::Side::Right => Some(m::Side::Right),
+    }
+}
+
+fn spinal_level(raw: v1::SpinalLevel) -> Option<m::SpinalLevel> {
+    match raw {
+        v1::SpinalLevel::Unspecified => None,
+        v1::SpinalLevel::L1 => Some(m::SpinalLevel::L1),
+        v1::SpinalLevel::L2 => Some(m::SpinalLevel::L2),
+        v1::SpinalLevel::L3 => Some(m::SpinalLevel::L3),
+        v1::SpinalLevel::L4 => Some(m::SpinalLevel::L4),
+        v1::SpinalLevel::L5 => Some(m::SpinalLevel::L5),
+        v1::SpinalLevel::S1 => Some(m::SpinalLevel::S1),
+    }
+}
+
+fn code_system(raw: v1::CodeSystem) -> Option<m::CodeSystem> {
+    match raw {
+        v1::CodeSystem::Unspecified => None,
+        v1::CodeSystem::Icd10 => Some(m::CodeSystem::Icd10),
+        v1::CodeSystem::SnomedCt => Some(m::CodeSystem::SnomedCt),
+    }
+}
+
+fn contraindication(raw: v1::Contraindication) -> Option<Contraindication> {
+    use v1::Contraindication as P;
+    match raw {
+        P::Unspecified => None,
+        P::Pregnancy => Some(Contraindication::Pregnancy),
+        P::VertebralFracture => Some(Contraindication::VertebralFracture),
+        P::AdvancedOsteoporosis => Some(Contraindication::AdvancedOsteoporosis),
+        P::SpinalFusionOrImplant => Some(Contraindication::SpinalFusionOrImplant),
+        P::SpinalInfection => Some(Contraindication::SpinalInfection),
+        P::SpinalTumour => Some(Contraindication::SpinalTumour),
+        P::CaudaEquinaSigns => Some(Contraindication::CaudaEquinaSigns),
+        P::AnticoagulantTherapy => Some(Contraindication::AnticoagulantTherapy),
+        P::PriorFailedBackSurgery => Some(Contraindication::PriorFailedBackSurgery),
+    }
+}
+
+fn finding(raw: v1::Finding) -> Option<Finding> {
+    match raw {
+        v1::Finding::Unspecified => None,
+        v1::Finding::Present => Some(Finding::Present),
+        v1::Finding::Absent => Some(Finding::Absent),
+        v1::Finding::Unknown => Some(Finding::Unknown),
+    }
+}
+
+fn sex(raw: v1::Sex) -> Option<Sex> {
+    match raw {
+        v1::Sex::Unspecified => None,
+        v1::Sex::Female => Some(Sex::Female),
+        v1::Sex::Male => Some(Sex::Male),
+        v1::Sex::Other => Some(Sex::Other),
+        v1::Sex::Unknown => Some(Sex::Unknown),
+    }
+}
+
+fn session_mode(raw: v1::SessionMode) -> Option<m::SessionMode> {
+    match raw {
+        v1::SessionMode::Unspecified => None,
+        v1::SessionMode::Static => Some(m::SessionMode::Static),
+        v1::SessionMode::Intermittent => Some(m::SessionMode::Intermittent),
+        v1::SessionMode::Cyclic => Some(m::SessionMode::Cyclic),
+        v1::SessionMode::Progressive => Some(m::SessionMode::Progressive),
+    }
+}
+
+fn tolerance(raw: v1::Tolerance) -> Option<m::Tolerance> {
+    match raw {
+        v1::Tolerance::Unspecified => None,
+        v1::Tolerance::Good => Some(m::Tolerance::Good),
+        v1::Tolerance::Fair => Some(m::Tolerance::Fair),
+        v1::Tolerance::Discomfort => Some(m::Tolerance::Discomfort),
+        v1::Tolerance::StoppedEarly => Some(m::Tolerance::StoppedEarly),
+    }
+}
+
+fn severity(raw: v1::Severity) -> Option<m::Severity> {
+    match raw {
+        v1::Severity::Unspecified => None,
+        v1::Severity::Mild => Some(m::Severity::Mild),
+        v1::Severity::Moderate => Some(m::Severity::Moderate),
+        v1::Severity::Severe => Some(m::Severity::Severe),
+    }
+}
+
+fn missed_reason(raw: v1::MissedReason) -> Option<m::MissedReason> {
+    match raw {
+        v1::MissedReason::Unspecified => None,
+        v1::MissedReason::PatientCancelled => Some(m::MissedReason::PatientCancelled),
+        v1::MissedReason::NoShow => Some(m::MissedReason::NoShow),
+        v1::MissedReason::ClinicCancelled => Some(m::MissedReason::ClinicCancelled),
+        v1::MissedReason::Illness => Some(m::MissedReason::Illness),
+        v1::MissedReason::Other => Some(m::MissedReason::Other),
+    }
+}
+
+fn sciatica(raw: v1::SciaticaSymptoms) -> Option<m::SciaticaSymptoms> {
+    match raw {
+        v1::SciaticaSymptoms::Unspecified => None,
+        v1::SciaticaSymptoms::None => Some(m::SciaticaSymptoms::None),
+        v1::SciaticaSymptoms::Improved => Some(m::SciaticaSymptoms::Improved),
+        v1::SciaticaSymptoms::Unchanged => Some(m::SciaticaSymptoms::Unchanged),
+        v1::SciaticaSymptoms::Worse => Some(m::SciaticaSymptoms::Worse),
+    }
+}
+
+fn home_care_kind(raw: v1::HomeCareKind) -> Option<m::HomeCareKind> {
+    match raw {
+        v1::HomeCareKind::Unspecified => None,
+        v1::HomeCareKind::Exercise => Some(m::HomeCareKind::Exercise),
+        v1::HomeCareKind::Stretching => Some(m::HomeCareKind::Stretching),
+        v1::HomeCareKind::Posture => Some(m::HomeCareKind::Posture),
+        v1::HomeCareKind::IceHeat => Some(m::HomeCareKind::IceHeat),
+        v1::HomeCareKind::ActivityModification => Some(m::HomeCareKind::ActivityModification),
+        v1::HomeCareKind::Walking => Some(m::HomeCareKind::Walking),
+        v1::HomeCareKind::Other => Some(m::HomeCareKind::Other),
+    }
+}
+
+fn recommendation(raw: v1::Recommendation) -> Option<m::Recommendation> {
+    match raw {
+        v1::Recommendation::Unspecified => None,
+        v1::Recommendation::ContinueCurrentPlan => Some(m::Recommendation::ContinueCurrentPlan),
+        v1::Recommendation::ChangeFrequency => Some(m::Recommendation::ChangeFrequency),
+        v1::Recommendation::Discharge => Some(m::Recommendation::Discharge),
+    }
+}
+
+fn frequency(raw: v1::Frequency) -> Option<m::Frequency> {
+    match raw {
+        v1::Frequency::Unspecified => None,
+        v1::Frequency::Intensive => Some(m::Frequency::Intensive),
+        v1::Frequency::Tapering => Some(m::Frequency::Tapering),
+        v1::Frequency::Maintenance => Some(m::Frequency::Maintenance),
+        v1::Frequency::AsNeeded => Some(m::Frequency::AsNeeded),
+    }
+}
+
+fn discharge_reason(raw: v1::DischargeReason) -> Option<m::DischargeReason> {
+    match raw {
+        v1::DischargeReason::Unspecified => None,
+        v1::DischargeReason::GoalsMet => Some(m::DischargeReason::GoalsMet),
+        v1::DischargeReason::Plateau => Some(m::DischargeReason::Plateau),
+        v1::DischargeReason::SelfDischarge => Some(m::DischargeReason::SelfDischarge),
+        v1::DischargeReason::Referred => Some(m::DischargeReason::Referred),
+        v1::DischargeReason::AdverseEvent => Some(m::DischargeReason::AdverseEvent),
+        v1::DischargeReason::LostToFollowUp => Some(m::DischargeReason::LostToFollowUp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    const CLINIC: &str = "6f1c2b9e-8a41-4c52-9b0e-1d2f3a4b5c6d";
+    const EPISODE: &str = "0b7e3c1a-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
+    const PATIENT: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 4, 12, 0, 0).unwrap()
+    }
+
+    fn ts(time: DateTime<Utc>) -> Option<Timestamp> {
+        Some(Timestamp {
+            seconds: time.timestamp(),
+            nanos: 0,
+        })
+    }
+
+    fn past() -> Option<Timestamp> {
+        ts(now() - TimeDelta::hours(2))
+    }
+
+    fn header() -> Option<v1::CommandHeader> {
+        Some(v1::CommandHeader {
+            clinic_id: CLINIC.to_owned(),
+            command_id: Uuid::new_v4().to_string(),
+            expected_version: Some(3),
+            correlation_id: String::new(),
+            causation_id: Uuid::new_v4().to_string(),
+            actor: "provider-17".to_owned(),
+        })
+    }
+
+    fn newtons(value: f64) -> Option<v1::Force> {
+        Some(v1::Force {
+            value,
+            unit: v1::ForceUnit::Newton as i32,
+        })
+    }
+
+    fn evaluation() -> v1::RecordEvaluationRequest {
+        v1::RecordEvaluationRequest {
+            header: header(),
+            occurred_at: past(),
+            episode_id: EPISODE.to_owned(),
+            patient_id: PATIENT.to_owned(),
+            provider_id: "provider-17".to_owned(),
+            age_years: 52,
+            pain_back: 7,
+            pain_leg: 5,
+            odi: Some(v1::OswestryDisabilityIndex {
+                input: Some(v1::oswestry_disability_index::Input::Sections(
+                    v1::OdiSections {
+                        answers: vec![3, 2, 3, 2, -1, 2, 3, 2, 3, 2],
+                    },
+                )),
+            }),
+            rmdq: Some(12),
+            straight_leg_raise: vec![v1::StraightLegRaise {
+                side: v1::Side::Left as i32,
+                angle_degrees: 40,
+                positive: true,
+            }],
+            lumbar_flexion_cm: Some(3.5),
+            sleep_quality: Some(4),
+            posture_notes: None,
+            overall_health: Some(7),
+            body_weight_kg: Some(82.5),
+            diagnoses: vec![
+                v1::Diagnosis {
+                    system: v1::CodeSystem::Icd10 as i32,
+                    code: "M51.2".to_owned(),
+                },
+                v1::Diagnosis {
+                    system: v1::CodeSystem::SnomedCt as i32,
+                    code: "23056005".to_owned(),
+                },
+            ],
+            contraindications: (1..=9)
+                .map(|item| v1::ContraindicationFinding {
+                    contraindication: item,
+                    finding: v1::Finding::Absent as i32,
+                })
+                .collect(),
+        }
+    }
+
+    fn session() -> v1::RecordSessionRequest {
+        v1::RecordSessionRequest {
+            header: header(),
+            occurred_at: past(),
+            episode_id: EPISODE.to_owned(),
+            mode: v1::SessionMode::Intermittent as i32,
+            peak_force: Some(v1::Force {
+                value: 30.0,
+                unit: v1::ForceUnit::KilogramForce as i32,
+            }),
+            rest_force: Some(v1::Force {
+                value: 30.0,
+                unit: v1::ForceUnit::PoundForce as i32,
+            }),
+            hold_seconds: 60,
+            relax_seconds: 30,
+            cycles: 15,
+            duration_minutes: 25,
+            angle_degrees: 10,
+            levels: vec![v1::SpinalLevel::L4 as i32, v1::SpinalLevel::L5 as i32],
+            pain_before: 6,
+            pain_after: 4,
+            tolerance: v1::Tolerance::Good as i32,
+            adverse_event: None,
+            provider_id: "provider-17".to_owned(),
+        }
+    }
+
+    fn violations<T: std::fmt::Debug>(result: Result<T, FieldViolations>) -> FieldViolations {
+        result.unwrap_err()
+    }
+
+    #[test]
+    fn valid_register_patient_converts() {
+        let valid = register_patient(
+            v1::RegisterPatientRequest {
+                header: header(),
+                occurred_at: past(),
+                patient_id: PATIENT.to_owned(),
+                birth_year: Some(1974),
+                sex: v1::Sex::Unspecified as i32,
+            },
+            now(),
+        )
+        .unwrap();
+        assert_eq!(valid.command.birth_year, Some(1974));
+        assert_eq!(valid.command.sex, None);
+        assert_eq!(valid.header.expected_version, Some(3));
+        assert_eq!(valid.header.correlation_id, None);
+        assert!(valid.header.causation_id.is_some());
+    }
+
+    #[test]
+    fn valid_evaluation_converts() {
+        let (episode, valid) = record_evaluation(evaluation(), now()).unwrap();
+        assert_eq!(episode.to_string(), EPISODE);
+        let EpisodeCommand::RecordEvaluation(command) = valid.command else {
+            panic!("expected an evaluation");
+        };
+        // 22 / (5 x 9) x 100 = 48.9
+        assert!((command.odi.score() - 48.9).abs() < 1e-9);
+        assert_eq!(command.diagnoses.len(), 2);
+        assert_eq!(
+            command
+                .contraindications
+                .finding(Contraindication::Pregnancy),
+            Finding::Absent
+        );
+    }
+
+    #[test]
+    fn valid_plan_converts() {
+        let result = start_treatment_plan(
+            v1::StartTreatmentPlanRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                initial_sessions: 5,
+                initial_span_weeks: 3,
+                target_levels: vec![v1::SpinalLevel::L5 as i32, v1::SpinalLevel::S1 as i32],
+                starting_force: newtons(300.0),
+                goals: vec!["sleep through the night".to_owned()],
+                justification: None,
+            },
+            now(),
+        );
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn valid_session_converts_units_to_newtons() {
+        let (_, valid) = record_session(session(), now()).unwrap();
+        let EpisodeCommand::RecordSession(command) = valid.command else {
+            panic!("expected a session");
+        };
+        assert!((command.peak_force.newtons() - 294.1995).abs() < 1e-9);
+        assert!((command.rest_force.newtons() - 133.446_648_457_815).abs() < 1e-9);
+    }
+
+    #[test]
+    fn valid_missed_session_outcome_home_care_and_adherence_convert() {
+        assert!(
+            record_missed_session(
+                v1::RecordMissedSessionRequest {
+                    header: header(),
+                    occurred_at: past(),
+                    episode_id: EPISODE.to_owned(),
+                    reason: v1::MissedReason::NoShow as i32,
+                },
+                now()
+            )
+            .is_ok()
+        );
+        let outcome = record_outcome(
+            v1::RecordOutcomeRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                pain_back: 3,
+                pain_leg: 1,
+                odi: Some(v1::OswestryDisabilityIndex {
+                    input: Some(v1::oswestry_disability_index::Input::Score(22.0)),
+                }),
+                rmdq: None,
+                straight_leg_raise: vec![],
+                lumbar_flexion_cm: None,
+                sleep_quality: Some(8),
+                pgic: Some(2),
+                sciatica: v1::SciaticaSymptoms::Improved as i32,
+            },
+            now(),
+        );
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let home_care = give_home_care_instructions(
+            v1::GiveHomeCareInstructionsRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                instructions: vec![v1::HomeCareInstruction {
+                    kind: v1::HomeCareKind::Walking as i32,
+                    description: "walk 20 minutes".to_owned(),
+                    times_per_week: Some(5),
+                }],
+            },
+            now(),
+        );
+        assert!(home_care.is_ok(), "{home_care:?}");
+        let adherence = report_home_care_adherence(
+            v1::ReportHomeCareAdherenceRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                period_days: 14,
+                adherence_percent: 80,
+            },
+            now(),
+        );
+        assert!(adherence.is_ok(), "{adherence:?}");
+    }
+
+    #[test]
+    fn valid_reassessment_adjustment_discharge_and_correction_convert() {
+        let reassessment = record_reassessment(
+            v1::RecordReassessmentRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                pain_back: 3,
+                pain_leg: 2,
+                odi: None,
+                rmdq: Some(6),
+                recommendation: v1::Recommendation::ChangeFrequency as i32,
+                notes: Some("responding well".to_owned()),
+            },
+            now(),
+        );
+        assert!(reassessment.is_ok(), "{reassessment:?}");
+        let adjustment = adjust_treatment_plan(
+            v1::AdjustTreatmentPlanRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                frequency: v1::Frequency::Tapering as i32,
+                cadence: Some(v1::adjust_treatment_plan_request::Cadence::SessionsPerWeek(
+                    1.5,
+                )),
+                reason: None,
+            },
+            now(),
+        );
+        assert!(adjustment.is_ok(), "{adjustment:?}");
+        let discharge = discharge_episode(
+            v1::DischargeEpisodeRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                reason: v1::DischargeReason::GoalsMet as i32,
+                notes: None,
+            },
+            now(),
+        );
+        assert!(discharge.is_ok(), "{discharge:?}");
+        let (_, correction) = record_correction(
+            v1::RecordCorrectionRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                corrected_event_id: Uuid::new_v4().to_string(),
+                corrections: vec![v1::FieldCorrection {
+                    field: "straight_leg_raise[0].angle_degrees".to_owned(),
+                    corrected_value: Some(prost_types::Value {
+                        kind: Some(prost_types::value::Kind::NumberValue(45.0)),
+                    }),
+                }],
+                reason: "transcription error".to_owned(),
+            },
+            now(),
+        )
+        .unwrap();
+        let EpisodeCommand::RecordCorrection(command) = correction.command else {
+            panic!("expected a correction");
+        };
+        assert_eq!(
+            command.corrections[0].corrected_value,
+            serde_json::json!(45)
+        );
+    }
+
+    #[test]
+    fn evaluation_with_several_bad_fields_reports_each_field() {
+        let mut request = evaluation();
+        request.header = Some(v1::CommandHeader {
+            command_id: "not-a-uuid".to_owned(),
+            expected_version: Some(-1),
+            actor: String::new(),
+            ..header().unwrap()
+        });
+        request.pain_back = 11;
+        request.age_years = -3;
+        request.odi = Some(v1::OswestryDisabilityIndex {
+            input: Some(v1::oswestry_disability_index::Input::Sections(
+                v1::OdiSections {
+                    answers: vec![3, 2, 3, 9, -1, 2, 3, 2, 3, 2],
+                },
+            )),
+        });
+        request.diagnoses[0].code = "51.2".to_owned();
+        request.body_weight_kg = Some(f64::NAN);
+        request.posture_notes = Some("x".repeat(2001));
+        request.contraindications.pop();
+        let found = violations(record_evaluation(request, now()));
+        for field in [
+            "header.command_id",
+            "header.expected_version",
+            "header.actor",
+            "pain_back",
+            "age_years",
+            "odi.sections.answers[3]",
+            "diagnoses[0].code",
+            "body_weight_kg",
+            "posture_notes",
+            "contraindications",
+        ] {
+            assert!(
+                found.contains_field(field),
+                "{field} not reported in {found}"
+            );
+        }
+        assert_eq!(found.len(), 10, "{found}");
+    }
+
+    #[test]
+    fn unspecified_and_unknown_enums_are_rejected() {
+        let mut request = session();
+        request.mode = v1::SessionMode::Unspecified as i32;
+        request.tolerance = 42;
+        request.levels = vec![v1::SpinalLevel::L4 as i32, 0];
+        request.peak_force = Some(v1::Force {
+            value: 300.0,
+            unit: v1::ForceUnit::Unspecified as i32,
+        });
+        let found = violations(record_session(request, now()));
+        for field in ["mode", "tolerance", "levels[1]", "peak_force.unit"] {
+            assert!(
+                found.contains_field(field),
+                "{field} not reported in {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn occurred_at_in_the_future_is_rejected() {
+        let mut request = session();
+        request.occurred_at = ts(now() + TimeDelta::minutes(6));
+        assert!(violations(record_session(request, now())).contains_field("occurred_at"));
+        let mut within_skew = session();
+        within_skew.occurred_at = ts(now() + TimeDelta::minutes(4));
+        assert!(record_session(within_skew, now()).is_ok());
+    }
+
+    #[test]
+    fn occurred_at_missing_invalid_or_before_1900_is_rejected() {
+        for occurred_at in [
+            None,
+            ts(Utc.with_ymd_and_hms(1899, 12, 31, 0, 0, 0).unwrap()),
+            Some(Timestamp {
+                seconds: i64::MAX,
+                nanos: -1,
+            }),
+        ] {
+            let mut request = session();
+            request.occurred_at = occurred_at;
+            assert!(violations(record_session(request, now())).contains_field("occurred_at"));
+        }
+    }
+
+    #[test]
+    fn rest_force_above_peak_and_non_finite_forces_are_rejected() {
+        let mut request = session();
+        request.rest_force = newtons(400.0);
+        assert!(violations(record_session(request, now())).contains_field("rest_force"));
+        let mut request = session();
+        request.peak_force = newtons(f64::INFINITY);
+        request.rest_force = None;
+        let found = violations(record_session(request, now()));
+        assert!(found.contains_field("peak_force.value"));
+        assert!(found.contains_field("rest_force"));
+    }
+
+    #[test]
+    fn odi_with_wrong_section_count_is_rejected() {
+        let mut request = evaluation();
+        request.odi = Some(v1::OswestryDisabilityIndex {
+            input: Some(v1::oswestry_disability_index::Input::Sections(
+                v1::OdiSections {
+                    answers: vec![1; 9],
+                },
+            )),
+        });
+        assert!(
+            violations(record_evaluation(request, now())).contains_field("odi.sections.answers")
+        );
+    }
+
+    #[test]
+    fn plan_outside_scales_reports_each_field() {
+        let found = violations(start_treatment_plan(
+            v1::StartTreatmentPlanRequest {
+                header: None,
+                occurred_at: past(),
+                episode_id: String::new(),
+                initial_sessions: 300,
+                initial_span_weeks: 0,
+                target_levels: vec![],
+                starting_force: newtons(2500.0),
+                goals: vec!["  ".to_owned()],
+                justification: None,
+            },
+            now(),
+        ));
+        for field in [
+            "header",
+            "episode_id",
+            "initial_sessions",
+            "initial_span_weeks",
+            "target_levels",
+            "starting_force.value",
+            "goals[0]",
+        ] {
+            assert!(
+                found.contains_field(field),
+                "{field} not reported in {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn cadence_must_fit_the_frequency() {
+        let request = |frequency: v1::Frequency, cadence| v1::AdjustTreatmentPlanRequest {
+            header: header(),
+            occurred_at: past(),
+            episode_id: EPISODE.to_owned(),
+            frequency: frequency as i32,
+            cadence,
+            reason: None,
+        };
+        let as_needed_weekly = request(
+            v1::Frequency::AsNeeded,
+            Some(v1::adjust_treatment_plan_request::Cadence::IntervalDays(7)),
+        );
+        assert!(
+            violations(adjust_treatment_plan(as_needed_weekly, now())).contains_field("cadence")
+        );
+        let maintenance_without = request(v1::Frequency::Maintenance, None);
+        assert!(
+            violations(adjust_treatment_plan(maintenance_without, now())).contains_field("cadence")
+        );
+        assert!(adjust_treatment_plan(request(v1::Frequency::AsNeeded, None), now()).is_ok());
+    }
+
+    #[test]
+    fn correction_paths_and_values_are_checked() {
+        let found = violations(record_correction(
+            v1::RecordCorrectionRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                corrected_event_id: "nope".to_owned(),
+                corrections: vec![
+                    v1::FieldCorrection {
+                        field: "Pain After!".to_owned(),
+                        corrected_value: None,
+                    },
+                    v1::FieldCorrection {
+                        field: "odi.sections[1".to_owned(),
+                        corrected_value: Some(prost_types::Value {
+                            kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+                        }),
+                    },
+                ],
+                reason: String::new(),
+            },
+            now(),
+        ));
+        for field in [
+            "corrected_event_id",
+            "corrections[0].field",
+            "corrections[0].corrected_value",
+            "corrections[1].field",
+            "corrections[1].corrected_value",
+            "reason",
+        ] {
+            assert!(
+                found.contains_field(field),
+                "{field} not reported in {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_paths_accept_dotted_snake_case_with_indices() {
+        assert!(is_payload_path("pain_after"));
+        assert!(is_payload_path("contraindications.pregnancy"));
+        assert!(is_payload_path("straight_leg_raise[0].angle_degrees"));
+        assert!(!is_payload_path(""));
+        assert!(!is_payload_path("a..b"));
+        assert!(!is_payload_path("a[]"));
+        assert!(!is_payload_path("a[1]x"));
+    }
+
+    #[test]
+    fn whole_numbers_become_json_integers() {
+        assert_eq!(number(3.0), Some(serde_json::json!(3)));
+        assert_eq!(number(-2.0), Some(serde_json::json!(-2)));
+        assert_eq!(number(2.5), Some(serde_json::json!(2.5)));
+        assert_eq!(number(1e300), Some(serde_json::json!(1e300)));
+        assert_eq!(number(f64::NAN), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire contract of spineledger: the generated `spineledger.v1` gRPC code, and the
+//! edge validation that turns requests into domain commands. Invalid input is rejected
+//! here, once, with field violations; the domain only ever sees valid types.
+
+/// Generated code for the `spineledger.v1` protobuf package.
+#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod v1 {
+    tonic::include_proto!("spineledger.v1");
+}
+
+/// The encoded file descriptor set of `spineledger.v1`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("spineledger_v1_descriptor");
+
+pub mod convert;
+pub mod error;

@@ -1,0 +1,27 @@
+//! The spineledger event store on PostgreSQL: the only source of truth.
+//!
+//! Guarantees (each proven by a test in `tests/`):
+//! - an append is one transaction with optimistic concurrency on the stream version;
+//! - the event id is the idempotency key: a retry gets the original result, a reused id
+//!   with other content is an error, also under concurrent retries;
+//! - readers of the global order never skip an event (xid8 + snapshot xmin rule);
+//! - events are immutable (grants and a trigger reject UPDATE, DELETE and TRUNCATE).
+
+mod database;
+mod error;
+mod model;
+mod store;
+
+pub use database::{
+    APP_ROLE, DEFAULT_DATABASE, connect, describe, ensure_database, migrate, parse_url, pool,
+    quote_identifier, resolve, with_dbname,
+};
+pub use error::StoreError;
+pub use model::{
+    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, Fingerprint, GlobalCursor,
+    NewEvent, RecordedEvent, StreamKey,
+};
+pub use store::{EventStore, append_in, read_all_after};
+
+pub use deadpool_postgres;
+pub use tokio_postgres;

@@ -1,0 +1,192 @@
+//! The vocabulary of the event store: what a writer hands in and what a reader gets back.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// A stream is keyed by clinic and stream id: the same stream id in two clinics is two
+/// streams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub clinic_id: Uuid,
+    pub stream_id: String,
+}
+
+impl StreamKey {
+    pub fn new(clinic_id: Uuid, stream_id: impl Into<String>) -> Self {
+        Self {
+            clinic_id,
+            stream_id: stream_id.into(),
+        }
+    }
+}
+
+/// Optimistic concurrency: what the writer believes the stream's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the version.
+    Any,
+    /// The stream must not exist yet (version 0).
+    NoStream,
+    /// The stream must be exactly at this version (0 is the same as `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    fn admits(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => actual == 0,
+            Self::Exact(expected) => actual == expected,
+        }
+    }
+
+    pub(crate) fn check(self, actual: u64) -> Result<(), StoreError> {
+        if self.admits(actual) {
+            Ok(())
+        } else {
+            Err(StoreError::VersionConflict {
+                expected: self,
+                actual,
+            })
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// SHA-256 of what the writer asked for. Two appends with the same event id are the same
+/// request exactly when their fingerprints are equal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Fingerprints a serialisable request. `serde_json` writes struct fields in
+    /// declaration order and maps as sorted `BTreeMap`s, so equal values hash equally.
+    pub fn of<T: Serialize + ?Sized>(request: &T) -> Result<Self, StoreError> {
+        let bytes = serde_json::to_vec(request)
+            .map_err(|error| StoreError::Malformed(format!("unserialisable request: {error}")))?;
+        Ok(Self(Sha256::digest(&bytes).into()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, StoreError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| StoreError::Malformed("fingerprint is not 32 bytes".into()))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..6] {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("…")
+    }
+}
+
+/// Who recorded an event, on whose behalf and through what. Never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EventMetadata {
+    /// The authenticated principal (user or provider id) that recorded the fact.
+    pub actor: String,
+    /// The command id; equal to the event id for single-event commands.
+    pub command_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_version: Option<String>,
+    /// W3C trace id of the request that recorded it, for following a write in traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// An event to append. The event id is the command's idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+    /// When the fact happened in the clinic (distinct from when it was recorded).
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub fingerprint: Fingerprint,
+}
+
+/// A place in the global order: the writing transaction (xid8), then the position taken
+/// from a sequence at insert. Readers resume strictly after a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GlobalCursor {
+    pub xid: u64,
+    pub position: i64,
+}
+
+impl GlobalCursor {
+    /// Before the first event.
+    pub const START: Self = Self {
+        xid: 0,
+        position: 0,
+    };
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub clinic_id: Uuid,
+    pub stream_id: String,
+    pub version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub recorded_at: DateTime<Utc>,
+    pub cursor: GlobalCursor,
+    pub fingerprint: Fingerprint,
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedEvent {
+    pub event_id: Uuid,
+    pub version: u64,
+    pub cursor: GlobalCursor,
+}
+
+/// The result of an append. A retry of an earlier append gets the original result with
+/// `replayed` set, and nothing new is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub events: Vec<AppendedEvent>,
+    pub replayed: bool,
+}
+
+impl AppendOutcome {
+    /// The stream version after the last event of this append.
+    pub fn last_version(&self) -> u64 {
+        self.events.last().map_or(0, |event| event.version)
+    }
+}

@@ -1,0 +1,430 @@
+//! Appending to and reading from the event log.
+//!
+//! An append is one transaction: lock the stream row, recognise a retry by its event ids,
+//! check the expected version, insert the events, bump the stream version. A unique
+//! violation means a concurrent writer got there first (same event id, or same version);
+//! the whole transaction is then retried and the second attempt sees the winner's rows,
+//! so a concurrent retry of one command gets the original result, never a duplicate.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use crate::{
+    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, Fingerprint, GlobalCursor,
+    NewEvent, RecordedEvent, StoreError, StreamKey,
+};
+
+/// How often an append is retried after losing a race on a unique key. One retry is
+/// enough to see the winner's committed rows; a few more cover pathological interleaving.
+const UNIQUE_VIOLATION_RETRIES: usize = 5;
+
+const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
+     schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
+     position, fingerprint";
+
+/// The event store over a PostgreSQL connection pool.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    pool: Pool,
+}
+
+impl EventStore {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Appends `events` to the stream in one transaction (see the module docs).
+    pub async fn append(
+        &self,
+        stream: &StreamKey,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendOutcome, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let result = append_in(&transaction, stream, expected, events).await;
+            let result = match result {
+                Ok(outcome) => transaction
+                    .commit()
+                    .await
+                    .map(|()| outcome)
+                    .map_err(Into::into),
+                Err(error) => Err(error),
+            };
+            match result {
+                Err(error) if error.is_unique_violation() && attempt < UNIQUE_VIOLATION_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "append lost a race on a unique key; retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The current version of a stream; 0 if it does not exist.
+    pub async fn stream_version(&self, stream: &StreamKey) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT version FROM streams WHERE clinic_id = $1 AND stream_id = $2")
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&stream.clinic_id, &stream.stream_id])
+            .await?;
+        row.map_or(Ok(0), |row| to_version(row.get(0)))
+    }
+
+    /// Events of one stream with version >= `from_version`, in version order, at most
+    /// `limit` of them.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamKey,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events \
+                 WHERE clinic_id = $1 AND stream_id = $2 AND version >= $3 \
+                 ORDER BY version LIMIT $4"
+            ))
+            .await?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &stream.clinic_id,
+                    &stream.stream_id,
+                    &to_sql_count(from_version)?,
+                    &to_sql_count(limit as u64)?,
+                ],
+            )
+            .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// The whole stream, in version order.
+    pub async fn read_whole_stream(
+        &self,
+        stream: &StreamKey,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        const PAGE: usize = 1000;
+        let mut events = Vec::new();
+        loop {
+            let next = events.len() as u64 + 1;
+            let page = self.read_stream(stream, next, PAGE).await?;
+            let done = page.len() < PAGE;
+            events.extend(page);
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// The event with this id in this clinic, if any.
+    pub async fn find_event(
+        &self,
+        clinic_id: Uuid,
+        event_id: Uuid,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE clinic_id = $1 AND event_id = $2"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&clinic_id, &event_id])
+            .await?;
+        row.as_ref().map(decode_event).transpose()
+    }
+
+    /// Up to `limit` events strictly after `cursor` in global order, never skipping one:
+    /// only events of transactions older than every transaction still running are
+    /// returned, so nothing can later commit before the returned ones.
+    pub async fn read_all_after(
+        &self,
+        cursor: GlobalCursor,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await?;
+        read_all_after(&client, cursor, limit).await
+    }
+
+    /// The global cursor of the event at `position`, if it exists and is visible.
+    pub async fn cursor_of_position(
+        &self,
+        position: i64,
+    ) -> Result<Option<GlobalCursor>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT xid::text::bigint, position FROM events WHERE position = $1")
+            .await?;
+        let row = client.query_opt(&statement, &[&position]).await?;
+        row.map(|row| decode_cursor(row.get(0), row.get(1)))
+            .transpose()
+    }
+}
+
+/// [`EventStore::read_all_after`] on a given connection or transaction.
+pub async fn read_all_after(
+    client: &impl deadpool_postgres::GenericClient,
+    cursor: GlobalCursor,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (xid, position) > ($1::text::xid8, $2) \
+               AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY xid, position LIMIT $3"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &cursor.xid.to_string(),
+                &cursor.position,
+                &to_sql_count(limit as u64)?,
+            ],
+        )
+        .await?;
+    rows.iter().map(decode_event).collect()
+}
+
+/// Appends inside a transaction the caller owns and commits. This is the building block
+/// of [`EventStore::append`] and of callers that must do more in the same transaction
+/// (group commit, tests that hold a transaction open).
+///
+/// A unique violation ([`StoreError::is_unique_violation`]) leaves the transaction
+/// aborted; the caller rolls back and retries.
+pub async fn append_in(
+    transaction: &Transaction<'_>,
+    stream: &StreamKey,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<AppendOutcome, StoreError> {
+    validate_batch(events)?;
+
+    // Lock the stream row (creating it at version 0 if new): appends to one stream are
+    // serialised from here to commit, and the version read is the latest committed one.
+    let lock = transaction
+        .prepare_cached(
+            "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
+             ON CONFLICT (clinic_id, stream_id) DO UPDATE SET version = streams.version \
+             RETURNING version",
+        )
+        .await?;
+    let row = transaction
+        .query_one(&lock, &[&stream.clinic_id, &stream.stream_id])
+        .await?;
+    let current = to_version(row.get(0))?;
+
+    // A retry is recognised before the version check: the original append moved the
+    // version on, and the retry must still get the original result.
+    if let Some(replayed) = find_retry(transaction, stream, events).await? {
+        return Ok(replayed);
+    }
+    expected.check(current)?;
+
+    let count = events.len() as u64;
+    let versions: Vec<i64> = (1..=count)
+        .map(|offset| to_sql_count(current + offset))
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    let schema_versions: Vec<i32> = events.iter().map(|event| event.schema_version).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|event| &event.payload).collect();
+    let metadata: Vec<Json<&EventMetadata>> =
+        events.iter().map(|event| Json(&event.metadata)).collect();
+    let fingerprints: Vec<&[u8]> = events
+        .iter()
+        .map(|event| event.fingerprint.as_bytes().as_slice())
+        .collect();
+    let occurred: Vec<Option<DateTime<Utc>>> =
+        events.iter().map(|event| event.occurred_at).collect();
+
+    let insert = transaction
+        .prepare_cached(
+            "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
+                 schema_version, payload, metadata, fingerprint, occurred_at) \
+             SELECT $1, $2, e.version, e.event_id, e.event_type, e.schema_version, \
+                 e.payload, e.metadata, e.fingerprint, e.occurred_at \
+             FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], \
+                 $8::jsonb[], $9::bytea[], $10::timestamptz[]) WITH ORDINALITY \
+                 AS e(version, event_id, event_type, schema_version, payload, metadata, \
+                      fingerprint, occurred_at, ordinal) \
+             ORDER BY e.ordinal \
+             RETURNING event_id, version, xid::text::bigint, position",
+        )
+        .await?;
+    let rows = transaction
+        .query(
+            &insert,
+            &[
+                &stream.clinic_id,
+                &stream.stream_id,
+                &versions,
+                &ids,
+                &types,
+                &schema_versions,
+                &payloads,
+                &metadata,
+                &fingerprints,
+                &occurred,
+            ],
+        )
+        .await?;
+    let mut appended = rows
+        .iter()
+        .map(|row| {
+            Ok(AppendedEvent {
+                event_id: row.get(0),
+                version: to_version(row.get(1))?,
+                cursor: decode_cursor(row.get(2), row.get(3))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    appended.sort_by_key(|event| event.version);
+
+    let bump = transaction
+        .prepare_cached("UPDATE streams SET version = $3 WHERE clinic_id = $1 AND stream_id = $2")
+        .await?;
+    transaction
+        .execute(
+            &bump,
+            &[
+                &stream.clinic_id,
+                &stream.stream_id,
+                &to_sql_count(current + count)?,
+            ],
+        )
+        .await?;
+
+    tracing::debug!(
+        events = appended.len(),
+        version = current + count,
+        "appended"
+    );
+    Ok(AppendOutcome {
+        events: appended,
+        replayed: false,
+    })
+}
+
+fn validate_batch(events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidBatch(
+            "an append needs at least one event",
+        ));
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    if !events.iter().all(|event| seen.insert(event.event_id)) {
+        return Err(StoreError::InvalidBatch(
+            "event ids repeat within the batch",
+        ));
+    }
+    if events.iter().any(|event| event.event_type.is_empty()) {
+        return Err(StoreError::InvalidBatch("an event needs a type"));
+    }
+    Ok(())
+}
+
+/// If any event id of the batch is already stored: the original outcome when the batch
+/// is an exact retry (every id stored, same stream, same fingerprints), otherwise an
+/// idempotency conflict naming the first id that does not match.
+async fn find_retry(
+    transaction: &Transaction<'_>,
+    stream: &StreamKey,
+    events: &[NewEvent],
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let statement = transaction
+        .prepare_cached(
+            "SELECT event_id, stream_id, version, xid::text::bigint, position, fingerprint \
+             FROM events WHERE clinic_id = $1 AND event_id = ANY($2)",
+        )
+        .await?;
+    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let rows = transaction
+        .query(&statement, &[&stream.clinic_id, &ids])
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut stored = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let event_id: Uuid = row.get(0);
+        let stream_id: String = row.get(1);
+        let fingerprint = Fingerprint::from_slice(row.get(5))?;
+        let requested = events.iter().find(|event| event.event_id == event_id);
+        let matches = requested.is_some_and(|event| event.fingerprint == fingerprint)
+            && stream_id == stream.stream_id;
+        if !matches {
+            return Err(StoreError::IdempotencyConflict { event_id });
+        }
+        stored.push(AppendedEvent {
+            event_id,
+            version: to_version(row.get(2))?,
+            cursor: decode_cursor(row.get(3), row.get(4))?,
+        });
+    }
+    if stored.len() != events.len() {
+        // Part of the batch was appended before under these ids: not the same request.
+        let missing = events
+            .iter()
+            .find(|event| stored.iter().all(|done| done.event_id != event.event_id))
+            .map_or(Uuid::nil(), |event| event.event_id);
+        return Err(StoreError::IdempotencyConflict { event_id: missing });
+    }
+    stored.sort_by_key(|event| event.version);
+    Ok(Some(AppendOutcome {
+        events: stored,
+        replayed: true,
+    }))
+}
+
+fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let Json(metadata): Json<EventMetadata> = row.try_get(7)?;
+    Ok(RecordedEvent {
+        clinic_id: row.try_get(0)?,
+        stream_id: row.try_get(1)?,
+        version: to_version(row.try_get(2)?)?,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata,
+        occurred_at: row.try_get(8)?,
+        recorded_at: row.try_get(9)?,
+        cursor: decode_cursor(row.try_get(10)?, row.try_get(11)?)?,
+        fingerprint: Fingerprint::from_slice(row.try_get(12)?)?,
+    })
+}
+
+fn decode_cursor(xid: i64, position: i64) -> Result<GlobalCursor, StoreError> {
+    let xid = u64::try_from(xid).map_err(|_| StoreError::Malformed(format!("xid {xid}")))?;
+    Ok(GlobalCursor { xid, position })
+}
+
+fn to_version(version: i64) -> Result<u64, StoreError> {
+    u64::try_from(version).map_err(|_| StoreError::Malformed(format!("version {version}")))
+}
+
+fn to_sql_count(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::InvalidBatch("number out of range"))
+}

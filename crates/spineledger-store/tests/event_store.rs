@@ -1,0 +1,542 @@
+//! The event store's guarantees, each against a real PostgreSQL database of its own.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use spineledger_store::{
+    EventMetadata, EventStore, ExpectedVersion, Fingerprint, GlobalCursor, NewEvent, StoreError,
+    StreamKey,
+};
+use spineledger_testkit::TestDatabase;
+use uuid::Uuid;
+
+fn event(event_id: Uuid, payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        event_id,
+        event_type: "SessionRecorded".into(),
+        schema_version: 1,
+        fingerprint: Fingerprint::of(&payload).expect("fingerprint"),
+        payload,
+        metadata: EventMetadata {
+            actor: "provider-7".into(),
+            command_id: event_id,
+            correlation_id: Some(Uuid::new_v4()),
+            causation_id: None,
+            client_name: Some("store-tests".into()),
+            client_version: Some("1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        },
+        occurred_at: Some(chrono::Utc::now()),
+    }
+}
+
+fn new_event(n: u64) -> NewEvent {
+    event(Uuid::new_v4(), json!({ "n": n }))
+}
+
+fn episode(clinic: Uuid) -> StreamKey {
+    StreamKey::new(clinic, format!("episode-{}", Uuid::new_v4()))
+}
+
+#[tokio::test]
+async fn appended_events_read_back_in_version_order_with_metadata() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let batch = vec![new_event(1), new_event(2), new_event(3)];
+    let outcome = db
+        .store()
+        .append(&stream, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    assert!(!outcome.replayed);
+    assert_eq!(
+        outcome.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(outcome.events.windows(2).all(|w| w[0].cursor < w[1].cursor));
+
+    let read = db.store().read_whole_stream(&stream).await.expect("read");
+    assert_eq!(read.len(), 3);
+    for (stored, sent) in read.iter().zip(&batch) {
+        assert_eq!(stored.event_id, sent.event_id);
+        assert_eq!(stored.payload, sent.payload);
+        assert_eq!(stored.metadata, sent.metadata);
+        assert_eq!(stored.event_type, "SessionRecorded");
+        assert_eq!(stored.schema_version, 1);
+        assert_eq!(stored.fingerprint, sent.fingerprint);
+    }
+    let from_two = db.store().read_stream(&stream, 2, 10).await.expect("read");
+    assert_eq!(
+        from_two.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn the_same_stream_id_in_two_clinics_is_two_streams() {
+    let db = TestDatabase::create().await;
+    let stream_id = format!("episode-{}", Uuid::new_v4());
+    let first = StreamKey::new(Uuid::new_v4(), stream_id.clone());
+    let second = StreamKey::new(Uuid::new_v4(), stream_id);
+    for stream in [&first, &second] {
+        let outcome = db
+            .store()
+            .append(stream, ExpectedVersion::NoStream, &[new_event(1)])
+            .await
+            .expect("each clinic has its own stream");
+        assert_eq!(outcome.last_version(), 1);
+    }
+    assert_eq!(
+        db.store()
+            .read_whole_stream(&first)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn conflicting_append_returns_version_conflict_with_actual_version_and_writes_nothing() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    db.store()
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            &[new_event(1), new_event(2)],
+        )
+        .await
+        .expect("append");
+
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+        ExpectedVersion::Exact(5),
+    ] {
+        let error = db
+            .store()
+            .append(&stream, expected, &[new_event(3)])
+            .await
+            .expect_err("stale expected version");
+        assert!(
+            matches!(error, StoreError::VersionConflict { actual: 2, .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        2
+    );
+    assert_eq!(
+        db.store()
+            .read_whole_stream(&stream)
+            .await
+            .expect("read")
+            .len(),
+        2
+    );
+
+    db.store()
+        .append(&stream, ExpectedVersion::Exact(2), &[new_event(3)])
+        .await
+        .expect("exact version matches");
+    db.store()
+        .append(&stream, ExpectedVersion::Any, &[new_event(4)])
+        .await
+        .expect("any version");
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        4
+    );
+}
+
+#[tokio::test]
+async fn retry_with_the_same_event_id_returns_the_original_result_and_writes_nothing() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let batch = vec![new_event(1), new_event(2)];
+    let first = db
+        .store()
+        .append(&stream, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("append");
+    db.store()
+        .append(&stream, ExpectedVersion::Any, &[new_event(3)])
+        .await
+        .expect("append");
+
+    // The retry's expected version is stale by now; it is still the same request.
+    let retry = db
+        .store()
+        .append(&stream, ExpectedVersion::NoStream, &batch)
+        .await
+        .expect("retry");
+    assert!(retry.replayed);
+    assert_eq!(retry.events, first.events);
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_reused_event_id_with_different_content_is_rejected() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let id = Uuid::new_v4();
+    db.store()
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            &[event(id, json!({"peak_force_n": 400}))],
+        )
+        .await
+        .expect("append");
+
+    let other_content = db
+        .store()
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            &[event(id, json!({"peak_force_n": 450}))],
+        )
+        .await
+        .expect_err("different content");
+    assert!(
+        matches!(other_content, StoreError::IdempotencyConflict { event_id } if event_id == id)
+    );
+
+    let other_stream = db
+        .store()
+        .append(
+            &episode(stream.clinic_id),
+            ExpectedVersion::Any,
+            &[event(id, json!({"peak_force_n": 400}))],
+        )
+        .await
+        .expect_err("same id on another stream");
+    assert!(matches!(
+        other_stream,
+        StoreError::IdempotencyConflict { .. }
+    ));
+
+    let partly_new = db
+        .store()
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            &[event(id, json!({"peak_force_n": 400})), new_event(9)],
+        )
+        .await
+        .expect_err("a batch that only partly repeats is not a retry");
+    assert!(matches!(partly_new, StoreError::IdempotencyConflict { .. }));
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_batch_is_rejected() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let empty = db.store().append(&stream, ExpectedVersion::Any, &[]).await;
+    assert!(matches!(empty, Err(StoreError::InvalidBatch(_))));
+    let one = new_event(1);
+    let twice = db
+        .store()
+        .append(&stream, ExpectedVersion::Any, &[one.clone(), one])
+        .await;
+    assert!(matches!(twice, Err(StoreError::InvalidBatch(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_with_the_same_expected_version_exactly_one_wins() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    db.store()
+        .append(&stream, ExpectedVersion::NoStream, &[new_event(0)])
+        .await
+        .expect("append");
+
+    for round in 1..=5_u64 {
+        let writers = 16;
+        let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let store = db.store().clone();
+                let stream = stream.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .append(&stream, ExpectedVersion::Exact(round), &[new_event(round)])
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(outcome) => {
+                    winners += 1;
+                    assert_eq!(outcome.last_version(), round + 1);
+                }
+                Err(StoreError::VersionConflict { actual, .. }) => assert_eq!(actual, round + 1),
+                Err(other) => panic!("unexpected error: {other:?}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+    let versions: Vec<u64> = db
+        .store()
+        .read_whole_stream(&stream)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (1..=6).collect::<Vec<_>>(), "no gaps");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_one_event_store_it_once_and_all_get_the_same_result() {
+    let db = TestDatabase::create().await;
+    for _ in 0..5 {
+        let stream = episode(Uuid::new_v4());
+        let retried = new_event(42);
+        let callers = 12;
+        let barrier = Arc::new(tokio::sync::Barrier::new(callers));
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let store = db.store().clone();
+                let stream = stream.clone();
+                let retried = retried.clone();
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .append(&stream, ExpectedVersion::Any, &[retried])
+                        .await
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("task").expect("every retry succeeds"));
+        }
+        assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
+        assert!(results.iter().all(|r| r.events == results[0].events));
+        assert_eq!(
+            db.store()
+                .read_whole_stream(&stream)
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn update_delete_and_truncate_of_events_are_rejected() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    db.store()
+        .append(&stream, ExpectedVersion::Any, &[new_event(1)])
+        .await
+        .expect("append");
+
+    // The owner (here a superuser) is stopped by the trigger.
+    let owner = db.owner_client().await;
+    for statement in [
+        "UPDATE events SET payload = '{}'::jsonb",
+        "DELETE FROM events",
+        "TRUNCATE events CASCADE",
+    ] {
+        let error = owner.batch_execute(statement).await.expect_err(statement);
+        let message = error
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(
+            message.contains("events are immutable"),
+            "{statement}: {message}"
+        );
+    }
+
+    // The service's role is not even granted the privilege.
+    let app = db.store().pool().get().await.expect("app connection");
+    for statement in [
+        "UPDATE events SET payload = '{}'::jsonb",
+        "DELETE FROM events",
+    ] {
+        let error = app.batch_execute(statement).await.expect_err(statement);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}"
+        );
+    }
+    assert_eq!(
+        db.store()
+            .read_whole_stream(&stream)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_rolled_back_append_leaves_nothing_visible() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let mut client = db.store().pool().get().await.expect("connection");
+    let transaction = client.transaction().await.expect("begin");
+    spineledger_store::append_in(
+        &transaction,
+        &stream,
+        ExpectedVersion::NoStream,
+        &[new_event(1)],
+    )
+    .await
+    .expect("append in transaction");
+    transaction.rollback().await.expect("rollback");
+
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        0
+    );
+    assert!(
+        db.store()
+            .read_whole_stream(&stream)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert!(
+        db.store()
+            .read_all_after(GlobalCursor::START, 100)
+            .await
+            .expect("read all")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_migrations_apply_once() {
+    let db = TestDatabase::create_unmigrated().await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let config = db.config().clone();
+            tokio::spawn(async move { spineledger_store::migrate(&config).await })
+        })
+        .collect();
+    let mut applied = 0;
+    for run in runs {
+        applied += run.await.expect("task").expect("migrate");
+    }
+    let versions = db
+        .owner_client()
+        .await
+        .query("SELECT version FROM refinery_schema_history", &[])
+        .await
+        .expect("history");
+    assert_eq!(
+        applied,
+        versions.len(),
+        "each migration applied exactly once"
+    );
+}
+
+#[tokio::test]
+async fn global_reads_page_through_all_events_in_order() {
+    let db = TestDatabase::create().await;
+    let clinic = Uuid::new_v4();
+    let mut written = Vec::new();
+    for n in 0..25 {
+        let event = new_event(n);
+        written.push(event.event_id);
+        db.store()
+            .append(&episode(clinic), ExpectedVersion::Any, &[event])
+            .await
+            .expect("append");
+    }
+    let read = read_until(db.store(), 7, written.len()).await;
+    assert_eq!(read.iter().map(|(_, id)| *id).collect::<Vec<_>>(), written);
+}
+
+async fn read_everything(store: &EventStore, page: usize) -> Vec<(GlobalCursor, Uuid)> {
+    let mut cursor = GlobalCursor::START;
+    let mut seen = Vec::new();
+    loop {
+        let events = store.read_all_after(cursor, page).await.expect("read all");
+        let Some(last) = events.last() else {
+            return seen;
+        };
+        cursor = last.cursor;
+        seen.extend(events.iter().map(|e| (e.cursor, e.event_id)));
+    }
+}
+
+/// Reads until `count` events are visible. Transactions of other tests (xids are
+/// cluster-wide) may hold the snapshot xmin back for a moment; that delays, never skips.
+async fn read_until(store: &EventStore, page: usize, count: usize) -> Vec<(GlobalCursor, Uuid)> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = read_everything(store, page).await;
+        if seen.len() >= count || tokio::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The ordering hazard itself: a transaction that took its positions first but commits
+/// last. A reader must not move past it while it is open, and must see its events once
+/// it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_does_not_pass_a_transaction_that_is_still_open() {
+    let db = TestDatabase::create().await;
+    let clinic = Uuid::new_v4();
+    let mut slow_client = db.store().pool().get().await.expect("connection");
+    let slow = slow_client.transaction().await.expect("begin");
+    let slow_event = new_event(1);
+    spineledger_store::append_in(
+        &slow,
+        &episode(clinic),
+        ExpectedVersion::Any,
+        std::slice::from_ref(&slow_event),
+    )
+    .await
+    .expect("slow append");
+
+    let fast_event = new_event(2);
+    db.store()
+        .append(
+            &episode(clinic),
+            ExpectedVersion::Any,
+            std::slice::from_ref(&fast_event),
+        )
+        .await
+        .expect("fast append");
+
+    let seen_while_open = read_everything(db.store(), 10).await;
+    assert!(
+        seen_while_open
+            .iter()
+            .all(|(_, id)| *id != fast_event.event_id),
+        "the fast event must wait for the older open transaction"
+    );
+    slow.commit().await.expect("commit");
+    let seen = read_until(db.store(), 10, 2).await;
+    let ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert!(ids.contains(&slow_event.event_id) && ids.contains(&fast_event.event_id));
+}

@@ -1,0 +1,443 @@
+//! The clinical write API: one handler per RPC, all of them the same four steps —
+//! validate at the edge, recognise a retry, decide against the folded episode, append.
+//!
+//! A retry (same command id, same request) returns the first response, whatever happened
+//! to the episode since. Without an expected version from the client, a lost race with a
+//! concurrent writer is decided again against the new state (a few times); with one, it
+//! is ABORTED with the actual version. Any rejection appends nothing.
+
+use spineledger_api::convert::{self, ValidCommand, ValidHeader};
+use spineledger_api::error as status;
+use spineledger_api::error::FieldViolations;
+use spineledger_api::v1;
+use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService;
+use spineledger_domain::{
+    Episode, EpisodeCommand, EpisodeEvent, EpisodeId, PatientEvent, PatientState, RegisterPatient,
+    Rejection,
+};
+use spineledger_store::{
+    EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, StoreError, StreamKey,
+};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::App;
+use crate::telemetry::trace_id_from_traceparent;
+
+/// How often a write without an expected version is decided again after losing a race.
+const DECIDE_ATTEMPTS: usize = 8;
+
+/// The `ClinicalRecordsService` implementation.
+#[derive(Debug, Clone)]
+pub struct ClinicalRecords {
+    app: App,
+}
+
+impl ClinicalRecords {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+/// What is recorded about the request itself, next to the actor from the header.
+struct RequestContext {
+    client_name: Option<String>,
+    client_version: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl RequestContext {
+    fn of<T>(request: &Request<T>) -> Self {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| value.chars().take(200).collect::<String>())
+        };
+        Self {
+            client_name: header("x-client-name").or_else(|| header("user-agent")),
+            client_version: header("x-client-version"),
+            trace_id: header("traceparent").and_then(|value| trace_id_from_traceparent(&value)),
+        }
+    }
+
+    fn metadata(&self, header: &ValidHeader) -> EventMetadata {
+        EventMetadata {
+            actor: header.actor.clone(),
+            command_id: header.command_id,
+            correlation_id: header.correlation_id,
+            causation_id: header.causation_id,
+            client_name: self.client_name.clone(),
+            client_version: self.client_version.clone(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+}
+
+impl ClinicalRecords {
+    /// Validates, decides and appends one episode command; the common path of every
+    /// episode RPC.
+    async fn write_episode<T>(
+        &self,
+        request: Request<T>,
+        validate: impl FnOnce(
+            T,
+            chrono::DateTime<chrono::Utc>,
+        )
+            -> Result<(EpisodeId, ValidCommand<EpisodeCommand>), FieldViolations>,
+    ) -> Result<v1::WriteResult, Status> {
+        let context = RequestContext::of(&request);
+        let (episode, valid) = validate(request.into_inner(), self.app.clock.now())
+            .map_err(status::invalid_argument)?;
+        let stream = StreamKey::new(valid.header.clinic_id.0, episode.stream_id());
+        let span = tracing::info_span!(
+            "episode_command",
+            clinic = %valid.header.clinic_id,
+            episode = %episode,
+            command = valid.command.name(),
+            command_id = %valid.header.command_id,
+        );
+        self.decide_and_append(&context, &stream, &valid)
+            .instrument(span)
+            .await
+    }
+
+    async fn decide_and_append(
+        &self,
+        context: &RequestContext,
+        stream: &StreamKey,
+        valid: &ValidCommand<EpisodeCommand>,
+    ) -> Result<v1::WriteResult, Status> {
+        let stream = stream.clone();
+        let fingerprint = fingerprint(&stream, &valid.command)?;
+        if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+            return Ok(result);
+        }
+        if let EpisodeCommand::RecordEvaluation(evaluation) = &valid.command {
+            self.require_registered_patient(&valid.header, evaluation.patient_id.stream_id())
+                .await?;
+        }
+
+        for _attempt in 0..DECIDE_ATTEMPTS {
+            let history = self
+                .app
+                .store
+                .read_whole_stream(&stream)
+                .await
+                .map_err(store_status)?;
+            let version = history.last().map_or(0, |event| event.version);
+            if let Some(expected) = valid.header.expected_version
+                && expected != version
+            {
+                return Err(version_conflict(expected, version));
+            }
+            let state = fold_episode(&history)?;
+            let event = match spineledger_domain::decide(&state, &valid.command, &self.app.policy) {
+                Ok(event) => event,
+                Err(rejection) => {
+                    // A concurrent retry of this very command may have moved the state on.
+                    if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+                        return Ok(result);
+                    }
+                    tracing::info!(reason = rejection.reason(), "command rejected");
+                    return Err(rejection_status(&rejection));
+                }
+            };
+            let new_event = NewEvent {
+                event_id: valid.header.command_id,
+                event_type: event.event_type().to_owned(),
+                schema_version: spineledger_domain::SCHEMA_VERSION,
+                payload: event.to_payload(),
+                metadata: context.metadata(&valid.header),
+                occurred_at: Some(valid.occurred_at),
+                fingerprint,
+            };
+            match self
+                .app
+                .store
+                .append(&stream, ExpectedVersion::Exact(version), &[new_event])
+                .await
+            {
+                Ok(outcome) => return write_result(&stream, &outcome),
+                Err(StoreError::VersionConflict { actual, .. })
+                    if valid.header.expected_version.is_none() =>
+                {
+                    tracing::debug!(actual, "lost a race; deciding again");
+                }
+                Err(StoreError::VersionConflict { actual, .. }) => {
+                    return Err(version_conflict(version, actual));
+                }
+                Err(error) => return Err(store_status(error)),
+            }
+        }
+        Err(Status::aborted(
+            "the episode is being written concurrently; retry the command",
+        ))
+    }
+
+    /// The first response to this command id, if it was already recorded; an error if the
+    /// id was used for something else.
+    async fn replay(
+        &self,
+        header: &ValidHeader,
+        stream: &StreamKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Option<v1::WriteResult>, Status> {
+        let Some(stored) = self
+            .app
+            .store
+            .find_event(header.clinic_id.0, header.command_id)
+            .await
+            .map_err(store_status)?
+        else {
+            return Ok(None);
+        };
+        if stored.stream_id != stream.stream_id || stored.fingerprint != fingerprint {
+            return Err(status::already_exists_command_reused(header.command_id));
+        }
+        Ok(Some(stored_result(&stored)))
+    }
+
+    async fn require_registered_patient(
+        &self,
+        header: &ValidHeader,
+        patient_stream: String,
+    ) -> Result<(), Status> {
+        let stream = StreamKey::new(header.clinic_id.0, patient_stream);
+        let version = self
+            .app
+            .store
+            .stream_version(&stream)
+            .await
+            .map_err(store_status)?;
+        if version == 0 {
+            return Err(status::failed_precondition(
+                "PATIENT_NOT_REGISTERED",
+                "the patient is not registered at this clinic: register the patient first",
+                Vec::<(String, String)>::new(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write_patient(
+        &self,
+        request: Request<v1::RegisterPatientRequest>,
+    ) -> Result<v1::WriteResult, Status> {
+        let context = RequestContext::of(&request);
+        let valid = convert::register_patient(request.into_inner(), self.app.clock.now())
+            .map_err(status::invalid_argument)?;
+        let command: &RegisterPatient = &valid.command;
+        let stream = StreamKey::new(valid.header.clinic_id.0, command.patient_id.stream_id());
+        let fingerprint = fingerprint(&stream, command)?;
+        if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+            return Ok(result);
+        }
+        let history = self
+            .app
+            .store
+            .read_whole_stream(&stream)
+            .await
+            .map_err(store_status)?;
+        let version = history.last().map_or(0, |event| event.version);
+        if let Some(expected) = valid.header.expected_version
+            && expected != version
+        {
+            return Err(version_conflict(expected, version));
+        }
+        let events = history
+            .iter()
+            .map(|stored| {
+                PatientEvent::from_payload(
+                    &stored.event_type,
+                    stored.schema_version,
+                    stored.payload.clone(),
+                )
+                .map_err(|error| undecodable(stored, &error))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = PatientState::fold(&events);
+        let event = match spineledger_domain::decide_patient(&state, command) {
+            Ok(event) => event,
+            Err(rejection) => {
+                if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+                    return Ok(result);
+                }
+                return Err(rejection_status(&rejection));
+            }
+        };
+        let new_event = NewEvent {
+            event_id: valid.header.command_id,
+            event_type: event.event_type().to_owned(),
+            schema_version: spineledger_domain::SCHEMA_VERSION,
+            payload: event.to_payload(),
+            metadata: context.metadata(&valid.header),
+            occurred_at: Some(valid.occurred_at),
+            fingerprint,
+        };
+        match self
+            .app
+            .store
+            .append(&stream, ExpectedVersion::Exact(version), &[new_event])
+            .await
+        {
+            Ok(outcome) => write_result(&stream, &outcome),
+            Err(StoreError::VersionConflict { actual, .. }) => {
+                // Two registrations raced; whichever lost is a duplicate registration
+                // unless it is a retry of the winner.
+                if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+                    return Ok(result);
+                }
+                if valid.header.expected_version.is_some() {
+                    return Err(version_conflict(version, actual));
+                }
+                Err(rejection_status(&Rejection::PatientAlreadyRegistered))
+            }
+            Err(error) => Err(store_status(error)),
+        }
+    }
+}
+
+/// Folds an episode's stored events into its state.
+pub fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, Status> {
+    let mut state = Episode::default();
+    for stored in history {
+        let event = EpisodeEvent::from_payload(
+            &stored.event_type,
+            stored.schema_version,
+            stored.payload.clone(),
+        )
+        .map_err(|error| undecodable(stored, &error))?;
+        state.apply(stored.event_id, &event);
+    }
+    Ok(state)
+}
+
+fn undecodable(stored: &RecordedEvent, error: &dyn std::error::Error) -> Status {
+    tracing::error!(
+        event_id = %stored.event_id,
+        event_type = %stored.event_type,
+        %error,
+        "stored event cannot be decoded"
+    );
+    Status::data_loss("a stored event of this stream cannot be decoded")
+}
+
+/// The idempotency fingerprint: the stream and the command exactly as validated.
+fn fingerprint<T: serde::Serialize>(
+    stream: &StreamKey,
+    command: &T,
+) -> Result<Fingerprint, Status> {
+    Fingerprint::of(&(&stream.stream_id, command)).map_err(store_status)
+}
+
+fn write_result(
+    stream: &StreamKey,
+    outcome: &spineledger_store::AppendOutcome,
+) -> Result<v1::WriteResult, Status> {
+    let Some(event) = outcome.events.first() else {
+        return Err(Status::internal("the store acknowledged an empty append"));
+    };
+    Ok(v1::WriteResult {
+        event_id: event.event_id.to_string(),
+        stream_id: stream.stream_id.clone(),
+        stream_version: clamp(event.version),
+        global_position: event.cursor.position,
+    })
+}
+
+fn stored_result(stored: &RecordedEvent) -> v1::WriteResult {
+    v1::WriteResult {
+        event_id: stored.event_id.to_string(),
+        stream_id: stored.stream_id.clone(),
+        stream_version: clamp(stored.version),
+        global_position: stored.cursor.position,
+    }
+}
+
+fn clamp(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// Domain rejections are FAILED_PRECONDITION with the rule's reason.
+fn rejection_status(rejection: &Rejection) -> Status {
+    status::from_rejection(rejection)
+}
+
+/// ABORTED with both versions; version 0 is "no stream".
+fn version_conflict(expected: u64, actual: u64) -> Status {
+    let stream_version = |version: u64| (version > 0).then_some(version);
+    status::aborted_version_conflict(stream_version(expected), stream_version(actual))
+}
+
+/// Store failures: conflicts are the caller's business, the rest is ours (logged here,
+/// where it is handled, without request content).
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::VersionConflict { expected, actual } => {
+            let expected = match expected {
+                ExpectedVersion::Exact(version) => version,
+                ExpectedVersion::NoStream | ExpectedVersion::Any => 0,
+            };
+            version_conflict(expected, actual)
+        }
+        StoreError::IdempotencyConflict { event_id } => {
+            status::already_exists_command_reused(event_id)
+        }
+        StoreError::Pool(error) => {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable("the record store is temporarily unavailable; retry")
+        }
+        StoreError::Unreachable { url, .. } => {
+            tracing::warn!(database = %url, "database unreachable");
+            Status::unavailable("the record store is temporarily unavailable; retry")
+        }
+        other => {
+            tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "store failure");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// The service impl: `register_patient` on the patient stream, every other RPC through
+/// `write_episode` with its own edge conversion. (The impl is generated whole because
+/// `async_trait` must see the methods after macro expansion.)
+macro_rules! clinical_records_service {
+    ($($method:ident($request:ident) -> $response:ident;)*) => {
+        #[tonic::async_trait]
+        impl ClinicalRecordsService for ClinicalRecords {
+            async fn register_patient(
+                &self,
+                request: Request<v1::RegisterPatientRequest>,
+            ) -> Result<Response<v1::RegisterPatientResponse>, Status> {
+                let result = self.write_patient(request).await?;
+                Ok(Response::new(v1::RegisterPatientResponse { result: Some(result) }))
+            }
+
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<v1::$request>,
+                ) -> Result<Response<v1::$response>, Status> {
+                    let result = self.write_episode(request, convert::$method).await?;
+                    Ok(Response::new(v1::$response { result: Some(result) }))
+                }
+            )*
+        }
+    };
+}
+
+clinical_records_service! {
+    record_evaluation(RecordEvaluationRequest) -> RecordEvaluationResponse;
+    start_treatment_plan(StartTreatmentPlanRequest) -> StartTreatmentPlanResponse;
+    record_session(RecordSessionRequest) -> RecordSessionResponse;
+    record_missed_session(RecordMissedSessionRequest) -> RecordMissedSessionResponse;
+    record_outcome(RecordOutcomeRequest) -> RecordOutcomeResponse;
+    give_home_care_instructions(GiveHomeCareInstructionsRequest) -> GiveHomeCareInstructionsResponse;
+    report_home_care_adherence(ReportHomeCareAdherenceRequest) -> ReportHomeCareAdherenceResponse;
+    record_reassessment(RecordReassessmentRequest) -> RecordReassessmentResponse;
+    adjust_treatment_plan(AdjustTreatmentPlanRequest) -> AdjustTreatmentPlanResponse;
+    discharge_episode(DischargeEpisodeRequest) -> DischargeEpisodeResponse;
+    record_correction(RecordCorrectionRequest) -> RecordCorrectionResponse;
+}

@@ -1,0 +1,113 @@
+//! The gRPC server as a function of a bound listener and a shutdown future, so tests bind
+//! `127.0.0.1:0` and run it in-process, and `serve` runs it until SIGINT/SIGTERM.
+//!
+//! It serves grpc.health.v1 (NOT_SERVING until the store answers, SERVING then, NOT_SERVING
+//! again once shutdown begins), server reflection v1 and v1alpha (grpcurl, GUI clients),
+//! and the spineledger.v1 services. Every RPC gets a tracing span carrying the W3C trace
+//! context of the caller.
+
+use std::future::Future;
+
+use opentelemetry::global;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::App;
+use crate::clinical::ClinicalRecords;
+use crate::telemetry::HeaderExtractor;
+use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsServiceServer;
+
+/// Serves until `shutdown` completes, then drains in-flight requests and returns.
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spineledger_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spineledger_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    // Ready means the store answers as the app role; only then report SERVING.
+    drop(app.store.pool().get().await?);
+    health
+        .set_serving::<ClinicalRecordsServiceServer<ClinicalRecords>>()
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let draining = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<ClinicalRecordsServiceServer<ClinicalRecords>>()
+                .await;
+        }
+    };
+
+    Server::builder()
+        .trace_fn(rpc_span)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ClinicalRecordsServiceServer::new(ClinicalRecords::new(app)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await?;
+    Ok(())
+}
+
+/// One span per RPC, parented on the caller's W3C trace context when it sends one.
+fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = %request.uri().path(),
+    );
+    let parent = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    if let Err(error) = span.set_parent(parent) {
+        tracing::debug!(%error, "no trace context attached");
+    }
+    span
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,56 @@
+//! The binary's behaviour an operator sees first.
+
+use std::process::Command;
+
+#[test]
+fn serve_with_unreachable_postgres_fails_with_one_line_naming_the_url_without_password() {
+    let output = Command::new(env!("CARGO_BIN_EXE_spineledger"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "DATABASE_URL",
+            "postgres://clinic:s3cret-pw@127.0.0.1:1/records",
+        )
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run spineledger");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(
+        lines[0].starts_with(
+            "error: cannot connect to PostgreSQL at postgres://clinic@127.0.0.1:1/records"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret-pw"),
+        "the password leaked: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn migrate_subcommand_applies_migrations_to_a_fresh_database_twice_in_a_row() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database = runtime.block_on(spineledger_testkit::TestDatabase::create_unmigrated());
+    for _ in 0..2 {
+        let status = Command::new(env!("CARGO_BIN_EXE_spineledger"))
+            .args(["migrate", "--database-url", &database.url()])
+            .env("RUST_LOG", "off")
+            .status()
+            .expect("run spineledger migrate");
+        assert!(status.success());
+    }
+    let tables = runtime.block_on(async {
+        database
+            .owner_client()
+            .await
+            .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+            .await
+            .expect("history")
+            .get::<_, i64>(0)
+    });
+    assert!(tables >= 1);
+    runtime.block_on(async move { drop(database) });
+}
