@@ -1078,6 +1078,11 @@ fn is_payload_path(path: &str) -> bool {
 
 /// A `google.protobuf.Value` as JSON. Whole numbers become JSON integers, so a corrected
 /// integer field reads back as one.
+/// At most this many items in one list or fields in one object of a corrected value.
+const MAX_CORRECTION_VALUE_ITEMS: usize = 100;
+/// At most this many characters in a key of a corrected value.
+const MAX_CORRECTION_KEY_CHARS: usize = 100;
+
 fn json_value(
     check: &mut Check,
     field: &str,
@@ -1110,6 +1115,35 @@ fn json_value(
             check.add(field, "must be a finite number");
             None
         }),
+        Some(Kind::ListValue(list)) if list.values.len() > MAX_CORRECTION_VALUE_ITEMS => {
+            check.add(
+                field,
+                format!("has more than {MAX_CORRECTION_VALUE_ITEMS} items"),
+            );
+            None
+        }
+        Some(Kind::StructValue(object)) if object.fields.len() > MAX_CORRECTION_VALUE_ITEMS => {
+            check.add(
+                field,
+                format!("has more than {MAX_CORRECTION_VALUE_ITEMS} fields"),
+            );
+            None
+        }
+        Some(Kind::StructValue(object))
+            if object.fields.keys().any(|key| {
+                key.len() > MAX_CORRECTION_KEY_CHARS || !is_payload_path(key) || key.contains('.')
+            }) =>
+        {
+            // The offending key is not echoed: the path names the value that holds it.
+            check.add(
+                field,
+                format!(
+                    "has a key that is not a payload field name (lowercase letters, digits, \
+                     underscores, at most {MAX_CORRECTION_KEY_CHARS} characters)"
+                ),
+            );
+            None
+        }
         Some(Kind::ListValue(list)) => {
             let mut items = Vec::with_capacity(list.values.len());
             let mut all_valid = true;

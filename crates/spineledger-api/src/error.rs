@@ -25,7 +25,13 @@ pub const REASON_COMMAND_ID_REUSED: &str = "COMMAND_ID_REUSED";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldViolations {
     violations: Vec<(String, String)>,
+    /// Violations beyond [`MAX_REPORTED_VIOLATIONS`], counted but not kept: a hostile
+    /// request must not make the error itself huge.
+    omitted: usize,
 }
+
+/// At most this many field violations are reported in one error.
+pub const MAX_REPORTED_VIOLATIONS: usize = 100;
 
 impl FieldViolations {
     /// No violations yet.
@@ -36,19 +42,23 @@ impl FieldViolations {
 
     /// Records that `field` is wrong because of `description`.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        if self.violations.len() >= MAX_REPORTED_VIOLATIONS {
+            self.omitted += 1;
+            return;
+        }
         self.violations.push((field.into(), description.into()));
     }
 
     /// Whether nothing is wrong.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && self.omitted == 0
     }
 
     /// The number of violations.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.violations.len()
+        self.violations.len() + self.omitted
     }
 
     /// The violations as `(field path, description)`, in the order found.
@@ -78,10 +88,17 @@ impl FieldViolations {
 
 impl fmt::Display for FieldViolations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} invalid field(s)", self.violations.len())?;
+        write!(
+            f,
+            "{} invalid field(s)",
+            self.violations.len() + self.omitted
+        )?;
         for (index, (field, description)) in self.violations.iter().enumerate() {
             let separator = if index == 0 { ": " } else { "; " };
             write!(f, "{separator}{field}: {description}")?;
+        }
+        if self.omitted > 0 {
+            write!(f, "; and {} more not listed", self.omitted)?;
         }
         Ok(())
     }
@@ -198,6 +215,23 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["pain_back", "header.command_id"]);
+    }
+
+    #[test]
+    fn a_flood_of_violations_is_reported_with_a_bounded_list() {
+        let mut violations = FieldViolations::new();
+        for index in 0..10_000 {
+            violations.add(format!("corrections[{index}]"), "is required");
+        }
+        assert_eq!(violations.len(), 10_000);
+        assert_eq!(violations.violations().len(), MAX_REPORTED_VIOLATIONS);
+        assert!(violations.to_string().ends_with("and 9900 more not listed"));
+        let status = invalid_argument(violations);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.bad_request().unwrap().field_violations.len(),
+            MAX_REPORTED_VIOLATIONS
+        );
     }
 
     #[test]

@@ -42,8 +42,10 @@ CREATE INDEX events_global_order ON events (xid, position);
 -- "At least position P" lookups for read-your-writes.
 CREATE INDEX events_position ON events (position);
 
--- Immutability: no UPDATE, DELETE or TRUNCATE, whoever asks (grants are the first wall,
--- this trigger the second: it also stops the owner and superusers).
+-- Immutability: no UPDATE, DELETE or TRUNCATE. Grants are the first wall (the app role
+-- may only insert and read); this trigger the second: it stops the owner and superusers
+-- too, unless they deliberately disable it (ALTER TABLE … DISABLE TRIGGER, or
+-- session_replication_role), which only an administrator can and an audit would show.
 CREATE FUNCTION reject_event_mutation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -76,21 +78,12 @@ END;
 $$;
 
 REVOKE ALL ON events, streams FROM PUBLIC;
-GRANT SELECT, INSERT ON events TO spineledger_app;
+-- The app role may insert only the data columns: xid, position and recorded_at always
+-- come from their defaults, so no writer can place an event behind readers' cursors or
+-- back-date its recording.
+GRANT SELECT ON events TO spineledger_app;
+GRANT INSERT (clinic_id, stream_id, version, event_id, event_type, schema_version, payload,
+              metadata, fingerprint, occurred_at)
+    ON events TO spineledger_app;
 GRANT SELECT, INSERT, UPDATE ON streams TO spineledger_app;
 GRANT USAGE ON SEQUENCE event_position TO spineledger_app;
-
--- Wake-up hint for projectors: one notification per appending transaction (PostgreSQL
--- folds identical notifications of a transaction into one). Readers treat it only as a
--- hint and poll as well; correctness never depends on it.
-CREATE FUNCTION notify_events_appended() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('spineledger_events', '');
-    RETURN NULL;
-END;
-$$;
-
-CREATE TRIGGER events_appended_notify
-    AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_events_appended();

@@ -181,18 +181,7 @@ pub async fn migrate(config: &Config) -> Result<usize, StoreError> {
 
 /// A pool whose connections run as [`APP_ROLE`]: the least privilege the service needs.
 pub fn pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
-        config.clone(),
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(max_size)
-        .wait_timeout(Some(Duration::from_secs(30)))
-        .create_timeout(Some(Duration::from_secs(10)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
+    pool_builder(config, max_size)
         .post_create(Hook::async_fn(|client, _metrics| {
             Box::pin(async move {
                 client
@@ -205,4 +194,27 @@ pub fn pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
         }))
         .build()
         .map_err(|error| StoreError::Configuration(format!("cannot build the pool: {error}")))
+}
+
+/// A pool of connections as the login user (the schema owner), for maintenance that
+/// creates, renames or drops tables (projection rebuilds). Never used to serve requests.
+pub fn owner_pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
+    pool_builder(config, max_size)
+        .build()
+        .map_err(|error| StoreError::Configuration(format!("cannot build the pool: {error}")))
+}
+
+fn pool_builder(config: &Config, max_size: usize) -> deadpool_postgres::PoolBuilder {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
 }

@@ -13,15 +13,15 @@ mod model;
 mod store;
 
 pub use database::{
-    APP_ROLE, DEFAULT_DATABASE, connect, describe, ensure_database, migrate, parse_url, pool,
-    quote_identifier, resolve, with_dbname,
+    APP_ROLE, DEFAULT_DATABASE, connect, describe, ensure_database, migrate, owner_pool, parse_url,
+    pool, quote_identifier, resolve, with_dbname,
 };
 pub use error::StoreError;
 pub use model::{
-    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, Fingerprint, GlobalCursor,
-    NewEvent, RecordedEvent, StreamKey,
+    AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
+    GlobalCursor, NewEvent, RecordedEvent, StreamKey,
 };
-pub use store::{EventStore, append_in, read_all_after};
+pub use store::{EventStore, append_in, read_all_after, request_keys};
 
 pub use deadpool_postgres;
 pub use tokio_postgres;

@@ -190,3 +190,43 @@ impl AppendOutcome {
         self.events.last().map_or(0, |event| event.version)
     }
 }
+
+/// A slice of the clinics: those whose id's last byte modulo `count` is `index`. Projector
+/// work is split by shard, so all of a clinic's events go to one worker, in order. The
+/// same rule is written in SQL (`get_byte(uuid_send(clinic_id), 15) % count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClinicShard {
+    index: u8,
+    count: u8,
+}
+
+impl ClinicShard {
+    /// Every clinic.
+    pub const ALL: Self = Self { index: 0, count: 1 };
+
+    /// Shard `index` of `count`; `None` unless `index < count`.
+    pub fn new(index: u8, count: u8) -> Option<Self> {
+        (index < count).then_some(Self { index, count })
+    }
+
+    /// The shard of `clinic_id` among `count` shards (`count` of 0 is taken as 1).
+    pub fn of(clinic_id: Uuid, count: u8) -> Self {
+        let count = count.max(1);
+        Self {
+            index: clinic_id.as_bytes()[15] % count,
+            count,
+        }
+    }
+
+    pub fn index(self) -> u8 {
+        self.index
+    }
+
+    pub fn count(self) -> u8 {
+        self.count
+    }
+
+    pub fn contains(self, clinic_id: Uuid) -> bool {
+        Self::of(clinic_id, self.count) == self
+    }
+}

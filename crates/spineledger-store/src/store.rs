@@ -7,6 +7,9 @@
 //! so a concurrent retry of one command gets the original result, never a duplicate.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
@@ -15,8 +18,8 @@ use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use crate::{
-    AppendOutcome, AppendedEvent, EventMetadata, ExpectedVersion, Fingerprint, GlobalCursor,
-    NewEvent, RecordedEvent, StoreError, StreamKey,
+    AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
+    GlobalCursor, NewEvent, RecordedEvent, StoreError, StreamKey,
 };
 
 /// How often an append is retried after losing a race on a unique key. One retry is
@@ -31,11 +34,39 @@ const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: Pool,
+    /// Signalled after every committed append; see [`EventStore::spawn_notifier`].
+    appended: Arc<Notify>,
 }
 
 impl EventStore {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Sends `NOTIFY spineledger_events` after appends, coalesced: at most one per
+    /// `interval`, from outside the appending transactions (a NOTIFY inside them would
+    /// serialise their commits on PostgreSQL's notification lock). Projectors in any
+    /// process LISTEN for it as a wake-up hint; they poll as well.
+    pub fn spawn_notifier(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                store.appended.notified().await;
+                match store.pool.get().await {
+                    Ok(client) => {
+                        if let Err(error) = client.batch_execute("NOTIFY spineledger_events").await
+                        {
+                            tracing::debug!(%error, "NOTIFY failed; projectors will poll");
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "NOTIFY skipped; projectors will poll"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
     }
 
     pub fn pool(&self) -> &Pool {
@@ -67,7 +98,12 @@ impl EventStore {
                     attempt += 1;
                     tracing::debug!(attempt, "append lost a race on a unique key; retrying");
                 }
-                other => return other,
+                other => {
+                    if other.as_ref().is_ok_and(|outcome| !outcome.replayed) {
+                        self.appended.notify_one();
+                    }
+                    return other;
+                }
             }
         }
     }
@@ -159,35 +195,40 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await?;
-        read_all_after(&client, cursor, limit).await
+        read_all_after(&client, cursor, limit, ClinicShard::ALL).await
     }
 
-    /// The global cursor of the event at `position`, if it exists and is visible.
-    pub async fn cursor_of_position(
+    /// The clinic and global cursor of the event at `position`, if it exists.
+    pub async fn event_at_position(
         &self,
         position: i64,
-    ) -> Result<Option<GlobalCursor>, StoreError> {
+    ) -> Result<Option<(Uuid, GlobalCursor)>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached("SELECT xid::text::bigint, position FROM events WHERE position = $1")
+            .prepare_cached(
+                "SELECT clinic_id, xid::text::bigint, position FROM events WHERE position = $1",
+            )
             .await?;
         let row = client.query_opt(&statement, &[&position]).await?;
-        row.map(|row| decode_cursor(row.get(0), row.get(1)))
+        row.map(|row| Ok((row.get(0), decode_cursor(row.get(1), row.get(2))?)))
             .transpose()
     }
 }
 
-/// [`EventStore::read_all_after`] on a given connection or transaction.
+/// [`EventStore::read_all_after`] on a given connection or transaction, restricted to the
+/// clinics of one shard (the global order restricted to a subset stays gap-free).
 pub async fn read_all_after(
     client: &impl deadpool_postgres::GenericClient,
     cursor: GlobalCursor,
     limit: usize,
+    shard: ClinicShard,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let statement = client
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (xid, position) > ($1::text::xid8, $2) \
                AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND get_byte(uuid_send(clinic_id), 15) % $4 = $5 \
              ORDER BY xid, position LIMIT $3"
         ))
         .await?;
@@ -198,6 +239,8 @@ pub async fn read_all_after(
                 &cursor.xid.to_string(),
                 &cursor.position,
                 &to_sql_count(limit as u64)?,
+                &i32::from(shard.count()),
+                &i32::from(shard.index()),
             ],
         )
         .await?;
@@ -217,9 +260,113 @@ pub async fn append_in(
     events: &[NewEvent],
 ) -> Result<AppendOutcome, StoreError> {
     validate_batch(events)?;
+    let current = lock_stream(transaction, stream).await?;
+    // A retry is recognised before the version check: the original append moved the
+    // version on, and the retry must still get the original result.
+    if let Some(replayed) = find_retry(transaction, stream, &request_keys(events)).await? {
+        return Ok(replayed);
+    }
+    expected.check(current)?;
+    insert_events(transaction, stream, current, events).await
+}
 
-    // Lock the stream row (creating it at version 0 if new): appends to one stream are
-    // serialised from here to commit, and the version read is the latest committed one.
+/// The ids and fingerprints that identify a request, for recognising its retries.
+pub fn request_keys(events: &[NewEvent]) -> Vec<(Uuid, Fingerprint)> {
+    events
+        .iter()
+        .map(|event| (event.event_id, event.fingerprint))
+        .collect()
+}
+
+impl EventStore {
+    /// Decides and appends under the stream's lock, in one transaction: lock the stream,
+    /// recognise a retry of `request` (returning the original outcome without calling
+    /// `decide`), check `expected`, read the stream, let `decide` turn its history into
+    /// events (or refuse with `E`), insert them. Concurrent deciders of one stream queue
+    /// on the lock instead of racing, so none of them loses a version race.
+    ///
+    /// The outer error is the store's; the inner one is `decide`'s refusal (nothing is
+    /// written then).
+    pub async fn append_decided<E>(
+        &self,
+        stream: &StreamKey,
+        expected: ExpectedVersion,
+        request: &[(Uuid, Fingerprint)],
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
+    ) -> Result<Result<AppendOutcome, E>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut client = self.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let result = decide_in(&transaction, stream, expected, request, &mut decide).await;
+            let result = match result {
+                Ok(Ok(outcome)) if !outcome.replayed => transaction
+                    .commit()
+                    .await
+                    .map(|()| Ok(outcome))
+                    .map_err(Into::into),
+                other => other,
+            };
+            match result {
+                Err(error) if error.is_unique_violation() && attempt < UNIQUE_VIOLATION_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "append lost a race on a unique key; retrying");
+                }
+                other => {
+                    if other.as_ref().is_ok_and(|decided| {
+                        decided.as_ref().is_ok_and(|outcome| !outcome.replayed)
+                    }) {
+                        self.appended.notify_one();
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+}
+
+async fn decide_in<E>(
+    transaction: &Transaction<'_>,
+    stream: &StreamKey,
+    expected: ExpectedVersion,
+    request: &[(Uuid, Fingerprint)],
+    decide: &mut impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
+) -> Result<Result<AppendOutcome, E>, StoreError> {
+    let current = lock_stream(transaction, stream).await?;
+    if let Some(replayed) = find_retry(transaction, stream, request).await? {
+        return Ok(Ok(replayed));
+    }
+    expected.check(current)?;
+    let statement = transaction
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE clinic_id = $1 AND stream_id = $2 ORDER BY version"
+        ))
+        .await?;
+    let history = transaction
+        .query(&statement, &[&stream.clinic_id, &stream.stream_id])
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    let events = match decide(&history) {
+        Ok(events) => events,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    validate_batch(&events)?;
+    if request_keys(&events) != request {
+        return Err(StoreError::InvalidBatch(
+            "decided events differ from the request's ids and fingerprints",
+        ));
+    }
+    insert_events(transaction, stream, current, &events)
+        .await
+        .map(Ok)
+}
+
+/// Locks the stream row (creating it at version 0 if new): appends to one stream are
+/// serialised from here to commit, and the version read is the latest committed one.
+async fn lock_stream(transaction: &Transaction<'_>, stream: &StreamKey) -> Result<u64, StoreError> {
     let lock = transaction
         .prepare_cached(
             "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
@@ -230,15 +377,16 @@ pub async fn append_in(
     let row = transaction
         .query_one(&lock, &[&stream.clinic_id, &stream.stream_id])
         .await?;
-    let current = to_version(row.get(0))?;
+    to_version(row.get(0))
+}
 
-    // A retry is recognised before the version check: the original append moved the
-    // version on, and the retry must still get the original result.
-    if let Some(replayed) = find_retry(transaction, stream, events).await? {
-        return Ok(replayed);
-    }
-    expected.check(current)?;
-
+/// Inserts `events` after version `current` and moves the stream's version on.
+async fn insert_events(
+    transaction: &Transaction<'_>,
+    stream: &StreamKey,
+    current: u64,
+    events: &[NewEvent],
+) -> Result<AppendOutcome, StoreError> {
     let count = events.len() as u64;
     let versions: Vec<i64> = (1..=count)
         .map(|offset| to_sql_count(current + offset))
@@ -351,7 +499,7 @@ fn validate_batch(events: &[NewEvent]) -> Result<(), StoreError> {
 async fn find_retry(
     transaction: &Transaction<'_>,
     stream: &StreamKey,
-    events: &[NewEvent],
+    request: &[(Uuid, Fingerprint)],
 ) -> Result<Option<AppendOutcome>, StoreError> {
     let statement = transaction
         .prepare_cached(
@@ -359,7 +507,7 @@ async fn find_retry(
              FROM events WHERE clinic_id = $1 AND event_id = ANY($2)",
         )
         .await?;
-    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+    let ids: Vec<Uuid> = request.iter().map(|(event_id, _)| *event_id).collect();
     let rows = transaction
         .query(&statement, &[&stream.clinic_id, &ids])
         .await?;
@@ -371,8 +519,8 @@ async fn find_retry(
         let event_id: Uuid = row.get(0);
         let stream_id: String = row.get(1);
         let fingerprint = Fingerprint::from_slice(row.get(5))?;
-        let requested = events.iter().find(|event| event.event_id == event_id);
-        let matches = requested.is_some_and(|event| event.fingerprint == fingerprint)
+        let requested = request.iter().find(|(id, _)| *id == event_id);
+        let matches = requested.is_some_and(|(_, requested)| *requested == fingerprint)
             && stream_id == stream.stream_id;
         if !matches {
             return Err(StoreError::IdempotencyConflict { event_id });
@@ -383,12 +531,12 @@ async fn find_retry(
             cursor: decode_cursor(row.get(3), row.get(4))?,
         });
     }
-    if stored.len() != events.len() {
+    if stored.len() != request.len() {
         // Part of the batch was appended before under these ids: not the same request.
-        let missing = events
+        let missing = request
             .iter()
-            .find(|event| stored.iter().all(|done| done.event_id != event.event_id))
-            .map_or(Uuid::nil(), |event| event.event_id);
+            .find(|(id, _)| stored.iter().all(|done| done.event_id != *id))
+            .map_or(Uuid::nil(), |(id, _)| *id);
         return Err(StoreError::IdempotencyConflict { event_id: missing });
     }
     stored.sort_by_key(|event| event.version);

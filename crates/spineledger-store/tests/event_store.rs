@@ -540,3 +540,138 @@ async fn a_reader_does_not_pass_a_transaction_that_is_still_open() {
     let ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
     assert!(ids.contains(&slow_event.event_id) && ids.contains(&fast_event.event_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deciders_of_one_stream_queue_on_its_lock_and_all_land() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let deciders = 16;
+    let tasks: Vec<_> = (0..deciders)
+        .map(|_| {
+            let store = db.store().clone();
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let proposed = new_event(0);
+                let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+                store
+                    .append_decided(&stream, ExpectedVersion::Any, &request, |history| {
+                        // The decision depends on the history: each event records how many
+                        // came before it, which only a serialised decider gets right.
+                        let mut event = proposed.clone();
+                        event.payload = json!({ "seen": history.len() });
+                        event.fingerprint = proposed.fingerprint;
+                        Ok::<_, ()>(vec![event])
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("store").expect("decided");
+    }
+    let stored = db.store().read_whole_stream(&stream).await.expect("read");
+    let seen: Vec<u64> = stored
+        .iter()
+        .map(|e| e.payload["seen"].as_u64().expect("seen"))
+        .collect();
+    assert_eq!(seen, (0..deciders).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_refused_decision_appends_nothing_and_a_retry_skips_the_decision() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let proposed = new_event(1);
+    let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+    let refused = db
+        .store()
+        .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+            Err::<Vec<NewEvent>, _>("no")
+        })
+        .await
+        .expect("store");
+    assert_eq!(refused, Err("no"));
+    assert_eq!(
+        db.store().stream_version(&stream).await.expect("version"),
+        0
+    );
+
+    let first = db
+        .store()
+        .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+            Ok::<_, &str>(vec![proposed.clone()])
+        })
+        .await
+        .expect("store")
+        .expect("decided");
+    let retry = db
+        .store()
+        .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+            Err::<Vec<NewEvent>, _>("a retry must not be decided again")
+        })
+        .await
+        .expect("store")
+        .expect("the original result");
+    assert!(retry.replayed);
+    assert_eq!(retry.events, first.events);
+}
+
+#[tokio::test]
+async fn the_app_role_cannot_choose_xid_position_or_recording_time() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    db.store()
+        .append(&stream, ExpectedVersion::Any, &[new_event(1)])
+        .await
+        .expect("append");
+    let app = db.store().pool().get().await.expect("app connection");
+    for column in ["xid", "position", "recorded_at"] {
+        let value = match column {
+            "xid" => "'1'::xid8",
+            "position" => "1",
+            _ => "'2000-01-01'::timestamptz",
+        };
+        let statement = format!(
+            "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
+             schema_version, payload, metadata, fingerprint, {column}) \
+             VALUES ('{}', '{}', 2, gen_random_uuid(), 'X', 1, '{{}}', '{{}}', \
+             decode(repeat('00', 32), 'hex'), {value})",
+            stream.clinic_id, stream.stream_id
+        );
+        let error = app.batch_execute(&statement).await.expect_err(column);
+        assert_eq!(
+            error.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{column}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shard_reads_partition_the_global_order_by_clinic() {
+    let db = TestDatabase::create().await;
+    let clinics: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
+    for clinic in &clinics {
+        db.store()
+            .append(
+                &episode(*clinic),
+                ExpectedVersion::Any,
+                &[new_event(1), new_event(2)],
+            )
+            .await
+            .expect("append");
+    }
+    let all = read_until(db.store(), 100, 24).await;
+    let client = db.store().pool().get().await.expect("connection");
+    let mut union = Vec::new();
+    for index in 0..3 {
+        let shard = spineledger_store::ClinicShard::new(index, 3).expect("shard");
+        let events = spineledger_store::read_all_after(&client, GlobalCursor::START, 100, shard)
+            .await
+            .expect("shard read");
+        assert!(events.iter().all(|e| shard.contains(e.clinic_id)));
+        union.extend(events.iter().map(|e| (e.cursor, e.event_id)));
+    }
+    union.sort();
+    assert_eq!(union, all);
+}

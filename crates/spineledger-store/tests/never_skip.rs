@@ -88,29 +88,37 @@ async fn write(store: EventStore, writer: u64) -> anyhow::Result<Vec<Uuid>> {
     Ok(committed)
 }
 
-/// Tails the log until `done` is set and a full pass finds nothing new.
+/// Tails the log. Once the writers are done (`committed` holds their count), it goes on
+/// until it has seen that many events — other tests' open transactions anywhere in the
+/// cluster (xids are cluster-wide) may hold the snapshot xmin back for a while, which
+/// delays events but never loses them — and then polls a little longer to catch any
+/// extra or repeated delivery. A generous deadline turns a real loss into a failure.
 async fn tail(
     store: EventStore,
+    committed: Arc<std::sync::atomic::AtomicUsize>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<(GlobalCursor, Uuid)>> {
     let mut cursor = GlobalCursor::START;
     let mut seen = Vec::new();
-    let mut quiet_after_done = 0;
+    let mut deadline = None;
+    let mut extra_polls = 0;
     loop {
-        let writers_done = done.load(Ordering::Acquire);
         let page = store.read_all_after(cursor, 500).await?;
         if let Some(last) = page.last() {
             anyhow::ensure!(last.cursor > cursor, "cursor went backwards");
             cursor = last.cursor;
             seen.extend(page.iter().map(|event| (event.cursor, event.event_id)));
-            quiet_after_done = 0;
             continue;
         }
-        if writers_done {
-            // Other tests' transactions (xids are cluster-wide) can hold xmin back for a
-            // while; wait through several quiet polls before calling it complete.
-            quiet_after_done += 1;
-            if quiet_after_done > 100 {
+        if done.load(Ordering::Acquire) {
+            let deadline = *deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(180));
+            if seen.len() >= committed.load(Ordering::Acquire) {
+                extra_polls += 1;
+                if extra_polls > 20 {
+                    return Ok(seen);
+                }
+            } else if tokio::time::Instant::now() > deadline {
                 return Ok(seen);
             }
         }
@@ -122,7 +130,12 @@ async fn tail(
 async fn a_tailing_reader_sees_every_committed_event_exactly_once_in_a_stable_order() {
     let db = TestDatabase::create().await;
     let done = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn(tail(db.store().clone(), done.clone()));
+    let committed_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = tokio::spawn(tail(
+        db.store().clone(),
+        committed_count.clone(),
+        done.clone(),
+    ));
     let writers: Vec<_> = (0..WRITERS)
         .map(|writer| tokio::spawn(write(db.store().clone(), writer)))
         .collect();
@@ -131,6 +144,7 @@ async fn a_tailing_reader_sees_every_committed_event_exactly_once_in_a_stable_or
     for writer in writers {
         committed.extend(writer.await.expect("writer task").expect("writer"));
     }
+    committed_count.store(committed.len(), Ordering::Release);
     done.store(true, Ordering::Release);
     let tailed = reader.await.expect("reader task").expect("reader");
 

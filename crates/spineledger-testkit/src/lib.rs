@@ -49,7 +49,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|error| panic!("cannot create test database {name}: {error}"));
         let config = spineledger_store::with_dbname(&server, &name);
-        let pool = spineledger_store::pool(&config, 32)
+        let pool = spineledger_store::pool(&config, 8)
             .unwrap_or_else(|error| panic!("cannot build a pool: {error}"));
         Self {
             name,

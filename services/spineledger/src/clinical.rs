@@ -6,6 +6,7 @@
 //! concurrent writer is decided again against the new state (a few times); with one, it
 //! is ABORTED with the actual version. Any rejection appends nothing.
 
+use chrono::{DateTime, Utc};
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};
 use spineledger_api::error as status;
 use spineledger_api::error::FieldViolations;
@@ -23,9 +24,6 @@ use tracing::Instrument;
 
 use crate::App;
 use crate::telemetry::trace_id_from_traceparent;
-
-/// How often a write without an expected version is decided again after losing a race.
-const DECIDE_ATTEMPTS: usize = 8;
 
 /// The `ClinicalRecordsService` implementation.
 #[derive(Debug, Clone)]
@@ -109,75 +107,81 @@ impl ClinicalRecords {
         stream: &StreamKey,
         valid: &ValidCommand<EpisodeCommand>,
     ) -> Result<v1::WriteResult, Status> {
-        let stream = stream.clone();
-        let fingerprint = fingerprint(&stream, &valid.command)?;
-        if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
+        let fingerprint = fingerprint(stream, &valid.command)?;
+        if let Some(result) = self.replay(&valid.header, stream, fingerprint).await? {
             return Ok(result);
         }
         if let EpisodeCommand::RecordEvaluation(evaluation) = &valid.command {
             self.require_registered_patient(&valid.header, evaluation.patient_id.stream_id())
                 .await?;
         }
+        let policy = &self.app.policy;
+        self.record(
+            context,
+            &valid.header,
+            valid.occurred_at,
+            stream,
+            fingerprint,
+            |history| {
+                let state = fold_episode(history)?;
+                let event = spineledger_domain::decide(&state, &valid.command, policy).map_err(
+                    |rejection| {
+                        tracing::info!(reason = rejection.reason(), "command rejected");
+                        rejection_status(&rejection)
+                    },
+                )?;
+                Ok((event.event_type(), event.to_payload()))
+            },
+        )
+        .await
+    }
 
-        for _attempt in 0..DECIDE_ATTEMPTS {
-            let history = self
-                .app
-                .store
-                .read_whole_stream(&stream)
-                .await
-                .map_err(store_status)?;
-            let version = history.last().map_or(0, |event| event.version);
-            if let Some(expected) = valid.header.expected_version
-                && expected != version
-            {
-                return Err(version_conflict(expected, version));
-            }
-            let state = fold_episode(&history)?;
-            let event = match spineledger_domain::decide(&state, &valid.command, &self.app.policy) {
-                Ok(event) => event,
-                Err(rejection) => {
-                    // A concurrent retry of this very command may have moved the state on.
-                    if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
-                        return Ok(result);
-                    }
-                    tracing::info!(reason = rejection.reason(), "command rejected");
-                    return Err(rejection_status(&rejection));
-                }
-            };
-            let new_event = NewEvent {
-                event_id: valid.header.command_id,
-                event_type: event.event_type().to_owned(),
-                schema_version: spineledger_domain::SCHEMA_VERSION,
-                payload: event.to_payload(),
-                metadata: context.metadata(&valid.header),
-                occurred_at: Some(valid.occurred_at),
-                fingerprint,
-            };
-            match self
-                .app
-                .store
-                .append(&stream, ExpectedVersion::Exact(version), &[new_event])
-                .await
-            {
-                Ok(outcome) => return write_result(&stream, &outcome),
-                Err(StoreError::VersionConflict { actual, .. })
-                    if valid.header.expected_version.is_none() =>
-                {
-                    tracing::debug!(actual, "lost a race; deciding again");
-                }
-                Err(StoreError::VersionConflict { actual, .. }) => {
-                    return Err(version_conflict(version, actual));
-                }
-                Err(error) => return Err(store_status(error)),
-            }
+    /// Decides under the stream's lock and appends: the common tail of every write. A
+    /// retry of the same command (found under the lock) gets the first response; a
+    /// refusal appends nothing.
+    async fn record(
+        &self,
+        context: &RequestContext,
+        header: &ValidHeader,
+        occurred_at: DateTime<Utc>,
+        stream: &StreamKey,
+        fingerprint: Fingerprint,
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<(&'static str, serde_json::Value), Status>,
+    ) -> Result<v1::WriteResult, Status> {
+        let expected = header
+            .expected_version
+            .map_or(ExpectedVersion::Any, ExpectedVersion::Exact);
+        let metadata = context.metadata(header);
+        let request = [(header.command_id, fingerprint)];
+        let outcome = self
+            .app
+            .store
+            .append_decided(stream, expected, &request, |history| {
+                let (event_type, payload) = decide(history)?;
+                Ok(vec![NewEvent {
+                    event_id: header.command_id,
+                    event_type: event_type.to_owned(),
+                    schema_version: spineledger_domain::SCHEMA_VERSION,
+                    payload,
+                    metadata: metadata.clone(),
+                    occurred_at: Some(occurred_at),
+                    fingerprint,
+                }])
+            })
+            .await;
+        match outcome {
+            Ok(Ok(outcome)) => write_result(stream, &outcome),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(StoreError::VersionConflict { actual, .. }) => Err(version_conflict(
+                header.expected_version.unwrap_or(0),
+                actual,
+            )),
+            Err(error) => Err(store_status(error)),
         }
-        Err(Status::aborted(
-            "the episode is being written concurrently; retry the command",
-        ))
     }
 
     /// The first response to this command id, if it was already recorded; an error if the
-    /// id was used for something else.
+    /// id was used for something else. (A fast path: `record` checks again under the lock.)
     async fn replay(
         &self,
         header: &ValidHeader,
@@ -234,68 +238,31 @@ impl ClinicalRecords {
         if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
             return Ok(result);
         }
-        let history = self
-            .app
-            .store
-            .read_whole_stream(&stream)
-            .await
-            .map_err(store_status)?;
-        let version = history.last().map_or(0, |event| event.version);
-        if let Some(expected) = valid.header.expected_version
-            && expected != version
-        {
-            return Err(version_conflict(expected, version));
-        }
-        let events = history
-            .iter()
-            .map(|stored| {
-                PatientEvent::from_payload(
-                    &stored.event_type,
-                    stored.schema_version,
-                    stored.payload.clone(),
-                )
-                .map_err(|error| undecodable(stored, &error))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let state = PatientState::fold(&events);
-        let event = match spineledger_domain::decide_patient(&state, command) {
-            Ok(event) => event,
-            Err(rejection) => {
-                if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
-                    return Ok(result);
-                }
-                return Err(rejection_status(&rejection));
-            }
-        };
-        let new_event = NewEvent {
-            event_id: valid.header.command_id,
-            event_type: event.event_type().to_owned(),
-            schema_version: spineledger_domain::SCHEMA_VERSION,
-            payload: event.to_payload(),
-            metadata: context.metadata(&valid.header),
-            occurred_at: Some(valid.occurred_at),
+        self.record(
+            &context,
+            &valid.header,
+            valid.occurred_at,
+            &stream,
             fingerprint,
-        };
-        match self
-            .app
-            .store
-            .append(&stream, ExpectedVersion::Exact(version), &[new_event])
-            .await
-        {
-            Ok(outcome) => write_result(&stream, &outcome),
-            Err(StoreError::VersionConflict { actual, .. }) => {
-                // Two registrations raced; whichever lost is a duplicate registration
-                // unless it is a retry of the winner.
-                if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
-                    return Ok(result);
-                }
-                if valid.header.expected_version.is_some() {
-                    return Err(version_conflict(version, actual));
-                }
-                Err(rejection_status(&Rejection::PatientAlreadyRegistered))
-            }
-            Err(error) => Err(store_status(error)),
-        }
+            |history| {
+                let events = history
+                    .iter()
+                    .map(|stored| {
+                        PatientEvent::from_payload(
+                            &stored.event_type,
+                            stored.schema_version,
+                            stored.payload.clone(),
+                        )
+                        .map_err(|_| undecodable(stored))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let event =
+                    spineledger_domain::decide_patient(&PatientState::fold(&events), command)
+                        .map_err(|rejection| rejection_status(&rejection))?;
+                Ok((event.event_type(), event.to_payload()))
+            },
+        )
+        .await
     }
 }
 
@@ -308,17 +275,19 @@ pub fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, Status> {
             stored.schema_version,
             stored.payload.clone(),
         )
-        .map_err(|error| undecodable(stored, &error))?;
+        .map_err(|_| undecodable(stored))?;
         state.apply(stored.event_id, &event);
     }
     Ok(state)
 }
 
-fn undecodable(stored: &RecordedEvent, error: &dyn std::error::Error) -> Status {
+/// A stored event that does not decode. Only its id and type are logged: the decoder's
+/// message may quote stored (clinical) values.
+fn undecodable(stored: &RecordedEvent) -> Status {
     tracing::error!(
         event_id = %stored.event_id,
         event_type = %stored.event_type,
-        %error,
+        schema_version = stored.schema_version,
         "stored event cannot be decoded"
     );
     Status::data_loss("a stored event of this stream cannot be decoded")
@@ -394,7 +363,12 @@ fn store_status(error: StoreError) -> Status {
             Status::unavailable("the record store is temporarily unavailable; retry")
         }
         other => {
-            tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "store failure");
+            // Only the SQLSTATE: a database error's detail can quote row contents.
+            let sqlstate = match &other {
+                StoreError::Database(error) => error.code().map(|code| code.code().to_owned()),
+                _ => None,
+            };
+            tracing::error!(error = %other, ?sqlstate, "store failure");
             Status::internal("internal error")
         }
     }
