@@ -1,6 +1,7 @@
 //! The harness of the end-to-end tests (in `tests/tests/`): a fresh database, the real
 //! server in-process on an ephemeral port, a gRPC channel to it.
 
+pub mod oracle;
 pub mod requests;
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use spineledger::{App, FixedClock};
+use spineledger_projections::{Projector, ProjectorConfig};
 use spineledger_testkit::TestDatabase;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,22 +22,29 @@ pub struct Harness {
     address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), String>>>,
+    projector: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     clock: Arc<FixedClock>,
     database: TestDatabase,
 }
 
 impl Harness {
-    /// Starts a server whose clock reads the real time at start (tests move it).
+    /// Starts a server and a projector; the clock reads the real time at start.
     pub async fn start() -> Self {
-        Self::start_at(Utc::now()).await
+        let mut harness = Self::start_at(Utc::now()).await;
+        harness.start_projector();
+        harness
     }
 
-    /// Starts a server whose clock reads `now`.
+    /// Starts a server without projectors whose clock reads `now`.
     pub async fn start_at(now: DateTime<Utc>) -> Self {
         let database = TestDatabase::create().await;
         let clock = Arc::new(FixedClock::new(now));
         let mut app = App::new(database.store().clone());
         app.clock = clock.clone();
+        app.reads.catch_up_timeout = std::time::Duration::from_secs(2);
+        database
+            .store()
+            .spawn_notifier(std::time::Duration::from_millis(5));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
@@ -52,9 +61,45 @@ impl Harness {
             address,
             stop: Some(stop),
             server: Some(server),
+            projector: None,
             clock,
             database,
         }
+    }
+
+    /// Projector settings for tests: quick polls and a short lease.
+    pub fn projector_config() -> ProjectorConfig {
+        ProjectorConfig {
+            poll_interval: std::time::Duration::from_millis(50),
+            lease_ttl: std::time::Duration::from_secs(2),
+            ..ProjectorConfig::default()
+        }
+    }
+
+    /// A projector on this harness's database (not started).
+    pub fn projector(&self) -> Projector {
+        Projector::new(
+            self.database.store().pool().clone(),
+            self.database.config().clone(),
+            Self::projector_config(),
+        )
+    }
+
+    /// Starts the in-process projector (as `serve` does).
+    pub fn start_projector(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let projector = self.projector();
+        let task = tokio::spawn(async move {
+            let result = projector
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = result {
+                panic!("projector failed: {error:?}");
+            }
+        });
+        self.projector = Some((stop, task));
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -83,8 +128,12 @@ impl Harness {
         panic!("cannot connect to the test server: {last_error:?}");
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server (and projector) gracefully and waits for them.
     pub async fn stop(mut self) {
+        if let Some((stop, task)) = self.projector.take() {
+            let _ = stop.send(());
+            task.await.expect("projector task");
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

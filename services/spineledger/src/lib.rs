@@ -5,8 +5,10 @@
 pub mod clinical;
 pub mod clock;
 pub mod database;
+pub mod reads;
 pub mod server;
 pub mod simulate;
+pub mod stats;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use spineledger_domain::Policy;
 use spineledger_store::EventStore;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use reads::ReadSettings;
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -22,6 +25,7 @@ pub struct App {
     pub store: EventStore,
     pub policy: Policy,
     pub clock: Arc<dyn Clock>,
+    pub reads: ReadSettings,
 }
 
 impl App {
@@ -31,6 +35,7 @@ impl App {
             store,
             policy: Policy::default(),
             clock: Arc::new(SystemClock),
+            reads: ReadSettings::default(),
         }
     }
 }

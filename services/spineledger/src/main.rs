@@ -2,11 +2,15 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use spineledger::{App, database, server, telemetry};
+use spineledger::stats::{Format, StatsQuery};
+use spineledger::{App, ReadSettings, database, server, telemetry};
+use spineledger_projections::{Projection, Projector, ProjectorConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,12 +28,95 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the gRPC API (the default).
+    /// Serve the gRPC API and run the projectors (the default).
     Serve(ServeArgs),
     /// Create the database if missing and apply the embedded migrations, then exit.
     Migrate(DatabaseArgs),
+    /// Run projector workers only (scale-out: any number of them share the work).
+    Projector(ProjectorArgs),
+    /// Rebuild read models from position zero into fresh tables, compare, swap.
+    Rebuild(RebuildArgs),
     /// Drive the API with a realistic synthetic cohort (demo, test data, load).
     Simulate(SimulateArgs),
+    /// Print outcome statistics through the gRPC API.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// PostgreSQL URL. Default: the local server at 127.0.0.1:5432 as the current OS user
+    /// (or postgres), database `spineledger`, created if missing.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPINELEDGER_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Maximum PostgreSQL connections in the pool.
+    #[arg(long, env = "SPINELEDGER_POOL_SIZE", default_value_t = 32)]
+    pool_size: usize,
+    /// Do not run projectors in this process (run `spineledger projector` workers).
+    #[arg(long, env = "SPINELEDGER_NO_PROJECTOR")]
+    no_projector: bool,
+    /// Outcome statistics groups (and means) built on fewer values are suppressed.
+    #[arg(long, env = "SPINELEDGER_MIN_CELL", default_value_t = spineledger_readmodels::statistics::DEFAULT_MIN_CELL)]
+    min_cell: usize,
+    /// How long a read-your-writes query waits for the projection, in milliseconds.
+    #[arg(long, env = "SPINELEDGER_CATCH_UP_TIMEOUT_MS", default_value_t = 5000)]
+    catch_up_timeout_ms: u64,
+    #[command(flatten)]
+    projector: ProjectorSettings,
+}
+
+#[derive(Debug, Args)]
+struct ProjectorSettings {
+    /// Shards of clinics per projection; every process must use the same number, and
+    /// changing it needs `spineledger rebuild --all`.
+    #[arg(long, env = "SPINELEDGER_SHARDS", default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
+    /// A projector lease not renewed for this many seconds is taken over by another worker.
+    #[arg(long, env = "SPINELEDGER_LEASE_TTL_SECONDS", default_value_t = 5)]
+    lease_ttl_seconds: u64,
+}
+
+impl ProjectorSettings {
+    fn config(&self) -> ProjectorConfig {
+        ProjectorConfig {
+            shards: self.shards,
+            lease_ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
+            ..ProjectorConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ProjectorArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[arg(long, env = "SPINELEDGER_POOL_SIZE", default_value_t = 8)]
+    pool_size: usize,
+    #[command(flatten)]
+    projector: ProjectorSettings,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["all", "projection"]))]
+struct RebuildArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Rebuild every projection.
+    #[arg(long)]
+    all: bool,
+    /// The projection to rebuild: treatment_plans or outcome_statistics.
+    projection: Option<String>,
+    /// Shards of the live projectors.
+    #[arg(long, env = "SPINELEDGER_SHARDS", default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
 }
 
 #[derive(Debug, Args)]
@@ -55,23 +142,26 @@ struct SimulateArgs {
 }
 
 #[derive(Debug, Args)]
-struct DatabaseArgs {
-    /// PostgreSQL URL. Default: the local server at 127.0.0.1:5432 as the current OS user
-    /// (or postgres), database `spineledger`, created if missing.
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: Option<String>,
+struct StatsArgs {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Only these clinics (repeatable); default: every clinic.
+    #[arg(long = "clinic")]
+    clinics: Vec<uuid::Uuid>,
+    /// Group by these dimensions (repeatable): clinic, diagnosis, initial_sessions,
+    /// frequency_phase, adherence_band, age_band.
+    #[arg(long = "group-by")]
+    group_by: Vec<spineledger_readmodels::statistics::Dimension>,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
 }
 
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "SPINELEDGER_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    database: DatabaseArgs,
-    /// Maximum PostgreSQL connections in the pool.
-    #[arg(long, env = "SPINELEDGER_POOL_SIZE", default_value_t = 32)]
-    pool_size: usize,
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -106,32 +196,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(applied, database = %spineledger_store::describe(&config), "migrations up to date");
             Ok(())
         }
-        Some(Command::Simulate(args)) => {
-            let cohort = spineledger::simulate::Cohort {
+        Some(Command::Projector(args)) => projector(args).await,
+        Some(Command::Rebuild(args)) => rebuild(args).await,
+        Some(Command::Simulate(args)) => simulate(args).await,
+        Some(Command::Stats(args)) => {
+            let query = StatsQuery {
                 clinics: args.clinics,
-                patients_per_clinic: args.patients_per_clinic,
-                seed: args.seed,
-                start_date: args.start_date,
-                concurrency: args.concurrency,
+                group_by: args.group_by,
             };
-            let started = std::time::Instant::now();
-            let report = spineledger::simulate::run(&args.target, &cohort).await?;
-            print!("{}", report.render());
-            println!(
-                "{} clinics x {} patients, seed {}, in {:.1} s",
-                args.clinics,
-                args.patients_per_clinic,
-                args.seed,
-                started.elapsed().as_secs_f64()
-            );
-            anyhow::ensure!(
-                report.total_rejected() == 0,
-                "{} commands were rejected",
-                report.total_rejected()
+            let format = match args.format {
+                FormatArg::Table => Format::Table,
+                FormatArg::Csv => Format::Csv,
+                FormatArg::Json => Format::Json,
+            };
+            print!(
+                "{}",
+                spineledger::stats::fetch_and_render(&args.target, &query, format).await?
             );
             Ok(())
         }
     }
+}
+
+/// A shutdown signal many tasks can wait for.
+fn shutdown_channel() -> watch::Receiver<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    stopped
+}
+
+async fn stopped(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -143,9 +241,95 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         database = %spineledger_store::describe(&config),
+        projector = !args.no_projector,
         "spineledger serving"
     );
-    server::run(listener, App::new(store), server::shutdown_signal()).await?;
+    let shutdown = shutdown_channel();
+    let _notifier = store.spawn_notifier(Duration::from_millis(5));
+    let projector = (!args.no_projector).then(|| {
+        let projector = Projector::new(
+            store.pool().clone(),
+            config.clone(),
+            args.projector.config(),
+        );
+        tokio::spawn(projector.run(stopped(shutdown.clone())))
+    });
+    let mut app = App::new(store);
+    app.reads = ReadSettings {
+        shards: args.projector.shards,
+        min_cell: args.min_cell,
+        catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
+    };
+    server::run(listener, app, stopped(shutdown)).await?;
+    if let Some(projector) = projector {
+        projector.await??;
+    }
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
+    let (store, config) =
+        database::open(args.database.database_url.as_deref(), args.pool_size).await?;
+    let projector = Projector::new(store.pool().clone(), config, args.projector.config());
+    tracing::info!(owner = %projector.owner(), "projector worker starting");
+    projector.run(stopped(shutdown_channel())).await?;
+    Ok(())
+}
+
+async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let (_store, config) = database::open(args.database.database_url.as_deref(), 2).await?;
+    let owner = spineledger_store::owner_pool(&config, 2)?;
+    let projections = match (&args.projection, args.all) {
+        (_, true) => Projection::ALL.to_vec(),
+        (Some(name), false) => vec![Projection::from_name(name)?],
+        (None, false) => anyhow::bail!("name a projection or pass --all"),
+    };
+    for projection in projections {
+        let report =
+            spineledger_projections::rebuild::rebuild(&owner, projection, args.shards, 2000)
+                .await?;
+        let seconds = report.elapsed.as_secs_f64();
+        println!(
+            "{}: {} events in {:.2} s ({:.0} events/s); live digest {}, rebuilt digest {}: {}",
+            projection.name(),
+            report.events,
+            seconds,
+            report.events as f64 / seconds.max(1e-9),
+            report.live_digest,
+            report.rebuilt_digest,
+            if report.equal() {
+                "equal"
+            } else {
+                "DIFFERENT — the rebuilt model now serves"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let cohort = spineledger::simulate::Cohort {
+        clinics: args.clinics,
+        patients_per_clinic: args.patients_per_clinic,
+        seed: args.seed,
+        start_date: args.start_date,
+        concurrency: args.concurrency,
+    };
+    let started = std::time::Instant::now();
+    let report = spineledger::simulate::run(&args.target, &cohort).await?;
+    print!("{}", report.render());
+    println!(
+        "{} clinics x {} patients, seed {}, in {:.1} s",
+        args.clinics,
+        args.patients_per_clinic,
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        report.total_rejected() == 0,
+        "{} commands were rejected",
+        report.total_rejected()
+    );
     Ok(())
 }

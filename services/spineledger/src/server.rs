@@ -17,8 +17,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::App;
 use crate::clinical::ClinicalRecords;
+use crate::reads::ReadModels;
 use crate::telemetry::HeaderExtractor;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsServiceServer;
+use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsServiceServer;
+use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
 
 /// Serves until `shutdown` completes, then drains in-flight requests and returns.
 pub async fn run(
@@ -45,6 +48,12 @@ pub async fn run(
     health
         .set_serving::<ClinicalRecordsServiceServer<ClinicalRecords>>()
         .await;
+    health
+        .set_serving::<TreatmentPlanServiceServer<ReadModels>>()
+        .await;
+    health
+        .set_serving::<OutcomeStatisticsServiceServer<ReadModels>>()
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let draining = {
@@ -58,6 +67,12 @@ pub async fn run(
             health
                 .set_not_serving::<ClinicalRecordsServiceServer<ClinicalRecords>>()
                 .await;
+            health
+                .set_not_serving::<TreatmentPlanServiceServer<ReadModels>>()
+                .await;
+            health
+                .set_not_serving::<OutcomeStatisticsServiceServer<ReadModels>>()
+                .await;
         }
     };
 
@@ -66,7 +81,13 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ClinicalRecordsServiceServer::new(ClinicalRecords::new(app)))
+        .add_service(ClinicalRecordsServiceServer::new(ClinicalRecords::new(
+            app.clone(),
+        )))
+        .add_service(TreatmentPlanServiceServer::new(ReadModels::new(
+            app.clone(),
+        )))
+        .add_service(OutcomeStatisticsServiceServer::new(ReadModels::new(app)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
         .await?;
     Ok(())

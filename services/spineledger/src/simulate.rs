@@ -287,7 +287,8 @@ impl Writer {
         let baseline_back = self.normal(6.5, 1.5).clamp(2.0, 10.0);
         let baseline_leg = self.normal(5.0, 2.0).clamp(0.0, 10.0);
         let baseline_odi = self.normal(38.0, 12.0).clamp(8.0, 80.0);
-        let body_weight = self.normal(80.0, 14.0).clamp(48.0, 140.0);
+        // Whole kilograms, as recorded: the force ceiling derives from the recorded weight.
+        let body_weight = self.normal(80.0, 14.0).clamp(48.0, 140.0).round();
         let blocked = self.rng.random_bool(0.03);
         let contraindications = self.screening(blocked);
         let (system, code) = DIAGNOSES[self.rng.random_range(0..DIAGNOSES.len())];
@@ -319,7 +320,7 @@ impl Writer {
                 sleep_quality: Some(self.rng.random_range(2..8)),
                 posture_notes: None,
                 overall_health: Some(self.rng.random_range(4..9)),
-                body_weight_kg: Some(body_weight.round()),
+                body_weight_kg: Some(body_weight),
                 diagnoses: vec![v1::Diagnosis {
                     system: system as i32,
                     code: code.into()
@@ -358,7 +359,9 @@ impl Writer {
             self.rng.random_range(4..=6)
         };
         let span_weeks: i32 = self.rng.random_range(2..=6);
-        let ceiling = body_weight * 9.806_65 * 0.6;
+        // 1 % under the default ceiling (60 % of body weight), so rounding to 0.1 N never
+        // crosses it.
+        let ceiling = body_weight * 9.806_65 * 0.6 * 0.99;
         let mut force = (body_weight * 9.806_65 * self.rng.random_range(0.22..0.30)).min(ceiling);
         let header = self.header();
         let planned = send!(

@@ -1,0 +1,301 @@
+//! Outgoing: read models as `spineledger.v1` messages. (Incoming validation is in
+//! [`crate::convert`].) Nothing here can fail: every read-model value has a wire form.
+
+use chrono::{DateTime, Utc};
+use spineledger_domain::measures::{DischargeReason, SessionMode, SpinalLevel, Tolerance};
+use spineledger_readmodels::statistics::{
+    Dimension, Group, GroupStatistics, Mean, Median, Proportion,
+};
+use spineledger_readmodels::{PlanPhase, ResponderStatus, ToleranceTrend, TreatmentPlanView};
+
+use crate::v1;
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn small(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn count(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub fn plan_phase(phase: PlanPhase) -> v1::PlanPhase {
+    match phase {
+        PlanPhase::AwaitingPlan => v1::PlanPhase::AwaitingPlan,
+        PlanPhase::Initial => v1::PlanPhase::Initial,
+        PlanPhase::Intensive => v1::PlanPhase::Intensive,
+        PlanPhase::Tapering => v1::PlanPhase::Tapering,
+        PlanPhase::Maintenance => v1::PlanPhase::Maintenance,
+        PlanPhase::AsNeeded => v1::PlanPhase::AsNeeded,
+        PlanPhase::Discharged => v1::PlanPhase::Discharged,
+    }
+}
+
+/// The read model's phase for a requested one; `None` for UNSPECIFIED or unknown numbers.
+pub fn plan_phase_filter(phase: i32) -> Option<PlanPhase> {
+    match v1::PlanPhase::try_from(phase).ok()? {
+        v1::PlanPhase::Unspecified => None,
+        v1::PlanPhase::AwaitingPlan => Some(PlanPhase::AwaitingPlan),
+        v1::PlanPhase::Initial => Some(PlanPhase::Initial),
+        v1::PlanPhase::Intensive => Some(PlanPhase::Intensive),
+        v1::PlanPhase::Tapering => Some(PlanPhase::Tapering),
+        v1::PlanPhase::Maintenance => Some(PlanPhase::Maintenance),
+        v1::PlanPhase::AsNeeded => Some(PlanPhase::AsNeeded),
+        v1::PlanPhase::Discharged => Some(PlanPhase::Discharged),
+    }
+}
+
+fn session_mode(mode: SessionMode) -> v1::SessionMode {
+    match mode {
+        SessionMode::Static => v1::SessionMode::Static,
+        SessionMode::Intermittent => v1::SessionMode::Intermittent,
+        SessionMode::Cyclic => v1::SessionMode::Cyclic,
+        SessionMode::Progressive => v1::SessionMode::Progressive,
+    }
+}
+
+fn spinal_level(level: SpinalLevel) -> v1::SpinalLevel {
+    match level {
+        SpinalLevel::L1 => v1::SpinalLevel::L1,
+        SpinalLevel::L2 => v1::SpinalLevel::L2,
+        SpinalLevel::L3 => v1::SpinalLevel::L3,
+        SpinalLevel::L4 => v1::SpinalLevel::L4,
+        SpinalLevel::L5 => v1::SpinalLevel::L5,
+        SpinalLevel::S1 => v1::SpinalLevel::S1,
+    }
+}
+
+fn tolerance(tolerance: Tolerance) -> v1::Tolerance {
+    match tolerance {
+        Tolerance::Good => v1::Tolerance::Good,
+        Tolerance::Fair => v1::Tolerance::Fair,
+        Tolerance::Discomfort => v1::Tolerance::Discomfort,
+        Tolerance::StoppedEarly => v1::Tolerance::StoppedEarly,
+    }
+}
+
+fn tolerance_trend(trend: ToleranceTrend) -> v1::ToleranceTrend {
+    match trend {
+        ToleranceTrend::Improving => v1::ToleranceTrend::Improving,
+        ToleranceTrend::Stable => v1::ToleranceTrend::Stable,
+        ToleranceTrend::Worsening => v1::ToleranceTrend::Worsening,
+        ToleranceTrend::Unknown => v1::ToleranceTrend::Unknown,
+    }
+}
+
+fn responder(status: ResponderStatus) -> v1::ResponderStatus {
+    match status {
+        ResponderStatus::NotAssessed => v1::ResponderStatus::NotAssessed,
+        ResponderStatus::Responder => v1::ResponderStatus::Responder,
+        ResponderStatus::NonResponder => v1::ResponderStatus::NonResponder,
+    }
+}
+
+fn discharge_reason(reason: DischargeReason) -> v1::DischargeReason {
+    match reason {
+        DischargeReason::GoalsMet => v1::DischargeReason::GoalsMet,
+        DischargeReason::Plateau => v1::DischargeReason::Plateau,
+        DischargeReason::SelfDischarge => v1::DischargeReason::SelfDischarge,
+        DischargeReason::Referred => v1::DischargeReason::Referred,
+        DischargeReason::AdverseEvent => v1::DischargeReason::AdverseEvent,
+        DischargeReason::LostToFollowUp => v1::DischargeReason::LostToFollowUp,
+    }
+}
+
+/// A treatment plan as of `today` (for due dates, pacing and flags).
+pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::TreatmentPlan {
+    let status = view.status_at(today);
+    let planned_in_phase = match view.phase {
+        PlanPhase::Initial => view.initial_sessions.map(i32::from),
+        _ => None,
+    };
+    v1::TreatmentPlan {
+        clinic_id: view.clinic_id.to_string(),
+        episode_id: view.episode_id.to_string(),
+        patient_id: view.patient_id.map(|id| id.to_string()).unwrap_or_default(),
+        phase: plan_phase(view.phase) as i32,
+        sessions_total: small(view.sessions_total),
+        sessions_in_phase: small(view.sessions_in_phase),
+        sessions_planned_in_phase: planned_in_phase,
+        phase_started_at: view.phase_started_at.map(timestamp),
+        next_session_due: status.next_session_due.map(timestamp),
+        last_session_at: view.last_session_at.map(timestamp),
+        expected_sessions_by_today: status.expected_sessions_by_today.map_or(0, small),
+        pacing: status
+            .pacing
+            .map_or(0, |pacing| i32::try_from(pacing).unwrap_or(i32::MIN)),
+        last_settings: view
+            .last_settings
+            .as_ref()
+            .map(|settings| v1::SessionSettings {
+                mode: session_mode(settings.mode) as i32,
+                peak_force_newtons: settings.peak_force_newtons,
+                rest_force_newtons: settings.rest_force_newtons,
+                hold_seconds: i32::from(settings.hold_seconds),
+                relax_seconds: i32::from(settings.relax_seconds),
+                cycles: i32::from(settings.cycles),
+                duration_minutes: i32::from(settings.duration_minutes),
+                angle_degrees: i32::from(settings.angle_degrees),
+                levels: settings
+                    .levels
+                    .iter()
+                    .map(|level| spinal_level(*level) as i32)
+                    .collect(),
+            }),
+        recent_tolerances: view
+            .recent_tolerances
+            .iter()
+            .map(|t| tolerance(*t) as i32)
+            .collect(),
+        tolerance_trend: tolerance_trend(view.tolerance_trend()) as i32,
+        last_adherence_percent: view.adherence_last_percent.map(i32::from),
+        recent_adherence_percent: view.adherence_mean_recent,
+        baseline_pain_back: view.baseline.as_ref().map(|b| i32::from(b.pain_back)),
+        latest_pain_back: view.latest_nrs.as_ref().map(|l| i32::from(l.pain_back)),
+        baseline_pain_leg: view.baseline.as_ref().map(|b| i32::from(b.pain_leg)),
+        latest_pain_leg: view.latest_nrs.as_ref().map(|l| i32::from(l.pain_leg)),
+        baseline_odi: view.baseline.as_ref().and_then(|b| b.odi),
+        latest_odi: view.latest_odi.as_ref().map(|l| l.odi),
+        nrs_responder: responder(view.nrs_response) as i32,
+        odi_responder: responder(view.odi_response) as i32,
+        missed_sessions: small(view.missed_sessions),
+        adverse_events: small(view.adverse_events),
+        flags: Some(v1::PlanFlags {
+            overdue: status.flags.overdue,
+            under_scheduled: status.flags.under_scheduled,
+            reassessment_due: status.flags.reassessment_due,
+            adverse_event: status.flags.adverse_event,
+            missed_sessions: status.flags.missed_sessions,
+        }),
+        discharge_reason: view
+            .discharge_reason
+            .map_or(v1::DischargeReason::Unspecified, discharge_reason)
+            as i32,
+        discharged_at: view.discharged_at.map(timestamp),
+        as_of: Some(timestamp(today)),
+    }
+}
+
+pub fn dimension(dimension: Dimension) -> v1::StatisticsDimension {
+    match dimension {
+        Dimension::Clinic => v1::StatisticsDimension::Clinic,
+        Dimension::Diagnosis => v1::StatisticsDimension::Diagnosis,
+        Dimension::InitialSessions => v1::StatisticsDimension::InitialSessions,
+        Dimension::FrequencyPhase => v1::StatisticsDimension::FrequencyPhase,
+        Dimension::AdherenceBand => v1::StatisticsDimension::AdherenceBand,
+        Dimension::AgeBand => v1::StatisticsDimension::AgeBand,
+    }
+}
+
+/// The read model's dimension for a requested one; `None` for UNSPECIFIED or unknown.
+pub fn dimension_filter(requested: i32) -> Option<Dimension> {
+    match v1::StatisticsDimension::try_from(requested).ok()? {
+        v1::StatisticsDimension::Unspecified => None,
+        v1::StatisticsDimension::Clinic => Some(Dimension::Clinic),
+        v1::StatisticsDimension::Diagnosis => Some(Dimension::Diagnosis),
+        v1::StatisticsDimension::InitialSessions => Some(Dimension::InitialSessions),
+        v1::StatisticsDimension::FrequencyPhase => Some(Dimension::FrequencyPhase),
+        v1::StatisticsDimension::AdherenceBand => Some(Dimension::AdherenceBand),
+        v1::StatisticsDimension::AgeBand => Some(Dimension::AgeBand),
+    }
+}
+
+fn mean(value: Option<Mean>) -> Option<v1::Mean> {
+    value.map(|m| v1::Mean {
+        n: count(m.n),
+        mean: m.mean,
+    })
+}
+
+fn rate(value: Option<Proportion>) -> Option<v1::Rate> {
+    value.map(|p| v1::Rate {
+        count: count(p.count),
+        denominator: count(p.n),
+        rate: p.rate,
+    })
+}
+
+fn median(value: Option<Median>) -> Option<f64> {
+    value.map(|m| m.median)
+}
+
+fn counts(pairs: &[(&str, usize)]) -> Vec<v1::Count> {
+    pairs
+        .iter()
+        .map(|(value, n)| v1::Count {
+            value: (*value).to_owned(),
+            count: count(*n),
+        })
+        .collect()
+}
+
+fn statistics(stats: &GroupStatistics) -> v1::OutcomeStatistics {
+    let bands = &stats.adherence_bands;
+    let discharges = &stats.discharges;
+    v1::OutcomeStatistics {
+        episodes: count(stats.episodes),
+        initial_phase_completed: count(stats.initial_phase_completed),
+        baseline_nrs: mean(stats.baseline_nrs),
+        baseline_odi: mean(stats.baseline_odi),
+        nrs_change_session_4: mean(stats.nrs_change_session_4),
+        nrs_change_session_6: mean(stats.nrs_change_session_6),
+        nrs_change_discharge: mean(stats.nrs_change_discharge),
+        odi_change_session_4: mean(stats.odi_change_session_4),
+        odi_change_session_6: mean(stats.odi_change_session_6),
+        odi_change_discharge: mean(stats.odi_change_discharge),
+        nrs_responders: rate(stats.nrs_responders),
+        odi_responders: rate(stats.odi_responders),
+        median_sessions_to_nrs_response: median(stats.sessions_to_first_nrs_response),
+        pain_trajectory: stats
+            .pain_trajectory
+            .iter()
+            .map(|point| v1::TrajectoryPoint {
+                session_number: small(point.session_number),
+                pain_before: mean(point.mean_pain_before),
+            })
+            .collect(),
+        adherence_bands: counts(&[
+            ("none_reported", bands.none_reported),
+            ("low", bands.low),
+            ("moderate", bands.moderate),
+            ("high", bands.high),
+        ]),
+        missed_sessions: i64::try_from(stats.missed_sessions).unwrap_or(i64::MAX),
+        adverse_events: i64::try_from(stats.adverse_events).unwrap_or(i64::MAX),
+        episodes_with_adverse_events: count(stats.episodes_with_adverse_events),
+        discharges_by_reason: counts(&[
+            ("goals_met", discharges.goals_met),
+            ("plateau", discharges.plateau),
+            ("self_discharge", discharges.self_discharge),
+            ("referred", discharges.referred),
+            ("adverse_event", discharges.adverse_event),
+            ("lost_to_follow_up", discharges.lost_to_follow_up),
+        ]),
+        ongoing: count(discharges.ongoing),
+        drop_out: count(stats.drop_outs),
+        episodes_with_corrected_scores: count(stats.scores_corrected),
+    }
+}
+
+/// A group; a suppressed one carries its key only.
+pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
+    v1::OutcomeGroup {
+        key: group
+            .key
+            .iter()
+            .map(|(dim, value)| v1::GroupKey {
+                dimension: dimension(*dim) as i32,
+                value: value.clone(),
+            })
+            .collect(),
+        episodes: group.episodes.map_or(0, count),
+        suppressed: group.statistics.is_none(),
+        statistics: group.statistics.as_ref().map(statistics),
+    }
+}

@@ -1,0 +1,63 @@
+/// Why a projector batch, a query or a rebuild failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] spineledger_store::StoreError),
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("connection pool error")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A stored event cannot be decoded: the projector stops rather than skip it.
+    #[error("event {event_id} ({event_type}) cannot be decoded: {reason}")]
+    Undecodable {
+        event_id: uuid::Uuid,
+        event_type: String,
+        reason: String,
+    },
+    /// A read-model row cannot be decoded (written by another version?).
+    #[error("read model row cannot be decoded: {0}")]
+    CorruptRow(String),
+    /// The checkpoint moved or the lease was lost between read and commit: another worker
+    /// owns this shard now. Nothing was committed.
+    #[error("lost the lease or the checkpoint moved; batch rolled back")]
+    LostLease,
+    /// A fault injected by a test.
+    #[error("injected fault at {0:?}")]
+    Injected(crate::runtime::Stage),
+    /// Waiting for the projection to reach a position took too long.
+    #[error("the projection has not reached position {position} yet")]
+    NotCaughtUp { position: i64 },
+    #[error("unknown projection {0:?}")]
+    UnknownProjection(String),
+}
+
+impl ProjectionError {
+    /// The SQLSTATE of a database error: what logs may say about it (a database error's
+    /// detail can quote row contents).
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Database(error) | Self::Store(spineledger_store::StoreError::Database(error)) => {
+                error.code().map(tokio_postgres::error::SqlState::code)
+            }
+            Self::Pool(deadpool_postgres::PoolError::Backend(error)) => {
+                error.code().map(tokio_postgres::error::SqlState::code)
+            }
+            _ => None,
+        }
+    }
+
+    /// A deadlock or serialisation failure: the batch is simply retried.
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let code = match self {
+            Self::Database(error) => error.code(),
+            Self::Store(spineledger_store::StoreError::Database(error)) => error.code(),
+            Self::LostLease | Self::Injected(_) => return true,
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+        )
+    }
+}

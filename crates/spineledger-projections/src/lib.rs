@@ -1,0 +1,19 @@
+//! Projectors: read the event log in global order and keep the read models current.
+//!
+//! - [`models`]: the read-model tables and how a batch of events lands in them;
+//! - [`runtime`]: checkpoints, leases, wake-ups, read-your-writes;
+//! - [`queries`]: what the query API reads;
+//! - [`rebuild`]: rebuild from position zero into fresh tables, compare, swap.
+
+mod error;
+pub mod models;
+pub mod queries;
+pub mod rebuild;
+pub mod runtime;
+
+pub use error::ProjectionError;
+pub use models::Projection;
+pub use runtime::{
+    BatchOutcome, DEFAULT_SHARDS, FaultInjector, NoFaults, Projector, ProjectorConfig, Stage,
+    checkpoint, ensure_checkpoints, wait_for_position,
+};

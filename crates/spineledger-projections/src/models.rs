@@ -1,0 +1,266 @@
+//! The read-model tables and how a batch of events lands in them. The folding itself is
+//! pure (`spineledger-readmodels`); this module loads the affected rows, folds the batch
+//! in, and writes them back — all inside the projector's transaction.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::GenericClient;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spineledger_domain::EpisodeEvent;
+use spineledger_readmodels::{EpisodeOutcome, TreatmentPlanView};
+use spineledger_store::RecordedEvent;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+/// The projections this service maintains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Projection {
+    /// The current treatment plan of each episode (`treatment_plans`).
+    TreatmentPlans,
+    /// Per-episode outcome facts that statistics aggregate (`outcome_episodes`).
+    OutcomeStatistics,
+}
+
+impl Projection {
+    pub const ALL: [Self; 2] = [Self::TreatmentPlans, Self::OutcomeStatistics];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TreatmentPlans => "treatment_plans",
+            Self::OutcomeStatistics => "outcome_statistics",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self, ProjectionError> {
+        Self::ALL
+            .into_iter()
+            .find(|projection| projection.name() == name)
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
+    }
+
+    /// The table holding the read model (a rebuild writes `<table>_rebuild`, then swaps).
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::TreatmentPlans => "treatment_plans",
+            Self::OutcomeStatistics => "outcome_episodes",
+        }
+    }
+
+    /// Applies `events` (in global order) to the model in `table`.
+    pub async fn apply(
+        self,
+        client: &impl GenericClient,
+        table: &str,
+        events: &[RecordedEvent],
+    ) -> Result<usize, ProjectionError> {
+        let episode_events = decode_episode_events(events)?;
+        if episode_events.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Self::TreatmentPlans => {
+                fold_rows::<TreatmentPlanView>(client, table, &episode_events).await
+            }
+            Self::OutcomeStatistics => {
+                fold_rows::<EpisodeOutcome>(client, table, &episode_events).await
+            }
+        }
+    }
+
+    /// An MD5 digest of the model's rows in key order: equal digests, equal models.
+    pub async fn digest(
+        self,
+        client: &impl GenericClient,
+        table: &str,
+    ) -> Result<String, ProjectionError> {
+        let sql = format!(
+            "SELECT coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t.clinic_id, t.episode_id)), \
+             md5('')) FROM {table} t"
+        );
+        let row = client.query_one(&sql, &[]).await?;
+        Ok(row.get(0))
+    }
+}
+
+/// An episode event with where it belongs.
+pub(crate) struct EpisodeFact {
+    clinic_id: Uuid,
+    episode_id: Uuid,
+    event_id: Uuid,
+    event: EpisodeEvent,
+}
+
+/// Decodes the events of episode streams; other streams (patients) are not part of these
+/// models. An undecodable event stops the projector: skipping it would be silent loss.
+fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, ProjectionError> {
+    let mut facts = Vec::with_capacity(events.len());
+    for stored in events {
+        let Some(episode_id) = stored
+            .stream_id
+            .strip_prefix("episode-")
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            continue;
+        };
+        let event = EpisodeEvent::from_payload(
+            &stored.event_type,
+            stored.schema_version,
+            stored.payload.clone(),
+        )
+        .map_err(|error| ProjectionError::Undecodable {
+            event_id: stored.event_id,
+            event_type: stored.event_type.clone(),
+            reason: error.to_string(),
+        })?;
+        facts.push(EpisodeFact {
+            clinic_id: stored.clinic_id,
+            episode_id,
+            event_id: stored.event_id,
+            event,
+        });
+    }
+    Ok(facts)
+}
+
+/// A per-episode read model stored as one JSONB row.
+trait EpisodeRow: Serialize + DeserializeOwned + Send + Sync {
+    /// The JSONB column holding the model.
+    const COLUMN: &'static str;
+    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self;
+    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent);
+    /// Writes rows (sorted by key, so concurrent writers lock in one order).
+    async fn upsert(
+        client: &impl GenericClient,
+        table: &str,
+        rows: &BTreeMap<(Uuid, Uuid), Self>,
+    ) -> Result<(), ProjectionError>;
+}
+
+async fn fold_rows<M: EpisodeRow>(
+    client: &impl GenericClient,
+    table: &str,
+    facts: &[EpisodeFact],
+) -> Result<usize, ProjectionError> {
+    let mut keys: Vec<(Uuid, Uuid)> = facts.iter().map(|f| (f.clinic_id, f.episode_id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let clinics: Vec<Uuid> = keys.iter().map(|(clinic, _)| *clinic).collect();
+    let episodes: Vec<Uuid> = keys.iter().map(|(_, episode)| *episode).collect();
+    let sql = format!(
+        "SELECT m.clinic_id, m.episode_id, m.{column} FROM {table} m \
+         JOIN unnest($1::uuid[], $2::uuid[]) AS k(clinic_id, episode_id) \
+           ON m.clinic_id = k.clinic_id AND m.episode_id = k.episode_id",
+        column = M::COLUMN
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let mut rows: BTreeMap<(Uuid, Uuid), M> = BTreeMap::new();
+    for row in client.query(&statement, &[&clinics, &episodes]).await? {
+        let value: serde_json::Value = row.try_get(2)?;
+        let model = serde_json::from_value(value)
+            .map_err(|error| ProjectionError::CorruptRow(error.to_string()))?;
+        rows.insert((row.try_get(0)?, row.try_get(1)?), model);
+    }
+    for fact in facts {
+        rows.entry((fact.clinic_id, fact.episode_id))
+            .or_insert_with(|| M::start(fact.clinic_id, fact.episode_id))
+            .fold(fact.event_id, &fact.event);
+    }
+    M::upsert(client, table, &rows).await?;
+    Ok(facts.len())
+}
+
+fn to_json<M: Serialize>(model: &M) -> Result<serde_json::Value, ProjectionError> {
+    serde_json::to_value(model).map_err(|error| ProjectionError::CorruptRow(error.to_string()))
+}
+
+impl EpisodeRow for TreatmentPlanView {
+    const COLUMN: &'static str = "view";
+
+    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self {
+        Self::new(clinic_id, episode_id)
+    }
+
+    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent) {
+        self.apply(event_id, event);
+    }
+
+    async fn upsert(
+        client: &impl GenericClient,
+        table: &str,
+        rows: &BTreeMap<(Uuid, Uuid), Self>,
+    ) -> Result<(), ProjectionError> {
+        let mut clinics = Vec::with_capacity(rows.len());
+        let mut episodes = Vec::with_capacity(rows.len());
+        let mut phases = Vec::with_capacity(rows.len());
+        let mut due = Vec::with_capacity(rows.len());
+        let mut reassessment = Vec::with_capacity(rows.len());
+        let mut views = Vec::with_capacity(rows.len());
+        for ((clinic, episode), view) in rows {
+            clinics.push(*clinic);
+            episodes.push(*episode);
+            phases.push(view.phase.as_str());
+            due.push(view.next_session_due());
+            reassessment.push(view.reassessment_due());
+            views.push(to_json(view)?);
+        }
+        let sql = format!(
+            "INSERT INTO {table} (clinic_id, episode_id, phase, next_session_due, \
+                 reassessment_due, view) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
+                 $5::bool[], $6::jsonb[]) \
+             ON CONFLICT (clinic_id, episode_id) DO UPDATE SET \
+                 phase = EXCLUDED.phase, next_session_due = EXCLUDED.next_session_due, \
+                 reassessment_due = EXCLUDED.reassessment_due, view = EXCLUDED.view"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        client
+            .execute(
+                &statement,
+                &[&clinics, &episodes, &phases, &due, &reassessment, &views],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl EpisodeRow for EpisodeOutcome {
+    const COLUMN: &'static str = "facts";
+
+    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self {
+        Self::new(clinic_id, episode_id)
+    }
+
+    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent) {
+        self.apply(event_id, event);
+    }
+
+    async fn upsert(
+        client: &impl GenericClient,
+        table: &str,
+        rows: &BTreeMap<(Uuid, Uuid), Self>,
+    ) -> Result<(), ProjectionError> {
+        let mut clinics = Vec::with_capacity(rows.len());
+        let mut episodes = Vec::with_capacity(rows.len());
+        let mut evaluated = Vec::with_capacity(rows.len());
+        let mut facts = Vec::with_capacity(rows.len());
+        for ((clinic, episode), outcome) in rows {
+            clinics.push(*clinic);
+            episodes.push(*episode);
+            evaluated.push(outcome.evaluated_at);
+            facts.push(to_json(outcome)?);
+        }
+        let sql = format!(
+            "INSERT INTO {table} (clinic_id, episode_id, evaluated_at, facts) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::jsonb[]) \
+             ON CONFLICT (clinic_id, episode_id) DO UPDATE SET \
+                 evaluated_at = EXCLUDED.evaluated_at, facts = EXCLUDED.facts"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        client
+            .execute(&statement, &[&clinics, &episodes, &evaluated, &facts])
+            .await?;
+        Ok(())
+    }
+}

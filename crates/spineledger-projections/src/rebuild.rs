@@ -1,0 +1,225 @@
+//! Rebuild a projection from position zero into a fresh table while the live one keeps
+//! serving, then swap them atomically.
+//!
+//! The swap transaction locks the projection's checkpoints (live batches cannot commit
+//! meanwhile), brings the fresh table to the head of the log, brings the live table's
+//! shards to the same head, compares digests of the two, renames the fresh table into
+//! place and sets every shard's checkpoint to the head. A rebuilt model built from the
+//! same events must equal the incrementally built one; the report says whether it does.
+//! The rebuilt model serves either way: it is the log's truth.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{GenericClient, Pool};
+use spineledger_store::{ClinicShard, GlobalCursor, read_all_after};
+
+use crate::{Projection, ProjectionError, checkpoint};
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub projection: Projection,
+    /// Events read from the log (all streams).
+    pub events: u64,
+    pub elapsed: Duration,
+    /// Digest of the incrementally built model at the head, before the swap.
+    pub live_digest: String,
+    /// Digest of the rebuilt model at the same head.
+    pub rebuilt_digest: String,
+}
+
+impl RebuildReport {
+    pub fn equal(&self) -> bool {
+        self.live_digest == self.rebuilt_digest
+    }
+}
+
+const SWAP_ATTEMPTS: usize = 5;
+
+/// Rebuilds `projection`. `owner_pool` connects as the tables' owner (it creates, renames
+/// and drops tables); `shards` is the live shard count.
+pub async fn rebuild(
+    owner_pool: &Pool,
+    projection: Projection,
+    shards: u8,
+    page: usize,
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let table = projection.table();
+    let shadow = format!("{table}_rebuild");
+    {
+        let client = owner_pool.get().await?;
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {shadow}; \
+                 CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {shadow} TO {role};",
+                role = spineledger_store::APP_ROLE
+            ))
+            .await?;
+    }
+
+    // Bulk phase: the live table keeps serving and being updated meanwhile.
+    let mut cursor = GlobalCursor::START;
+    let mut events = 0_u64;
+    loop {
+        let mut client = owner_pool.get().await?;
+        let transaction = client.transaction().await?;
+        let (read, last) = apply_page(
+            &transaction,
+            projection,
+            &shadow,
+            cursor,
+            page,
+            ClinicShard::ALL,
+            None,
+        )
+        .await?;
+        transaction.commit().await?;
+        events += read as u64;
+        cursor = last;
+        if read < page {
+            break;
+        }
+        if events % 100_000 < page as u64 {
+            tracing::info!(projection = projection.name(), events, "rebuilding");
+        }
+    }
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match swap(owner_pool, projection, &shadow, shards, page, cursor).await {
+            Ok((caught_up, live_digest, rebuilt_digest)) => {
+                return Ok(RebuildReport {
+                    projection,
+                    events: events + caught_up,
+                    elapsed: started.elapsed(),
+                    live_digest,
+                    rebuilt_digest,
+                });
+            }
+            Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "swap contended; retrying");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The atomic catch-up, compare and swap. Returns (events applied to the rebuilt model in
+/// this step, live digest, rebuilt digest).
+async fn swap(
+    owner_pool: &Pool,
+    projection: Projection,
+    shadow: &str,
+    shards: u8,
+    page: usize,
+    mut cursor: GlobalCursor,
+) -> Result<(u64, String, String), ProjectionError> {
+    let table = projection.table();
+    let mut client = owner_pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "SELECT 1 FROM projection_checkpoints WHERE projection = $1 ORDER BY shard FOR UPDATE",
+            &[&projection.name()],
+        )
+        .await?;
+    let mut caught_up = 0_u64;
+    loop {
+        let (read, last) = apply_page(
+            &transaction,
+            projection,
+            shadow,
+            cursor,
+            page,
+            ClinicShard::ALL,
+            None,
+        )
+        .await?;
+        caught_up += read as u64;
+        cursor = last;
+        if read < page {
+            break;
+        }
+    }
+    let head = cursor;
+    for index in 0..shards {
+        let shard = ClinicShard::new(index, shards)
+            .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {index}")))?;
+        let mut live = checkpoint(&transaction, projection, index).await?;
+        while live < head {
+            let (read, last) = apply_page(
+                &transaction,
+                projection,
+                table,
+                live,
+                page,
+                shard,
+                Some(head),
+            )
+            .await?;
+            live = last;
+            if read == 0 {
+                break;
+            }
+        }
+    }
+    let live_digest = projection.digest(&transaction, table).await?;
+    let rebuilt_digest = projection.digest(&transaction, shadow).await?;
+    transaction
+        .batch_execute(&format!(
+            "ALTER TABLE {table} RENAME TO {table}_retired; \
+             ALTER TABLE {shadow} RENAME TO {table}; \
+             DROP TABLE {table}_retired;"
+        ))
+        .await?;
+    transaction
+        .execute(
+            "DELETE FROM projection_checkpoints WHERE projection = $1 AND shard >= $2",
+            &[&projection.name(), &i32::from(shards)],
+        )
+        .await?;
+    let head_xid = i64::try_from(head.xid).unwrap_or(i64::MAX);
+    for shard in 0..shards {
+        transaction
+            .execute(
+                "INSERT INTO projection_checkpoints (projection, shard, xid, position) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (projection, shard) DO UPDATE \
+                     SET xid = EXCLUDED.xid, position = EXCLUDED.position, updated_at = now()",
+                &[
+                    &projection.name(),
+                    &i32::from(shard),
+                    &head_xid,
+                    &head.position,
+                ],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok((caught_up, live_digest, rebuilt_digest))
+}
+
+/// Reads one page after `cursor` (only up to `until`, when given) and applies it to
+/// `table`. Returns how many events were read and the cursor after them.
+async fn apply_page(
+    client: &impl GenericClient,
+    projection: Projection,
+    table: &str,
+    cursor: GlobalCursor,
+    page: usize,
+    shard: ClinicShard,
+    until: Option<GlobalCursor>,
+) -> Result<(usize, GlobalCursor), ProjectionError> {
+    let mut events = read_all_after(client, cursor, page, shard).await?;
+    if let Some(until) = until {
+        events.retain(|event| event.cursor <= until);
+    }
+    let Some(last) = events.last().map(|event| event.cursor) else {
+        return Ok((0, cursor));
+    };
+    projection.apply(client, table, &events).await?;
+    Ok((events.len(), last))
+}

@@ -1,0 +1,532 @@
+//! The projector runtime.
+//!
+//! Work is split into leases, one per (projection, shard of clinics). A worker process
+//! (inside `serve`, or `spineledger projector`) heartbeats, takes its fair share of the
+//! free or expired leases, renews them, and runs one task per lease. A task applies a
+//! batch of events to its read model and advances its checkpoint in one transaction; the
+//! checkpoint update is a compare-and-set on the old checkpoint and requires the lease to
+//! be held still, so a worker that lost its lease (paused, partitioned) cannot commit, and
+//! a crash at any point leaves model and checkpoint consistent: nothing missed, nothing
+//! applied twice. Tasks wake on LISTEN/NOTIFY (a hint, coalesced) and poll as a fallback.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+use futures::StreamExt;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Gauge;
+use spineledger_store::{ClinicShard, EventStore, GlobalCursor, read_all_after};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+use crate::{Projection, ProjectionError};
+
+/// Where a batch can be made to fail in tests (fault injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    AfterRead,
+    AfterApply,
+    BeforeCommit,
+    AfterCommit,
+}
+
+/// Decides whether a batch fails at a stage. Production uses [`NoFaults`].
+pub trait FaultInjector: Send + Sync + Debug {
+    fn check(&self, stage: Stage) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFaults;
+
+impl FaultInjector for NoFaults {
+    fn check(&self, _stage: Stage) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+/// How the projector runs.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Shards of clinics per projection (1-255). Changing it needs a rebuild.
+    pub shards: u8,
+    /// Events per batch (one transaction).
+    pub batch_size: usize,
+    /// Poll for new events this often when no notification arrives.
+    pub poll_interval: Duration,
+    /// A lease not renewed for this long may be taken by another worker.
+    pub lease_ttl: Duration,
+    pub projections: Vec<Projection>,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            shards: DEFAULT_SHARDS,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(5),
+            projections: Projection::ALL.to_vec(),
+        }
+    }
+}
+
+/// The shard count of a default installation.
+pub const DEFAULT_SHARDS: u8 = 4;
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchOutcome {
+    pub events: usize,
+    pub cursor: GlobalCursor,
+    /// Commit time of the batch minus recording time of its last event.
+    pub lag: Duration,
+}
+
+/// One worker: a process-unique owner id and the means to run leases.
+#[derive(Debug, Clone)]
+pub struct Projector {
+    pool: Pool,
+    listen_config: tokio_postgres::Config,
+    config: ProjectorConfig,
+    owner: Uuid,
+    faults: Arc<dyn FaultInjector>,
+}
+
+impl Projector {
+    /// `listen_config` opens the LISTEN connection (as the login user; it only listens).
+    pub fn new(pool: Pool, listen_config: tokio_postgres::Config, config: ProjectorConfig) -> Self {
+        Self {
+            pool,
+            listen_config,
+            config,
+            owner: Uuid::new_v4(),
+            faults: Arc::new(NoFaults),
+        }
+    }
+
+    /// Injects faults (tests).
+    #[must_use]
+    pub fn with_faults(mut self, faults: Arc<dyn FaultInjector>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    pub fn owner(&self) -> Uuid {
+        self.owner
+    }
+
+    pub fn config(&self) -> &ProjectorConfig {
+        &self.config
+    }
+
+    /// Runs until `shutdown` completes, then stops its tasks and releases its leases.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProjectionError> {
+        ensure_checkpoints(&self.pool, &self.config).await?;
+        let (wake, woken) = watch::channel(0_u64);
+        let listener = tokio::spawn(listen(self.listen_config.clone(), wake));
+        let mut tasks: HashMap<(Projection, u8), JoinHandle<()>> = HashMap::new();
+        let mut ticker = tokio::time::interval(self.config.lease_ttl / 3);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        tracing::info!(owner = %self.owner, "projector started");
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = ticker.tick() => {}
+            }
+            let held = match self.balance_leases().await {
+                Ok(held) => held,
+                Err(error) => {
+                    tracing::warn!(%error, sqlstate = ?error.sqlstate(), "lease renewal failed");
+                    continue;
+                }
+            };
+            tasks.retain(|key, task| {
+                let keep = held.contains(key) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for key in held {
+                tasks.entry(key).or_insert_with(|| {
+                    tracing::info!(projection = key.0.name(), shard = key.1, "lease taken");
+                    tokio::spawn(self.clone().project(key.0, key.1, woken.clone()))
+                });
+            }
+        }
+        for task in tasks.values() {
+            task.abort();
+        }
+        listener.abort();
+        self.release_all().await?;
+        tracing::info!(owner = %self.owner, "projector stopped");
+        Ok(())
+    }
+
+    /// The task of one lease: batches until caught up, then waits for a wake-up or the
+    /// poll interval. Errors are logged and retried after a pause; an event is never
+    /// skipped.
+    async fn project(self, projection: Projection, shard: u8, mut woken: watch::Receiver<u64>) {
+        loop {
+            match self.run_batch(projection, shard).await {
+                Ok(outcome) if outcome.events > 0 => continue,
+                Ok(_) => {
+                    tokio::select! {
+                        _ = woken.changed() => {}
+                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                    }
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::debug!(projection = projection.name(), shard, %error, sqlstate = ?error.sqlstate(), "batch retried");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => {
+                    tracing::error!(projection = projection.name(), shard, %error, sqlstate = ?error.sqlstate(), "projection batch failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One batch: read after the checkpoint, apply, compare-and-set the checkpoint, commit.
+    pub async fn run_batch(
+        &self,
+        projection: Projection,
+        shard: u8,
+    ) -> Result<BatchOutcome, ProjectionError> {
+        let clinic_shard = ClinicShard::new(shard, self.config.shards)
+            .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {shard}")))?;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let start = checkpoint(&transaction, projection, shard).await?;
+        let events =
+            read_all_after(&transaction, start, self.config.batch_size, clinic_shard).await?;
+        let Some(last) = events.last() else {
+            transaction.rollback().await?;
+            return Ok(BatchOutcome {
+                events: 0,
+                cursor: start,
+                lag: Duration::ZERO,
+            });
+        };
+        let (end, last_recorded) = (last.cursor, last.recorded_at);
+        self.faults.check(Stage::AfterRead)?;
+        projection
+            .apply(&transaction, projection.table(), &events)
+            .await?;
+        self.faults.check(Stage::AfterApply)?;
+        let advanced = transaction
+            .execute(
+                "UPDATE projection_checkpoints SET xid = $3, position = $4, updated_at = now() \
+                 WHERE projection = $1 AND shard = $2 AND xid = $5 AND position = $6 \
+                   AND EXISTS (SELECT 1 FROM projection_leases l \
+                               WHERE l.projection = $1 AND l.shard = $2 AND l.owner = $7 \
+                                 AND l.expires_at > clock_timestamp())",
+                &[
+                    &projection.name(),
+                    &i32::from(shard),
+                    &to_sql(end.xid),
+                    &end.position,
+                    &to_sql(start.xid),
+                    &start.position,
+                    &self.owner,
+                ],
+            )
+            .await?;
+        if advanced != 1 {
+            return Err(ProjectionError::LostLease);
+        }
+        self.faults.check(Stage::BeforeCommit)?;
+        transaction.commit().await?;
+        let lag = (chrono::Utc::now() - last_recorded)
+            .to_std()
+            .unwrap_or_default();
+        record_lag(projection, shard, lag);
+        tracing::debug!(
+            projection = projection.name(),
+            shard,
+            events = events.len(),
+            lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
+            "projected"
+        );
+        self.faults.check(Stage::AfterCommit)?;
+        Ok(BatchOutcome {
+            events: events.len(),
+            cursor: end,
+            lag,
+        })
+    }
+
+    /// Heartbeats, renews held leases, releases surplus ones and takes free ones up to a
+    /// fair share (all leases / live workers, rounded up). Returns the leases held.
+    pub async fn balance_leases(&self) -> Result<BTreeSet<(Projection, u8)>, ProjectionError> {
+        let client = self.pool.get().await?;
+        let ttl = self.config.lease_ttl.as_secs_f64();
+        client
+            .execute(
+                "INSERT INTO projector_workers (owner, heartbeat_at) VALUES ($1, now()) \
+                 ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+                &[&self.owner],
+            )
+            .await?;
+        client
+            .execute(
+                "DELETE FROM projector_workers \
+                 WHERE heartbeat_at < now() - make_interval(secs => $1::float8 * 10)",
+                &[&ttl],
+            )
+            .await?;
+        let live: i64 = client
+            .query_one(
+                "SELECT count(*) FROM projector_workers \
+                 WHERE heartbeat_at > now() - make_interval(secs => $1::float8)",
+                &[&ttl],
+            )
+            .await?
+            .get(0);
+        let all = self.all_leases();
+        let live = usize::try_from(live.max(1)).unwrap_or(1);
+        let fair_share = all.len().div_ceil(live);
+
+        let mut held: BTreeSet<(Projection, u8)> = BTreeSet::new();
+        for row in client
+            .query(
+                "UPDATE projection_leases SET expires_at = now() + make_interval(secs => $2::float8) \
+                 WHERE owner = $1 AND expires_at > now() RETURNING projection, shard",
+                &[&self.owner, &ttl],
+            )
+            .await?
+        {
+            if let Some(key) = lease_key(row.get(0), row.get(1)) {
+                held.insert(key);
+            }
+        }
+        while held.len() > fair_share {
+            let Some(surplus) = held.pop_last() else {
+                break;
+            };
+            client
+                .execute(
+                    "DELETE FROM projection_leases WHERE projection = $1 AND shard = $2 AND owner = $3",
+                    &[&surplus.0.name(), &i32::from(surplus.1), &self.owner],
+                )
+                .await?;
+            tracing::info!(
+                projection = surplus.0.name(),
+                shard = surplus.1,
+                "lease released to share work"
+            );
+        }
+        for key in all {
+            if held.len() >= fair_share {
+                break;
+            }
+            if held.contains(&key) {
+                continue;
+            }
+            let taken = client
+                .query_opt(
+                    "INSERT INTO projection_leases (projection, shard, owner, expires_at) \
+                     VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8)) \
+                     ON CONFLICT (projection, shard) DO UPDATE \
+                         SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at \
+                         WHERE projection_leases.expires_at <= now() \
+                            OR projection_leases.owner = EXCLUDED.owner \
+                     RETURNING 1",
+                    &[&key.0.name(), &i32::from(key.1), &self.owner, &ttl],
+                )
+                .await?;
+            if taken.is_some() {
+                held.insert(key);
+            }
+        }
+        Ok(held)
+    }
+
+    /// Gives every lease back (graceful shutdown), so others take over at once.
+    pub async fn release_all(&self) -> Result<(), ProjectionError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM projection_leases WHERE owner = $1",
+                &[&self.owner],
+            )
+            .await?;
+        client
+            .execute(
+                "DELETE FROM projector_workers WHERE owner = $1",
+                &[&self.owner],
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn all_leases(&self) -> Vec<(Projection, u8)> {
+        self.config
+            .projections
+            .iter()
+            .flat_map(|projection| (0..self.config.shards).map(move |shard| (*projection, shard)))
+            .collect()
+    }
+}
+
+fn lease_key(projection: &str, shard: i32) -> Option<(Projection, u8)> {
+    Some((
+        Projection::from_name(projection).ok()?,
+        u8::try_from(shard).ok()?,
+    ))
+}
+
+fn to_sql(xid: u64) -> i64 {
+    i64::try_from(xid).unwrap_or(i64::MAX)
+}
+
+/// Creates the checkpoint rows (at the start of the log) that do not exist yet.
+pub async fn ensure_checkpoints(
+    pool: &Pool,
+    config: &ProjectorConfig,
+) -> Result<(), ProjectionError> {
+    let client = pool.get().await?;
+    for projection in &config.projections {
+        for shard in 0..config.shards {
+            client
+                .execute(
+                    "INSERT INTO projection_checkpoints (projection, shard) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    &[&projection.name(), &i32::from(shard)],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint of one (projection, shard); the start of the log if none.
+pub async fn checkpoint(
+    client: &impl GenericClient,
+    projection: Projection,
+    shard: u8,
+) -> Result<GlobalCursor, ProjectionError> {
+    let row = client
+        .query_opt(
+            "SELECT xid, position FROM projection_checkpoints WHERE projection = $1 AND shard = $2",
+            &[&projection.name(), &i32::from(shard)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(GlobalCursor::START);
+    };
+    let xid: i64 = row.get(0);
+    Ok(GlobalCursor {
+        xid: u64::try_from(xid).unwrap_or(0),
+        position: row.get(1),
+    })
+}
+
+/// Read-your-writes: waits (bounded) until `projection` has applied the event at
+/// `position`, which must belong to one of `clinics` (any clinic when empty). `Ok(false)`
+/// when no such event exists: another clinic's events are not waited for (nor revealed).
+pub async fn wait_for_position(
+    store: &EventStore,
+    projection: Projection,
+    shards: u8,
+    clinics: &[Uuid],
+    position: i64,
+    timeout: Duration,
+) -> Result<bool, ProjectionError> {
+    let Some((clinic_id, target)) = store.event_at_position(position).await? else {
+        return Ok(false);
+    };
+    if !clinics.is_empty() && !clinics.contains(&clinic_id) {
+        return Ok(false);
+    }
+    let shard = ClinicShard::of(clinic_id, shards).index();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let reached = {
+            let client = store.pool().get().await?;
+            checkpoint(&client, projection, shard).await? >= target
+        };
+        if reached {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ProjectionError::NotCaughtUp { position });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Keeps a LISTEN connection open and bumps `wake` on every notification (receivers see
+/// only the latest value: notifications coalesce). Reconnects after errors; polling
+/// covers the gaps.
+async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = async {
+                    client.batch_execute("LISTEN spineledger_events").await?;
+                    Ok::<_, tokio_postgres::Error>(())
+                };
+                // The LISTEN is answered through the connection, so drive both.
+                let mut listening = std::pin::pin!(listening);
+                let mut subscribed = false;
+                loop {
+                    tokio::select! {
+                        result = &mut listening, if !subscribed => {
+                            if let Err(error) = result {
+                                tracing::warn!(%error, "LISTEN failed");
+                                break;
+                            }
+                            subscribed = true;
+                        }
+                        message = messages.next() => match message {
+                            Some(Ok(AsyncMessage::Notification(_))) => {
+                                wake.send_modify(|count| *count = count.wrapping_add(1));
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(error)) => {
+                                tracing::warn!(%error, "notification connection failed");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot open the notification connection"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn record_lag(projection: Projection, shard: u8, lag: Duration) {
+    static LAG: OnceLock<Gauge<f64>> = OnceLock::new();
+    let gauge = LAG.get_or_init(|| {
+        opentelemetry::global::meter("spineledger")
+            .f64_gauge("spineledger.projector.lag")
+            .with_unit("ms")
+            .with_description(
+                "Commit time of a projector batch minus recording time of its last event",
+            )
+            .build()
+    });
+    gauge.record(
+        lag.as_secs_f64() * 1000.0,
+        &[
+            KeyValue::new("projection", projection.name()),
+            KeyValue::new("shard", i64::from(shard)),
+        ],
+    );
+}

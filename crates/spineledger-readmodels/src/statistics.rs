@@ -1,0 +1,452 @@
+//! Outcome statistics: [`EpisodeOutcome`] rows grouped by dimensions and aggregated, with
+//! small-cell suppression (design brief section 5). Analysts see only these aggregates,
+//! never an episode row.
+//!
+//! # Suppression
+//!
+//! A group of fewer than `min_cell` episodes is suppressed: it is listed by its key only,
+//! with neither its episode count nor any statistic ([`Group::episodes`] and
+//! [`Group::statistics`] are `None`). Inside a group that is shown, every mean, median and
+//! proportion computed over fewer than `min_cell` values is suppressed too (`None`), and
+//! so is each point of the pain trajectory. The default, [`DEFAULT_MIN_CELL`] = 8, follows
+//! NHS Digital's small-number policy, which suppresses counts and means of 1-7 values.
+//! Counts of the shown group's episodes by category (adherence bands, discharge reasons)
+//! are shown; callers that publish several overlapping groupings should still mind
+//! differencing between them.
+//!
+//! # Definitions
+//!
+//! - **NRS** is back pain on the 0-10 numeric rating scale (LOINC 72514-3); **ODI** is the
+//!   Oswestry Disability Index, 0-100 % (Fairbank JCT, Pynsent PB. The Oswestry Disability
+//!   Index. Spine 2000;25(22):2940-2952).
+//! - **Baseline**: the first evaluation. **Follow-up at session 4 / 6**: the outcome or
+//!   reassessment recorded after 4 / 6 sessions. **At discharge**: the latest follow-up of a
+//!   discharged episode. See [`crate::outcomes`] for the exact rules.
+//! - **Mean change** = follow-up minus baseline, over the episodes that have both; a
+//!   **negative change is an improvement** (both scales: lower is better).
+//! - **Responders** (Ostelo RWJG, Deyo RA, Stratford P, et al. Interpreting change scores
+//!   for pain and functional status in low back pain: towards international consensus
+//!   regarding minimal important change. Spine 2008;33(1):90-94): NRS improved by at least
+//!   2 points or 30 %; ODI by at least 10 points or 30 %; measured at the latest follow-up.
+//!   The denominator is the episodes with a baseline and a follow-up of that measure.
+//! - **Sessions to first response**: median over the episodes whose back-pain NRS met the
+//!   responder threshold, of the completed sessions when it first did.
+//! - **Pain trajectory**: mean pre-session NRS by session number, sessions 1 to
+//!   [`TRAJECTORY_SESSIONS`].
+//! - **Adherence band**: from the mean of an episode's adherence reports (none reported,
+//!   low < 50 %, moderate 50-79 %, high >= 80 %).
+//! - **Drop-out**: discharged as self-discharge or lost to follow-up.
+//! - **Scores corrected**: episodes where a correction changed a score the facts use.
+//!
+//! Sums are taken over sorted values, so the result does not depend on the order of the
+//! input rows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use spineledger_domain::measures::DischargeReason;
+
+use crate::outcomes::{AdherenceBand, EpisodeOutcome};
+use crate::responder::ResponderStatus;
+
+/// The default smallest group (and the smallest number of values behind a statistic)
+/// that is shown: NHS Digital suppresses 1-7.
+pub const DEFAULT_MIN_CELL: usize = 8;
+/// The sessions the pain trajectory covers, from session 1.
+pub const TRAJECTORY_SESSIONS: u32 = 12;
+
+/// What episodes can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    /// The clinic id.
+    Clinic,
+    /// The primary diagnosis (`ICD10:M51.2`, `SNOMED:23056005`, `unknown`).
+    Diagnosis,
+    /// The planned initial sessions (`4`, `5`, `6`, …, `no_plan`).
+    InitialSessions,
+    /// The frequency phase reached (`intensive`, …, `initial_only`, `no_plan`).
+    FrequencyPhase,
+    /// The adherence band (`none_reported`, `low`, `moderate`, `high`).
+    AdherenceBand,
+    /// The age band at evaluation (`<18`, `18-29`, …, `75+`, `unknown`).
+    AgeBand,
+}
+
+impl Dimension {
+    /// Every dimension.
+    pub const ALL: [Self; 6] = [
+        Self::Clinic,
+        Self::Diagnosis,
+        Self::InitialSessions,
+        Self::FrequencyPhase,
+        Self::AdherenceBand,
+        Self::AgeBand,
+    ];
+
+    /// The snake_case name, as serialized and parsed.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Clinic => "clinic",
+            Self::Diagnosis => "diagnosis",
+            Self::InitialSessions => "initial_sessions",
+            Self::FrequencyPhase => "frequency_phase",
+            Self::AdherenceBand => "adherence_band",
+            Self::AgeBand => "age_band",
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A dimension name that is not one of [`Dimension::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownDimension(pub String);
+
+impl fmt::Display for UnknownDimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown dimension {:?}; expected one of clinic, diagnosis, initial_sessions, \
+             frequency_phase, adherence_band, age_band",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownDimension {}
+
+impl FromStr for Dimension {
+    type Err = UnknownDimension;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|dimension| dimension.as_str() == name)
+            .ok_or_else(|| UnknownDimension(name.to_owned()))
+    }
+}
+
+/// A mean over `n` values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Mean {
+    /// Values averaged.
+    pub n: usize,
+    /// The mean.
+    pub mean: f64,
+}
+
+/// A median over `n` values (the mean of the middle two for an even `n`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Median {
+    /// Values.
+    pub n: usize,
+    /// The median.
+    pub median: f64,
+}
+
+/// `count` of `n` episodes, and the rate `count / n`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Proportion {
+    /// The denominator.
+    pub n: usize,
+    /// The numerator.
+    pub count: usize,
+    /// `count / n`, 0-1.
+    pub rate: f64,
+}
+
+/// The mean pre-session pain at one session number.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryPoint {
+    /// The session number, from 1.
+    pub session_number: u32,
+    /// Mean pre-session NRS; None when suppressed (fewer than `min_cell` sessions).
+    pub mean_pain_before: Option<Mean>,
+}
+
+/// Episodes by adherence band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AdherenceBandCounts {
+    /// No adherence report.
+    pub none_reported: usize,
+    /// Mean below 50 %.
+    pub low: usize,
+    /// Mean 50-79 %.
+    pub moderate: usize,
+    /// Mean 80 % and above.
+    pub high: usize,
+}
+
+/// Episodes by discharge reason, and those still ongoing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DischargeCounts {
+    /// Treatment goals met.
+    pub goals_met: usize,
+    /// No further improvement.
+    pub plateau: usize,
+    /// The patient stopped on their own.
+    pub self_discharge: usize,
+    /// Referred elsewhere.
+    pub referred: usize,
+    /// Stopped because of an adverse event.
+    pub adverse_event: usize,
+    /// Stopped coming and could not be reached.
+    pub lost_to_follow_up: usize,
+    /// Not discharged.
+    pub ongoing: usize,
+}
+
+/// The statistics of a group that is large enough to show. Every `Option` is None when
+/// fewer than `min_cell` values stand behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupStatistics {
+    /// Episodes in the group.
+    pub episodes: usize,
+    /// Episodes whose initial phase was completed.
+    pub initial_phase_completed: usize,
+    /// Mean baseline back-pain NRS.
+    pub baseline_nrs: Option<Mean>,
+    /// Mean baseline ODI.
+    pub baseline_odi: Option<Mean>,
+    /// Mean NRS change at session 4 (follow-up minus baseline; negative = improvement).
+    pub nrs_change_session_4: Option<Mean>,
+    /// Mean ODI change at session 4 (follow-up minus baseline; negative = improvement).
+    pub odi_change_session_4: Option<Mean>,
+    /// Mean NRS change at session 6 (follow-up minus baseline; negative = improvement).
+    pub nrs_change_session_6: Option<Mean>,
+    /// Mean ODI change at session 6 (follow-up minus baseline; negative = improvement).
+    pub odi_change_session_6: Option<Mean>,
+    /// Mean NRS change at discharge (follow-up minus baseline; negative = improvement).
+    pub nrs_change_discharge: Option<Mean>,
+    /// Mean ODI change at discharge (follow-up minus baseline; negative = improvement).
+    pub odi_change_discharge: Option<Mean>,
+    /// NRS responders at the latest follow-up, of the episodes with baseline and follow-up.
+    pub nrs_responders: Option<Proportion>,
+    /// ODI responders at the latest follow-up, of the episodes with baseline and follow-up.
+    pub odi_responders: Option<Proportion>,
+    /// Median completed sessions to the first NRS response, among responders.
+    pub sessions_to_first_nrs_response: Option<Median>,
+    /// Mean pre-session NRS by session number, 1 to [`TRAJECTORY_SESSIONS`].
+    pub pain_trajectory: Vec<TrajectoryPoint>,
+    /// Episodes by adherence band.
+    pub adherence_bands: AdherenceBandCounts,
+    /// Missed sessions, all episodes together.
+    pub missed_sessions: u64,
+    /// Adverse events, all episodes together.
+    pub adverse_events: u64,
+    /// Episodes with at least one adverse event.
+    pub episodes_with_adverse_events: usize,
+    /// Episodes by discharge reason.
+    pub discharges: DischargeCounts,
+    /// Episodes discharged as self-discharge or lost to follow-up.
+    pub drop_outs: usize,
+    /// Episodes where a correction changed a score.
+    pub scores_corrected: usize,
+}
+
+/// One group of episodes sharing a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// The dimension values shared by the group, in the order grouped by.
+    pub key: Vec<(Dimension, String)>,
+    /// Episodes in the group; None when the group is suppressed (fewer than `min_cell`).
+    pub episodes: Option<usize>,
+    /// The statistics; None when the group is suppressed.
+    pub statistics: Option<GroupStatistics>,
+}
+
+impl Group {
+    /// Whether the group is suppressed for being smaller than `min_cell`.
+    #[must_use]
+    pub const fn is_suppressed(&self) -> bool {
+        self.statistics.is_none()
+    }
+}
+
+/// Groups `episodes` by the values of `group_by` (all in one group when empty) and
+/// aggregates each group, suppressing groups and statistics of fewer than `min_cell`
+/// episodes (at least 1). Groups come sorted by key; no input, no groups.
+#[must_use]
+pub fn aggregate(
+    episodes: &[EpisodeOutcome],
+    group_by: &[Dimension],
+    min_cell: usize,
+) -> Vec<Group> {
+    let min_cell = min_cell.max(1);
+    let mut groups: BTreeMap<Vec<String>, Vec<&EpisodeOutcome>> = BTreeMap::new();
+    for episode in episodes {
+        let key = group_by.iter().map(|d| episode.group_key(*d)).collect();
+        groups.entry(key).or_default().push(episode);
+    }
+    groups
+        .into_iter()
+        .map(|(values, members)| {
+            let key = group_by.iter().copied().zip(values).collect();
+            if members.len() < min_cell {
+                return Group {
+                    key,
+                    episodes: None,
+                    statistics: None,
+                };
+            }
+            Group {
+                key,
+                episodes: Some(members.len()),
+                statistics: Some(group_statistics(&members, min_cell)),
+            }
+        })
+        .collect()
+}
+
+fn group_statistics(members: &[&EpisodeOutcome], min_cell: usize) -> GroupStatistics {
+    let change_nrs = |at: fn(&EpisodeOutcome) -> Option<u8>| {
+        mean(
+            members.iter().filter_map(|e| {
+                let baseline = e.baseline_pain_back?;
+                Some(f64::from(at(e)?) - f64::from(baseline))
+            }),
+            min_cell,
+        )
+    };
+    let change_odi = |at: fn(&EpisodeOutcome) -> Option<f64>| {
+        mean(
+            members
+                .iter()
+                .filter_map(|e| Some(at(e)? - e.baseline_odi?)),
+            min_cell,
+        )
+    };
+    let responders = |status: fn(&EpisodeOutcome) -> ResponderStatus| {
+        let assessed: Vec<ResponderStatus> = members
+            .iter()
+            .map(|e| status(e))
+            .filter(|s| *s != ResponderStatus::NotAssessed)
+            .collect();
+        proportion(
+            assessed.len(),
+            assessed
+                .iter()
+                .filter(|s| **s == ResponderStatus::Responder)
+                .count(),
+            min_cell,
+        )
+    };
+
+    let mut adherence_bands = AdherenceBandCounts::default();
+    let mut discharges = DischargeCounts::default();
+    for episode in members {
+        match episode.adherence_band {
+            AdherenceBand::NoneReported => adherence_bands.none_reported += 1,
+            AdherenceBand::Low => adherence_bands.low += 1,
+            AdherenceBand::Moderate => adherence_bands.moderate += 1,
+            AdherenceBand::High => adherence_bands.high += 1,
+        }
+        match episode.discharge_reason {
+            None => discharges.ongoing += 1,
+            Some(DischargeReason::GoalsMet) => discharges.goals_met += 1,
+            Some(DischargeReason::Plateau) => discharges.plateau += 1,
+            Some(DischargeReason::SelfDischarge) => discharges.self_discharge += 1,
+            Some(DischargeReason::Referred) => discharges.referred += 1,
+            Some(DischargeReason::AdverseEvent) => discharges.adverse_event += 1,
+            Some(DischargeReason::LostToFollowUp) => discharges.lost_to_follow_up += 1,
+        }
+    }
+
+    GroupStatistics {
+        episodes: members.len(),
+        initial_phase_completed: members.iter().filter(|e| e.initial_phase_completed).count(),
+        baseline_nrs: mean(
+            members
+                .iter()
+                .filter_map(|e| e.baseline_pain_back.map(f64::from)),
+            min_cell,
+        ),
+        baseline_odi: mean(members.iter().filter_map(|e| e.baseline_odi), min_cell),
+        nrs_change_session_4: change_nrs(|e| e.at_session_4.map(|f| f.pain_back)),
+        odi_change_session_4: change_odi(|e| e.at_session_4.and_then(|f| f.odi)),
+        nrs_change_session_6: change_nrs(|e| e.at_session_6.map(|f| f.pain_back)),
+        odi_change_session_6: change_odi(|e| e.at_session_6.and_then(|f| f.odi)),
+        nrs_change_discharge: change_nrs(|e| e.at_discharge.map(|f| f.pain_back)),
+        odi_change_discharge: change_odi(|e| e.at_discharge.and_then(|f| f.odi)),
+        nrs_responders: responders(|e| e.nrs_response),
+        odi_responders: responders(|e| e.odi_response),
+        sessions_to_first_nrs_response: median(
+            members
+                .iter()
+                .filter_map(|e| e.sessions_to_first_nrs_response),
+            min_cell,
+        ),
+        pain_trajectory: (1..=TRAJECTORY_SESSIONS)
+            .map(|session_number| TrajectoryPoint {
+                session_number,
+                mean_pain_before: mean(
+                    members.iter().filter_map(|e| {
+                        e.pain_before_by_session
+                            .get(&session_number)
+                            .map(|pain| f64::from(*pain))
+                    }),
+                    min_cell,
+                ),
+            })
+            .collect(),
+        adherence_bands,
+        missed_sessions: members.iter().map(|e| u64::from(e.missed_sessions)).sum(),
+        adverse_events: members.iter().map(|e| u64::from(e.adverse_events)).sum(),
+        episodes_with_adverse_events: members.iter().filter(|e| e.adverse_events > 0).count(),
+        drop_outs: discharges.self_discharge + discharges.lost_to_follow_up,
+        discharges,
+        scores_corrected: members.iter().filter(|e| e.scores_corrected).count(),
+    }
+}
+
+/// The mean of `values`, or None when fewer than `min_cell` (at least 1). Summed in sorted
+/// order so the result does not depend on the order of the rows.
+fn mean(values: impl Iterator<Item = f64>, min_cell: usize) -> Option<Mean> {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() || values.len() < min_cell {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(Mean {
+        n,
+        mean: values.iter().sum::<f64>() / n as f64,
+    })
+}
+
+/// The median of `values`, or None when fewer than `min_cell` (at least 1).
+fn median(values: impl Iterator<Item = u32>, min_cell: usize) -> Option<Median> {
+    let mut values: Vec<u32> = values.collect();
+    if values.is_empty() || values.len() < min_cell {
+        return None;
+    }
+    values.sort_unstable();
+    let n = values.len();
+    let middle = n / 2;
+    let median = if n % 2 == 1 {
+        f64::from(*values.get(middle)?)
+    } else {
+        (f64::from(*values.get(middle - 1)?) + f64::from(*values.get(middle)?)) / 2.0
+    };
+    Some(Median { n, median })
+}
+
+/// `count` of `n`, or None when `n` is fewer than `min_cell` (at least 1).
+fn proportion(n: usize, count: usize, min_cell: usize) -> Option<Proportion> {
+    if n == 0 || n < min_cell {
+        return None;
+    }
+    Some(Proportion {
+        n,
+        count,
+        rate: count as f64 / n as f64,
+    })
+}

@@ -1,0 +1,303 @@
+//! The query API over the read models: treatment plans for clinicians, outcome statistics
+//! for analysts. Requests are validated like writes (INVALID_ARGUMENT with the field);
+//! "at least position P" waits, bounded, for the projection, else UNAVAILABLE.
+
+use std::time::Duration;
+
+use spineledger_api::error::{self as status, FieldViolations};
+use spineledger_api::v1;
+use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsService;
+use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
+use spineledger_api::views;
+use spineledger_projections::{Projection, ProjectionError, queries};
+use spineledger_readmodels::statistics::aggregate;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::App;
+
+/// Settings of the query side.
+#[derive(Debug, Clone)]
+pub struct ReadSettings {
+    /// Shards per projection (must match the projectors').
+    pub shards: u8,
+    /// Groups and means built on fewer values are suppressed.
+    pub min_cell: usize,
+    /// How long a read-your-writes query waits for the projection.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        Self {
+            shards: spineledger_projections::DEFAULT_SHARDS,
+            min_cell: spineledger_readmodels::statistics::DEFAULT_MIN_CELL,
+            catch_up_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+const DEFAULT_PAGE_SIZE: i32 = 50;
+const MAX_PAGE_SIZE: i32 = 500;
+const MAX_CLINICS_PER_QUERY: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ReadModels {
+    app: App,
+}
+
+impl ReadModels {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+
+    /// Waits until `projection` includes the event at `min_position` (if given).
+    async fn catch_up(
+        &self,
+        projection: Projection,
+        clinics: &[Uuid],
+        min_position: Option<i64>,
+    ) -> Result<(), Status> {
+        let Some(position) = min_position else {
+            return Ok(());
+        };
+        let reads = &self.app.reads;
+        match spineledger_projections::wait_for_position(
+            &self.app.store,
+            projection,
+            reads.shards,
+            clinics,
+            position,
+            reads.catch_up_timeout,
+        )
+        .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let mut violations = FieldViolations::new();
+                violations.add(
+                    "min_position",
+                    "is not the position of an event of the requested clinics",
+                );
+                Err(status::invalid_argument(violations))
+            }
+            Err(ProjectionError::NotCaughtUp { .. }) => Err(Status::unavailable(
+                "the read model has not caught up with min_position yet; retry shortly",
+            )),
+            Err(error) => Err(internal(&error)),
+        }
+    }
+}
+
+fn internal(error: &ProjectionError) -> Status {
+    tracing::error!(%error, "read model query failed");
+    Status::internal("internal error")
+}
+
+fn uuid_field(violations: &mut FieldViolations, field: &str, value: &str) -> Option<Uuid> {
+    match Uuid::parse_str(value) {
+        Ok(id) if !id.is_nil() => Some(id),
+        _ => {
+            violations.add(field, "must be a UUID");
+            None
+        }
+    }
+}
+
+fn min_position_field(violations: &mut FieldViolations, value: Option<i64>) {
+    if value.is_some_and(|position| position < 1) {
+        violations.add("min_position", "must be a positive global position");
+    }
+}
+
+fn time_field(
+    violations: &mut FieldViolations,
+    field: &str,
+    value: Option<prost_types::Timestamp>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let value = value?;
+    let nanos = u32::try_from(value.nanos).ok();
+    let time = nanos.and_then(|nanos| chrono::DateTime::from_timestamp(value.seconds, nanos));
+    if time.is_none() {
+        violations.add(field, "is not a valid timestamp");
+    }
+    time
+}
+
+#[tonic::async_trait]
+impl TreatmentPlanService for ReadModels {
+    async fn get_treatment_plan(
+        &self,
+        request: Request<v1::GetTreatmentPlanRequest>,
+    ) -> Result<Response<v1::GetTreatmentPlanResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let clinic = uuid_field(&mut violations, "clinic_id", &request.clinic_id);
+        let episode = uuid_field(&mut violations, "episode_id", &request.episode_id);
+        min_position_field(&mut violations, request.min_position);
+        let (Some(clinic), Some(episode)) = (clinic, episode) else {
+            return Err(status::invalid_argument(violations));
+        };
+        if !violations.is_empty() {
+            return Err(status::invalid_argument(violations));
+        }
+        self.catch_up(Projection::TreatmentPlans, &[clinic], request.min_position)
+            .await?;
+        let client = self.app.store.pool().get().await.map_err(|error| {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable("the read models are temporarily unavailable; retry")
+        })?;
+        let view = queries::treatment_plan(&client, clinic, episode)
+            .await
+            .map_err(|error| internal(&error))?
+            .ok_or_else(|| {
+                Status::not_found("no treatment plan for this episode at this clinic")
+            })?;
+        Ok(Response::new(v1::GetTreatmentPlanResponse {
+            plan: Some(views::treatment_plan(&view, self.app.clock.now())),
+        }))
+    }
+
+    async fn list_treatment_plans(
+        &self,
+        request: Request<v1::ListTreatmentPlansRequest>,
+    ) -> Result<Response<v1::ListTreatmentPlansResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let clinic = uuid_field(&mut violations, "clinic_id", &request.clinic_id);
+        let phase = views::plan_phase_filter(request.phase);
+        if phase.is_none() && request.phase != v1::PlanPhase::Unspecified as i32 {
+            violations.add("phase", "is not a known plan phase");
+        }
+        if !(0..=MAX_PAGE_SIZE).contains(&request.page_size) {
+            violations.add("page_size", format!("must be 0-{MAX_PAGE_SIZE}"));
+        }
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let token = Uuid::parse_str(&request.page_token).ok();
+            if token.is_none() {
+                violations.add("page_token", "is not a token from a previous response");
+            }
+            token
+        };
+        min_position_field(&mut violations, request.min_position);
+        let Some(clinic) = clinic else {
+            return Err(status::invalid_argument(violations));
+        };
+        if !violations.is_empty() {
+            return Err(status::invalid_argument(violations));
+        }
+        self.catch_up(Projection::TreatmentPlans, &[clinic], request.min_position)
+            .await?;
+        let today = self.app.clock.now();
+        let filter = queries::PlanFilter {
+            phase: phase.map(|phase| phase.as_str().to_owned()),
+            overdue_at: request.overdue.filter(|overdue| *overdue).map(|_| today),
+            reassessment_due: request.reassessment_due,
+        };
+        let page_size = if request.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            request.page_size
+        };
+        let client = self.app.store.pool().get().await.map_err(|error| {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable("the read models are temporarily unavailable; retry")
+        })?;
+        // One more than the page tells whether another page follows.
+        let mut plans = queries::list_treatment_plans(
+            &client,
+            clinic,
+            &filter,
+            after,
+            i64::from(page_size) + 1,
+        )
+        .await
+        .map_err(|error| internal(&error))?;
+        let page = usize::try_from(page_size).unwrap_or(0);
+        let next_page_token = if plans.len() > page {
+            plans.truncate(page);
+            plans
+                .last()
+                .map(|view| view.episode_id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListTreatmentPlansResponse {
+            plans: plans
+                .iter()
+                .map(|view| views::treatment_plan(view, today))
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl OutcomeStatisticsService for ReadModels {
+    async fn get_outcome_statistics(
+        &self,
+        request: Request<v1::GetOutcomeStatisticsRequest>,
+    ) -> Result<Response<v1::GetOutcomeStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        if request.clinic_ids.len() > MAX_CLINICS_PER_QUERY {
+            violations.add(
+                "clinic_ids",
+                format!("at most {MAX_CLINICS_PER_QUERY} clinics"),
+            );
+        }
+        let clinics: Vec<Uuid> = request
+            .clinic_ids
+            .iter()
+            .take(MAX_CLINICS_PER_QUERY)
+            .enumerate()
+            .filter_map(|(index, id)| {
+                uuid_field(&mut violations, &format!("clinic_ids[{index}]"), id)
+            })
+            .collect();
+        let mut group_by = Vec::new();
+        for (index, requested) in request.group_by.iter().enumerate() {
+            match views::dimension_filter(*requested) {
+                Some(dimension) if group_by.contains(&dimension) => {
+                    violations.add(format!("group_by[{index}]"), "repeats a dimension");
+                }
+                Some(dimension) => group_by.push(dimension),
+                None => violations.add(format!("group_by[{index}]"), "is not a known dimension"),
+            }
+        }
+        let from = time_field(&mut violations, "evaluated_from", request.evaluated_from);
+        let to = time_field(&mut violations, "evaluated_to", request.evaluated_to);
+        if let (Some(from), Some(to)) = (from, to)
+            && from >= to
+        {
+            violations.add("evaluated_to", "must be after evaluated_from");
+        }
+        min_position_field(&mut violations, request.min_position);
+        if !violations.is_empty() {
+            return Err(status::invalid_argument(violations));
+        }
+        self.catch_up(
+            Projection::OutcomeStatistics,
+            &clinics,
+            request.min_position,
+        )
+        .await?;
+        let client = self.app.store.pool().get().await.map_err(|error| {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable("the read models are temporarily unavailable; retry")
+        })?;
+        let episodes = queries::outcome_episodes(&client, &clinics, from, to)
+            .await
+            .map_err(|error| internal(&error))?;
+        drop(client);
+        let min_cell = self.app.reads.min_cell;
+        let groups = aggregate(&episodes, &group_by, min_cell);
+        Ok(Response::new(v1::GetOutcomeStatisticsResponse {
+            min_cell_size: i32::try_from(min_cell).unwrap_or(i32::MAX),
+            groups: groups.iter().map(views::outcome_group).collect(),
+        }))
+    }
+}

@@ -1,0 +1,415 @@
+//! `spineledger stats`: outcome statistics fetched through the gRPC API and printed as a
+//! table (for a person), CSV (for a spreadsheet) or JSON (for a program).
+
+use std::fmt::Write as _;
+
+use spineledger_api::v1;
+use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
+use spineledger_readmodels::statistics::Dimension;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default)]
+pub struct StatsQuery {
+    /// Empty: every clinic.
+    pub clinics: Vec<Uuid>,
+    pub group_by: Vec<Dimension>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub async fn fetch_and_render(
+    target: &str,
+    query: &StatsQuery,
+    format: Format,
+) -> anyhow::Result<String> {
+    let mut client = OutcomeStatisticsServiceClient::connect(target.to_owned())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot connect to {target}: {error}"))?;
+    let request = v1::GetOutcomeStatisticsRequest {
+        clinic_ids: query.clinics.iter().map(Uuid::to_string).collect(),
+        group_by: query
+            .group_by
+            .iter()
+            .map(|dimension| spineledger_api::views::dimension(*dimension) as i32)
+            .collect(),
+        evaluated_from: None,
+        evaluated_to: None,
+        min_position: None,
+    };
+    let response = client
+        .get_outcome_statistics(request)
+        .await
+        .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))?
+        .into_inner();
+    Ok(render(&response, format))
+}
+
+pub fn render(response: &v1::GetOutcomeStatisticsResponse, format: Format) -> String {
+    match format {
+        Format::Table => table(response),
+        Format::Csv => csv(response),
+        Format::Json => json(response).to_string() + "\n",
+    }
+}
+
+fn group_label(group: &v1::OutcomeGroup) -> String {
+    if group.key.is_empty() {
+        return "all episodes".into();
+    }
+    group
+        .key
+        .iter()
+        .map(|key| {
+            let dimension = v1::StatisticsDimension::try_from(key.dimension)
+                .map_or("unknown", |d| d.as_str_name());
+            let dimension = dimension
+                .trim_start_matches("STATISTICS_DIMENSION_")
+                .to_ascii_lowercase();
+            format!("{dimension}={}", key.value)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mean(value: Option<&v1::Mean>) -> String {
+    value.map_or_else(
+        || "suppressed".into(),
+        |m| format!("{:.2} (n={})", m.mean, m.n),
+    )
+}
+
+fn rate(value: Option<&v1::Rate>) -> String {
+    value.map_or_else(
+        || "suppressed".into(),
+        |r| format!("{:.1} % ({}/{})", r.rate * 100.0, r.count, r.denominator),
+    )
+}
+
+fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Outcome statistics — groups and means built on fewer than {} values are suppressed.\n\
+         Change = follow-up minus baseline (negative is improvement). Responders: NRS >= 2 \
+         points or >= 30 %, ODI >= 10 points or >= 30 % (Ostelo et al. 2008).",
+        response.min_cell_size
+    );
+    for group in &response.groups {
+        let _ = writeln!(out, "\n== {}", group_label(group));
+        let Some(stats) = &group.statistics else {
+            let _ = writeln!(
+                out,
+                "   suppressed (fewer than {} episodes)",
+                response.min_cell_size
+            );
+            continue;
+        };
+        let rows: Vec<(&str, String)> = vec![
+            ("episodes", stats.episodes.to_string()),
+            (
+                "initial phase completed",
+                stats.initial_phase_completed.to_string(),
+            ),
+            ("baseline NRS", mean(stats.baseline_nrs.as_ref())),
+            ("baseline ODI", mean(stats.baseline_odi.as_ref())),
+            (
+                "NRS change at session 4",
+                mean(stats.nrs_change_session_4.as_ref()),
+            ),
+            (
+                "NRS change at session 6",
+                mean(stats.nrs_change_session_6.as_ref()),
+            ),
+            (
+                "NRS change at discharge",
+                mean(stats.nrs_change_discharge.as_ref()),
+            ),
+            (
+                "ODI change at session 4",
+                mean(stats.odi_change_session_4.as_ref()),
+            ),
+            (
+                "ODI change at session 6",
+                mean(stats.odi_change_session_6.as_ref()),
+            ),
+            (
+                "ODI change at discharge",
+                mean(stats.odi_change_discharge.as_ref()),
+            ),
+            ("NRS responders", rate(stats.nrs_responders.as_ref())),
+            ("ODI responders", rate(stats.odi_responders.as_ref())),
+            (
+                "median sessions to NRS response",
+                stats
+                    .median_sessions_to_nrs_response
+                    .map_or_else(|| "suppressed".into(), |m| format!("{m:.1}")),
+            ),
+            ("missed sessions", stats.missed_sessions.to_string()),
+            (
+                "adverse events",
+                format!(
+                    "{} (in {} episodes)",
+                    stats.adverse_events, stats.episodes_with_adverse_events
+                ),
+            ),
+            ("ongoing", stats.ongoing.to_string()),
+            ("drop-out", stats.drop_out.to_string()),
+            (
+                "episodes with corrected scores",
+                stats.episodes_with_corrected_scores.to_string(),
+            ),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(out, "   {name:<34} {value}");
+        }
+        let discharges: Vec<String> = stats
+            .discharges_by_reason
+            .iter()
+            .map(|c| format!("{} {}", c.value, c.count))
+            .collect();
+        let _ = writeln!(
+            out,
+            "   {:<34} {}",
+            "discharges by reason",
+            discharges.join(", ")
+        );
+        let bands: Vec<String> = stats
+            .adherence_bands
+            .iter()
+            .map(|c| format!("{} {}", c.value, c.count))
+            .collect();
+        let _ = writeln!(out, "   {:<34} {}", "adherence bands", bands.join(", "));
+        let trajectory: Vec<String> = stats
+            .pain_trajectory
+            .iter()
+            .map(|point| {
+                point.pain_before.as_ref().map_or_else(
+                    || format!("{}:-", point.session_number),
+                    |m| format!("{}:{:.1}", point.session_number, m.mean),
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "   {:<34} {}",
+            "mean NRS by session",
+            trajectory.join(" ")
+        );
+    }
+    out
+}
+
+const CSV_HEADER: &str = "group,suppressed,episodes,initial_phase_completed,\
+baseline_nrs_mean,baseline_nrs_n,baseline_odi_mean,baseline_odi_n,\
+nrs_change_s4_mean,nrs_change_s4_n,nrs_change_s6_mean,nrs_change_s6_n,\
+nrs_change_discharge_mean,nrs_change_discharge_n,odi_change_s4_mean,odi_change_s4_n,\
+odi_change_s6_mean,odi_change_s6_n,odi_change_discharge_mean,odi_change_discharge_n,\
+nrs_responders,nrs_responder_denominator,odi_responders,odi_responder_denominator,\
+median_sessions_to_nrs_response,missed_sessions,adverse_events,episodes_with_adverse_events,\
+ongoing,drop_out,episodes_with_corrected_scores";
+
+fn csv_quote(value: &str) -> String {
+    if value.contains([',', '"', '\n']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for group in &response.groups {
+        let mut cells = vec![csv_quote(&group_label(group))];
+        match &group.statistics {
+            None => {
+                cells.push("true".into());
+                cells.resize(CSV_HEADER.split(',').count(), String::new());
+            }
+            Some(stats) => {
+                let mean_cells = |m: Option<&v1::Mean>| {
+                    m.map_or_else(
+                        || [String::new(), String::new()],
+                        |m| [format!("{:.4}", m.mean), m.n.to_string()],
+                    )
+                };
+                let rate_cells = |r: Option<&v1::Rate>| {
+                    r.map_or_else(
+                        || [String::new(), String::new()],
+                        |r| [r.count.to_string(), r.denominator.to_string()],
+                    )
+                };
+                cells.push("false".into());
+                cells.push(stats.episodes.to_string());
+                cells.push(stats.initial_phase_completed.to_string());
+                for m in [
+                    &stats.baseline_nrs,
+                    &stats.baseline_odi,
+                    &stats.nrs_change_session_4,
+                    &stats.nrs_change_session_6,
+                    &stats.nrs_change_discharge,
+                    &stats.odi_change_session_4,
+                    &stats.odi_change_session_6,
+                    &stats.odi_change_discharge,
+                ] {
+                    cells.extend(mean_cells(m.as_ref()));
+                }
+                cells.extend(rate_cells(stats.nrs_responders.as_ref()));
+                cells.extend(rate_cells(stats.odi_responders.as_ref()));
+                cells.push(
+                    stats
+                        .median_sessions_to_nrs_response
+                        .map_or_else(String::new, |m| format!("{m}")),
+                );
+                cells.push(stats.missed_sessions.to_string());
+                cells.push(stats.adverse_events.to_string());
+                cells.push(stats.episodes_with_adverse_events.to_string());
+                cells.push(stats.ongoing.to_string());
+                cells.push(stats.drop_out.to_string());
+                cells.push(stats.episodes_with_corrected_scores.to_string());
+            }
+        }
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn json_mean(value: Option<&v1::Mean>) -> serde_json::Value {
+    value.map_or(
+        serde_json::Value::Null,
+        |m| serde_json::json!({ "n": m.n, "mean": m.mean }),
+    )
+}
+
+fn json_rate(value: Option<&v1::Rate>) -> serde_json::Value {
+    value.map_or(
+        serde_json::Value::Null,
+        |r| serde_json::json!({ "count": r.count, "denominator": r.denominator, "rate": r.rate }),
+    )
+}
+
+fn json_counts(counts: &[v1::Count]) -> serde_json::Value {
+    counts
+        .iter()
+        .map(|c| (c.value.clone(), serde_json::Value::from(c.count)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn json(response: &v1::GetOutcomeStatisticsResponse) -> serde_json::Value {
+    let groups: Vec<serde_json::Value> = response
+        .groups
+        .iter()
+        .map(|group| {
+            let statistics = group
+                .statistics
+                .as_ref()
+                .map_or(serde_json::Value::Null, |s| {
+                    serde_json::json!({
+                        "episodes": s.episodes,
+                        "initial_phase_completed": s.initial_phase_completed,
+                        "baseline_nrs": json_mean(s.baseline_nrs.as_ref()),
+                        "baseline_odi": json_mean(s.baseline_odi.as_ref()),
+                        "nrs_change_session_4": json_mean(s.nrs_change_session_4.as_ref()),
+                        "nrs_change_session_6": json_mean(s.nrs_change_session_6.as_ref()),
+                        "nrs_change_discharge": json_mean(s.nrs_change_discharge.as_ref()),
+                        "odi_change_session_4": json_mean(s.odi_change_session_4.as_ref()),
+                        "odi_change_session_6": json_mean(s.odi_change_session_6.as_ref()),
+                        "odi_change_discharge": json_mean(s.odi_change_discharge.as_ref()),
+                        "nrs_responders": json_rate(s.nrs_responders.as_ref()),
+                        "odi_responders": json_rate(s.odi_responders.as_ref()),
+                        "median_sessions_to_nrs_response": s.median_sessions_to_nrs_response,
+                        "pain_trajectory": s.pain_trajectory.iter().map(|p| serde_json::json!({
+                            "session_number": p.session_number,
+                            "pain_before": json_mean(p.pain_before.as_ref()),
+                        })).collect::<Vec<_>>(),
+                        "adherence_bands": json_counts(&s.adherence_bands),
+                        "missed_sessions": s.missed_sessions,
+                        "adverse_events": s.adverse_events,
+                        "episodes_with_adverse_events": s.episodes_with_adverse_events,
+                        "discharges_by_reason": json_counts(&s.discharges_by_reason),
+                        "ongoing": s.ongoing,
+                        "drop_out": s.drop_out,
+                        "episodes_with_corrected_scores": s.episodes_with_corrected_scores,
+                    })
+                });
+            serde_json::json!({
+                "group": group_label(group),
+                "suppressed": group.suppressed,
+                "statistics": statistics,
+            })
+        })
+        .collect();
+    serde_json::json!({ "min_cell_size": response.min_cell_size, "groups": groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response() -> v1::GetOutcomeStatisticsResponse {
+        v1::GetOutcomeStatisticsResponse {
+            min_cell_size: 8,
+            groups: vec![
+                v1::OutcomeGroup {
+                    key: vec![v1::GroupKey {
+                        dimension: v1::StatisticsDimension::Diagnosis as i32,
+                        value: "ICD10:M51.2".into(),
+                    }],
+                    episodes: 20,
+                    suppressed: false,
+                    statistics: Some(v1::OutcomeStatistics {
+                        episodes: 20,
+                        baseline_nrs: Some(v1::Mean { n: 20, mean: 6.5 }),
+                        ..Default::default()
+                    }),
+                },
+                v1::OutcomeGroup {
+                    key: vec![v1::GroupKey {
+                        dimension: v1::StatisticsDimension::Diagnosis as i32,
+                        value: "SNOMED:23056005".into(),
+                    }],
+                    episodes: 0,
+                    suppressed: true,
+                    statistics: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_shows_numbers_of_shown_groups_and_only_the_key_of_suppressed_ones() {
+        let table = render(&response(), Format::Table);
+        assert!(table.contains("== diagnosis=ICD10:M51.2"));
+        assert!(table.contains("6.50 (n=20)"));
+        assert!(table.contains("== diagnosis=SNOMED:23056005\n   suppressed"));
+    }
+
+    #[test]
+    fn every_csv_row_has_as_many_cells_as_the_header() {
+        let csv = render(&response(), Format::Csv);
+        let columns = CSV_HEADER.split(',').count();
+        for line in csv.lines() {
+            assert_eq!(line.split(',').count(), columns, "{line}");
+        }
+        assert!(
+            csv.lines()
+                .nth(2)
+                .is_some_and(|row| row.starts_with("diagnosis=SNOMED:23056005,true,"))
+        );
+    }
+
+    #[test]
+    fn json_marks_suppressed_groups_without_statistics() {
+        let json = json(&response());
+        assert_eq!(json["groups"][1]["suppressed"], true);
+        assert!(json["groups"][1]["statistics"].is_null());
+        assert_eq!(json["groups"][0]["statistics"]["baseline_nrs"]["mean"], 6.5);
+    }
+}

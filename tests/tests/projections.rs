@@ -1,0 +1,637 @@
+//! Projectors and the query API: the read models equal an independent oracle, survive
+//! crashes, never miss or double-apply an event under concurrent writers, rebuild to the
+//! same digest, share work by lease, and hide small groups.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{Duration as Days, NaiveDate, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use spineledger::simulate::{self, Cohort};
+use spineledger_api::v1;
+use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
+use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
+use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
+use spineledger_e2e::Harness;
+use spineledger_e2e::oracle::{self, all_events};
+use spineledger_e2e::requests::EpisodeScript;
+use spineledger_projections::{FaultInjector, Projection, ProjectionError, Projector, Stage};
+use spineledger_store::{ExpectedVersion, NewEvent, RecordedEvent, StreamKey};
+use spineledger_testkit::TestDatabase;
+use tonic::Code;
+
+fn cohort(clinics: usize, patients_per_clinic: usize, seed: u64) -> Cohort {
+    Cohort {
+        clinics,
+        patients_per_clinic,
+        seed,
+        start_date: NaiveDate::from_ymd_opt(2026, 1, 5).expect("date"),
+        concurrency: 8,
+    }
+}
+
+async fn simulate_into(harness: &Harness, cohort: &Cohort) -> u64 {
+    let report = simulate::run(&format!("http://{}", harness.address()), cohort)
+        .await
+        .expect("simulate");
+    assert_eq!(report.total_rejected(), 0, "{}", report.render());
+    report.total_accepted()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
+    let harness = Harness::start().await;
+    let appended = simulate_into(&harness, &cohort(5, 120, 11)).await;
+    assert!(appended >= 10_000, "only {appended} events");
+    let store = harness.database().store();
+    let events = all_events(store, Some(usize::try_from(appended).expect("count"))).await;
+    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    oracle::assert_models_match_oracle(store, &events).await;
+
+    // The statistics API agrees with the oracle on the cohort's shape.
+    let expected = oracle::expected_episodes(&events);
+    let mut stats = OutcomeStatisticsServiceClient::new(harness.channel().await);
+    let response = stats
+        .get_outcome_statistics(v1::GetOutcomeStatisticsRequest::default())
+        .await
+        .expect("statistics")
+        .into_inner();
+    let all = response
+        .groups
+        .first()
+        .and_then(|g| g.statistics.clone())
+        .expect("one group");
+    assert_eq!(usize::try_from(all.episodes).expect("n"), expected.len());
+    let goals_met = expected
+        .values()
+        .filter(|e| e.discharge_reason.as_deref() == Some("GoalsMet"))
+        .count();
+    let reported = all
+        .discharges_by_reason
+        .iter()
+        .find(|c| c.value == "goals_met")
+        .map(|c| c.count);
+    assert_eq!(reported, Some(i64::try_from(goals_met).expect("n")));
+    let ongoing = expected
+        .values()
+        .filter(|e| e.discharge_reason.is_none())
+        .count();
+    assert_eq!(all.ongoing, i64::try_from(ongoing).expect("n"));
+    harness.stop().await;
+}
+
+/// Fails batches at random stages (a crash between apply and commit, after commit, …).
+#[derive(Debug)]
+struct RandomFaults(Mutex<StdRng>);
+
+impl FaultInjector for RandomFaults {
+    fn check(&self, stage: Stage) -> Result<(), ProjectionError> {
+        let mut rng = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rng.random_bool(0.3) {
+            Err(ProjectionError::Injected(stage))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn to_new_event(stored: &RecordedEvent) -> NewEvent {
+    NewEvent {
+        event_id: stored.event_id,
+        event_type: stored.event_type.clone(),
+        schema_version: stored.schema_version,
+        payload: stored.payload.clone(),
+        metadata: stored.metadata.clone(),
+        occurred_at: stored.occurred_at,
+        fingerprint: stored.fingerprint,
+    }
+}
+
+/// Simulates a cohort on a throw-away server and returns its log, to be replayed.
+async fn simulated_log(clinics: usize, patients: usize, seed: u64) -> Vec<RecordedEvent> {
+    let source = Harness::start_at(Utc::now()).await;
+    let appended = simulate_into(&source, &cohort(clinics, patients, seed)).await;
+    let events = all_events(
+        source.database().store(),
+        Some(usize::try_from(appended).expect("n")),
+    )
+    .await;
+    source.stop().await;
+    events
+}
+
+/// Replays `events` into `db` with `writers` concurrent writers, each owning whole
+/// streams (so per-stream order holds), in transactions of random size that are
+/// sometimes held open before commit.
+async fn replay_concurrently(
+    db: &TestDatabase,
+    events: &[RecordedEvent],
+    writers: usize,
+    seed: u64,
+) {
+    let mut by_writer: Vec<Vec<RecordedEvent>> = vec![Vec::new(); writers];
+    for event in events {
+        let owner = usize::from(event.stream_id.as_bytes().last().copied().unwrap_or(0)) % writers;
+        by_writer[owner].push(event.clone());
+    }
+    let tasks: Vec<_> = by_writer
+        .into_iter()
+        .enumerate()
+        .map(|(writer, mine)| {
+            let store = db.store().clone();
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed + writer as u64);
+                let mut index = 0;
+                while index < mine.len() {
+                    let mut client = store.pool().get().await.expect("connection");
+                    let transaction = client.transaction().await.expect("begin");
+                    let size = rng.random_range(1..=8);
+                    for stored in mine.iter().skip(index).take(size) {
+                        let stream = StreamKey::new(stored.clinic_id, stored.stream_id.clone());
+                        spineledger_store::append_in(
+                            &transaction,
+                            &stream,
+                            ExpectedVersion::Any,
+                            &[to_new_event(stored)],
+                        )
+                        .await
+                        .expect("replay append");
+                    }
+                    index += size;
+                    let hold = match rng.random_range(0..100) {
+                        0..80 => 0,
+                        80..97 => rng.random_range(1..20),
+                        _ => rng.random_range(100..400),
+                    };
+                    tokio::time::sleep(Duration::from_millis(hold)).await;
+                    transaction.commit().await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_long_and_short_writers_while_projecting_miss_nothing_and_apply_nothing_twice() {
+    let log = simulated_log(3, 60, 21).await;
+    let db = TestDatabase::create().await;
+    let projector = Projector::new(
+        db.store().pool().clone(),
+        db.config().clone(),
+        Harness::projector_config(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+    replay_concurrently(&db, &log, 8, 5).await;
+    let events = all_events(db.store(), Some(log.len())).await;
+    assert_eq!(events.len(), log.len());
+    oracle::wait_until_projected(db.store(), &Harness::projector_config(), &events).await;
+    oracle::assert_models_match_oracle(db.store(), &events).await;
+    let _ = stop.send(());
+    running.await.expect("task").expect("projector");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_killed_and_failing_at_random_points_still_equals_the_oracle() {
+    let log = simulated_log(2, 60, 31).await;
+    let db = TestDatabase::create().await;
+    let (first, rest) = log.split_at(log.len() / 2);
+    replay_concurrently(&db, first, 4, 7).await;
+
+    let mut config = Harness::projector_config();
+    config.lease_ttl = Duration::from_secs(1);
+    config.batch_size = 37;
+    let mut rng = StdRng::seed_from_u64(99);
+    let writer = {
+        let db_store = db.store().clone();
+        let rest = rest.to_vec();
+        tokio::spawn(async move {
+            for stored in rest {
+                let stream = StreamKey::new(stored.clinic_id, stored.stream_id.clone());
+                db_store
+                    .append(&stream, ExpectedVersion::Any, &[to_new_event(&stored)])
+                    .await
+                    .expect("append");
+            }
+        })
+    };
+    // Kill -9 style: abort the worker at a random moment (no lease release, transactions
+    // cut wherever they are), with batches also failing at random stages meanwhile.
+    for round in 0..8_u64 {
+        let faults = Arc::new(RandomFaults(Mutex::new(StdRng::seed_from_u64(round))));
+        let projector = Projector::new(
+            db.store().pool().clone(),
+            db.config().clone(),
+            config.clone(),
+        )
+        .with_faults(faults);
+        let task = tokio::spawn(projector.run(std::future::pending()));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
+        task.abort();
+        let _ = task.await;
+    }
+    writer.await.expect("writer");
+
+    let events = all_events(db.store(), Some(log.len())).await;
+    let survivor = Projector::new(
+        db.store().pool().clone(),
+        db.config().clone(),
+        config.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(survivor.run(async {
+        let _ = stopped.await;
+    }));
+    oracle::wait_until_projected(db.store(), &config, &events).await;
+    oracle::assert_models_match_oracle(db.store(), &events).await;
+    let _ = stop.send(());
+    running.await.expect("task").expect("projector");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuilt_model_equals_the_incrementally_built_one() {
+    let harness = Harness::start().await;
+    let appended = simulate_into(&harness, &cohort(3, 40, 41)).await;
+    let store = harness.database().store();
+    let events = all_events(store, Some(usize::try_from(appended).expect("n"))).await;
+    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+
+    let owner = spineledger_store::owner_pool(harness.database().config(), 2).expect("owner pool");
+    for projection in Projection::ALL {
+        let report = spineledger_projections::rebuild::rebuild(
+            &owner,
+            projection,
+            Harness::projector_config().shards,
+            500,
+        )
+        .await
+        .expect("rebuild");
+        assert!(report.equal(), "{report:?}");
+        assert!(report.events >= appended, "{report:?}");
+    }
+    owner.close();
+    // The swapped-in tables keep serving and keep being projected into.
+    oracle::assert_models_match_oracle(store, &events).await;
+    let script = EpisodeScript::new();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    writes
+        .register_patient(script.register_patient(Utc::now() - Days::days(2)))
+        .await
+        .expect("register");
+    let written = writes
+        .record_evaluation(script.evaluation(Utc::now() - Days::days(1)))
+        .await
+        .expect("evaluation")
+        .into_inner()
+        .result
+        .expect("result");
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let plan = plans
+        .get_treatment_plan(v1::GetTreatmentPlanRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: script.episode_id.to_string(),
+            min_position: Some(written.global_position),
+        })
+        .await
+        .expect("plan after rebuild")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(plan.phase(), v1::PlanPhase::AwaitingPlan);
+    harness.stop().await;
+}
+
+async fn leases_by_owner(db: &TestDatabase) -> Vec<(uuid::Uuid, i64)> {
+    let client = db.owner_client().await;
+    client
+        .query(
+            "SELECT owner, count(*) FROM projection_leases WHERE expires_at > now() \
+             GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_leases_and_a_dead_workers_leases_are_taken_over() {
+    let db = TestDatabase::create().await;
+    let mut config = Harness::projector_config();
+    config.lease_ttl = Duration::from_secs(1);
+    let total = i64::from(config.shards) * i64::try_from(config.projections.len()).expect("n");
+    let first = Projector::new(
+        db.store().pool().clone(),
+        db.config().clone(),
+        config.clone(),
+    );
+    let second = Projector::new(
+        db.store().pool().clone(),
+        db.config().clone(),
+        config.clone(),
+    );
+    let (first_owner, second_owner) = (first.owner(), second.owner());
+    let first_task = tokio::spawn(first.run(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second_task = tokio::spawn(second.run(async {
+        let _ = stopped.await;
+    }));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leases = leases_by_owner(&db).await;
+        let shared = leases.len() == 2 && leases.iter().all(|(_, n)| *n == total / 2);
+        if shared {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "work not shared: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    first_task.abort(); // dies without releasing anything
+    let died = tokio::time::Instant::now();
+    loop {
+        let leases = leases_by_owner(&db).await;
+        if leases == [(second_owner, total)] {
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(30),
+            "not taken over: {leases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "leases of the dead worker {first_owner} taken over in {:?}",
+        died.elapsed()
+    );
+
+    // The survivor projects what is written now.
+    let stream = StreamKey::new(
+        uuid::Uuid::new_v4(),
+        format!("episode-{}", uuid::Uuid::new_v4()),
+    );
+    let log = simulated_log(1, 1, 51).await;
+    let first_episode: Vec<&RecordedEvent> = log
+        .iter()
+        .filter(|e| e.stream_id.starts_with("episode-"))
+        .collect();
+    for stored in &first_episode {
+        let mut event = to_new_event(stored);
+        event.event_id = uuid::Uuid::new_v4();
+        db.store()
+            .append(&stream, ExpectedVersion::Any, &[event])
+            .await
+            .expect("append");
+    }
+    let events = all_events(db.store(), Some(first_episode.len())).await;
+    oracle::wait_until_projected(db.store(), &config, &events).await;
+    let _ = stop.send(());
+    second_task.await.expect("task").expect("projector");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
+    let harness = Harness::start().await;
+    let mut total = simulate_into(&harness, &cohort(1, 12, 61)).await;
+    total += simulate_into(&harness, &cohort(1, 3, 62)).await;
+    let store = harness.database().store();
+    let events = all_events(store, Some(usize::try_from(total).expect("n"))).await;
+    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+
+    let mut stats = OutcomeStatisticsServiceClient::new(harness.channel().await);
+    let response = stats
+        .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {
+            group_by: vec![v1::StatisticsDimension::Clinic as i32],
+            ..Default::default()
+        })
+        .await
+        .expect("statistics")
+        .into_inner();
+    assert_eq!(response.min_cell_size, 8);
+    assert_eq!(response.groups.len(), 2);
+    let (shown, hidden): (Vec<_>, Vec<_>) = response.groups.iter().partition(|g| !g.suppressed);
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].episodes, 12);
+    assert!(shown[0].statistics.is_some());
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].episodes, 0, "a small count is not disclosed");
+    assert!(hidden[0].statistics.is_none());
+
+    let bad = stats
+        .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {
+            group_by: vec![v1::StatisticsDimension::Unspecified as i32],
+            clinic_ids: vec!["not-a-uuid".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid request");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_read_with_min_position_shows_the_write_just_made() {
+    let harness = Harness::start().await;
+    let script = EpisodeScript::new();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let start = Utc::now() - Days::days(20);
+    writes
+        .register_patient(script.register_patient(start))
+        .await
+        .expect("register");
+    writes
+        .record_evaluation(script.evaluation(start))
+        .await
+        .expect("evaluation");
+    writes
+        .start_treatment_plan(script.plan(start + Days::days(1)))
+        .await
+        .expect("plan");
+    for (day, tolerance) in [(2, v1::Tolerance::Good), (6, v1::Tolerance::Discomfort)] {
+        let written = writes
+            .record_session(script.session(start + Days::days(day), 200.0, tolerance))
+            .await
+            .expect("session")
+            .into_inner()
+            .result
+            .expect("result");
+        let plan = plans
+            .get_treatment_plan(v1::GetTreatmentPlanRequest {
+                clinic_id: script.clinic_id.to_string(),
+                episode_id: script.episode_id.to_string(),
+                min_position: Some(written.global_position),
+            })
+            .await
+            .expect("plan")
+            .into_inner()
+            .plan
+            .expect("plan");
+        assert_eq!(
+            plan.recent_tolerances.last().copied(),
+            Some(tolerance as i32)
+        );
+    }
+    let plan = plans
+        .get_treatment_plan(v1::GetTreatmentPlanRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: script.episode_id.to_string(),
+            min_position: None,
+        })
+        .await
+        .expect("plan")
+        .into_inner()
+        .plan
+        .expect("plan");
+    assert_eq!(plan.phase(), v1::PlanPhase::Initial);
+    assert_eq!(plan.sessions_total, 2);
+    assert_eq!(plan.sessions_planned_in_phase, Some(5));
+    // 5 sessions over 3 weeks: one every 4.2 days; 20 days after the start, all 5 were due.
+    assert_eq!(plan.expected_sessions_by_today, 5);
+    assert_eq!(plan.pacing, -3);
+    let flags = plan.flags.expect("flags");
+    assert!(flags.overdue && flags.under_scheduled, "{flags:?}");
+
+    // Another clinic's position is not waited for, nor is its plan visible.
+    let other = plans
+        .get_treatment_plan(v1::GetTreatmentPlanRequest {
+            clinic_id: uuid::Uuid::new_v4().to_string(),
+            episode_id: script.episode_id.to_string(),
+            min_position: None,
+        })
+        .await
+        .expect_err("other clinic");
+    assert_eq!(other.code(), Code::NotFound);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_waiting_for_a_position_the_projection_never_reaches_is_unavailable() {
+    let harness = Harness::start_at(Utc::now()).await; // no projector
+    let script = EpisodeScript::new();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    writes
+        .register_patient(script.register_patient(Utc::now()))
+        .await
+        .expect("register");
+    let written = writes
+        .record_evaluation(script.evaluation(Utc::now()))
+        .await
+        .expect("evaluation")
+        .into_inner()
+        .result
+        .expect("result");
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let status = plans
+        .get_treatment_plan(v1::GetTreatmentPlanRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: script.episode_id.to_string(),
+            min_position: Some(written.global_position),
+        })
+        .await
+        .expect_err("not projected");
+    assert_eq!(status.code(), Code::Unavailable);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plans_are_listed_per_clinic_with_filters_and_pages() {
+    let harness = Harness::start().await;
+    let appended = simulate_into(&harness, &cohort(2, 30, 71)).await;
+    let store = harness.database().store();
+    let events = all_events(store, Some(usize::try_from(appended).expect("n"))).await;
+    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    let expected = oracle::expected_episodes(&events);
+    let clinic = expected.keys().next().expect("an episode").0;
+    let in_clinic: Vec<_> = expected.iter().filter(|((c, _), _)| *c == clinic).collect();
+
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = plans
+            .list_treatment_plans(v1::ListTreatmentPlansRequest {
+                clinic_id: clinic.to_string(),
+                page_size: 7,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.plans.len() <= 7);
+        assert!(page.plans.iter().all(|p| p.clinic_id == clinic.to_string()));
+        listed.extend(page.plans.into_iter().map(|p| p.episode_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed.len(), in_clinic.len());
+
+    let discharged = plans
+        .list_treatment_plans(v1::ListTreatmentPlansRequest {
+            clinic_id: clinic.to_string(),
+            phase: v1::PlanPhase::Discharged as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("filtered")
+        .into_inner();
+    let want = in_clinic
+        .iter()
+        .filter(|(_, e)| e.phase == "discharged")
+        .count();
+    assert_eq!(discharged.plans.len(), want);
+    assert!(
+        discharged
+            .plans
+            .iter()
+            .all(|p| p.phase() == v1::PlanPhase::Discharged)
+    );
+
+    // Every simulated fact lies months back: every open plan with a cadence is overdue.
+    let overdue = plans
+        .list_treatment_plans(v1::ListTreatmentPlansRequest {
+            clinic_id: clinic.to_string(),
+            overdue: Some(true),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .expect("overdue")
+        .into_inner();
+    assert!(
+        overdue
+            .plans
+            .iter()
+            .all(|p| p.flags.is_some_and(|f| f.overdue))
+    );
+    let bad = plans
+        .list_treatment_plans(v1::ListTreatmentPlansRequest {
+            clinic_id: clinic.to_string(),
+            page_size: 501,
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    harness.stop().await;
+}
