@@ -1,10 +1,11 @@
-//! Logs and traces. Logs go to stderr through `tracing` with an env filter (`RUST_LOG`,
-//! default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported
-//! over OTLP/gRPC; otherwise nothing leaves the process. Spans carry ids, never personal
-//! data.
+//! Logs, traces and metrics. Logs go to stderr through `tracing` with an env filter
+//! (`RUST_LOG`, default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and
+//! metrics (e.g. `spineledger.projector.lag`) are also exported over OTLP/gRPC; otherwise
+//! nothing leaves the process. Spans carry ids, never personal data.
 
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl Drop for Telemetry {
@@ -23,6 +25,11 @@ impl Drop for Telemetry {
             && let Err(error) = provider.shutdown()
         {
             eprintln!("warning: could not flush traces: {error}");
+        }
+        if let Some(meters) = self.meters.take()
+            && let Err(error) = meters.shutdown()
+        {
+            eprintln!("warning: could not flush metrics: {error}");
         }
     }
 }
@@ -37,7 +44,10 @@ pub fn init() -> anyhow::Result<Telemetry> {
         std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|v| !v.is_empty());
     if !endpoint_set {
         registry.try_init()?;
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry {
+            provider: None,
+            meters: None,
+        });
     }
     // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* settings).
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -48,8 +58,17 @@ pub fn init() -> anyhow::Result<Telemetry> {
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        .with_resource(resource.clone())
+        .build();
+    let meters = SdkMeterProvider::builder()
+        .with_periodic_exporter(
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()?,
+        )
         .with_resource(resource)
         .build();
+    opentelemetry::global::set_meter_provider(meters.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("spineledger");
     registry
@@ -58,6 +77,7 @@ pub fn init() -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     Ok(Telemetry {
         provider: Some(provider),
+        meters: Some(meters),
     })
 }
 
