@@ -37,11 +37,18 @@ impl Harness {
 
     /// Starts a server without projectors whose clock reads `now`.
     pub async fn start_at(now: DateTime<Utc>) -> Self {
+        // Generous: other tests' open transactions (xids are cluster-wide) can hold every
+        // reader back for a while on a loaded machine.
+        Self::start_with(now, std::time::Duration::from_secs(30)).await
+    }
+
+    /// Starts a server without projectors whose read-your-writes wait is `catch_up`.
+    pub async fn start_with(now: DateTime<Utc>, catch_up: std::time::Duration) -> Self {
         let database = TestDatabase::create().await;
         let clock = Arc::new(FixedClock::new(now));
         let mut app = App::new(database.store().clone());
         app.clock = clock.clone();
-        app.reads.catch_up_timeout = std::time::Duration::from_secs(2);
+        app.reads.catch_up_timeout = catch_up;
         database
             .store()
             .spawn_notifier(std::time::Duration::from_millis(5));

@@ -40,9 +40,14 @@ pub async fn all_events(store: &EventStore, expected: Option<usize>) -> Vec<Reco
             cursor = last.cursor;
             events.extend(page);
         }
-        if expected.is_none_or(|n| events.len() >= n) || tokio::time::Instant::now() > deadline {
+        if expected.is_none_or(|n| events.len() >= n) {
             return events;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {expected:?} events became visible",
+            events.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

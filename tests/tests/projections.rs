@@ -265,6 +265,9 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     let events = all_events(store, Some(usize::try_from(appended).expect("n"))).await;
     oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
 
+    // Rebuild while clinics keep writing and the live projector keeps projecting.
+    let target = format!("http://{}", harness.address());
+    let writing = tokio::spawn(async move { simulate::run(&target, &cohort(2, 20, 42)).await });
     let owner = spineledger_store::owner_pool(harness.database().config(), 2).expect("owner pool");
     for projection in Projection::ALL {
         let report = spineledger_projections::rebuild::rebuild(
@@ -279,6 +282,14 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
         assert!(report.events >= appended, "{report:?}");
     }
     owner.close();
+    let more = writing.await.expect("writer").expect("simulate");
+    assert_eq!(more.total_rejected(), 0);
+    let events = all_events(
+        store,
+        Some(events.len() + usize::try_from(more.total_accepted()).expect("n")),
+    )
+    .await;
+    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
     // The swapped-in tables keep serving and keep being projected into.
     oracle::assert_models_match_oracle(store, &events).await;
     let script = EpisodeScript::new();
@@ -314,8 +325,7 @@ async fn leases_by_owner(db: &TestDatabase) -> Vec<(uuid::Uuid, i64)> {
     let client = db.owner_client().await;
     client
         .query(
-            "SELECT owner, count(*) FROM projection_leases WHERE expires_at > now() \
-             GROUP BY owner ORDER BY owner",
+            "SELECT owner, count(*) FROM projection_leases GROUP BY owner ORDER BY owner",
             &[],
         )
         .await
@@ -329,7 +339,7 @@ async fn leases_by_owner(db: &TestDatabase) -> Vec<(uuid::Uuid, i64)> {
 async fn two_workers_share_the_leases_and_a_dead_workers_leases_are_taken_over() {
     let db = TestDatabase::create().await;
     let mut config = Harness::projector_config();
-    config.lease_ttl = Duration::from_secs(1);
+    config.lease_ttl = Duration::from_secs(3);
     let total = i64::from(config.shards) * i64::try_from(config.projections.len()).expect("n");
     let first = Projector::new(
         db.store().pool().clone(),
@@ -522,7 +532,14 @@ async fn a_plan_read_with_min_position_shows_the_write_just_made() {
 
 #[tokio::test]
 async fn a_read_waiting_for_a_position_the_projection_never_reaches_is_unavailable() {
-    let harness = Harness::start_at(Utc::now()).await; // no projector
+    // Checkpoints exist but no projector runs: the wait times out.
+    let harness = Harness::start_with(Utc::now(), Duration::from_millis(500)).await;
+    spineledger_projections::ensure_checkpoints(
+        harness.database().store().pool(),
+        &Harness::projector_config(),
+    )
+    .await
+    .expect("checkpoints");
     let script = EpisodeScript::new();
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     writes
@@ -634,4 +651,92 @@ async fn plans_are_listed_per_clinic_with_filters_and_pages() {
         .expect_err("invalid");
     assert_eq!(bad.code(), Code::InvalidArgument);
     harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_configured_with_another_shard_count_refuses_to_start() {
+    let db = TestDatabase::create().await;
+    spineledger_projections::ensure_checkpoints(db.store().pool(), &Harness::projector_config())
+        .await
+        .expect("checkpoints");
+    let mut config = Harness::projector_config();
+    config.shards = 2;
+    let projector = Projector::new(db.store().pool().clone(), db.config().clone(), config);
+    let refused = projector.run(std::future::pending()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ProjectionError::ShardCountMismatch {
+                stored: 4,
+                configured: 2,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
+    let db = TestDatabase::create().await;
+    let config = Harness::projector_config();
+    let projector = Projector::new(
+        db.store().pool().clone(),
+        db.config().clone(),
+        config.clone(),
+    );
+    spineledger_projections::ensure_checkpoints(db.store().pool(), &config)
+        .await
+        .expect("checkpoints");
+    projector.balance_leases().await.expect("leases");
+    // Patient streams of clinics that all fall in shard 0.
+    let mut last = None;
+    for n in 0..5_u8 {
+        let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+        bytes[15] = n * 4;
+        let clinic = uuid::Uuid::from_bytes(bytes);
+        let stream = StreamKey::new(clinic, format!("patient-{}", uuid::Uuid::new_v4()));
+        let payload = serde_json::json!({ "n": n });
+        let event = NewEvent {
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "PatientRegistered".into(),
+            schema_version: 1,
+            fingerprint: spineledger_store::Fingerprint::of(&payload).expect("fingerprint"),
+            payload,
+            metadata: spineledger_store::EventMetadata::default(),
+            occurred_at: None,
+        };
+        last = Some(
+            db.store()
+                .append(&stream, ExpectedVersion::Any, &[event])
+                .await
+                .expect("append"),
+        );
+    }
+    let last = last.expect("appended").events[0].cursor;
+    let events = all_events(db.store(), Some(5)).await;
+    assert_eq!(events.last().map(|e| e.cursor), Some(last));
+    let idle = projector
+        .run_batch(Projection::TreatmentPlans, 1)
+        .await
+        .expect("batch");
+    assert_eq!(
+        (idle.events, idle.cursor),
+        (0, last),
+        "the idle shard skips ahead"
+    );
+    let again = projector
+        .run_batch(Projection::TreatmentPlans, 1)
+        .await
+        .expect("batch");
+    assert_eq!((again.events, again.cursor), (0, last));
+    let busy = projector
+        .run_batch(Projection::TreatmentPlans, 0)
+        .await
+        .expect("batch");
+    assert_eq!(
+        (busy.events, busy.cursor),
+        (5, last),
+        "shard 0 reads its own events"
+    );
 }

@@ -27,6 +27,19 @@ pub enum ProjectionError {
     /// Waiting for the projection to reach a position took too long.
     #[error("the projection has not reached position {position} yet")]
     NotCaughtUp { position: i64 },
+    /// The projection's checkpoints were made under another shard count than configured.
+    #[error(
+        "{projection} was projected with {stored} shards but this process is configured for \
+         {configured}: use the same --shards everywhere, or rebuild with the new count"
+    )]
+    ShardCountMismatch {
+        projection: &'static str,
+        stored: u8,
+        configured: u8,
+    },
+    /// Another rebuild of this projection holds the rebuild lock.
+    #[error("a rebuild of {0} is already running")]
+    RebuildInProgress(&'static str),
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }
@@ -57,7 +70,11 @@ impl ProjectionError {
         };
         matches!(
             code,
-            Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE)
+            Some(
+                &SqlState::T_R_DEADLOCK_DETECTED
+                    | &SqlState::T_R_SERIALIZATION_FAILURE
+                    | &SqlState::LOCK_NOT_AVAILABLE
+            )
         )
     }
 }

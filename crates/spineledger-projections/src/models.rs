@@ -69,18 +69,30 @@ impl Projection {
         }
     }
 
-    /// An MD5 digest of the model's rows in key order: equal digests, equal models.
+    /// A SHA-256 digest of the model's rows (their text form) in key order: equal
+    /// digests, equal models. Rows are streamed and hashed one by one, so the table's
+    /// size is not limited by any single value's size.
     pub async fn digest(
         self,
         client: &impl GenericClient,
         table: &str,
     ) -> Result<String, ProjectionError> {
-        let sql = format!(
-            "SELECT coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t.clinic_id, t.episode_id)), \
-             md5('')) FROM {table} t"
-        );
-        let row = client.query_one(&sql, &[]).await?;
-        Ok(row.get(0))
+        use futures::TryStreamExt;
+        use sha2::{Digest, Sha256};
+        let sql = format!("SELECT t::text FROM {table} t ORDER BY t.clinic_id, t.episode_id");
+        let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await?;
+        futures::pin_mut!(rows);
+        let mut hasher = Sha256::new();
+        while let Some(row) = rows.try_next().await? {
+            let text: &str = row.try_get(0)?;
+            hasher.update(text.as_bytes());
+            hasher.update(b"\n");
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect())
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Pool};
 use spineledger_store::{ClinicShard, GlobalCursor, read_all_after};
 
+use crate::runtime::stored_shard_count;
 use crate::{Projection, ProjectionError, checkpoint};
 
 /// What a rebuild did.
@@ -47,6 +48,19 @@ pub async fn rebuild(
     let started = Instant::now();
     let table = projection.table();
     let shadow = format!("{table}_rebuild");
+    // One rebuild of a projection at a time: a second one would drop the first's table.
+    // The lock lives as long as this connection is held.
+    let guard = owner_pool.get().await?;
+    let locked: bool = guard
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('spineledger.rebuild'), hashtext($1))",
+            &[&projection.name()],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        return Err(ProjectionError::RebuildInProgress(projection.name()));
+    }
     {
         let client = owner_pool.get().await?;
         client
@@ -87,11 +101,11 @@ pub async fn rebuild(
     }
 
     let mut attempt = 0;
-    loop {
+    let result = loop {
         attempt += 1;
         match swap(owner_pool, projection, &shadow, shards, page, cursor).await {
             Ok((caught_up, live_digest, rebuilt_digest)) => {
-                return Ok(RebuildReport {
+                break Ok(RebuildReport {
                     projection,
                     events: events + caught_up,
                     elapsed: started.elapsed(),
@@ -102,9 +116,16 @@ pub async fn rebuild(
             Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
                 tracing::warn!(%error, attempt, "swap contended; retrying");
             }
-            Err(error) => return Err(error),
+            Err(error) => break Err(error),
         }
-    }
+    };
+    guard
+        .execute(
+            "SELECT pg_advisory_unlock(hashtext('spineledger.rebuild'), hashtext($1))",
+            &[&projection.name()],
+        )
+        .await?;
+    result
 }
 
 /// The atomic catch-up, compare and swap. Returns (events applied to the rebuilt model in
@@ -120,6 +141,11 @@ async fn swap(
     let table = projection.table();
     let mut client = owner_pool.get().await?;
     let transaction = client.transaction().await?;
+    // Checkpoints first, as every batch does: live batches of this projection queue
+    // behind the swap instead of deadlocking with it.
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '30s'")
+        .await?;
     transaction
         .execute(
             "SELECT 1 FROM projection_checkpoints WHERE projection = $1 ORDER BY shard FOR UPDATE",
@@ -145,29 +171,33 @@ async fn swap(
         }
     }
     let head = cursor;
-    for index in 0..shards {
-        let shard = ClinicShard::new(index, shards)
-            .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {index}")))?;
-        let mut live = checkpoint(&transaction, projection, index).await?;
-        while live < head {
-            let (read, last) = apply_page(
-                &transaction,
-                projection,
-                table,
-                live,
-                page,
-                shard,
-                Some(head),
-            )
-            .await?;
-            live = last;
-            if read == 0 {
-                break;
+    // Bring the live model to the same head, shard by shard, as it was partitioned.
+    if let Some(live_shards) = stored_shard_count(&transaction, projection).await? {
+        for index in 0..live_shards {
+            let shard = ClinicShard::new(index, live_shards)
+                .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {index}")))?;
+            let mut live = checkpoint(&transaction, projection, index).await?;
+            while live < head {
+                let (read, last) = apply_page(
+                    &transaction,
+                    projection,
+                    table,
+                    live,
+                    page,
+                    shard,
+                    Some(head),
+                )
+                .await?;
+                live = last;
+                if read == 0 {
+                    break;
+                }
             }
         }
     }
     let live_digest = projection.digest(&transaction, table).await?;
     let rebuilt_digest = projection.digest(&transaction, shadow).await?;
+    let live_indexes = index_definitions(&transaction, table).await?;
     transaction
         .batch_execute(&format!(
             "ALTER TABLE {table} RENAME TO {table}_retired; \
@@ -175,31 +205,55 @@ async fn swap(
              DROP TABLE {table}_retired;"
         ))
         .await?;
+    // Give the new table's indexes the names the old ones had, so later migrations that
+    // name them keep working.
+    for (name, definition) in index_definitions(&transaction, table).await? {
+        if let Some((old_name, _)) = live_indexes.iter().find(|(_, old)| *old == definition)
+            && *old_name != name
+        {
+            transaction
+                .batch_execute(&format!("ALTER INDEX {name} RENAME TO {old_name}"))
+                .await?;
+        }
+    }
     transaction
         .execute(
-            "DELETE FROM projection_checkpoints WHERE projection = $1 AND shard >= $2",
-            &[&projection.name(), &i32::from(shards)],
+            "DELETE FROM projection_checkpoints WHERE projection = $1",
+            &[&projection.name()],
         )
         .await?;
     let head_xid = i64::try_from(head.xid).unwrap_or(i64::MAX);
     for shard in 0..shards {
         transaction
             .execute(
-                "INSERT INTO projection_checkpoints (projection, shard, xid, position) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (projection, shard) DO UPDATE \
-                     SET xid = EXCLUDED.xid, position = EXCLUDED.position, updated_at = now()",
-                &[
-                    &projection.name(),
-                    &i32::from(shard),
-                    &head_xid,
-                    &head.position,
-                ],
+                "INSERT INTO projection_checkpoints (projection, shard, shard_count, xid, position) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&projection.name(), &i32::from(shard), &i32::from(shards), &head_xid, &head.position],
             )
             .await?;
     }
     transaction.commit().await?;
     Ok((caught_up, live_digest, rebuilt_digest))
+}
+
+/// The indexes of `table` as (name, definition with the index and table names taken out).
+async fn index_definitions(
+    client: &impl GenericClient,
+    table: &str,
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    let rows = client
+        .query(
+            "SELECT i.relname, \
+                    regexp_replace(pg_get_indexdef(i.oid), '^.* USING ', '') \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             WHERE x.indrelid = $1::text::regclass ORDER BY i.relname",
+            &[&table],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 /// Reads one page after `cursor` (only up to `until`, when given) and applies it to

@@ -19,7 +19,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Gauge;
-use spineledger_store::{ClinicShard, EventStore, GlobalCursor, read_all_after};
+use spineledger_store::{
+    ClinicShard, EventStore, GlobalCursor, idle_shard_horizon, read_all_after,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -132,10 +134,15 @@ impl Projector {
     ) -> Result<(), ProjectionError> {
         ensure_checkpoints(&self.pool, &self.config).await?;
         let (wake, woken) = watch::channel(0_u64);
-        let listener = tokio::spawn(listen(self.listen_config.clone(), wake));
-        let mut tasks: HashMap<(Projection, u8), JoinHandle<()>> = HashMap::new();
+        // Dropping `run` (an aborted worker) must stop every task it started.
+        let mut tasks = AbortOnDrop(HashMap::new());
+        let _listener = AbortOnDrop(HashMap::from([(
+            (Projection::TreatmentPlans, u8::MAX),
+            tokio::spawn(listen(self.listen_config.clone(), wake)),
+        )]));
         let mut ticker = tokio::time::interval(self.config.lease_ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut renewed_at = tokio::time::Instant::now();
         tokio::pin!(shutdown);
         tracing::info!(owner = %self.owner, "projector started");
         loop {
@@ -144,13 +151,21 @@ impl Projector {
                 _ = ticker.tick() => {}
             }
             let held = match self.balance_leases().await {
-                Ok(held) => held,
+                Ok(held) => {
+                    renewed_at = tokio::time::Instant::now();
+                    held
+                }
                 Err(error) => {
                     tracing::warn!(%error, sqlstate = ?error.sqlstate(), "lease renewal failed");
+                    if renewed_at.elapsed() >= self.config.lease_ttl {
+                        // Our leases have expired by now: stop working on them. (Their
+                        // commits would fail anyway; this stops the useless reads.)
+                        tasks.abort_all();
+                    }
                     continue;
                 }
             };
-            tasks.retain(|key, task| {
+            tasks.0.retain(|key, task| {
                 let keep = held.contains(key) && !task.is_finished();
                 if !keep {
                     task.abort();
@@ -158,16 +173,13 @@ impl Projector {
                 keep
             });
             for key in held {
-                tasks.entry(key).or_insert_with(|| {
+                tasks.0.entry(key).or_insert_with(|| {
                     tracing::info!(projection = key.0.name(), shard = key.1, "lease taken");
                     tokio::spawn(self.clone().project(key.0, key.1, woken.clone()))
                 });
             }
         }
-        for task in tasks.values() {
-            task.abort();
-        }
-        listener.abort();
+        tasks.abort_all();
         self.release_all().await?;
         tracing::info!(owner = %self.owner, "projector stopped");
         Ok(())
@@ -198,7 +210,9 @@ impl Projector {
         }
     }
 
-    /// One batch: read after the checkpoint, apply, compare-and-set the checkpoint, commit.
+    /// One batch: lock and read the checkpoint, read after it, apply, compare-and-set the
+    /// checkpoint, commit. The checkpoint row is locked first, before any read-model row,
+    /// the same order a rebuild's swap takes, so the two queue instead of deadlocking.
     pub async fn run_batch(
         &self,
         projection: Projection,
@@ -208,14 +222,34 @@ impl Projector {
             .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {shard}")))?;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
-        let start = checkpoint(&transaction, projection, shard).await?;
+        // A stuck lock must not outlive the lease it was taken under.
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                self.config.lease_ttl.as_millis()
+            ))
+            .await?;
+        let start = locked_checkpoint(&transaction, projection, shard, self.config.shards).await?;
         let events =
             read_all_after(&transaction, start, self.config.batch_size, clinic_shard).await?;
         let Some(last) = events.last() else {
-            transaction.rollback().await?;
+            // Nothing for this shard: move past the stretch of other shards' events so the
+            // next poll does not scan it again.
+            let horizon = idle_shard_horizon(&transaction, start, clinic_shard).await?;
+            let Some(horizon) = horizon.filter(|horizon| *horizon > start) else {
+                transaction.rollback().await?;
+                return Ok(BatchOutcome {
+                    events: 0,
+                    cursor: start,
+                    lag: Duration::ZERO,
+                });
+            };
+            self.advance(&transaction, projection, shard, start, horizon)
+                .await?;
+            transaction.commit().await?;
             return Ok(BatchOutcome {
                 events: 0,
-                cursor: start,
+                cursor: horizon,
                 lag: Duration::ZERO,
             });
         };
@@ -225,27 +259,8 @@ impl Projector {
             .apply(&transaction, projection.table(), &events)
             .await?;
         self.faults.check(Stage::AfterApply)?;
-        let advanced = transaction
-            .execute(
-                "UPDATE projection_checkpoints SET xid = $3, position = $4, updated_at = now() \
-                 WHERE projection = $1 AND shard = $2 AND xid = $5 AND position = $6 \
-                   AND EXISTS (SELECT 1 FROM projection_leases l \
-                               WHERE l.projection = $1 AND l.shard = $2 AND l.owner = $7 \
-                                 AND l.expires_at > clock_timestamp())",
-                &[
-                    &projection.name(),
-                    &i32::from(shard),
-                    &to_sql(end.xid),
-                    &end.position,
-                    &to_sql(start.xid),
-                    &start.position,
-                    &self.owner,
-                ],
-            )
+        self.advance(&transaction, projection, shard, start, end)
             .await?;
-        if advanced != 1 {
-            return Err(ProjectionError::LostLease);
-        }
         self.faults.check(Stage::BeforeCommit)?;
         transaction.commit().await?;
         let lag = (chrono::Utc::now() - last_recorded)
@@ -265,6 +280,43 @@ impl Projector {
             cursor: end,
             lag,
         })
+    }
+
+    /// Compare-and-set of the checkpoint from `start` to `end`, only while this worker's
+    /// lease is unexpired and the shard count is the one the checkpoint was made under.
+    async fn advance(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        projection: Projection,
+        shard: u8,
+        start: GlobalCursor,
+        end: GlobalCursor,
+    ) -> Result<(), ProjectionError> {
+        let advanced = transaction
+            .execute(
+                "UPDATE projection_checkpoints SET xid = $3, position = $4, updated_at = now() \
+                 WHERE projection = $1 AND shard = $2 AND xid = $5 AND position = $6 \
+                   AND shard_count = $8 \
+                   AND EXISTS (SELECT 1 FROM projection_leases l \
+                               WHERE l.projection = $1 AND l.shard = $2 AND l.owner = $7 \
+                                 AND l.expires_at > clock_timestamp())",
+                &[
+                    &projection.name(),
+                    &i32::from(shard),
+                    &to_sql(end.xid),
+                    &end.position,
+                    &to_sql(start.xid),
+                    &start.position,
+                    &self.owner,
+                    &i32::from(self.config.shards),
+                ],
+            )
+            .await?;
+        if advanced == 1 {
+            Ok(())
+        } else {
+            Err(ProjectionError::LostLease)
+        }
     }
 
     /// Heartbeats, renews held leases, releases surplus ones and takes free ones up to a
@@ -380,6 +432,23 @@ impl Projector {
     }
 }
 
+/// Tasks that are aborted when this value is dropped (or on request).
+struct AbortOnDrop(HashMap<(Projection, u8), JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn abort_all(&mut self) {
+        for (_, task) in self.0.drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
 fn lease_key(projection: &str, shard: i32) -> Option<(Projection, u8)> {
     Some((
         Projection::from_name(projection).ok()?,
@@ -391,24 +460,88 @@ fn to_sql(xid: u64) -> i64 {
     i64::try_from(xid).unwrap_or(i64::MAX)
 }
 
-/// Creates the checkpoint rows (at the start of the log) that do not exist yet.
+/// Creates the checkpoint rows (at the start of the log) that do not exist yet. Refuses
+/// to start when the projection's checkpoints were made under another shard count: every
+/// process must partition the same way (a change needs `spineledger rebuild`).
 pub async fn ensure_checkpoints(
     pool: &Pool,
     config: &ProjectorConfig,
 ) -> Result<(), ProjectionError> {
     let client = pool.get().await?;
     for projection in &config.projections {
+        if let Some(stored) = stored_shard_count(&client, *projection).await?
+            && stored != config.shards
+        {
+            return Err(ProjectionError::ShardCountMismatch {
+                projection: projection.name(),
+                stored,
+                configured: config.shards,
+            });
+        }
         for shard in 0..config.shards {
             client
                 .execute(
-                    "INSERT INTO projection_checkpoints (projection, shard) VALUES ($1, $2) \
-                     ON CONFLICT DO NOTHING",
-                    &[&projection.name(), &i32::from(shard)],
+                    "INSERT INTO projection_checkpoints (projection, shard, shard_count) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    &[
+                        &projection.name(),
+                        &i32::from(shard),
+                        &i32::from(config.shards),
+                    ],
                 )
                 .await?;
         }
     }
     Ok(())
+}
+
+/// The shard count a projection's checkpoints were made under, if it has any.
+pub async fn stored_shard_count(
+    client: &impl GenericClient,
+    projection: Projection,
+) -> Result<Option<u8>, ProjectionError> {
+    let row = client
+        .query_opt(
+            "SELECT max(shard_count) FROM projection_checkpoints WHERE projection = $1 \
+             HAVING count(*) > 0",
+            &[&projection.name()],
+        )
+        .await?;
+    Ok(row
+        .and_then(|row| row.get::<_, Option<i32>>(0))
+        .and_then(|n| u8::try_from(n).ok()))
+}
+
+/// Locks and reads the checkpoint of one (projection, shard), checking the shard count.
+async fn locked_checkpoint(
+    client: &impl GenericClient,
+    projection: Projection,
+    shard: u8,
+    shards: u8,
+) -> Result<GlobalCursor, ProjectionError> {
+    let row = client
+        .query_opt(
+            "SELECT xid, position, shard_count FROM projection_checkpoints \
+             WHERE projection = $1 AND shard = $2 FOR UPDATE",
+            &[&projection.name(), &i32::from(shard)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(ProjectionError::LostLease);
+    };
+    let stored: i32 = row.get(2);
+    if stored != i32::from(shards) {
+        return Err(ProjectionError::ShardCountMismatch {
+            projection: projection.name(),
+            stored: u8::try_from(stored).unwrap_or(0),
+            configured: shards,
+        });
+    }
+    let xid: i64 = row.get(0);
+    Ok(GlobalCursor {
+        xid: u64::try_from(xid).unwrap_or(0),
+        position: row.get(1),
+    })
 }
 
 /// The checkpoint of one (projection, shard); the start of the log if none.
@@ -439,7 +572,6 @@ pub async fn checkpoint(
 pub async fn wait_for_position(
     store: &EventStore,
     projection: Projection,
-    shards: u8,
     clinics: &[Uuid],
     position: i64,
     timeout: Duration,
@@ -450,8 +582,16 @@ pub async fn wait_for_position(
     if !clinics.is_empty() && !clinics.contains(&clinic_id) {
         return Ok(false);
     }
-    let shard = ClinicShard::of(clinic_id, shards).index();
     let deadline = tokio::time::Instant::now() + timeout;
+    let shards = {
+        let client = store.pool().get().await?;
+        stored_shard_count(&client, projection).await?
+    };
+    let Some(shards) = shards else {
+        return Err(ProjectionError::NotCaughtUp { position });
+    };
+    let shard = ClinicShard::of(clinic_id, shards).index();
+    let mut pause = Duration::from_millis(5);
     loop {
         let reached = {
             let client = store.pool().get().await?;
@@ -463,7 +603,8 @@ pub async fn wait_for_position(
         if tokio::time::Instant::now() >= deadline {
             return Err(ProjectionError::NotCaughtUp { position });
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -7,12 +7,16 @@
 -- (These bookkeeping tables are keyed by projection, not clinic: they hold no clinical
 -- data. The read models are keyed by clinic like everything clinical.)
 
+-- `shard_count` is part of the checkpoint: a worker configured with another count
+-- cannot advance it (its compare-and-set names the count), and readers take the count
+-- from here, so a partition is never read under another partitioning.
 CREATE TABLE projection_checkpoints (
-    projection text        NOT NULL,
-    shard      integer     NOT NULL CHECK (shard >= 0),
-    xid        bigint      NOT NULL DEFAULT 0,
-    position   bigint      NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    projection  text        NOT NULL,
+    shard       integer     NOT NULL CHECK (shard >= 0),
+    shard_count integer     NOT NULL CHECK (shard_count BETWEEN 1 AND 255 AND shard < shard_count),
+    xid         bigint      NOT NULL DEFAULT 0,
+    position    bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (projection, shard)
 );
 

@@ -247,6 +247,45 @@ pub async fn read_all_after(
     rows.iter().map(decode_event).collect()
 }
 
+/// For a shard with nothing to read after `cursor`: the last final event of the whole log
+/// (any shard), provided no event of this shard lies between `cursor` and it. A reader of
+/// the shard may move its cursor there without missing anything, so an idle shard does
+/// not rescan the same stretch of the log on every poll. One statement, one snapshot.
+pub async fn idle_shard_horizon(
+    client: &impl deadpool_postgres::GenericClient,
+    cursor: GlobalCursor,
+    shard: ClinicShard,
+) -> Result<Option<GlobalCursor>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT h.xid::text::bigint, h.position FROM ( \
+                 SELECT xid, position FROM events \
+                 WHERE (xid, position) > ($1::text::xid8, $2) \
+                   AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY xid DESC, position DESC LIMIT 1 \
+             ) h \
+             WHERE NOT EXISTS ( \
+                 SELECT 1 FROM events e \
+                 WHERE (e.xid, e.position) > ($1::text::xid8, $2) \
+                   AND (e.xid, e.position) <= (h.xid, h.position) \
+                   AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $4)",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[
+                &cursor.xid.to_string(),
+                &cursor.position,
+                &i32::from(shard.count()),
+                &i32::from(shard.index()),
+            ],
+        )
+        .await?;
+    row.map(|row| decode_cursor(row.get(0), row.get(1)))
+        .transpose()
+}
+
 /// Appends inside a transaction the caller owns and commits. This is the building block
 /// of [`EventStore::append`] and of callers that must do more in the same transaction
 /// (group commit, tests that hold a transaction open).

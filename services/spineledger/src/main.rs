@@ -63,9 +63,10 @@ struct ServeArgs {
     /// Do not run projectors in this process (run `spineledger projector` workers).
     #[arg(long, env = "SPINELEDGER_NO_PROJECTOR")]
     no_projector: bool,
-    /// Outcome statistics groups (and means) built on fewer values are suppressed.
-    #[arg(long, env = "SPINELEDGER_MIN_CELL", default_value_t = spineledger_readmodels::statistics::DEFAULT_MIN_CELL)]
-    min_cell: usize,
+    /// Outcome statistics groups (and means) built on fewer values are suppressed (at
+    /// least 3: smaller cells would disclose individuals).
+    #[arg(long, env = "SPINELEDGER_MIN_CELL", default_value_t = 8, value_parser = clap::value_parser!(u16).range(3..))]
+    min_cell: u16,
     /// How long a read-your-writes query waits for the projection, in milliseconds.
     #[arg(long, env = "SPINELEDGER_CATCH_UP_TIMEOUT_MS", default_value_t = 5000)]
     catch_up_timeout_ms: u64,
@@ -256,8 +257,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let mut app = App::new(store);
     app.reads = ReadSettings {
-        shards: args.projector.shards,
-        min_cell: args.min_cell,
+        min_cell: usize::from(args.min_cell),
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
     };
     server::run(listener, app, stopped(shutdown)).await?;

@@ -19,8 +19,6 @@ use crate::App;
 /// Settings of the query side.
 #[derive(Debug, Clone)]
 pub struct ReadSettings {
-    /// Shards per projection (must match the projectors').
-    pub shards: u8,
     /// Groups and means built on fewer values are suppressed.
     pub min_cell: usize,
     /// How long a read-your-writes query waits for the projection.
@@ -30,7 +28,6 @@ pub struct ReadSettings {
 impl Default for ReadSettings {
     fn default() -> Self {
         Self {
-            shards: spineledger_projections::DEFAULT_SHARDS,
             min_cell: spineledger_readmodels::statistics::DEFAULT_MIN_CELL,
             catch_up_timeout: Duration::from_secs(5),
         }
@@ -65,7 +62,6 @@ impl ReadModels {
         match spineledger_projections::wait_for_position(
             &self.app.store,
             projection,
-            reads.shards,
             clinics,
             position,
             reads.catch_up_timeout,
@@ -117,9 +113,14 @@ fn time_field(
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     let value = value?;
     let nanos = u32::try_from(value.nanos).ok();
-    let time = nanos.and_then(|nanos| chrono::DateTime::from_timestamp(value.seconds, nanos));
+    let time = nanos
+        .and_then(|nanos| chrono::DateTime::from_timestamp(value.seconds, nanos))
+        .filter(|time| (1900..=9999).contains(&chrono::Datelike::year(time)));
     if time.is_none() {
-        violations.add(field, "is not a valid timestamp");
+        violations.add(
+            field,
+            "is not a valid timestamp between the years 1900 and 9999",
+        );
     }
     time
 }
