@@ -108,9 +108,6 @@ impl ClinicalRecords {
         valid: &ValidCommand<EpisodeCommand>,
     ) -> Result<v1::WriteResult, Status> {
         let fingerprint = fingerprint(stream, &valid.command)?;
-        if let Some(result) = self.replay(&valid.header, stream, fingerprint).await? {
-            return Ok(result);
-        }
         if let EpisodeCommand::RecordEvaluation(evaluation) = &valid.command {
             self.require_registered_patient(&valid.header, evaluation.patient_id.stream_id())
                 .await?;
@@ -137,8 +134,8 @@ impl ClinicalRecords {
     }
 
     /// Decides under the stream's lock and appends: the common tail of every write. A
-    /// retry of the same command (found under the lock) gets the first response; a
-    /// refusal appends nothing.
+    /// retry of the same command (found under the lock, before deciding) gets the first
+    /// response, a reused command id ALREADY_EXISTS; a refusal appends nothing.
     async fn record(
         &self,
         context: &RequestContext,
@@ -180,29 +177,6 @@ impl ClinicalRecords {
         }
     }
 
-    /// The first response to this command id, if it was already recorded; an error if the
-    /// id was used for something else. (A fast path: `record` checks again under the lock.)
-    async fn replay(
-        &self,
-        header: &ValidHeader,
-        stream: &StreamKey,
-        fingerprint: Fingerprint,
-    ) -> Result<Option<v1::WriteResult>, Status> {
-        let Some(stored) = self
-            .app
-            .store
-            .find_event(header.clinic_id.0, header.command_id)
-            .await
-            .map_err(store_status)?
-        else {
-            return Ok(None);
-        };
-        if stored.stream_id != stream.stream_id || stored.fingerprint != fingerprint {
-            return Err(status::already_exists_command_reused(header.command_id));
-        }
-        Ok(Some(stored_result(&stored)))
-    }
-
     async fn require_registered_patient(
         &self,
         header: &ValidHeader,
@@ -235,9 +209,6 @@ impl ClinicalRecords {
         let command: &RegisterPatient = &valid.command;
         let stream = StreamKey::new(valid.header.clinic_id.0, command.patient_id.stream_id());
         let fingerprint = fingerprint(&stream, command)?;
-        if let Some(result) = self.replay(&valid.header, &stream, fingerprint).await? {
-            return Ok(result);
-        }
         self.record(
             &context,
             &valid.header,
@@ -314,15 +285,6 @@ fn write_result(
         stream_version: clamp(event.version),
         global_position: event.cursor.position,
     })
-}
-
-fn stored_result(stored: &RecordedEvent) -> v1::WriteResult {
-    v1::WriteResult {
-        event_id: stored.event_id.to_string(),
-        stream_id: stored.stream_id.clone(),
-        stream_version: clamp(stored.version),
-        global_position: stored.cursor.position,
-    }
 }
 
 fn clamp(version: u64) -> i64 {

@@ -2,6 +2,7 @@
 //! `spineledger` binary. Handlers are thin: validate at the edge (`spineledger-api`),
 //! decide in the domain (`spineledger-domain`), append in the store (`spineledger-store`).
 
+pub mod bench;
 pub mod clinical;
 pub mod clock;
 pub mod database;

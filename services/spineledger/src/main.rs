@@ -40,6 +40,28 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print outcome statistics through the gRPC API.
     Stats(StatsArgs),
+    /// Measure appends, projection lag, memory and rebuild against raw PostgreSQL
+    /// (pgbench) in one run, on a fresh database (see BENCHMARKS.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The PostgreSQL server to measure on (a fresh database is created there).
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients of the concurrent phases.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Patients to simulate (about 18 events each) before timing rebuilds; 0 skips it.
+    #[arg(long, default_value_t = 2000)]
+    rebuild_patients: usize,
+    /// Keep the benchmark database instead of dropping it.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +222,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Projector(args)) => projector(args).await,
         Some(Command::Rebuild(args)) => rebuild(args).await,
         Some(Command::Simulate(args)) => simulate(args).await,
+        Some(Command::Bench(args)) => {
+            let server = spineledger_store::resolve(args.database.database_url.as_deref()).await?;
+            let plan = spineledger::bench::BenchPlan {
+                seconds: args.seconds,
+                clients: args.clients.max(1),
+                rebuild_patients: args.rebuild_patients,
+                keep: args.keep,
+            };
+            let report = spineledger::bench::run(&server, &plan).await?;
+            print!("{}", report.render());
+            Ok(())
+        }
         Some(Command::Stats(args)) => {
             let query = StatsQuery {
                 clinics: args.clinics,

@@ -1,0 +1,528 @@
+//! `spineledger bench`: the performance targets of the design brief, measured in one run
+//! beside the raw PostgreSQL figure on the same machine, so ratios hold on a noisy one.
+//!
+//! Method:
+//! 1. A fresh database `spineledger_bench_<time>` is created and migrated; it is dropped
+//!    at the end unless `--keep`.
+//! 2. **Raw**: `pgbench` inserts the same event row as an append (same table shape and
+//!    indexes, `bench_raw_events`, no foreign key or trigger), one per transaction, with 1
+//!    and with `--clients` clients for `--seconds` each; per-transaction logs give p50/p99.
+//! 3. **Service**: the real binary is started as a child (`serve`, projectors in-process)
+//!    on that database; one-event `RegisterPatient` appends over gRPC from 1 and from
+//!    `--clients` concurrent clients for `--seconds` each; latency is request to response.
+//!    During the concurrent phase a monitor samples projection lag: the time from an
+//!    acknowledged append until the projector's checkpoint has passed it.
+//!    The child's resident memory (VmHWM, VmRSS) is read from /proc after the load.
+//! 4. **Rebuild**: `--rebuild-patients` patients are simulated into the database, then
+//!    both projections are rebuilt from position zero; events per second each.
+//!
+//! fsync and synchronous_commit stay as the server has them (on by default): durability
+//! is never traded for speed, and no append is acknowledged before it committed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use spineledger_api::v1;
+use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
+use spineledger_projections::Projection;
+use spineledger_store::tokio_postgres::Config;
+use spineledger_store::{EventStore, describe};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub seconds: u64,
+    pub clients: usize,
+    pub rebuild_patients: usize,
+    pub keep: bool,
+}
+
+/// Latencies of one phase, and what they add up to.
+#[derive(Debug, Clone, Default)]
+pub struct Phase {
+    pub transactions: usize,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Phase {
+    fn from_latencies(mut latencies_us: Vec<f64>, seconds: f64) -> Self {
+        latencies_us.sort_by(f64::total_cmp);
+        Self {
+            transactions: latencies_us.len(),
+            seconds,
+            p50_ms: percentile(&latencies_us, 0.50) / 1000.0,
+            p99_ms: percentile(&latencies_us, 0.99) / 1000.0,
+        }
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.transactions as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn percentile(sorted: &[f64], quantile: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Default)]
+pub struct BenchReport {
+    pub raw_single: Phase,
+    pub raw_concurrent: Phase,
+    pub service_single: Phase,
+    pub service_concurrent: Phase,
+    pub lag: Phase,
+    pub rss_peak_mb: f64,
+    pub rss_mb: f64,
+    pub rebuild: Vec<(Projection, u64, f64)>,
+    pub clients: usize,
+}
+
+impl BenchReport {
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let row = |out: &mut String, name: &str, phase: &Phase| {
+            let _ = writeln!(
+                out,
+                "{name:<44} {:>9.0} /s  p50 {:>7.2} ms  p99 {:>7.2} ms  (n={})",
+                phase.per_second(),
+                phase.p50_ms,
+                phase.p99_ms,
+                phase.transactions
+            );
+        };
+        row(&mut out, "raw pgbench insert, 1 client", &self.raw_single);
+        row(
+            &mut out,
+            &format!("raw pgbench insert, {} clients", self.clients),
+            &self.raw_concurrent,
+        );
+        row(&mut out, "gRPC append, 1 client", &self.service_single);
+        row(
+            &mut out,
+            &format!("gRPC append, {} clients", self.clients),
+            &self.service_concurrent,
+        );
+        let _ = writeln!(
+            out,
+            "{:<44} p50 {:>7.2} ms  p99 {:>7.2} ms  (n={})",
+            "projection lag under the concurrent load",
+            self.lag.p50_ms,
+            self.lag.p99_ms,
+            self.lag.transactions
+        );
+        let _ = writeln!(
+            out,
+            "{:<44} peak {:.0} MB, after load {:.0} MB",
+            "server resident memory", self.rss_peak_mb, self.rss_mb
+        );
+        for (projection, events, seconds) in &self.rebuild {
+            let _ = writeln!(
+                out,
+                "{:<44} {:>9.0} events/s ({events} events in {seconds:.2} s)",
+                format!("rebuild {}", projection.name()),
+                *events as f64 / seconds.max(1e-9)
+            );
+        }
+        let _ = writeln!(out, "\nratios against raw PostgreSQL measured in this run:");
+        let _ = writeln!(
+            out,
+            "  throughput at {} clients: {:.2}x raw (target >= 2x)",
+            self.clients,
+            self.service_concurrent.per_second() / self.raw_concurrent.per_second()
+        );
+        let _ = writeln!(
+            out,
+            "  p50 latency at 1 client:  {:.2}x raw (target <= 1.3x)",
+            self.service_single.p50_ms / self.raw_single.p50_ms
+        );
+        out
+    }
+}
+
+pub async fn run(server: &Config, plan: &BenchPlan) -> anyhow::Result<BenchReport> {
+    let name = format!(
+        "spineledger_bench_{}",
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
+    let admin =
+        spineledger_store::connect(&spineledger_store::with_dbname(server, "postgres")).await?;
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {}",
+            spineledger_store::quote_identifier(&name)
+        ))
+        .await?;
+    let config = spineledger_store::with_dbname(server, &name);
+    let result = measure(&config, plan).await;
+    if !plan.keep {
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                spineledger_store::quote_identifier(&name)
+            ))
+            .await?;
+    }
+    result
+}
+
+async fn measure(config: &Config, plan: &BenchPlan) -> anyhow::Result<BenchReport> {
+    spineledger_store::migrate(config).await?;
+    let owner = spineledger_store::connect(config).await?;
+    owner
+        .batch_execute(
+            "CREATE TABLE bench_raw_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)",
+        )
+        .await?;
+    let mut report = BenchReport {
+        clients: plan.clients,
+        ..BenchReport::default()
+    };
+    let logs = std::env::temp_dir().join(format!("spineledger-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    report.raw_single = pgbench(config, &logs, 1, plan.seconds).await?;
+    report.raw_concurrent = pgbench(config, &logs, plan.clients, plan.seconds).await?;
+    let _ = std::fs::remove_dir_all(&logs);
+
+    let mut child = Server::start(config).await?;
+    let outcome = drive(&child, config, plan, &mut report).await;
+    child.stop().await;
+    outcome?;
+    Ok(report)
+}
+
+/// Runs pgbench with a one-insert transaction; returns its per-transaction latencies.
+async fn pgbench(
+    config: &Config,
+    logs: &Path,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<Phase> {
+    let script = logs.join("append.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO bench_raw_events (clinic_id, stream_id, version, event_id, event_type, \
+         schema_version, payload, metadata, fingerprint, occurred_at) VALUES (gen_random_uuid(), \
+         'patient-' || gen_random_uuid(), 1, gen_random_uuid(), 'PatientRegistered', 1, \
+         '{\"sex\": \"female\", \"birth_year\": 1971, \"patient_id\": \"3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41\", \"occurred_at\": \"2026-11-02T09:00:00Z\"}'::jsonb, \
+         '{\"actor\": \"bench\", \"command_id\": \"0b6f1c9e-2d4a-4f8b-9c3e-5a7d1e2f3b4c\"}'::jsonb, \
+         decode(repeat('00', 32), 'hex'), now());\n",
+    )?;
+    let prefix = logs.join(format!("raw{clients}"));
+    let mut command = tokio::process::Command::new("pgbench");
+    command
+        .arg("-n")
+        .args(["-f", &script.display().to_string()])
+        .args(["-c", &clients.to_string()])
+        .args(["-j", &clients.clamp(1, 2).to_string()])
+        .args(["-T", &seconds.to_string()])
+        .arg("-l")
+        .args(["--log-prefix", &prefix.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .current_dir(logs);
+    libpq_settings(&mut command, config);
+    let output = command
+        .output()
+        .await
+        .context("cannot run pgbench (install the PostgreSQL client tools)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+    );
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(logs)? {
+        let path = entry?.path();
+        let is_log = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!("raw{clients}.")));
+        if !is_log {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path)?.lines() {
+            // client_id transaction_no time_us script_no epoch epoch_us
+            if let Some(latency) = line
+                .split_whitespace()
+                .nth(2)
+                .and_then(|t| t.parse::<f64>().ok())
+            {
+                latencies.push(latency);
+            }
+        }
+        std::fs::remove_file(&path)?;
+    }
+    Ok(Phase::from_latencies(latencies, seconds as f64))
+}
+
+fn libpq_settings(command: &mut tokio::process::Command, config: &Config) {
+    use spineledger_store::tokio_postgres::config::Host;
+    if let Some(Host::Tcp(host)) = config.get_hosts().first() {
+        command.env("PGHOST", host);
+    }
+    if let Some(port) = config.get_ports().first() {
+        command.env("PGPORT", port.to_string());
+    }
+    if let Some(user) = config.get_user() {
+        command.env("PGUSER", user);
+    }
+    if let Some(password) = config.get_password() {
+        command.env("PGPASSWORD", String::from_utf8_lossy(password).into_owned());
+    }
+    if let Some(dbname) = config.get_dbname() {
+        command.env("PGDATABASE", dbname);
+    }
+}
+
+/// The service as a child process on a free port.
+struct Server {
+    child: tokio::process::Child,
+    address: String,
+}
+
+impl Server {
+    async fn start(config: &Config) -> anyhow::Result<Self> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let address = format!("127.0.0.1:{port}");
+        let url = with_password(config);
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", &address, "--database-url", &url])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let server = Self {
+            child,
+            address: format!("http://{address}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = Channel::from_shared(server.address.clone())?
+                .connect()
+                .await
+            {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                let serving = health
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1);
+                if serving {
+                    return Ok(server);
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the benchmarked server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn resident_mb(&self) -> (f64, f64) {
+        let Some(pid) = self.child.id() else {
+            return (0.0, 0.0);
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM for a graceful stop; kill if it does not go.
+            let _ = tokio::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A URL for the child, with the password if there is one (never printed).
+fn with_password(config: &Config) -> String {
+    let described = describe(config);
+    match config.get_password() {
+        Some(password) => described.replacen(
+            "@",
+            &format!(":{}@", url_escape(&String::from_utf8_lossy(password))),
+            1,
+        ),
+        None => described,
+    }
+}
+
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn register(clinic: Uuid) -> v1::RegisterPatientRequest {
+    v1::RegisterPatientRequest {
+        header: Some(v1::CommandHeader {
+            clinic_id: clinic.to_string(),
+            command_id: Uuid::new_v4().to_string(),
+            expected_version: None,
+            correlation_id: String::new(),
+            causation_id: String::new(),
+            actor: "bench".into(),
+        }),
+        occurred_at: Some(spineledger_api::views::timestamp(
+            chrono::Utc::now() - chrono::TimeDelta::hours(1),
+        )),
+        patient_id: Uuid::new_v4().to_string(),
+        birth_year: Some(1971),
+        sex: v1::Sex::Female as i32,
+    }
+}
+
+/// The latest acknowledged append: (position, clinic, when acknowledged).
+type LastAck = Arc<Mutex<Option<(i64, Uuid, Instant)>>>;
+
+async fn appends(
+    channel: Channel,
+    clients: usize,
+    seconds: u64,
+    last_ack: Option<LastAck>,
+) -> anyhow::Result<Phase> {
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut client = ClinicalRecordsServiceClient::new(channel.clone());
+            let last_ack = last_ack.clone();
+            tokio::spawn(async move {
+                let clinic = Uuid::new_v4();
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    let response = client.register_patient(register(clinic)).await?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                    if let (Some(last), Some(result)) = (&last_ack, response.into_inner().result) {
+                        *last.lock().await = Some((result.global_position, clinic, Instant::now()));
+                    }
+                }
+                Ok::<_, tonic::Status>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(
+            task.await?
+                .map_err(|status| anyhow::anyhow!("append failed: {status}"))?,
+        );
+    }
+    Ok(Phase::from_latencies(
+        latencies,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+async fn drive(
+    server: &Server,
+    config: &Config,
+    plan: &BenchPlan,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(server.address.clone())?
+        .connect()
+        .await?;
+    report.service_single = appends(channel.clone(), 1, plan.seconds, None).await?;
+
+    let store = EventStore::new(spineledger_store::pool(config, 4)?);
+    let last_ack: LastAck = Arc::new(Mutex::new(None));
+    let loading = Arc::new(AtomicBool::new(true));
+    let monitor = {
+        let (store, last_ack, loading) = (store.clone(), last_ack.clone(), loading.clone());
+        tokio::spawn(async move {
+            let mut lags = Vec::new();
+            while loading.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let Some((position, clinic, acknowledged)) = *last_ack.lock().await else {
+                    continue;
+                };
+                let caught_up = spineledger_projections::wait_for_position(
+                    &store,
+                    Projection::TreatmentPlans,
+                    &[clinic],
+                    position,
+                    Duration::from_secs(30),
+                )
+                .await;
+                if matches!(caught_up, Ok(true)) {
+                    lags.push(acknowledged.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            lags
+        })
+    };
+    report.service_concurrent =
+        appends(channel.clone(), plan.clients, plan.seconds, Some(last_ack)).await?;
+    loading.store(false, Ordering::Release);
+    let lags = monitor.await?;
+    report.lag = Phase::from_latencies(lags, plan.seconds as f64);
+    (report.rss_peak_mb, report.rss_mb) = server.resident_mb();
+
+    if plan.rebuild_patients > 0 {
+        let cohort = crate::simulate::Cohort {
+            clinics: plan.rebuild_patients.div_ceil(100),
+            patients_per_clinic: 100.min(plan.rebuild_patients),
+            seed: 2026,
+            start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap_or_default(),
+            concurrency: 32,
+        };
+        crate::simulate::run(&server.address, &cohort).await?;
+        let owner = spineledger_store::owner_pool(config, 2)?;
+        let shards = spineledger_projections::DEFAULT_SHARDS;
+        for projection in Projection::ALL {
+            let rebuilt =
+                spineledger_projections::rebuild::rebuild(&owner, projection, shards, 5000).await?;
+            report
+                .rebuild
+                .push((projection, rebuilt.events, rebuilt.elapsed.as_secs_f64()));
+        }
+    }
+    Ok(())
+}
