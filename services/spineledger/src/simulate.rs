@@ -333,21 +333,13 @@ impl Writer {
         }
         if blocked {
             // An absolute contraindication: referred, never treated.
-            at += Duration::days(1);
-            let header = self.header();
-            send!(
-                self,
-                discharge_episode,
-                "EpisodeDischarged",
-                v1::DischargeEpisodeRequest {
-                    header,
-                    occurred_at: timestamp(at),
-                    episode_id: episode_id.clone(),
-                    reason: v1::DischargeReason::Referred as i32,
-                    notes: None,
-                }
-            );
-            return Ok(());
+            return self
+                .discharge(
+                    &episode_id,
+                    at + Duration::days(1),
+                    v1::DischargeReason::Referred,
+                )
+                .await;
         }
 
         // Plan: usually 4-6 sessions over 2-6 weeks.
