@@ -153,6 +153,7 @@ impl Projector {
         let mut ticker = tokio::time::interval(self.config.lease_ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed_at = tokio::time::Instant::now();
+        let mut lease_connection: Option<tokio_postgres::Client> = None;
         tokio::pin!(shutdown);
         tracing::info!(owner = %self.owner, "projector started");
         loop {
@@ -160,7 +161,19 @@ impl Projector {
                 () = &mut shutdown => break,
                 _ = ticker.tick() => {}
             }
-            let held = match self.balance_leases().await {
+            // Leases are renewed on a connection of their own: busy batches holding the
+            // pool must not starve the renewal and let leases expire.
+            if lease_connection
+                .as_ref()
+                .is_none_or(tokio_postgres::Client::is_closed)
+            {
+                lease_connection = self.lease_connection().await.ok();
+            }
+            let renewal = match &lease_connection {
+                Some(client) => self.balance_leases_on(client).await,
+                None => self.balance_leases().await,
+            };
+            let held = match renewal {
                 Ok(held) => {
                     renewed_at = tokio::time::Instant::now();
                     held
@@ -237,10 +250,11 @@ impl Projector {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         // A stuck lock must not outlive the lease it was taken under.
+        let ttl_ms = self.config.lease_ttl.as_millis();
         transaction
             .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{}ms'",
-                self.config.lease_ttl.as_millis()
+                "SET LOCAL lock_timeout = '{ttl_ms}ms'; \
+                 SET LOCAL idle_in_transaction_session_timeout = '{ttl_ms}ms'"
             ))
             .await?;
         let start = locked_checkpoint(&transaction, projection, shard, self.config.shards).await?;
@@ -352,6 +366,14 @@ impl Projector {
     /// fair share (all leases / live workers, rounded up). Returns the leases held.
     pub async fn balance_leases(&self) -> Result<BTreeSet<(Projection, u8)>, ProjectionError> {
         let client = self.pool.get().await?;
+        self.balance_leases_on(&client).await
+    }
+
+    /// [`Projector::balance_leases`] on a given connection.
+    async fn balance_leases_on(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<BTreeSet<(Projection, u8)>, ProjectionError> {
         let ttl = self.config.lease_ttl.as_secs_f64();
         client
             .execute(
@@ -432,6 +454,18 @@ impl Projector {
             }
         }
         Ok(held)
+    }
+
+    /// A connection of its own for lease renewal, running as the app role.
+    async fn lease_connection(&self) -> Result<tokio_postgres::Client, ProjectionError> {
+        let client = spineledger_store::connect(&self.listen_config).await?;
+        client
+            .batch_execute(&format!(
+                "SET ROLE {}",
+                spineledger_store::quote_identifier(spineledger_store::APP_ROLE)
+            ))
+            .await?;
+        Ok(client)
     }
 
     /// Gives every lease back (graceful shutdown), so others take over at once.
