@@ -26,6 +26,15 @@ use crate::{
 /// enough to see the winner's committed rows; a few more cover pathological interleaving.
 const UNIQUE_VIOLATION_RETRIES: usize = 5;
 
+/// Locks the stream row, creating it at version 0 if new; returns the version.
+const LOCK_STREAM: &str = "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
+     ON CONFLICT (clinic_id, stream_id) DO UPDATE SET version = streams.version \
+     RETURNING version";
+
+/// The stored events under a request's event ids (to recognise a retry).
+const FIND_RETRY: &str = "SELECT event_id, stream_id, version, xid::text::bigint, position, \
+     fingerprint FROM events WHERE clinic_id = $1 AND event_id = ANY($2)";
+
 const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
      schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
      position, fingerprint";
@@ -371,20 +380,32 @@ async fn decide_in<E>(
     request: &[(Uuid, Fingerprint)],
     decide: &mut impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
 ) -> Result<Result<AppendOutcome, E>, StoreError> {
-    let current = lock_stream(transaction, stream).await?;
-    if let Some(replayed) = find_retry(transaction, stream, request).await? {
-        return Ok(Ok(replayed));
-    }
-    expected.check(current)?;
-    let statement = transaction
+    // Pipelined: the statements are prepared first, then the three queries go out
+    // together and run in order on the server, so the retry lookup and the history read
+    // both see the world as it is once the lock was granted — one round trip, not three.
+    let lock = transaction.prepare_cached(LOCK_STREAM).await?;
+    let retry = transaction.prepare_cached(FIND_RETRY).await?;
+    let read = transaction
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE clinic_id = $1 AND stream_id = $2 ORDER BY version"
         ))
         .await?;
-    let history = transaction
-        .query(&statement, &[&stream.clinic_id, &stream.stream_id])
-        .await?
+    let ids: Vec<Uuid> = request.iter().map(|(event_id, _)| *event_id).collect();
+    let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&stream.clinic_id, &stream.stream_id];
+    let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream.clinic_id, &ids];
+    let (locked, retried, history) = futures::try_join!(
+        transaction.query_one(&lock, &stream_params),
+        transaction.query(&retry, &retry_params),
+        transaction.query(&read, &stream_params),
+    )?;
+    let current = to_version(locked.get(0))?;
+    if let Some(replayed) = classify_retry(stream, request, &retried)? {
+        return Ok(Ok(replayed));
+    }
+    expected.check(current)?;
+    let history = history
         .iter()
         .map(decode_event)
         .collect::<Result<Vec<_>, _>>()?;
@@ -406,13 +427,7 @@ async fn decide_in<E>(
 /// Locks the stream row (creating it at version 0 if new): appends to one stream are
 /// serialised from here to commit, and the version read is the latest committed one.
 async fn lock_stream(transaction: &Transaction<'_>, stream: &StreamKey) -> Result<u64, StoreError> {
-    let lock = transaction
-        .prepare_cached(
-            "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
-             ON CONFLICT (clinic_id, stream_id) DO UPDATE SET version = streams.version \
-             RETURNING version",
-        )
-        .await?;
+    let lock = transaction.prepare_cached(LOCK_STREAM).await?;
     let row = transaction
         .query_one(&lock, &[&stream.clinic_id, &stream.stream_id])
         .await?;
@@ -460,23 +475,30 @@ async fn insert_events(
              RETURNING event_id, version, xid::text::bigint, position",
         )
         .await?;
-    let rows = transaction
-        .query(
-            &insert,
-            &[
-                &stream.clinic_id,
-                &stream.stream_id,
-                &versions,
-                &ids,
-                &types,
-                &schema_versions,
-                &payloads,
-                &metadata,
-                &fingerprints,
-                &occurred,
-            ],
-        )
+    let bump = transaction
+        .prepare_cached("UPDATE streams SET version = $3 WHERE clinic_id = $1 AND stream_id = $2")
         .await?;
+    let new_version = to_sql_count(current + count)?;
+    // Pipelined, in order: if the insert fails (a unique violation the caller retries),
+    // its error is the one reported — it arrives before the bump's "transaction aborted".
+    let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        &stream.clinic_id,
+        &stream.stream_id,
+        &versions,
+        &ids,
+        &types,
+        &schema_versions,
+        &payloads,
+        &metadata,
+        &fingerprints,
+        &occurred,
+    ];
+    let bump_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&stream.clinic_id, &stream.stream_id, &new_version];
+    let (rows, _bumped) = futures::try_join!(
+        transaction.query(&insert, &insert_params),
+        transaction.execute(&bump, &bump_params),
+    )?;
     let mut appended = rows
         .iter()
         .map(|row| {
@@ -488,20 +510,6 @@ async fn insert_events(
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     appended.sort_by_key(|event| event.version);
-
-    let bump = transaction
-        .prepare_cached("UPDATE streams SET version = $3 WHERE clinic_id = $1 AND stream_id = $2")
-        .await?;
-    transaction
-        .execute(
-            &bump,
-            &[
-                &stream.clinic_id,
-                &stream.stream_id,
-                &to_sql_count(current + count)?,
-            ],
-        )
-        .await?;
 
     tracing::debug!(
         events = appended.len(),
@@ -540,21 +548,26 @@ async fn find_retry(
     stream: &StreamKey,
     request: &[(Uuid, Fingerprint)],
 ) -> Result<Option<AppendOutcome>, StoreError> {
-    let statement = transaction
-        .prepare_cached(
-            "SELECT event_id, stream_id, version, xid::text::bigint, position, fingerprint \
-             FROM events WHERE clinic_id = $1 AND event_id = ANY($2)",
-        )
-        .await?;
+    let statement = transaction.prepare_cached(FIND_RETRY).await?;
     let ids: Vec<Uuid> = request.iter().map(|(event_id, _)| *event_id).collect();
     let rows = transaction
         .query(&statement, &[&stream.clinic_id, &ids])
         .await?;
+    classify_retry(stream, request, &rows)
+}
+
+/// What stored rows under a request's event ids mean: nothing (a new request), the
+/// original outcome (an exact retry), or a conflict (an id reused for something else).
+fn classify_retry(
+    stream: &StreamKey,
+    request: &[(Uuid, Fingerprint)],
+    rows: &[Row],
+) -> Result<Option<AppendOutcome>, StoreError> {
     if rows.is_empty() {
         return Ok(None);
     }
     let mut stored = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let event_id: Uuid = row.get(0);
         let stream_id: String = row.get(1);
         let fingerprint = Fingerprint::from_slice(row.get(5))?;
