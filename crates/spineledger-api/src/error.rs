@@ -72,18 +72,6 @@ impl FieldViolations {
     pub fn contains_field(&self, field: &str) -> bool {
         self.violations.iter().any(|(path, _)| path == field)
     }
-
-    /// `Ok(value)` when nothing is wrong, else these violations.
-    ///
-    /// # Errors
-    /// `self` when it holds any violation.
-    pub fn into_result<T>(self, value: T) -> Result<T, Self> {
-        if self.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
-    }
 }
 
 impl fmt::Display for FieldViolations {

@@ -20,12 +20,6 @@ macro_rules! uuid_id {
                 Self(uuid)
             }
 
-            /// A fresh random id.
-            #[must_use]
-            pub fn new_random() -> Self {
-                Self(Uuid::new_v4())
-            }
-
             /// The UUID inside.
             #[must_use]
             pub const fn as_uuid(&self) -> Uuid {

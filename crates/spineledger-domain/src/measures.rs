@@ -276,9 +276,6 @@ pub type Note = Text<MAX_NOTE_CHARS>;
 pub type ShortText = Text<MAX_SHORT_TEXT_CHARS>;
 
 impl<const MAX: usize> Text<MAX> {
-    /// The maximum number of characters.
-    pub const MAX_CHARS: usize = MAX;
-
     /// The text, if it is not longer than `MAX` characters.
     ///
     /// # Errors

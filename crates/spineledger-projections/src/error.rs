@@ -40,11 +40,25 @@ pub enum ProjectionError {
     /// Another rebuild of this projection holds the rebuild lock.
     #[error("a rebuild of {0} is already running")]
     RebuildInProgress(&'static str),
+    /// A shard index outside the configured shard count.
+    #[error("shard {shard} does not exist among {shards} shards")]
+    UnknownShard { shard: u8, shards: u8 },
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }
 
 impl ProjectionError {
+    /// A read-model row that does not decode; serde's message may quote the row's
+    /// (clinical) values, so only its category and place are kept.
+    pub fn corrupt_row(error: &serde_json::Error) -> Self {
+        Self::CorruptRow(format!(
+            "{:?} error at line {} column {}",
+            error.classify(),
+            error.line(),
+            error.column()
+        ))
+    }
+
     /// The SQLSTATE of a database error: what logs may say about it (a database error's
     /// detail can quote row contents).
     pub fn sqlstate(&self) -> Option<&str> {

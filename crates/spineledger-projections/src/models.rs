@@ -170,8 +170,8 @@ async fn fold_rows<M: EpisodeRow>(
     let mut rows: BTreeMap<(Uuid, Uuid), M> = BTreeMap::new();
     for row in client.query(&statement, &[&clinics, &episodes]).await? {
         let value: serde_json::Value = row.try_get(2)?;
-        let model = serde_json::from_value(value)
-            .map_err(|error| ProjectionError::CorruptRow(error.to_string()))?;
+        let model =
+            serde_json::from_value(value).map_err(|error| ProjectionError::corrupt_row(&error))?;
         rows.insert((row.try_get(0)?, row.try_get(1)?), model);
     }
     for fact in facts {
@@ -184,7 +184,7 @@ async fn fold_rows<M: EpisodeRow>(
 }
 
 fn to_json<M: Serialize>(model: &M) -> Result<serde_json::Value, ProjectionError> {
-    serde_json::to_value(model).map_err(|error| ProjectionError::CorruptRow(error.to_string()))
+    serde_json::to_value(model).map_err(|error| ProjectionError::corrupt_row(&error))
 }
 
 impl EpisodeRow for TreatmentPlanView {

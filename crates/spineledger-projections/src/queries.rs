@@ -3,14 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use spineledger_readmodels::plan::OVERDUE_GRACE;
 use spineledger_readmodels::{EpisodeOutcome, TreatmentPlanView};
 use uuid::Uuid;
 
 use crate::ProjectionError;
-
-/// Grace after the due date before a plan counts as overdue (matches
-/// `PlanStatus::overdue`).
-pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// One episode's treatment plan, if the projection has seen the episode.
 pub async fn treatment_plan(
@@ -101,5 +98,5 @@ pub async fn outcome_episodes(
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ProjectionError> {
-    serde_json::from_value(value).map_err(|error| ProjectionError::CorruptRow(error.to_string()))
+    serde_json::from_value(value).map_err(|error| ProjectionError::corrupt_row(&error))
 }

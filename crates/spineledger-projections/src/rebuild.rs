@@ -37,8 +37,12 @@ impl RebuildReport {
 
 const SWAP_ATTEMPTS: usize = 5;
 
+/// Events per rebuild transaction.
+pub const PAGE_SIZE: usize = 5000;
+
 /// Rebuilds `projection`. `owner_pool` connects as the tables' owner (it creates, renames
-/// and drops tables); `shards` is the live shard count.
+/// and drops tables); `shards` is the shard count the new checkpoints are made under
+/// (the live model is caught up under the count stored with its checkpoints).
 pub async fn rebuild(
     owner_pool: &Pool,
     projection: Projection,
@@ -174,8 +178,11 @@ async fn swap(
     // Bring the live model to the same head, shard by shard, as it was partitioned.
     if let Some(live_shards) = stored_shard_count(&transaction, projection).await? {
         for index in 0..live_shards {
-            let shard = ClinicShard::new(index, live_shards)
-                .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {index}")))?;
+            let shard =
+                ClinicShard::new(index, live_shards).ok_or(ProjectionError::UnknownShard {
+                    shard: index,
+                    shards: live_shards,
+                })?;
             let mut live = checkpoint(&transaction, projection, index).await?;
             while live < head {
                 let (read, last) = apply_page(

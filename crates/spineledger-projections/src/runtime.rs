@@ -111,7 +111,9 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// `listen_config` opens the LISTEN connection (as the login user; it only listens).
+    /// `listen_config` opens the worker's own connections: the LISTEN connection (as the
+    /// login user; it only listens) and the lease connection (which switches to the app
+    /// role).
     pub fn new(pool: Pool, listen_config: tokio_postgres::Config, config: ProjectorConfig) -> Self {
         Self {
             pool,
@@ -131,10 +133,6 @@ impl Projector {
 
     pub fn owner(&self) -> Uuid {
         self.owner
-    }
-
-    pub fn config(&self) -> &ProjectorConfig {
-        &self.config
     }
 
     /// Runs until `shutdown` completes, then stops its tasks and releases its leases.
@@ -245,8 +243,11 @@ impl Projector {
         projection: Projection,
         shard: u8,
     ) -> Result<BatchOutcome, ProjectionError> {
-        let clinic_shard = ClinicShard::new(shard, self.config.shards)
-            .ok_or_else(|| ProjectionError::UnknownProjection(format!("shard {shard}")))?;
+        let clinic_shard =
+            ClinicShard::new(shard, self.config.shards).ok_or(ProjectionError::UnknownShard {
+                shard,
+                shards: self.config.shards,
+            })?;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         // A stuck lock must not outlive the lease it was taken under.

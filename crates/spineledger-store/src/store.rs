@@ -177,24 +177,6 @@ impl EventStore {
         }
     }
 
-    /// The event with this id in this clinic, if any.
-    pub async fn find_event(
-        &self,
-        clinic_id: Uuid,
-        event_id: Uuid,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE clinic_id = $1 AND event_id = $2"
-            ))
-            .await?;
-        let row = client
-            .query_opt(&statement, &[&clinic_id, &event_id])
-            .await?;
-        row.as_ref().map(decode_event).transpose()
-    }
-
     /// Up to `limit` events strictly after `cursor` in global order, never skipping one:
     /// only events of transactions older than every transaction still running are
     /// returned, so nothing can later commit before the returned ones.

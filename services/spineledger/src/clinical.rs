@@ -1,10 +1,12 @@
 //! The clinical write API: one handler per RPC, all of them the same four steps —
 //! validate at the edge, recognise a retry, decide against the folded episode, append.
 //!
-//! A retry (same command id, same request) returns the first response, whatever happened
-//! to the episode since. Without an expected version from the client, a lost race with a
-//! concurrent writer is decided again against the new state (a few times); with one, it
-//! is ABORTED with the actual version. Any rejection appends nothing.
+//! The decision is made inside the appending transaction, under the stream's lock
+//! (`EventStore::append_decided`): concurrent writers of one episode queue instead of
+//! racing. A retry (same command id, same request) returns the first response, whatever
+//! happened to the episode since; a command id reused for something else is
+//! ALREADY_EXISTS; a stale expected version is ABORTED with the actual version. Any
+//! rejection appends nothing.
 
 use chrono::{DateTime, Utc};
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};

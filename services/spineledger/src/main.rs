@@ -47,9 +47,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// The PostgreSQL server to measure on (a fresh database is created there).
-    #[command(flatten)]
-    database: DatabaseArgs,
+    /// The PostgreSQL server to measure on: a fresh database `spineledger_bench_<time>` is
+    /// created there (and dropped afterwards). Default: the local server.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -137,7 +138,7 @@ struct RebuildArgs {
     all: bool,
     /// The projection to rebuild: treatment_plans or outcome_statistics.
     projection: Option<String>,
-    /// Shards of the live projectors.
+    /// Shard count of the new checkpoints (every projector must then run with it).
     #[arg(long, env = "SPINELEDGER_SHARDS", default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]
     shards: u8,
 }
@@ -202,11 +203,36 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // One line, the whole cause chain, no backtrace: an operator's error.
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", operator_message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line, the whole cause chain, no backtrace: an operator's error. A PostgreSQL error
+/// contributes its severity, message and SQLSTATE only — its DETAIL can quote row
+/// contents (clinical data).
+fn operator_message(error: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in error.chain() {
+        let part = match cause.downcast_ref::<spineledger_store::tokio_postgres::error::DbError>() {
+            Some(db) => format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
+            None => cause.to_string(),
+        };
+        // A DbError's own Display is skipped above; its wrapper says "db error".
+        if !parts
+            .last()
+            .is_some_and(|last: &String| last.contains(&part))
+        {
+            parts.push(part.replace('\n', " "));
+        }
+    }
+    parts.join(": ")
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -223,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Rebuild(args)) => rebuild(args).await,
         Some(Command::Simulate(args)) => simulate(args).await,
         Some(Command::Bench(args)) => {
-            let server = spineledger_store::resolve(args.database.database_url.as_deref()).await?;
+            let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
             let plan = spineledger::bench::BenchPlan {
                 seconds: args.seconds,
                 clients: args.clients.max(1),
@@ -320,9 +346,13 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         (None, false) => anyhow::bail!("name a projection or pass --all"),
     };
     for projection in projections {
-        let report =
-            spineledger_projections::rebuild::rebuild(&owner, projection, args.shards, 2000)
-                .await?;
+        let report = spineledger_projections::rebuild::rebuild(
+            &owner,
+            projection,
+            args.shards,
+            spineledger_projections::rebuild::PAGE_SIZE,
+        )
+        .await?;
         let seconds = report.elapsed.as_secs_f64();
         println!(
             "{}: {} events in {:.2} s ({:.0} events/s); live digest {}, rebuilt digest {}: {}",

@@ -1,5 +1,6 @@
 //! Logs, traces and metrics. Logs go to stderr through `tracing` with an env filter
-//! (`RUST_LOG`, default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and
+//! (`RUST_LOG`, default `info,tokio_postgres=warn`; tokio-postgres is never more verbose
+//! than info, because its debug output quotes statement parameters). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans and
 //! metrics (e.g. `spineledger.projector.lag`) are also exported over OTLP/gRPC; otherwise
 //! nothing leaves the process. Spans carry ids, never personal data.
 
@@ -36,8 +37,11 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber. Call once, from `main`.
 pub fn init() -> anyhow::Result<Telemetry> {
+    // tokio-postgres logs statement parameters (whole event payloads) at debug level:
+    // it is capped at info whatever RUST_LOG says, so no setting puts clinical data in logs.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"))
+        .add_directive("tokio_postgres=info".parse()?);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
 
