@@ -81,6 +81,33 @@ async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
     harness.stop().await;
 }
 
+/// Registers a patient and records an evaluation (a new episode); returns the episode's
+/// script and the global position of the evaluation.
+async fn evaluated_episode(harness: &Harness) -> (EpisodeScript, i64) {
+    let script = EpisodeScript::new();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    writes
+        .register_patient(script.register_patient(Utc::now() - Days::days(2)))
+        .await
+        .expect("register");
+    let written = writes
+        .record_evaluation(script.evaluation(Utc::now() - Days::days(1)))
+        .await
+        .expect("evaluation")
+        .into_inner()
+        .result
+        .expect("result");
+    (script, written.global_position)
+}
+
+fn plan_request(script: &EpisodeScript, min_position: Option<i64>) -> v1::GetTreatmentPlanRequest {
+    v1::GetTreatmentPlanRequest {
+        clinic_id: script.clinic_id.to_string(),
+        episode_id: script.episode_id.to_string(),
+        min_position,
+    }
+}
+
 /// Fails batches at random stages (a crash between apply and commit, after commit, …).
 #[derive(Debug)]
 struct RandomFaults(Mutex<StdRng>);
@@ -292,26 +319,10 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
     // The swapped-in tables keep serving and keep being projected into.
     oracle::assert_models_match_oracle(store, &events).await;
-    let script = EpisodeScript::new();
-    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
-    writes
-        .register_patient(script.register_patient(Utc::now() - Days::days(2)))
-        .await
-        .expect("register");
-    let written = writes
-        .record_evaluation(script.evaluation(Utc::now() - Days::days(1)))
-        .await
-        .expect("evaluation")
-        .into_inner()
-        .result
-        .expect("result");
+    let (script, position) = evaluated_episode(&harness).await;
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
     let plan = plans
-        .get_treatment_plan(v1::GetTreatmentPlanRequest {
-            clinic_id: script.clinic_id.to_string(),
-            episode_id: script.episode_id.to_string(),
-            min_position: Some(written.global_position),
-        })
+        .get_treatment_plan(plan_request(&script, Some(position)))
         .await
         .expect("plan after rebuild")
         .into_inner()
@@ -482,11 +493,7 @@ async fn a_plan_read_with_min_position_shows_the_write_just_made() {
             .result
             .expect("result");
         let plan = plans
-            .get_treatment_plan(v1::GetTreatmentPlanRequest {
-                clinic_id: script.clinic_id.to_string(),
-                episode_id: script.episode_id.to_string(),
-                min_position: Some(written.global_position),
-            })
+            .get_treatment_plan(plan_request(&script, Some(written.global_position)))
             .await
             .expect("plan")
             .into_inner()
@@ -498,11 +505,7 @@ async fn a_plan_read_with_min_position_shows_the_write_just_made() {
         );
     }
     let plan = plans
-        .get_treatment_plan(v1::GetTreatmentPlanRequest {
-            clinic_id: script.clinic_id.to_string(),
-            episode_id: script.episode_id.to_string(),
-            min_position: None,
-        })
+        .get_treatment_plan(plan_request(&script, None))
         .await
         .expect("plan")
         .into_inner()
@@ -540,26 +543,10 @@ async fn a_read_waiting_for_a_position_the_projection_never_reaches_is_unavailab
     )
     .await
     .expect("checkpoints");
-    let script = EpisodeScript::new();
-    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
-    writes
-        .register_patient(script.register_patient(Utc::now()))
-        .await
-        .expect("register");
-    let written = writes
-        .record_evaluation(script.evaluation(Utc::now()))
-        .await
-        .expect("evaluation")
-        .into_inner()
-        .result
-        .expect("result");
+    let (script, position) = evaluated_episode(&harness).await;
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
     let status = plans
-        .get_treatment_plan(v1::GetTreatmentPlanRequest {
-            clinic_id: script.clinic_id.to_string(),
-            episode_id: script.episode_id.to_string(),
-            min_position: Some(written.global_position),
-        })
+        .get_treatment_plan(plan_request(&script, Some(position)))
         .await
         .expect_err("not projected");
     assert_eq!(status.code(), Code::Unavailable);
