@@ -453,6 +453,20 @@ async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
     assert_eq!(hidden[0].episodes, 0, "a small count is not disclosed");
     assert!(hidden[0].statistics.is_none());
 
+    // A query broader than the limit is refused rather than loaded.
+    let client = store.pool().get().await.expect("connection");
+    let too_broad =
+        spineledger_projections::queries::outcome_episodes(&client, &[], None, None, 14).await;
+    assert!(
+        matches!(too_broad, Err(ProjectionError::QueryTooBroad { limit: 14 })),
+        "{too_broad:?}"
+    );
+    let enough = spineledger_projections::queries::outcome_episodes(&client, &[], None, None, 15)
+        .await
+        .expect("15 episodes fit a limit of 15");
+    assert_eq!(enough.len(), 15);
+    drop(client);
+
     let bad = stats
         .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {
             group_by: vec![v1::StatisticsDimension::Unspecified as i32],

@@ -43,6 +43,9 @@ pub enum ProjectionError {
     /// A shard index outside the configured shard count.
     #[error("shard {shard} does not exist among {shards} shards")]
     UnknownShard { shard: u8, shards: u8 },
+    /// A statistics query would aggregate more episodes than allowed.
+    #[error("the query covers more than {limit} episodes")]
+    QueryTooBroad { limit: usize },
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }

@@ -74,27 +74,45 @@ pub async fn list_treatment_plans(
         .collect()
 }
 
+/// The default of how many episodes one statistics query may aggregate (about 2 KB of
+/// facts each): statistics are computed at query time, and a broader query must be
+/// narrowed (clinics, dates) rather than exhaust the server's memory.
+pub const MAX_EPISODES_PER_QUERY: usize = 100_000;
+
 /// The outcome facts of the episodes of `clinics` (every clinic when empty) first
-/// evaluated in `[from, to)`.
+/// evaluated in `[from, to)`; [`ProjectionError::QueryTooBroad`] beyond `max_episodes`.
+/// Rows are streamed and decoded one by one.
 pub async fn outcome_episodes(
     client: &impl GenericClient,
     clinics: &[Uuid],
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    max_episodes: usize,
 ) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
+    use futures::TryStreamExt;
     let statement = client
         .prepare_cached(
             "SELECT facts FROM outcome_episodes \
              WHERE (cardinality($1::uuid[]) = 0 OR clinic_id = ANY($1)) \
                AND ($2::timestamptz IS NULL OR evaluated_at >= $2) \
                AND ($3::timestamptz IS NULL OR evaluated_at < $3) \
-             ORDER BY clinic_id, episode_id",
+             ORDER BY clinic_id, episode_id LIMIT $4",
         )
         .await?;
-    let rows = client.query(&statement, &[&clinics, &from, &to]).await?;
-    rows.into_iter()
-        .map(|row| decode(row.try_get(0)?))
-        .collect()
+    let limit = i64::try_from(max_episodes.saturating_add(1)).unwrap_or(i64::MAX);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&clinics, &from, &to, &limit];
+    let rows = client.query_raw(&statement, params).await?;
+    futures::pin_mut!(rows);
+    let mut episodes = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        if episodes.len() == max_episodes {
+            return Err(ProjectionError::QueryTooBroad {
+                limit: max_episodes,
+            });
+        }
+        episodes.push(decode(row.try_get(0)?)?);
+    }
+    Ok(episodes)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ProjectionError> {

@@ -319,6 +319,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.reads = ReadSettings {
         min_cell: usize::from(args.min_cell),
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
+        ..ReadSettings::default()
     };
     server::run(listener, app, stopped(shutdown)).await?;
     if let Some(projector) = projector {

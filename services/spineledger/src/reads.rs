@@ -23,6 +23,9 @@ pub struct ReadSettings {
     pub min_cell: usize,
     /// How long a read-your-writes query waits for the projection.
     pub catch_up_timeout: Duration,
+    /// Most episodes one statistics query may aggregate (FAILED_PRECONDITION
+    /// QUERY_TOO_BROAD beyond).
+    pub max_statistics_episodes: usize,
 }
 
 impl Default for ReadSettings {
@@ -30,6 +33,7 @@ impl Default for ReadSettings {
         Self {
             min_cell: spineledger_readmodels::statistics::DEFAULT_MIN_CELL,
             catch_up_timeout: Duration::from_secs(5),
+            max_statistics_episodes: spineledger_projections::queries::MAX_EPISODES_PER_QUERY,
         }
     }
 }
@@ -290,9 +294,22 @@ impl OutcomeStatisticsService for ReadModels {
             tracing::warn!(%error, "no database connection available");
             Status::unavailable("the read models are temporarily unavailable; retry")
         })?;
-        let episodes = queries::outcome_episodes(&client, &clinics, from, to)
-            .await
-            .map_err(|error| internal(&error))?;
+        let max_episodes = self.app.reads.max_statistics_episodes;
+        let episodes =
+            match queries::outcome_episodes(&client, &clinics, from, to, max_episodes).await {
+                Ok(episodes) => episodes,
+                Err(ProjectionError::QueryTooBroad { limit }) => {
+                    return Err(status::failed_precondition(
+                        "QUERY_TOO_BROAD",
+                        format!(
+                            "the query covers more than {limit} episodes: name fewer clinics or a \
+                         narrower evaluation date range"
+                        ),
+                        [("limit", limit.to_string())],
+                    ));
+                }
+                Err(error) => return Err(internal(&error)),
+            };
         drop(client);
         let min_cell = self.app.reads.min_cell;
         let groups = aggregate(&episodes, &group_by, min_cell);
