@@ -65,10 +65,8 @@ fn frequency_name(frequency: Frequency) -> &'static str {
 pub fn expected_episodes(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), ExpectedEpisode> {
     let mut episodes: BTreeMap<(Uuid, Uuid), ExpectedEpisode> = BTreeMap::new();
     for stored in events {
-        let Some(episode_id) = stored
-            .stream_id
-            .strip_prefix("episode-")
-            .and_then(|id| Uuid::parse_str(id).ok())
+        let Some(spineledger_domain::EpisodeId(episode_id)) =
+            spineledger_domain::EpisodeId::from_stream_id(&stored.stream_id)
         else {
             continue;
         };

@@ -45,6 +45,13 @@ macro_rules! uuid_id {
             pub fn stream_id(&self) -> String {
                 format!(concat!($prefix, "-{}"), self.0)
             }
+
+            #[doc = concat!("The id in a stream id of the form `", $prefix, "-{uuid}`; `None` for any other stream.")]
+            #[must_use]
+            pub fn from_stream_id(stream_id: &str) -> Option<Self> {
+                let id = stream_id.strip_prefix(concat!($prefix, "-"))?;
+                Uuid::parse_str(id).ok().map(Self)
+            }
         }
     };
 }
@@ -74,6 +81,20 @@ mod tests {
         let uuid = Uuid::from_u128(7);
         assert_eq!(PatientId(uuid).stream_id(), format!("patient-{uuid}"));
         assert_eq!(EpisodeId(uuid).stream_id(), format!("episode-{uuid}"));
+    }
+
+    #[test]
+    fn a_stream_id_gives_back_its_id_only_for_its_own_kind() {
+        let episode = EpisodeId(Uuid::from_u128(7));
+        assert_eq!(
+            EpisodeId::from_stream_id(&episode.stream_id()),
+            Some(episode)
+        );
+        assert_eq!(
+            EpisodeId::from_stream_id(&PatientId(episode.0).stream_id()),
+            None
+        );
+        assert_eq!(EpisodeId::from_stream_id("episode-not-a-uuid"), None);
     }
 
     #[test]

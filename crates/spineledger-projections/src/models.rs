@@ -109,10 +109,8 @@ pub(crate) struct EpisodeFact {
 fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, ProjectionError> {
     let mut facts = Vec::with_capacity(events.len());
     for stored in events {
-        let Some(episode_id) = stored
-            .stream_id
-            .strip_prefix("episode-")
-            .and_then(|id| Uuid::parse_str(id).ok())
+        let Some(spineledger_domain::EpisodeId(episode_id)) =
+            spineledger_domain::EpisodeId::from_stream_id(&stored.stream_id)
         else {
             continue;
         };
