@@ -611,16 +611,28 @@ async fn concurrent_writes_to_one_episode_all_land_without_gaps() {
         .read_whole_stream(&episode_stream(&script))
         .await
         .expect("read");
-    let numbers: Vec<i64> = stored
+    // Each session was decided under the stream lock with every earlier append in view:
+    // it is numbered after the sessions already recorded that took place before it (the
+    // writers' dates are an hour apart and arrive in any order).
+    let sessions: Vec<(chrono::DateTime<Utc>, i64)> = stored
         .iter()
         .filter(|e| e.event_type == "SessionRecorded")
-        .map(|e| e.payload["session_number"].as_i64().expect("number"))
+        .map(|e| {
+            (
+                e.occurred_at.expect("occurred_at"),
+                e.payload["session_number"].as_i64().expect("number"),
+            )
+        })
         .collect();
-    assert_eq!(
-        numbers,
-        (1..=writers).collect::<Vec<_>>(),
-        "session numbers follow the stream"
-    );
+    assert_eq!(sessions.len(), 12);
+    for (index, (at, number)) in sessions.iter().enumerate() {
+        let earlier = sessions[..index].iter().filter(|(t, _)| t <= at).count();
+        assert_eq!(
+            *number,
+            i64::try_from(earlier).expect("small") + 1,
+            "session numbers count the sessions recorded before that took place earlier"
+        );
+    }
 
     // With the same expected version, exactly one of them wins.
     let tasks: Vec<_> = (0..8)

@@ -74,24 +74,24 @@ pub type EpisodeRequest = (EpisodeId, ValidCommand<EpisodeCommand>);
 
 /// Collects violations while converting fields; each helper returns `None` exactly when it
 /// recorded a violation.
-struct Check {
+pub(crate) struct Check {
     violations: FieldViolations,
     now: DateTime<Utc>,
 }
 
 impl Check {
-    fn new(now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(now: DateTime<Utc>) -> Self {
         Self {
             violations: FieldViolations::new(),
             now,
         }
     }
 
-    fn add(&mut self, field: &str, description: impl Into<String>) {
+    pub(crate) fn add(&mut self, field: &str, description: impl Into<String>) {
         self.violations.add(field, description);
     }
 
-    fn finish<T>(mut self, value: Option<T>) -> Result<T, FieldViolations> {
+    pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, FieldViolations> {
         match value {
             Some(value) if self.violations.is_empty() => Ok(value),
             Some(_) => Err(self.violations),
@@ -130,13 +130,13 @@ impl Check {
         }
     }
 
-    fn measure<T>(&mut self, field: &str, result: Result<T, MeasureError>) -> Option<T> {
+    pub(crate) fn measure<T>(&mut self, field: &str, result: Result<T, MeasureError>) -> Option<T> {
         result
             .map_err(|error| self.add(field, error.to_string()))
             .ok()
     }
 
-    fn scaled<T>(
+    pub(crate) fn scaled<T>(
         &mut self,
         field: &str,
         raw: i32,
@@ -145,7 +145,7 @@ impl Check {
         self.measure(field, make(i64::from(raw)))
     }
 
-    fn optional_scaled<T>(
+    pub(crate) fn optional_scaled<T>(
         &mut self,
         field: &str,
         raw: Option<i32>,
@@ -170,7 +170,7 @@ impl Check {
     }
 
     /// A required enum: unknown numbers and the UNSPECIFIED zero are violations.
-    fn enumeration<P: TryFrom<i32>, D>(
+    pub(crate) fn enumeration<P: TryFrom<i32>, D>(
         &mut self,
         field: &str,
         raw: i32,
@@ -187,7 +187,7 @@ impl Check {
     }
 
     /// An optional enum whose UNSPECIFIED zero means "not recorded".
-    fn optional_enumeration<P: TryFrom<i32>, D>(
+    pub(crate) fn optional_enumeration<P: TryFrom<i32>, D>(
         &mut self,
         field: &str,
         raw: i32,
@@ -202,7 +202,7 @@ impl Check {
         }
     }
 
-    fn text<const MAX: usize>(&mut self, field: &str, raw: String) -> Option<Text<MAX>> {
+    pub(crate) fn text<const MAX: usize>(&mut self, field: &str, raw: String) -> Option<Text<MAX>> {
         if raw.trim().is_empty() {
             self.add(field, "is required");
             return None;
@@ -211,7 +211,7 @@ impl Check {
     }
 
     /// An optional text; empty or blank counts as not given.
-    fn optional_text<const MAX: usize>(
+    pub(crate) fn optional_text<const MAX: usize>(
         &mut self,
         field: &str,
         raw: Option<String>,
@@ -298,7 +298,13 @@ impl Check {
         })
     }
 
-    fn list_len<T>(&mut self, field: &str, items: &[T], min: usize, max: usize) -> Option<()> {
+    pub(crate) fn list_len<T>(
+        &mut self,
+        field: &str,
+        items: &[T],
+        min: usize,
+        max: usize,
+    ) -> Option<()> {
         if items.len() < min {
             self.add(field, format!("needs at least {min} item(s)"));
             return None;
@@ -311,7 +317,7 @@ impl Check {
     }
 
     /// Converts every item, reporting each bad one; `None` if any failed.
-    fn each<R, T>(
+    pub(crate) fn each<R, T>(
         &mut self,
         field: &str,
         items: Vec<R>,
@@ -328,7 +334,7 @@ impl Check {
         all_valid.then_some(converted)
     }
 
-    fn force(&mut self, field: &str, raw: Option<v1::Force>) -> Option<Force> {
+    pub(crate) fn force(&mut self, field: &str, raw: Option<v1::Force>) -> Option<Force> {
         let Some(raw) = raw else {
             self.add(field, "is required");
             return None;
@@ -345,7 +351,11 @@ impl Check {
         )
     }
 
-    fn odi(&mut self, field: &str, raw: v1::OswestryDisabilityIndex) -> Option<OswestryIndex> {
+    pub(crate) fn odi(
+        &mut self,
+        field: &str,
+        raw: v1::OswestryDisabilityIndex,
+    ) -> Option<OswestryIndex> {
         use v1::oswestry_disability_index::Input;
         match raw.input {
             None => {
@@ -419,7 +429,7 @@ impl Check {
         }
     }
 
-    fn straight_leg_raises(
+    pub(crate) fn straight_leg_raises(
         &mut self,
         field: &str,
         raw: Vec<v1::StraightLegRaise>,
@@ -448,7 +458,7 @@ impl Check {
         Some(tests)
     }
 
-    fn levels(&mut self, field: &str, raw: &[i32]) -> Option<Vec<m::SpinalLevel>> {
+    pub(crate) fn levels(&mut self, field: &str, raw: &[i32]) -> Option<Vec<m::SpinalLevel>> {
         self.list_len(field, raw, 1, 6)?;
         let levels = self.each(field, raw.to_vec(), |check, path, level| {
             check.enumeration(path, level, spinal_level)
@@ -463,7 +473,11 @@ impl Check {
         Some(levels)
     }
 
-    fn diagnoses(&mut self, field: &str, raw: Vec<v1::Diagnosis>) -> Option<Vec<Diagnosis>> {
+    pub(crate) fn diagnoses(
+        &mut self,
+        field: &str,
+        raw: Vec<v1::Diagnosis>,
+    ) -> Option<Vec<Diagnosis>> {
         self.list_len(field, &raw, 1, MAX_LIST_ITEMS)?;
         self.each(field, raw, |check, path, diagnosis| {
             let system =
@@ -475,7 +489,7 @@ impl Check {
         })
     }
 
-    fn screening(
+    pub(crate) fn screening(
         &mut self,
         field: &str,
         raw: Vec<v1::ContraindicationFinding>,
@@ -1022,11 +1036,11 @@ pub fn record_correction(
                 let field_path = format!("{path}.field");
                 let field: Option<ShortText> = check.text(&field_path, raw.field);
                 let field = field.filter(|field| {
-                    let valid = is_payload_path(field.as_str());
+                    let valid = is_field_path(field.as_str());
                     if !valid {
                         check.add(
                             &field_path,
-                            "must be a dotted snake_case path, e.g. pain_after or straight_leg_raise[0].angle_degrees",
+                            "must be the field's path in the request that recorded the event, e.g. pain_after, peak_force or contraindications.CONTRAINDICATION_PREGNANCY",
                         );
                     }
                     valid
@@ -1056,24 +1070,17 @@ pub fn record_correction(
     })
 }
 
-/// A dotted payload path: segments of `[a-z0-9_]`, each optionally followed by `[n]`.
-fn is_payload_path(path: &str) -> bool {
-    path.split('.').all(|segment| {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, Some(rest)),
-            None => (segment, None),
-        };
-        let name_ok = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        let index_ok = index.is_none_or(|rest| {
-            rest.strip_suffix(']').is_some_and(|digits| {
-                !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-            })
-        });
-        name_ok && index_ok
-    })
+/// A dotted field path as the proto names fields: segments of letters, digits and
+/// underscores (enum value names are upper case, e.g.
+/// `contraindications.CONTRAINDICATION_PREGNANCY`). Whether the event corrected has the
+/// field is decided once its type is known ([`crate::correction::resolve`]).
+fn is_field_path(path: &str) -> bool {
+    path.split('.').all(is_field_name)
+}
+
+/// A proto field name (snake_case or lowerCamelCase) or enum value name.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A `google.protobuf.Value` as JSON. Whole numbers become JSON integers, so a corrected
@@ -1130,16 +1137,17 @@ fn json_value(
             None
         }
         Some(Kind::StructValue(object))
-            if object.fields.keys().any(|key| {
-                key.len() > MAX_CORRECTION_KEY_CHARS || !is_payload_path(key) || key.contains('.')
-            }) =>
+            if object
+                .fields
+                .keys()
+                .any(|key| key.len() > MAX_CORRECTION_KEY_CHARS || !is_field_name(key)) =>
         {
             // The offending key is not echoed: the path names the value that holds it.
             check.add(
                 field,
                 format!(
-                    "has a key that is not a payload field name (lowercase letters, digits, \
-                     underscores, at most {MAX_CORRECTION_KEY_CHARS} characters)"
+                    "has a key that is not a proto field name (letters, digits, underscores, \
+                     at most {MAX_CORRECTION_KEY_CHARS} characters)"
                 ),
             );
             None
@@ -1226,7 +1234,7 @@ fn code_system(raw: v1::CodeSystem) -> Option<m::CodeSystem> {
     }
 }
 
-fn contraindication(raw: v1::Contraindication) -> Option<Contraindication> {
+pub(crate) fn contraindication(raw: v1::Contraindication) -> Option<Contraindication> {
     use v1::Contraindication as P;
     match raw {
         P::Unspecified => None,
@@ -1242,7 +1250,7 @@ fn contraindication(raw: v1::Contraindication) -> Option<Contraindication> {
     }
 }
 
-fn finding(raw: v1::Finding) -> Option<Finding> {
+pub(crate) fn finding(raw: v1::Finding) -> Option<Finding> {
     match raw {
         v1::Finding::Unspecified => None,
         v1::Finding::Present => Some(Finding::Present),
@@ -1261,7 +1269,7 @@ fn sex(raw: v1::Sex) -> Option<Sex> {
     }
 }
 
-fn session_mode(raw: v1::SessionMode) -> Option<m::SessionMode> {
+pub(crate) fn session_mode(raw: v1::SessionMode) -> Option<m::SessionMode> {
     match raw {
         v1::SessionMode::Unspecified => None,
         v1::SessionMode::Static => Some(m::SessionMode::Static),
@@ -1271,7 +1279,7 @@ fn session_mode(raw: v1::SessionMode) -> Option<m::SessionMode> {
     }
 }
 
-fn tolerance(raw: v1::Tolerance) -> Option<m::Tolerance> {
+pub(crate) fn tolerance(raw: v1::Tolerance) -> Option<m::Tolerance> {
     match raw {
         v1::Tolerance::Unspecified => None,
         v1::Tolerance::Good => Some(m::Tolerance::Good),
@@ -1281,7 +1289,7 @@ fn tolerance(raw: v1::Tolerance) -> Option<m::Tolerance> {
     }
 }
 
-fn severity(raw: v1::Severity) -> Option<m::Severity> {
+pub(crate) fn severity(raw: v1::Severity) -> Option<m::Severity> {
     match raw {
         v1::Severity::Unspecified => None,
         v1::Severity::Mild => Some(m::Severity::Mild),
@@ -1290,7 +1298,7 @@ fn severity(raw: v1::Severity) -> Option<m::Severity> {
     }
 }
 
-fn missed_reason(raw: v1::MissedReason) -> Option<m::MissedReason> {
+pub(crate) fn missed_reason(raw: v1::MissedReason) -> Option<m::MissedReason> {
     match raw {
         v1::MissedReason::Unspecified => None,
         v1::MissedReason::PatientCancelled => Some(m::MissedReason::PatientCancelled),
@@ -1301,7 +1309,7 @@ fn missed_reason(raw: v1::MissedReason) -> Option<m::MissedReason> {
     }
 }
 
-fn sciatica(raw: v1::SciaticaSymptoms) -> Option<m::SciaticaSymptoms> {
+pub(crate) fn sciatica(raw: v1::SciaticaSymptoms) -> Option<m::SciaticaSymptoms> {
     match raw {
         v1::SciaticaSymptoms::Unspecified => None,
         v1::SciaticaSymptoms::None => Some(m::SciaticaSymptoms::None),
@@ -1311,7 +1319,7 @@ fn sciatica(raw: v1::SciaticaSymptoms) -> Option<m::SciaticaSymptoms> {
     }
 }
 
-fn home_care_kind(raw: v1::HomeCareKind) -> Option<m::HomeCareKind> {
+pub(crate) fn home_care_kind(raw: v1::HomeCareKind) -> Option<m::HomeCareKind> {
     match raw {
         v1::HomeCareKind::Unspecified => None,
         v1::HomeCareKind::Exercise => Some(m::HomeCareKind::Exercise),
@@ -1324,7 +1332,7 @@ fn home_care_kind(raw: v1::HomeCareKind) -> Option<m::HomeCareKind> {
     }
 }
 
-fn recommendation(raw: v1::Recommendation) -> Option<m::Recommendation> {
+pub(crate) fn recommendation(raw: v1::Recommendation) -> Option<m::Recommendation> {
     match raw {
         v1::Recommendation::Unspecified => None,
         v1::Recommendation::ContinueCurrentPlan => Some(m::Recommendation::ContinueCurrentPlan),
@@ -1333,7 +1341,7 @@ fn recommendation(raw: v1::Recommendation) -> Option<m::Recommendation> {
     }
 }
 
-fn frequency(raw: v1::Frequency) -> Option<m::Frequency> {
+pub(crate) fn frequency(raw: v1::Frequency) -> Option<m::Frequency> {
     match raw {
         v1::Frequency::Unspecified => None,
         v1::Frequency::Intensive => Some(m::Frequency::Intensive),
@@ -1343,7 +1351,7 @@ fn frequency(raw: v1::Frequency) -> Option<m::Frequency> {
     }
 }
 
-fn discharge_reason(raw: v1::DischargeReason) -> Option<m::DischargeReason> {
+pub(crate) fn discharge_reason(raw: v1::DischargeReason) -> Option<m::DischargeReason> {
     match raw {
         v1::DischargeReason::Unspecified => None,
         v1::DischargeReason::GoalsMet => Some(m::DischargeReason::GoalsMet),
@@ -1653,7 +1661,7 @@ mod tests {
                 episode_id: EPISODE.to_owned(),
                 corrected_event_id: Uuid::new_v4().to_string(),
                 corrections: vec![v1::FieldCorrection {
-                    field: "straight_leg_raise[0].angle_degrees".to_owned(),
+                    field: "rmdq".to_owned(),
                     corrected_value: Some(prost_types::Value {
                         kind: Some(prost_types::value::Kind::NumberValue(45.0)),
                     }),
@@ -1884,14 +1892,16 @@ mod tests {
     }
 
     #[test]
-    fn payload_paths_accept_dotted_snake_case_with_indices() {
-        assert!(is_payload_path("pain_after"));
-        assert!(is_payload_path("contraindications.pregnancy"));
-        assert!(is_payload_path("straight_leg_raise[0].angle_degrees"));
-        assert!(!is_payload_path(""));
-        assert!(!is_payload_path("a..b"));
-        assert!(!is_payload_path("a[]"));
-        assert!(!is_payload_path("a[1]x"));
+    fn field_paths_are_dotted_proto_names() {
+        assert!(is_field_path("pain_after"));
+        assert!(is_field_path(
+            "contraindications.CONTRAINDICATION_PREGNANCY"
+        ));
+        assert!(is_field_path("odi.score"));
+        assert!(!is_field_path(""));
+        assert!(!is_field_path("a..b"));
+        assert!(!is_field_path("straight_leg_raise[0].angle_degrees"));
+        assert!(!is_field_path("pain-after"));
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("spineledger_v1_descriptor");
 
 pub mod convert;
+pub mod correction;
 pub mod error;
 pub mod views;

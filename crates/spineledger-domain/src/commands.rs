@@ -28,6 +28,15 @@ use crate::rejection::Rejection;
 /// The usual span of an initial phase, in sessions; outside it a justification is needed.
 pub const USUAL_INITIAL_SESSIONS: std::ops::RangeInclusive<u8> = 4..=6;
 
+const NO_DIAGNOSIS: &str = "an evaluation needs at least one diagnosis";
+const NO_INITIAL_SESSIONS: &str = "the initial phase needs at least one session";
+const NO_TARGET_LEVEL: &str = "a plan needs at least one target level";
+const BLANK_GOAL: &str = "plan goals may not be blank";
+const REST_ABOVE_PEAK: &str = "rest force may not exceed peak force";
+const NO_TREATED_LEVEL: &str = "a session needs at least one treated level";
+const NO_INSTRUCTION: &str = "home care needs at least one instruction";
+const CADENCE_MISFIT: &str = "as-needed has no cadence; every other frequency needs one";
+
 /// Record an evaluation; the first one starts the episode. Fields as in
 /// [`EvaluationRecorded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,34 +227,23 @@ impl EpisodeCommand {
         }
     }
 
-    /// Invariants the field types cannot express. The edge checks them too, with field
-    /// paths; this keeps the domain sound for any caller.
+    /// Invariants the field types cannot express, checked before any rule of the episode
+    /// (the edge checks them too, with field paths); the same invariants are checked on
+    /// every decided or corrected event by [`EpisodeEvent::shape_problem`].
     fn check_shape(&self) -> Result<(), Rejection> {
         let problem = match self {
-            Self::RecordEvaluation(c) if c.diagnoses.is_empty() => {
-                Some("an evaluation needs at least one diagnosis")
-            }
-            Self::StartTreatmentPlan(c) if c.initial_sessions == 0 => {
-                Some("the initial phase needs at least one session")
-            }
-            Self::StartTreatmentPlan(c) if c.target_levels.is_empty() => {
-                Some("a plan needs at least one target level")
-            }
+            Self::RecordEvaluation(c) if c.diagnoses.is_empty() => Some(NO_DIAGNOSIS),
+            Self::StartTreatmentPlan(c) if c.initial_sessions == 0 => Some(NO_INITIAL_SESSIONS),
+            Self::StartTreatmentPlan(c) if c.target_levels.is_empty() => Some(NO_TARGET_LEVEL),
             Self::StartTreatmentPlan(c) if c.goals.iter().any(ShortText::is_blank) => {
-                Some("plan goals may not be blank")
+                Some(BLANK_GOAL)
             }
             Self::RecordSession(c) if c.rest_force.newtons() > c.peak_force.newtons() => {
-                Some("rest force may not exceed peak force")
+                Some(REST_ABOVE_PEAK)
             }
-            Self::RecordSession(c) if c.levels.is_empty() => {
-                Some("a session needs at least one treated level")
-            }
-            Self::GiveHomeCareInstructions(c) if c.instructions.is_empty() => {
-                Some("home care needs at least one instruction")
-            }
-            Self::AdjustTreatmentPlan(c) if !c.cadence.fits(c.frequency) => {
-                Some("as-needed has no cadence; every other frequency needs one")
-            }
+            Self::RecordSession(c) if c.levels.is_empty() => Some(NO_TREATED_LEVEL),
+            Self::GiveHomeCareInstructions(c) if c.instructions.is_empty() => Some(NO_INSTRUCTION),
+            Self::AdjustTreatmentPlan(c) if !c.cadence.fits(c.frequency) => Some(CADENCE_MISFIT),
             Self::RecordCorrection(c) if c.corrections.is_empty() => {
                 Some("a correction needs at least one corrected field")
             }
@@ -260,9 +258,66 @@ impl EpisodeCommand {
             None => Ok(()),
         }
     }
+
+    /// When the fact happened.
+    #[must_use]
+    pub const fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::RecordEvaluation(c) => c.occurred_at,
+            Self::StartTreatmentPlan(c) => c.occurred_at,
+            Self::RecordSession(c) => c.occurred_at,
+            Self::RecordMissedSession(c) => c.occurred_at,
+            Self::RecordOutcome(c) => c.occurred_at,
+            Self::GiveHomeCareInstructions(c) => c.occurred_at,
+            Self::ReportHomeCareAdherence(c) => c.occurred_at,
+            Self::RecordReassessment(c) => c.occurred_at,
+            Self::AdjustTreatmentPlan(c) => c.occurred_at,
+            Self::DischargeEpisode(c) => c.occurred_at,
+            Self::RecordCorrection(c) => c.occurred_at,
+        }
+    }
+}
+
+impl EpisodeEvent {
+    /// The first invariant between the event's fields that it breaks, if any: what the
+    /// field types alone cannot express. Checked on every decided event and on every
+    /// corrected one, so a correction is held to the same rules as the original.
+    #[must_use]
+    pub fn shape_problem(&self) -> Option<&'static str> {
+        match self {
+            Self::EvaluationRecorded(e) if e.diagnoses.is_empty() => Some(NO_DIAGNOSIS),
+            Self::TreatmentPlanStarted(e) if e.initial_sessions == 0 => Some(NO_INITIAL_SESSIONS),
+            Self::TreatmentPlanStarted(e) if e.target_levels.is_empty() => Some(NO_TARGET_LEVEL),
+            Self::TreatmentPlanStarted(e) if e.goals.iter().any(ShortText::is_blank) => {
+                Some(BLANK_GOAL)
+            }
+            Self::TreatmentPlanStarted(e)
+                if !USUAL_INITIAL_SESSIONS.contains(&e.initial_sessions)
+                    && e.justification.as_ref().is_none_or(|j| j.is_blank()) =>
+            {
+                Some("an initial phase outside 4-6 sessions needs a written justification")
+            }
+            Self::SessionRecorded(e) if e.rest_force.newtons() > e.peak_force.newtons() => {
+                Some(REST_ABOVE_PEAK)
+            }
+            Self::SessionRecorded(e) if e.levels.is_empty() => Some(NO_TREATED_LEVEL),
+            Self::HomeCareInstructed(e) if e.instructions.is_empty() => Some(NO_INSTRUCTION),
+            Self::TreatmentPlanAdjusted(e) if !e.cadence.fits(e.frequency) => Some(CADENCE_MISFIT),
+            _ => None,
+        }
+    }
+}
+
+/// What the domain knows about the patient of an episode from the patient's own stream,
+/// for rules that compare the two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatientFacts {
+    /// The year of birth given at registration, if any.
+    pub birth_year: Option<i32>,
 }
 
 /// Decides a command against the episode's state: exactly one event, or the rule it breaks.
+/// Same as [`decide_for_patient`] without facts about the patient.
 ///
 /// # Errors
 /// The [`Rejection`] naming the first rule the command breaks.
@@ -271,6 +326,20 @@ pub fn decide(
     command: &EpisodeCommand,
     policy: &Policy,
 ) -> Result<EpisodeEvent, Rejection> {
+    decide_for_patient(state, command, policy, PatientFacts::default())
+}
+
+/// Decides a command against the episode's state and what is known of its patient:
+/// exactly one event, or the rule it breaks.
+///
+/// # Errors
+/// The [`Rejection`] naming the first rule the command breaks.
+pub fn decide_for_patient(
+    state: &Episode,
+    command: &EpisodeCommand,
+    policy: &Policy,
+    patient: PatientFacts,
+) -> Result<EpisodeEvent, Rejection> {
     command.check_shape()?;
     if !state.started && !matches!(command, EpisodeCommand::RecordEvaluation(_)) {
         return Err(Rejection::EpisodeNotStarted);
@@ -278,21 +347,22 @@ pub fn decide(
     if state.discharged && !matches!(command, EpisodeCommand::RecordCorrection(_)) {
         return Err(Rejection::EpisodeDischarged);
     }
-    match command {
-        EpisodeCommand::RecordEvaluation(c) => record_evaluation(state, c),
-        EpisodeCommand::StartTreatmentPlan(c) => start_plan(state, c, policy),
-        EpisodeCommand::RecordSession(c) => record_session(state, c, policy),
+    check_time_order(state, command)?;
+    let event = match command {
+        EpisodeCommand::RecordEvaluation(c) => record_evaluation(state, c, patient)?,
+        EpisodeCommand::StartTreatmentPlan(c) => start_plan(state, c, policy)?,
+        EpisodeCommand::RecordSession(c) => record_session(state, c, policy)?,
         EpisodeCommand::RecordMissedSession(c) => {
             require_active_plan(state)?;
-            Ok(EpisodeEvent::SessionMissed(SessionMissed {
+            EpisodeEvent::SessionMissed(SessionMissed {
                 occurred_at: c.occurred_at,
                 reason: c.reason,
-                sessions_done_at_miss: state.sessions_done,
-            }))
+                sessions_done_at_miss: state.sessions_by(c.occurred_at),
+            })
         }
-        EpisodeCommand::RecordOutcome(c) => Ok(EpisodeEvent::OutcomeRecorded(OutcomeRecorded {
+        EpisodeCommand::RecordOutcome(c) => EpisodeEvent::OutcomeRecorded(OutcomeRecorded {
             occurred_at: c.occurred_at,
-            after_session: state.sessions_done,
+            after_session: state.sessions_by(c.occurred_at),
             pain_back: c.pain_back,
             pain_leg: c.pain_leg,
             odi: c.odi.clone(),
@@ -302,57 +372,108 @@ pub fn decide(
             sleep_quality: c.sleep_quality,
             pgic: c.pgic,
             sciatica: c.sciatica,
-        })),
+        }),
         EpisodeCommand::GiveHomeCareInstructions(c) => {
-            Ok(EpisodeEvent::HomeCareInstructed(HomeCareInstructed {
+            EpisodeEvent::HomeCareInstructed(HomeCareInstructed {
                 occurred_at: c.occurred_at,
                 instructions: c.instructions.clone(),
-            }))
+            })
         }
         EpisodeCommand::ReportHomeCareAdherence(c) => {
-            if !state.home_care_instructed {
+            if state.home_care_instructed_at.is_none() {
                 return Err(Rejection::HomeCareNotInstructed);
             }
-            Ok(EpisodeEvent::HomeCareAdherenceReported(
-                HomeCareAdherenceReported {
-                    occurred_at: c.occurred_at,
-                    period_days: c.period_days,
-                    adherence_percent: c.adherence_percent,
-                },
-            ))
+            EpisodeEvent::HomeCareAdherenceReported(HomeCareAdherenceReported {
+                occurred_at: c.occurred_at,
+                period_days: c.period_days,
+                adherence_percent: c.adherence_percent,
+            })
         }
         EpisodeCommand::RecordReassessment(c) => {
             require_active_plan(state)?;
-            Ok(EpisodeEvent::ReassessmentRecorded(ReassessmentRecorded {
+            EpisodeEvent::ReassessmentRecorded(ReassessmentRecorded {
                 occurred_at: c.occurred_at,
-                after_session: state.sessions_done,
+                after_session: state.sessions_by(c.occurred_at),
                 pain_back: c.pain_back,
                 pain_leg: c.pain_leg,
                 odi: c.odi.clone(),
                 rmdq: c.rmdq,
                 recommendation: c.recommendation,
                 notes: c.notes.clone(),
-            }))
+            })
         }
-        EpisodeCommand::AdjustTreatmentPlan(c) => adjust_plan(state, c),
-        EpisodeCommand::DischargeEpisode(c) => {
-            Ok(EpisodeEvent::EpisodeDischarged(EpisodeDischarged {
-                occurred_at: c.occurred_at,
-                reason: c.reason,
-                notes: c.notes.clone(),
-            }))
-        }
-        EpisodeCommand::RecordCorrection(c) => record_correction(state, c),
+        EpisodeCommand::AdjustTreatmentPlan(c) => adjust_plan(state, c)?,
+        EpisodeCommand::DischargeEpisode(c) => EpisodeEvent::EpisodeDischarged(EpisodeDischarged {
+            occurred_at: c.occurred_at,
+            reason: c.reason,
+            notes: c.notes.clone(),
+        }),
+        EpisodeCommand::RecordCorrection(c) => record_correction(state, c, policy, patient)?,
+    };
+    match event.shape_problem() {
+        Some(problem) => Err(Rejection::InvalidCommand { problem }),
+        None => Ok(event),
     }
 }
 
-fn record_evaluation(state: &Episode, c: &RecordEvaluation) -> Result<EpisodeEvent, Rejection> {
+/// The orders of care that cannot have happened. A fact entered late is accepted wherever
+/// it fits; these are refused:
+///
+/// - a re-evaluation, a plan, an outcome or home-care instructions dated before the
+///   episode's first evaluation;
+/// - a session, a missed session or a reassessment dated before the plan started;
+/// - an adherence report dated before home care was first instructed;
+/// - a plan adjustment dated before the reassessment it relies on;
+/// - a discharge dated before any fact already recorded (care cannot follow discharge);
+/// - a correction dated before the event it corrects.
+fn check_time_order(state: &Episode, command: &EpisodeCommand) -> Result<(), Rejection> {
+    let at = command.occurred_at();
+    let plan_start = state.plan.map(|plan| plan.started_at);
+    let bound = match command {
+        EpisodeCommand::RecordEvaluation(_)
+        | EpisodeCommand::StartTreatmentPlan(_)
+        | EpisodeCommand::RecordOutcome(_)
+        | EpisodeCommand::GiveHomeCareInstructions(_) => {
+            state.first_evaluation_at.map(|t| ("first evaluation", t))
+        }
+        EpisodeCommand::RecordSession(_)
+        | EpisodeCommand::RecordMissedSession(_)
+        | EpisodeCommand::RecordReassessment(_) => plan_start.map(|t| ("treatment plan start", t)),
+        EpisodeCommand::ReportHomeCareAdherence(_) => state
+            .home_care_instructed_at
+            .map(|t| ("first home-care instructions", t)),
+        EpisodeCommand::AdjustTreatmentPlan(_) => state
+            .last_reassessment_at
+            .map(|t| ("latest reassessment", t)),
+        EpisodeCommand::DischargeEpisode(_) => {
+            state.latest_fact_at.map(|t| ("latest recorded care", t))
+        }
+        EpisodeCommand::RecordCorrection(c) => state
+            .events
+            .get(&c.corrected_event_id)
+            .and_then(Option::as_ref)
+            .map(|event| ("corrected event", event.occurred_at())),
+    };
+    match bound {
+        Some((must_not_precede, earliest)) if at < earliest => Err(Rejection::OccurredOutOfOrder {
+            must_not_precede,
+            earliest,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn record_evaluation(
+    state: &Episode,
+    c: &RecordEvaluation,
+    patient: PatientFacts,
+) -> Result<EpisodeEvent, Rejection> {
     if let Some(patient_id) = state.patient_id
         && patient_id != c.patient_id
     {
         return Err(Rejection::PatientMismatch);
     }
-    Ok(EpisodeEvent::EvaluationRecorded(EvaluationRecorded {
+    let evaluation = EvaluationRecorded {
         occurred_at: c.occurred_at,
         episode_id: c.episode_id,
         patient_id: c.patient_id,
@@ -370,7 +491,29 @@ fn record_evaluation(state: &Episode, c: &RecordEvaluation) -> Result<EpisodeEve
         body_weight_kg: c.body_weight_kg,
         diagnoses: c.diagnoses.clone(),
         contraindications: c.contraindications.clone(),
-    }))
+    };
+    require_age_fits_birth_year(&evaluation, patient)?;
+    Ok(EpisodeEvent::EvaluationRecorded(evaluation))
+}
+
+/// The age at evaluation is the statistics' source (it survives erasure of the birth
+/// year); the registered year of birth, when given, must agree with it: on the evaluation
+/// date the patient is `year - birth_year` or, before the birthday, one less.
+fn require_age_fits_birth_year(
+    evaluation: &EvaluationRecorded,
+    patient: PatientFacts,
+) -> Result<(), Rejection> {
+    use chrono::Datelike;
+    let Some(birth_year) = patient.birth_year else {
+        return Ok(());
+    };
+    let oldest = i64::from(evaluation.occurred_at.year()) - i64::from(birth_year);
+    let age = i64::from(evaluation.age_years.value());
+    if age == oldest || age == oldest - 1 {
+        Ok(())
+    } else {
+        Err(Rejection::AgeInconsistentWithBirthYear)
+    }
 }
 
 fn start_plan(
@@ -403,6 +546,9 @@ fn start_plan(
     }))
 }
 
+/// A session entered late is numbered where it took place; the poor-tolerance rule
+/// compares it with the session that clinically preceded it. (Sessions recorded after it
+/// are facts already; the rule guides the next setting, it cannot undo one.)
 fn record_session(
     state: &Episode,
     c: &RecordSession,
@@ -412,19 +558,28 @@ fn record_session(
     // A contraindication found at a re-evaluation during the plan stops treatment too.
     require_no_absolute_contraindication(state)?;
     require_within_ceiling(state, c.peak_force, policy)?;
-    if let Some((previous_peak, tolerance)) = state.last_session_settings()
-        && tolerance.is_poor()
-        && c.peak_force.newtons() > previous_peak.newtons()
+    if let Some(previous) = state.session_before(c.occurred_at)
+        && previous.tolerance.is_poor()
+        && c.peak_force.newtons() > previous.peak_force.newtons()
     {
         return Err(Rejection::ForceIncreaseAfterPoorTolerance {
-            previous_peak_newtons: previous_peak.newtons(),
+            previous_peak_newtons: previous.peak_force.newtons(),
             requested_newtons: c.peak_force.newtons(),
         });
     }
+    let phase_sessions_before = state.phase_started_at.map_or(0, |started| {
+        state
+            .sessions
+            .iter()
+            .filter(|s| s.occurred_at >= started && s.occurred_at <= c.occurred_at)
+            .count()
+    });
     Ok(EpisodeEvent::SessionRecorded(SessionRecorded {
         occurred_at: c.occurred_at,
-        session_number: state.sessions_done.saturating_add(1),
-        phase_session_number: state.phase_sessions_done.saturating_add(1),
+        session_number: state.sessions_by(c.occurred_at).saturating_add(1),
+        phase_session_number: u32::try_from(phase_sessions_before)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
         mode: c.mode,
         peak_force: c.peak_force,
         rest_force: c.rest_force,
@@ -461,19 +616,45 @@ fn adjust_plan(state: &Episode, c: &AdjustTreatmentPlan) -> Result<EpisodeEvent,
     }))
 }
 
-fn record_correction(state: &Episode, c: &RecordCorrection) -> Result<EpisodeEvent, Rejection> {
-    let Some(corrected_type) = state.events.get(&c.corrected_event_id) else {
+/// A correction is held to the rules of the event it corrects: the corrected event must be
+/// a valid event (every value on its scale, the invariants between fields), a corrected
+/// force stays under the ceiling, and a corrected age fits the registered birth year.
+fn record_correction(
+    state: &Episode,
+    c: &RecordCorrection,
+    policy: &Policy,
+    patient: PatientFacts,
+) -> Result<EpisodeEvent, Rejection> {
+    let Some(target) = state.events.get(&c.corrected_event_id) else {
         return Err(Rejection::CorrectedEventNotFound {
             event_id: c.corrected_event_id,
         });
     };
-    if *corrected_type == "RecordCorrected" {
+    let Some(original) = target else {
         return Err(Rejection::CorrectionOfCorrectionNotAllowed);
+    };
+    let corrected =
+        original
+            .corrected(&c.corrections)
+            .map_err(|misfit| Rejection::CorrectionInvalid {
+                problem: misfit.to_string(),
+            })?;
+    match &corrected {
+        EpisodeEvent::SessionRecorded(session) => {
+            require_within_ceiling(state, session.peak_force, policy)?;
+        }
+        EpisodeEvent::TreatmentPlanStarted(plan) => {
+            require_within_ceiling(state, plan.starting_force, policy)?;
+        }
+        EpisodeEvent::EvaluationRecorded(evaluation) => {
+            require_age_fits_birth_year(evaluation, patient)?;
+        }
+        _ => {}
     }
     Ok(EpisodeEvent::RecordCorrected(RecordCorrected {
         occurred_at: c.occurred_at,
         corrected_event_id: c.corrected_event_id,
-        corrected_event_type: (*corrected_type).to_owned(),
+        corrected_event_type: original.event_type().to_owned(),
         corrections: c.corrections.clone(),
         reason: c.reason.clone(),
     }))

@@ -1,12 +1,16 @@
-//! The state of an episode of care, folded from its events. `apply` is total: events in any
+//! The state of an episode of care, folded from its events in clinical order (see
+//! [`crate::chart`]): the rules judge a command against the episode as the chart reads it,
+//! corrections applied and late entries in their place. Folding is total: events in any
 //! order, even orders `decide` would never produce, leave a well-defined state and never
 //! panic, because the log is the truth and the fold must read whatever it holds.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::events::{EpisodeEvent, EvaluationRecorded, RecordCorrected, SessionRecorded};
+use crate::chart::Chart;
+use crate::events::{EpisodeEvent, EvaluationRecorded, SessionRecorded};
 use crate::ids::{EpisodeId, PatientId};
 use crate::measures::{BodyWeightKg, Contraindication, Force, Frequency, Tolerance};
 
@@ -30,6 +34,8 @@ pub struct Plan {
     pub initial_sessions_done: u32,
     /// The current phase.
     pub phase: PlanPhase,
+    /// When the (latest) plan started.
+    pub started_at: DateTime<Utc>,
 }
 
 impl Plan {
@@ -38,6 +44,17 @@ impl Plan {
     pub fn initial_phase_complete(&self) -> bool {
         self.initial_sessions_done >= u32::from(self.initial_sessions)
     }
+}
+
+/// A session as the rules need it: when, how hard, how well tolerated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionMark {
+    /// When it took place.
+    pub occurred_at: DateTime<Utc>,
+    /// Its peak force.
+    pub peak_force: Force,
+    /// How it was tolerated.
+    pub tolerance: Tolerance,
 }
 
 /// The state of one episode stream.
@@ -49,6 +66,8 @@ pub struct Episode {
     pub episode_id: Option<EpisodeId>,
     /// The patient, from the first evaluation.
     pub patient_id: Option<PatientId>,
+    /// When the first evaluation (in clinical order) took place.
+    pub first_evaluation_at: Option<DateTime<Utc>>,
     /// The latest evaluation with its event id, corrections applied.
     pub latest_evaluation: Option<(Uuid, EvaluationRecorded)>,
     /// The plan, once started.
@@ -57,27 +76,49 @@ pub struct Episode {
     pub sessions_done: u32,
     /// Sessions done in the current phase.
     pub phase_sessions_done: u32,
-    /// The last session with its event id, corrections applied.
+    /// When the current phase started (plan start or the latest adjustment).
+    pub phase_started_at: Option<DateTime<Utc>>,
+    /// Every session in clinical order, corrections applied.
+    pub sessions: Vec<SessionMark>,
+    /// The clinically last session with its event id, corrections applied.
     pub last_session: Option<(Uuid, SessionRecorded)>,
-    /// Whether home-care instructions have been given.
-    pub home_care_instructed: bool,
+    /// When home-care instructions were first given.
+    pub home_care_instructed_at: Option<DateTime<Utc>>,
     /// Whether a reassessment was recorded since the initial phase completed or since the
     /// last adjustment, whichever is later.
     pub reassessed_since_last_decision: bool,
+    /// When the latest reassessment took place.
+    pub last_reassessment_at: Option<DateTime<Utc>>,
     /// Whether the episode is discharged.
     pub discharged: bool,
-    /// Every event seen, by id, with its type name (corrections look events up here).
-    pub events: BTreeMap<Uuid, &'static str>,
+    /// The latest time any recorded fact (not a correction) took place.
+    pub latest_fact_at: Option<DateTime<Utc>>,
+    /// Every fact, by id, as corrected (corrections look events up here); corrections
+    /// themselves are listed by id with `None`.
+    pub events: BTreeMap<Uuid, Option<EpisodeEvent>>,
+    /// The events in log order, as given (the chart is rebuilt from them).
+    log: Vec<(Uuid, EpisodeEvent)>,
 }
 
 impl Episode {
     /// The state after `events` (id and event), in stream order.
     pub fn fold<'a>(events: impl IntoIterator<Item = (Uuid, &'a EpisodeEvent)>) -> Self {
-        let mut episode = Self::default();
-        for (event_id, event) in events {
-            episode.apply(event_id, event);
-        }
+        let mut episode = Self {
+            log: events
+                .into_iter()
+                .map(|(id, event)| (id, event.clone()))
+                .collect(),
+            ..Self::default()
+        };
+        episode.refresh();
         episode
+    }
+
+    /// Appends one event (the next in the stream) and folds it in. Total: never panics,
+    /// whatever the order.
+    pub fn apply(&mut self, event_id: Uuid, event: &EpisodeEvent) {
+        self.log.push((event_id, event.clone()));
+        self.refresh();
     }
 
     /// Whether a plan is active: started and not discharged.
@@ -111,14 +152,51 @@ impl Episode {
             .map(|(_, session)| (session.peak_force, session.tolerance))
     }
 
-    /// Applies one event with its id. Total: never panics, whatever the order.
-    pub fn apply(&mut self, event_id: Uuid, event: &EpisodeEvent) {
-        self.started = true;
-        self.events.insert(event_id, event.event_type());
+    /// The session that clinically precedes a session at `at` (the latest one at or
+    /// before it): the one whose tolerance governs the force of a session at `at`.
+    #[must_use]
+    pub fn session_before(&self, at: DateTime<Utc>) -> Option<&SessionMark> {
+        self.sessions.iter().rev().find(|s| s.occurred_at <= at)
+    }
+
+    /// Sessions that took place at or before `at`.
+    #[must_use]
+    pub fn sessions_by(&self, at: DateTime<Utc>) -> u32 {
+        let count = self.sessions.iter().filter(|s| s.occurred_at <= at).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Rebuilds the derived state from the log through the chart.
+    fn refresh(&mut self) {
+        let log = std::mem::take(&mut self.log);
+        let chart = Chart::new(
+            log.iter()
+                .enumerate()
+                .map(|(index, (id, event))| (*id, index as u64 + 1, event.clone())),
+        );
+        *self = Self {
+            log,
+            ..Self::default()
+        };
+        self.started = !self.log.is_empty();
+        for correction in chart.corrections() {
+            self.events.insert(correction.event_id, None);
+        }
+        for entry in chart.entries() {
+            self.events
+                .insert(entry.event_id, Some(entry.event.clone()));
+            self.fold_fact(entry.event_id, &entry.event);
+        }
+    }
+
+    fn fold_fact(&mut self, event_id: Uuid, event: &EpisodeEvent) {
+        let at = event.occurred_at();
+        self.latest_fact_at = Some(self.latest_fact_at.map_or(at, |latest| latest.max(at)));
         match event {
             EpisodeEvent::EvaluationRecorded(evaluation) => {
                 self.episode_id.get_or_insert(evaluation.episode_id);
                 self.patient_id.get_or_insert(evaluation.patient_id);
+                self.first_evaluation_at.get_or_insert(at);
                 self.latest_evaluation = Some((event_id, evaluation.clone()));
             }
             EpisodeEvent::TreatmentPlanStarted(plan) => {
@@ -130,8 +208,10 @@ impl Episode {
                     } else {
                         PlanPhase::Initial
                     },
+                    started_at: at,
                 });
                 self.phase_sessions_done = 0;
+                self.phase_started_at = Some(at);
                 self.reassessed_since_last_decision = false;
             }
             EpisodeEvent::SessionRecorded(session) => {
@@ -147,10 +227,18 @@ impl Episode {
                         self.reassessed_since_last_decision = false;
                     }
                 }
+                self.sessions.push(SessionMark {
+                    occurred_at: at,
+                    peak_force: session.peak_force,
+                    tolerance: session.tolerance,
+                });
                 self.last_session = Some((event_id, session.clone()));
             }
-            EpisodeEvent::HomeCareInstructed(_) => self.home_care_instructed = true,
+            EpisodeEvent::HomeCareInstructed(_) => {
+                self.home_care_instructed_at.get_or_insert(at);
+            }
             EpisodeEvent::ReassessmentRecorded(_) => {
+                self.last_reassessment_at = Some(at);
                 if self.plan.is_some_and(|plan| plan.initial_phase_complete()) {
                     self.reassessed_since_last_decision = true;
                 }
@@ -162,6 +250,7 @@ impl Episode {
                     plan.phase = PlanPhase::Personalised(adjusted.frequency);
                 }
                 self.phase_sessions_done = 0;
+                self.phase_started_at = Some(at);
                 self.reassessed_since_last_decision = false;
             }
             EpisodeEvent::EpisodeDischarged(_) => {
@@ -170,87 +259,10 @@ impl Episode {
                     plan.phase = PlanPhase::Discharged;
                 }
             }
-            EpisodeEvent::RecordCorrected(correction) => self.apply_correction(correction),
             EpisodeEvent::SessionMissed(_)
             | EpisodeEvent::OutcomeRecorded(_)
-            | EpisodeEvent::HomeCareAdherenceReported(_) => {}
+            | EpisodeEvent::HomeCareAdherenceReported(_)
+            | EpisodeEvent::RecordCorrected(_) => {}
         }
-    }
-
-    /// Corrections of the latest evaluation or the last session change what the rules see
-    /// (a mistaken "pregnancy: present" no longer blocks a plan; a corrected peak force is
-    /// the one the next session is compared with). A correction that does not fit the
-    /// corrected event's schema changes nothing.
-    fn apply_correction(&mut self, correction: &RecordCorrected) {
-        if let Some((event_id, evaluation)) = self.latest_evaluation.as_mut()
-            && *event_id == correction.corrected_event_id
-            && let Some(corrected) = corrected_copy(evaluation, correction)
-        {
-            *evaluation = corrected;
-        }
-        if let Some((event_id, session)) = self.last_session.as_mut()
-            && *event_id == correction.corrected_event_id
-            && let Some(corrected) = corrected_copy(session, correction)
-        {
-            *session = corrected;
-        }
-    }
-}
-
-fn corrected_copy<T>(original: &T, correction: &RecordCorrected) -> Option<T>
-where
-    T: serde::Serialize + serde::de::DeserializeOwned,
-{
-    let mut payload = serde_json::to_value(original).ok()?;
-    for field in &correction.corrections {
-        if !set_path(
-            &mut payload,
-            field.field.as_str(),
-            field.corrected_value.clone(),
-        ) {
-            return None;
-        }
-    }
-    serde_json::from_value(payload).ok()
-}
-
-/// Sets the value at a dotted path (`a.b`, `a.2.c` or `a[2].c`) of existing objects and
-/// arrays; the last segment may name a new key of an object. False when the path does not
-/// lead anywhere.
-pub(crate) fn set_path(root: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
-    let normalised = path.replace('[', ".").replace(']', "");
-    let segments: Vec<&str> = normalised.split('.').collect();
-    let Some((last, parents)) = segments.split_last() else {
-        return false;
-    };
-    let mut current = root;
-    for segment in parents {
-        let next = match current {
-            serde_json::Value::Object(map) => map.get_mut(*segment),
-            serde_json::Value::Array(items) => {
-                segment.parse::<usize>().ok().and_then(|i| items.get_mut(i))
-            }
-            _ => None,
-        };
-        let Some(next) = next else {
-            return false;
-        };
-        current = next;
-    }
-    match current {
-        serde_json::Value::Object(map) if !last.is_empty() => {
-            map.insert((*last).to_owned(), value);
-            true
-        }
-        serde_json::Value::Array(items) => {
-            match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                Some(slot) => {
-                    *slot = value;
-                    true
-                }
-                None => false,
-            }
-        }
-        _ => false,
     }
 }

@@ -5,6 +5,7 @@
 //! The flow is `decide(&state, &command, &policy) -> event`, then the caller appends the
 //! event and `state.apply(event_id, &event)` folds it in.
 
+pub mod chart;
 pub mod commands;
 pub mod episode;
 pub mod events;
@@ -14,10 +15,11 @@ pub mod patient;
 pub mod policy;
 pub mod rejection;
 
+pub use chart::{Chart, ChartCorrection, ChartEntry, CorrectionMisfit};
 pub use commands::{
-    AdjustTreatmentPlan, DischargeEpisode, EpisodeCommand, GiveHomeCareInstructions,
+    AdjustTreatmentPlan, DischargeEpisode, EpisodeCommand, GiveHomeCareInstructions, PatientFacts,
     RecordCorrection, RecordEvaluation, RecordMissedSession, RecordOutcome, RecordReassessment,
-    RecordSession, ReportHomeCareAdherence, StartTreatmentPlan, decide,
+    RecordSession, ReportHomeCareAdherence, StartTreatmentPlan, decide, decide_for_patient,
 };
 pub use episode::{Episode, Plan, PlanPhase};
 pub use events::{DecodeError, EpisodeEvent, SCHEMA_VERSION};

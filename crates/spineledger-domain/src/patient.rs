@@ -117,6 +117,8 @@ pub struct PatientState {
     pub registered: bool,
     /// The patient, once registered.
     pub patient_id: Option<PatientId>,
+    /// The year of birth given at registration, if any.
+    pub birth_year: Option<i32>,
 }
 
 impl PatientState {
@@ -126,6 +128,7 @@ impl PatientState {
             PatientEvent::PatientRegistered(registered) => {
                 self.registered = true;
                 self.patient_id = Some(registered.patient_id);
+                self.birth_year = registered.birth_year;
             }
         }
     }

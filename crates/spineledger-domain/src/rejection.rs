@@ -2,6 +2,7 @@
 //! variant with a stable UPPER_SNAKE reason for `google.rpc.ErrorInfo`. Messages describe
 //! the rule, never the patient: they may end up in logs.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::measures::Contraindication;
@@ -83,6 +84,28 @@ pub enum Rejection {
         /// The id named by the correction.
         event_id: Uuid,
     },
+    /// The fact is dated before something it cannot precede (a session before its plan,
+    /// a discharge before care already recorded). Later entries of earlier facts are
+    /// accepted; only impossible orders are refused.
+    #[error("occurred_at is before the {must_not_precede} it cannot precede")]
+    OccurredOutOfOrder {
+        /// What the fact cannot precede, e.g. `evaluation`, `treatment plan`.
+        must_not_precede: &'static str,
+        /// The earliest time the fact may be dated.
+        earliest: DateTime<Utc>,
+    },
+    /// The age at evaluation does not fit the year of birth given at registration.
+    #[error(
+        "age_years does not match the year of birth registered for the patient (age on the evaluation date, give or take the birthday)"
+    )]
+    AgeInconsistentWithBirthYear,
+    /// The corrected event would break an invariant between its fields (e.g. a corrected
+    /// peak force below the rest force).
+    #[error("the corrected event would not be valid: {problem}")]
+    CorrectionInvalid {
+        /// What is wrong, without values.
+        problem: String,
+    },
     /// A correction may not correct another correction: correct the original event.
     #[error("a correction may not correct another correction; correct the original event")]
     CorrectionOfCorrectionNotAllowed,
@@ -120,6 +143,9 @@ impl Rejection {
             Self::HomeCareNotInstructed => "HOME_CARE_NOT_INSTRUCTED",
             Self::CorrectedEventNotFound { .. } => "CORRECTED_EVENT_NOT_FOUND",
             Self::CorrectionOfCorrectionNotAllowed => "CORRECTION_OF_CORRECTION_NOT_ALLOWED",
+            Self::OccurredOutOfOrder { .. } => "OCCURRED_OUT_OF_ORDER",
+            Self::AgeInconsistentWithBirthYear => "AGE_INCONSISTENT_WITH_BIRTH_YEAR",
+            Self::CorrectionInvalid { .. } => "CORRECTION_INVALID",
             Self::PatientAlreadyRegistered => "PATIENT_ALREADY_REGISTERED",
             Self::InvalidCommand { .. } => "INVALID_COMMAND",
         }
@@ -129,7 +155,10 @@ impl Rejection {
     /// than the episode's state (FAILED_PRECONDITION).
     #[must_use]
     pub const fn is_invalid_command(&self) -> bool {
-        matches!(self, Self::InvalidCommand { .. })
+        matches!(
+            self,
+            Self::InvalidCommand { .. } | Self::CorrectionInvalid { .. }
+        )
     }
 
     /// Key/value details for `google.rpc.ErrorInfo.metadata`. No personal data.
@@ -175,6 +204,17 @@ impl Rejection {
                 vec![("corrected_event_id", event_id.to_string())]
             }
             Self::InvalidCommand { problem } => vec![("problem", (*problem).to_owned())],
+            Self::CorrectionInvalid { problem } => vec![("problem", problem.clone())],
+            Self::OccurredOutOfOrder {
+                must_not_precede,
+                earliest,
+            } => vec![
+                ("must_not_precede", (*must_not_precede).to_owned()),
+                (
+                    "earliest",
+                    earliest.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                ),
+            ],
             Self::EpisodeNotStarted
             | Self::PatientMismatch
             | Self::EpisodeDischarged
@@ -184,6 +224,7 @@ impl Rejection {
             | Self::ReassessmentRequired
             | Self::HomeCareNotInstructed
             | Self::CorrectionOfCorrectionNotAllowed
+            | Self::AgeInconsistentWithBirthYear
             | Self::PatientAlreadyRegistered => Vec::new(),
         }
     }

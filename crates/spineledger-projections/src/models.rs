@@ -1,15 +1,21 @@
 //! The read-model tables and how a batch of events lands in them. The folding itself is
 //! pure (`spineledger-readmodels`); this module loads the affected rows, folds the batch
 //! in, and writes them back — all inside the projector's transaction.
+//!
+//! A view is a function of its episode's chart (clinical order, corrections applied). In
+//! the common case the batch's event simply extends the stored view; a late entry, a
+//! correction, or a stream's events met out of version order make the view be derived
+//! again from the episode's events up to the end of the batch — exactly the events the
+//! projector has consumed of that stream, by the never-skip read rule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spineledger_domain::EpisodeEvent;
-use spineledger_readmodels::{EpisodeOutcome, TreatmentPlanView};
-use spineledger_store::RecordedEvent;
+use spineledger_domain::{Chart, EpisodeEvent, EpisodeId};
+use spineledger_readmodels::{EpisodeOutcome, EpisodeView, TreatmentPlanView, derive, extend};
+use spineledger_store::{GlobalCursor, RecordedEvent, StreamKey, read_streams_upto};
 use uuid::Uuid;
 
 use crate::ProjectionError;
@@ -56,15 +62,18 @@ impl Projection {
         events: &[RecordedEvent],
     ) -> Result<usize, ProjectionError> {
         let episode_events = decode_episode_events(events)?;
+        let Some(upto) = events.last().map(|event| event.cursor) else {
+            return Ok(0);
+        };
         if episode_events.is_empty() {
             return Ok(0);
         }
         match self {
             Self::TreatmentPlans => {
-                fold_rows::<TreatmentPlanView>(client, table, &episode_events).await
+                fold_rows::<TreatmentPlanView>(client, table, &episode_events, upto).await
             }
             Self::OutcomeStatistics => {
-                fold_rows::<EpisodeOutcome>(client, table, &episode_events).await
+                fold_rows::<EpisodeOutcome>(client, table, &episode_events, upto).await
             }
         }
     }
@@ -101,6 +110,7 @@ pub(crate) struct EpisodeFact {
     clinic_id: Uuid,
     episode_id: Uuid,
     event_id: Uuid,
+    version: u64,
     event: EpisodeEvent,
 }
 
@@ -109,9 +119,7 @@ pub(crate) struct EpisodeFact {
 fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, ProjectionError> {
     let mut facts = Vec::with_capacity(events.len());
     for stored in events {
-        let Some(spineledger_domain::EpisodeId(episode_id)) =
-            spineledger_domain::EpisodeId::from_stream_id(&stored.stream_id)
-        else {
+        let Some(EpisodeId(episode_id)) = EpisodeId::from_stream_id(&stored.stream_id) else {
             continue;
         };
         let event = EpisodeEvent::from_payload(
@@ -128,18 +136,48 @@ fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, P
             clinic_id: stored.clinic_id,
             episode_id,
             event_id: stored.event_id,
+            version: stored.version,
             event,
         });
     }
     Ok(facts)
 }
 
+/// The charts of `episodes` from their events up to `upto` in the global order.
+async fn read_charts(
+    client: &impl GenericClient,
+    episodes: &BTreeSet<(Uuid, Uuid)>,
+    upto: GlobalCursor,
+) -> Result<BTreeMap<(Uuid, Uuid), Chart>, ProjectionError> {
+    let streams: Vec<StreamKey> = episodes
+        .iter()
+        .map(|(clinic, episode)| StreamKey::new(*clinic, EpisodeId(*episode).stream_id()))
+        .collect();
+    let stored = read_streams_upto(client, &streams, upto).await?;
+    let mut by_episode: BTreeMap<(Uuid, Uuid), Vec<EpisodeFact>> = BTreeMap::new();
+    for fact in decode_episode_events(&stored)? {
+        by_episode
+            .entry((fact.clinic_id, fact.episode_id))
+            .or_default()
+            .push(fact);
+    }
+    Ok(by_episode
+        .into_iter()
+        .map(|(key, facts)| {
+            let chart = Chart::new(
+                facts
+                    .into_iter()
+                    .map(|fact| (fact.event_id, fact.version, fact.event)),
+            );
+            (key, chart)
+        })
+        .collect())
+}
+
 /// A per-episode read model stored as one JSONB row.
-trait EpisodeRow: Serialize + DeserializeOwned + Send + Sync {
+trait EpisodeRow: EpisodeView + Serialize + DeserializeOwned + Send + Sync {
     /// The JSONB column holding the model.
     const COLUMN: &'static str;
-    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self;
-    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent);
     /// Writes rows (sorted by key, so concurrent writers lock in one order).
     async fn upsert(
         client: &impl GenericClient,
@@ -152,6 +190,7 @@ async fn fold_rows<M: EpisodeRow>(
     client: &impl GenericClient,
     table: &str,
     facts: &[EpisodeFact],
+    upto: GlobalCursor,
 ) -> Result<usize, ProjectionError> {
     let mut keys: Vec<(Uuid, Uuid)> = facts.iter().map(|f| (f.clinic_id, f.episode_id)).collect();
     keys.sort_unstable();
@@ -172,10 +211,23 @@ async fn fold_rows<M: EpisodeRow>(
             serde_json::from_value(value).map_err(|error| ProjectionError::corrupt_row(&error))?;
         rows.insert((row.try_get(0)?, row.try_get(1)?), model);
     }
+    let mut rederive = BTreeSet::new();
     for fact in facts {
-        rows.entry((fact.clinic_id, fact.episode_id))
-            .or_insert_with(|| M::start(fact.clinic_id, fact.episode_id))
-            .fold(fact.event_id, &fact.event);
+        let key = (fact.clinic_id, fact.episode_id);
+        if rederive.contains(&key) {
+            continue;
+        }
+        let view = rows
+            .entry(key)
+            .or_insert_with(|| M::empty(fact.clinic_id, fact.episode_id));
+        if !extend(view, fact.event_id, fact.version, &fact.event) {
+            rederive.insert(key);
+        }
+    }
+    if !rederive.is_empty() {
+        for (key, chart) in read_charts(client, &rederive, upto).await? {
+            rows.insert(key, derive(key.0, key.1, &chart));
+        }
     }
     M::upsert(client, table, &rows).await?;
     Ok(facts.len())
@@ -187,14 +239,6 @@ fn to_json<M: Serialize>(model: &M) -> Result<serde_json::Value, ProjectionError
 
 impl EpisodeRow for TreatmentPlanView {
     const COLUMN: &'static str = "view";
-
-    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self {
-        Self::new(clinic_id, episode_id)
-    }
-
-    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent) {
-        self.apply(event_id, event);
-    }
 
     async fn upsert(
         client: &impl GenericClient,
@@ -237,14 +281,6 @@ impl EpisodeRow for TreatmentPlanView {
 
 impl EpisodeRow for EpisodeOutcome {
     const COLUMN: &'static str = "facts";
-
-    fn start(clinic_id: Uuid, episode_id: Uuid) -> Self {
-        Self::new(clinic_id, episode_id)
-    }
-
-    fn fold(&mut self, event_id: Uuid, event: &EpisodeEvent) {
-        self.apply(event_id, event);
-    }
 
     async fn upsert(
         client: &impl GenericClient,

@@ -1,31 +1,35 @@
-//! Read models as pure folds over episode events (design brief section 5). No I/O, no
-//! clock, no database: the projector decodes each stored event and calls `apply(event_id,
-//! &event)` on the views of its episode in log order, then stores the views as JSONB.
+//! Read models as pure folds over an episode's chart (design brief section 5): its facts
+//! in the order they happened, corrections applied ([`spineledger_domain::chart`]). No
+//! I/O, no clock, no database: the projector decodes the stored events, derives or extends
+//! each affected episode's views ([`fold`]) and stores them as JSONB.
 //!
-//! Two invariants every view keeps, because the projector relies on them:
+//! Invariants every view keeps, because the projector relies on them:
 //!
-//! - **Total.** `apply` never panics, whatever the order or content of the events (a
+//! - **Total.** Folding never panics, whatever the order or content of the events (a
 //!   session before any plan, a correction of an event never seen). The log is the truth
 //!   and the fold must read whatever it holds.
-//! - **Deterministic.** The same events give the same value and the same JSON, so a rebuild
-//!   from position zero equals the incrementally built model exactly. Views hold only
-//!   ordered collections (`Vec`, `BTreeMap`), and nothing inside `apply` reads the wall
-//!   clock; time-dependent answers ([`TreatmentPlanView::status_at`]) take "today" as an
+//! - **A function of the set of events.** A view depends only on which events the episode
+//!   has, not on the order they were appended or read, so a rebuild from position zero
+//!   equals the incrementally built model exactly. Views hold only ordered collections
+//!   (`Vec`, `BTreeMap`), and nothing inside the fold reads the wall clock; time-dependent answers ([`TreatmentPlanView::status_at`]) take "today" as an
 //!   argument.
 //!
 //! The modules:
+//! - [`fold`]: how a per-episode view is derived from the episode's chart (clinical order,
+//!   corrections applied) and extended in the common case.
 //! - [`plan`]: [`TreatmentPlanView`], the current plan of one episode for clinicians.
 //! - [`outcomes`]: [`EpisodeOutcome`], the de-identified facts of one episode for statistics.
 //! - [`statistics`]: [`aggregate`], outcome statistics grouped by dimensions, with
 //!   small-cell suppression.
 //! - [`responder`]: the Ostelo 2008 thresholds of clinically meaningful change both views use.
 
-mod correction;
+pub mod fold;
 pub mod outcomes;
 pub mod plan;
 pub mod responder;
 pub mod statistics;
 
+pub use fold::{EpisodeView, FoldMark, derive, derive_from_log, extend};
 pub use outcomes::{AdherenceBand, AgeBand, EpisodeOutcome, FollowUpScores, FrequencyPhase};
 pub use plan::{
     NrsReading, OdiReading, PhaseCadence, PlanFlags, PlanPhase, PlanStatus, ScoreReading,

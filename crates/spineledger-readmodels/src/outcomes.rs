@@ -3,19 +3,19 @@
 //! diagnosis, the plan, scores and counts. Statistics group and aggregate these rows
 //! ([`crate::statistics`]).
 //!
-//! The view keeps the raw scores of every measurement and session, keyed by event id, so a
-//! `RecordCorrected` of a score can replace the value and every derived fact is recomputed
-//! from the corrected raw values. Definitions:
+//! The facts are folded from the episode's chart ([`crate::fold`]): in the order care
+//! happened, whenever it was entered, with corrections already applied to the facts they
+//! name, so every derived fact uses the corrected values. Session numbers and "after
+//! session" counts are the chart's: sessions that took place before. Definitions:
 //!
 //! - **Baseline**: back pain NRS and ODI of the first evaluation.
 //! - **Follow-up**: an `OutcomeRecorded` or `ReassessmentRecorded`. The follow-up "at
-//!   session 4" (or 6) is the last one in log order whose `after_session` is 4 (or 6); the
-//!   ODI is taken from the last such follow-up that recorded one. "At discharge" is the
-//!   latest follow-up, once the episode is discharged. "Latest" is the latest follow-up in
-//!   log order, discharged or not.
+//!   session 4" (or 6) is the last one in clinical order taken after exactly 4 (or 6)
+//!   sessions; the ODI is taken from the last such follow-up that recorded one. "At
+//!   discharge" is the latest follow-up, once the episode is discharged. "Latest" is the
+//!   latest follow-up in clinical order, discharged or not.
 //! - **Responder status**: latest follow-up against baseline ([`crate::responder`]).
-//! - **Pain trajectory**: `pain_before` of each session by its `session_number` (the last
-//!   one in log order wins if a number repeats).
+//! - **Pain trajectory**: `pain_before` of each session by its number in clinical order.
 //! - **Sessions to first NRS response**: the smallest number of completed sessions `k >= 1`
 //!   at which a back-pain reading met the responder threshold against the baseline. A
 //!   follow-up with `after_session = k` is a reading after `k` sessions; the `pain_before`
@@ -29,20 +29,20 @@
 //!   report, `low` below 50 %, `moderate` 50-79 %, `high` 80 % and above.
 //! - **Adverse events**: sessions that recorded an adverse event.
 //!
-//! Corrections of `pain_back`, `pain_leg`, `odi` (of an evaluation, outcome or
-//! reassessment) and `pain_before` (of a session) with a value on the scale are applied and
-//! set `scores_corrected`; every other correction is only counted.
+//! `scores_corrected` is set when a correction changed a value these facts use: pain and
+//! ODI scores, pre-session pain, age, diagnoses, the initial session count, a frequency,
+//! adherence, an adverse event or a discharge reason. Every correction is counted.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use spineledger_domain::EpisodeEvent;
-use spineledger_domain::events::{EvaluationRecorded, RecordCorrected, TreatmentPlanStarted};
+use spineledger_domain::events::{EvaluationRecorded, TreatmentPlanStarted};
 use spineledger_domain::measures::{CodeSystem, Diagnosis, DischargeReason, Frequency};
+use spineledger_domain::{ChartCorrection, ChartEntry, EpisodeEvent};
 use uuid::Uuid;
 
-use crate::correction::ScoreCorrection;
+use crate::fold::{EpisodeView, FoldMark};
 use crate::responder::{ResponderStatus, nrs_improved, nrs_status, odi_status};
 use crate::statistics::Dimension;
 
@@ -220,8 +220,8 @@ struct SessionPain {
     pain_before: u8,
 }
 
-/// The facts of one episode for outcome statistics. Fold events with
-/// [`EpisodeOutcome::apply`]; group and aggregate with [`crate::statistics::aggregate`].
+/// The facts of one episode for outcome statistics, derived from its chart
+/// ([`crate::fold`]); group and aggregate with [`crate::statistics::aggregate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeOutcome {
     /// The clinic (tenant).
@@ -278,8 +278,10 @@ pub struct EpisodeOutcome {
     pub discharge_reason: Option<DischargeReason>,
     /// Corrections recorded in the episode.
     pub corrections: u32,
-    /// Whether a correction changed a score these facts are computed from.
+    /// Whether a correction changed a value these facts are computed from.
     pub scores_corrected: bool,
+    /// How far the fold has got.
+    pub folded: FoldMark,
     /// Whether a plan was started.
     plan_started: bool,
     /// Whether the plan is in its initial phase (sessions count towards it).
@@ -325,6 +327,10 @@ impl EpisodeOutcome {
             discharge_reason: None,
             corrections: 0,
             scores_corrected: false,
+            folded: FoldMark {
+                horizon: None,
+                corrections: 0,
+            },
             plan_started: false,
             in_initial_phase: false,
             latest_frequency: None,
@@ -333,9 +339,25 @@ impl EpisodeOutcome {
         }
     }
 
-    /// Folds one event of the episode, in stream order. Total: never panics.
-    pub fn apply(&mut self, event_id: Uuid, event: &EpisodeEvent) {
-        match event {
+    /// Folds one fact of the chart, in clinical order. Total: never panics.
+    fn fold(&mut self, entry: &ChartEntry) {
+        const USED_FIELDS: [&str; 10] = [
+            "pain_back",
+            "odi",
+            "pain_before",
+            "age_years",
+            "diagnoses",
+            "initial_sessions",
+            "frequency",
+            "adherence_percent",
+            "adverse_event",
+            "reason",
+        ];
+        if USED_FIELDS.iter().any(|field| entry.is_corrected(field)) {
+            self.scores_corrected = true;
+        }
+        let event_id = entry.event_id;
+        match &entry.event {
             EpisodeEvent::EvaluationRecorded(evaluation) => {
                 self.apply_evaluation(event_id, evaluation);
             }
@@ -350,7 +372,7 @@ impl EpisodeOutcome {
                 }
                 self.sessions.push(SessionPain {
                     event_id,
-                    session_number: session.session_number,
+                    session_number: self.sessions_completed,
                     pain_before: session.pain_before.value(),
                 });
             }
@@ -360,7 +382,7 @@ impl EpisodeOutcome {
             EpisodeEvent::OutcomeRecorded(outcome) => self.measurements.push(Measurement {
                 event_id,
                 kind: MeasurementKind::Outcome,
-                after_session: Some(outcome.after_session),
+                after_session: Some(self.sessions_completed),
                 pain_back: outcome.pain_back.value(),
                 pain_leg: outcome.pain_leg.value(),
                 odi: outcome.odi.as_ref().map(|odi| odi.score()),
@@ -369,7 +391,7 @@ impl EpisodeOutcome {
                 self.measurements.push(Measurement {
                     event_id,
                     kind: MeasurementKind::Reassessment,
-                    after_session: Some(reassessment.after_session),
+                    after_session: Some(self.sessions_completed),
                     pain_back: reassessment.pain_back.value(),
                     pain_leg: reassessment.pain_leg.value(),
                     odi: reassessment.odi.as_ref().map(|odi| odi.score()),
@@ -392,8 +414,8 @@ impl EpisodeOutcome {
                 self.discharge_reason = Some(discharged.reason);
                 self.in_initial_phase = false;
             }
-            EpisodeEvent::RecordCorrected(correction) => self.apply_correction(correction),
-            EpisodeEvent::HomeCareInstructed(_) => {}
+            // Corrections are applied to the facts they name before the fold.
+            EpisodeEvent::RecordCorrected(_) | EpisodeEvent::HomeCareInstructed(_) => {}
         }
         self.recompute();
     }
@@ -422,48 +444,6 @@ impl EpisodeOutcome {
         if self.discharge_reason.is_none() {
             self.in_initial_phase = true;
             self.initial_phase_sessions = 0;
-        }
-    }
-
-    fn apply_correction(&mut self, correction: &RecordCorrected) {
-        self.corrections = self.corrections.saturating_add(1);
-        let target = correction.corrected_event_id;
-        for score in correction
-            .corrections
-            .iter()
-            .filter_map(ScoreCorrection::parse)
-        {
-            if let Some(measurement) = self.measurements.iter_mut().find(|m| m.event_id == target) {
-                let applied = match score {
-                    ScoreCorrection::PainBack(value) => {
-                        measurement.pain_back = value;
-                        true
-                    }
-                    ScoreCorrection::PainLeg(value) => {
-                        measurement.pain_leg = value;
-                        true
-                    }
-                    ScoreCorrection::Odi(Some(value)) => {
-                        measurement.odi = Some(value);
-                        true
-                    }
-                    // An evaluation always records an ODI.
-                    ScoreCorrection::Odi(None)
-                        if measurement.kind != MeasurementKind::Evaluation =>
-                    {
-                        measurement.odi = None;
-                        true
-                    }
-                    ScoreCorrection::Odi(None) | ScoreCorrection::PainBefore(_) => false,
-                };
-                self.scores_corrected |= applied;
-            }
-            if let ScoreCorrection::PainBefore(value) = score
-                && let Some(session) = self.sessions.iter_mut().find(|s| s.event_id == target)
-            {
-                session.pain_before = value;
-                self.scores_corrected = true;
-            }
         }
     }
 
@@ -595,4 +575,27 @@ pub fn diagnosis_key(diagnosis: &Diagnosis) -> String {
         CodeSystem::SnomedCt => "SNOMED",
     };
     format!("{system}:{}", diagnosis.code())
+}
+
+impl EpisodeView for EpisodeOutcome {
+    fn empty(clinic_id: Uuid, episode_id: Uuid) -> Self {
+        Self::new(clinic_id, episode_id)
+    }
+
+    fn fold_fact(&mut self, entry: &ChartEntry) {
+        self.fold(entry);
+    }
+
+    /// Counts the corrections; those applied have already changed the facts folded.
+    fn note_corrections(&mut self, corrections: &[ChartCorrection]) {
+        self.corrections = u32::try_from(corrections.len()).unwrap_or(u32::MAX);
+    }
+
+    fn mark(&self) -> FoldMark {
+        self.folded
+    }
+
+    fn set_mark(&mut self, mark: FoldMark) {
+        self.folded = mark;
+    }
 }

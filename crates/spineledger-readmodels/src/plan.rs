@@ -25,23 +25,28 @@
 //! - **Responder status.** Back pain NRS and ODI of the latest measurement against the first
 //!   evaluation, by the thresholds in [`crate::responder`].
 //!
-//! Corrections of the baseline or latest scores (`pain_back`, `pain_leg`, `odi`) are applied;
-//! every correction is counted, and the view notes whether any corrected a measurement.
+//! The view is folded from the episode's chart ([`crate::fold`]): facts in the order they
+//! happened, whenever they were entered, with every correction applied to the fact it
+//! names. Session numbers are the order in which sessions took place. Every value shown
+//! that comes from a corrected field is named in `corrected_fields` (by its name in the
+//! `TreatmentPlan` message), so a clinician can see which numbers were corrected.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use spineledger_domain::EpisodeEvent;
 use spineledger_domain::events::{
-    EvaluationRecorded, ReassessmentRecorded, RecordCorrected, SessionRecorded,
-    TreatmentPlanAdjusted, TreatmentPlanStarted,
+    EvaluationRecorded, ReassessmentRecorded, SessionRecorded, TreatmentPlanAdjusted,
+    TreatmentPlanStarted,
 };
 use spineledger_domain::measures::{
     Cadence, DischargeReason, Frequency, OswestryIndex, PainNrs, Recommendation, SessionMode,
     SpinalLevel, Tolerance,
 };
+use spineledger_domain::{ChartCorrection, ChartEntry, EpisodeEvent};
 use uuid::Uuid;
 
-use crate::correction::ScoreCorrection;
+use crate::fold::{EpisodeView, FoldMark};
 use crate::responder::{ResponderStatus, nrs_status, odi_status};
 
 /// How many recent session tolerances the view keeps.
@@ -57,14 +62,6 @@ pub const UNDER_SCHEDULED_PACING: i64 = -2;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 const SECONDS_PER_WEEK: f64 = 604_800.0;
-
-/// The event types whose values are measurements (scores or session records).
-const MEASUREMENT_EVENT_TYPES: [&str; 4] = [
-    "EvaluationRecorded",
-    "OutcomeRecorded",
-    "ReassessmentRecorded",
-    "SessionRecorded",
-];
 
 /// The phase of a treatment plan, as clinicians see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -213,9 +210,9 @@ pub struct SessionSettings {
 }
 
 impl SessionSettings {
-    fn of(session: &SessionRecorded) -> Self {
+    fn of(session: &SessionRecorded, session_number: u32) -> Self {
         Self {
-            session_number: session.session_number,
+            session_number,
             mode: session.mode,
             peak_force_newtons: session.peak_force.newtons(),
             rest_force_newtons: session.rest_force.newtons(),
@@ -278,7 +275,7 @@ pub enum ToleranceTrend {
     Stable,
     /// Recent sessions are tolerated worse than the earlier ones.
     Worsening,
-    /// Fewer than three sessions to compare.
+    /// Fewer than two sessions to compare.
     Unknown,
 }
 
@@ -329,7 +326,7 @@ pub struct PlanStatus {
     pub flags: PlanFlags,
 }
 
-/// The current treatment plan of one episode. Fold events with [`TreatmentPlanView::apply`].
+/// The current treatment plan of one episode, derived from its chart ([`crate::fold`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TreatmentPlanView {
     /// The clinic (tenant).
@@ -406,9 +403,13 @@ pub struct TreatmentPlanView {
     pub discharged_at: Option<DateTime<Utc>>,
     /// Corrections recorded in the episode.
     pub corrections: u32,
-    /// Whether any correction named a measurement (evaluation, outcome, reassessment or
-    /// session).
+    /// Whether any applied correction changed a measurement (evaluation, outcome,
+    /// reassessment or session).
     pub measurement_corrected: bool,
+    /// The `TreatmentPlan` fields whose shown value comes from a corrected field.
+    pub corrected_fields: BTreeSet<String>,
+    /// How far the fold has got.
+    pub folded: FoldMark,
 }
 
 impl TreatmentPlanView {
@@ -454,24 +455,38 @@ impl TreatmentPlanView {
             discharged_at: None,
             corrections: 0,
             measurement_corrected: false,
+            corrected_fields: BTreeSet::new(),
+            folded: FoldMark {
+                horizon: None,
+                corrections: 0,
+            },
         }
     }
 
-    /// Folds one event of the episode, in stream order. Total: never panics.
-    pub fn apply(&mut self, event_id: Uuid, event: &EpisodeEvent) {
-        match event {
+    /// Folds one fact of the chart, in clinical order. Total: never panics.
+    fn fold(&mut self, entry: &ChartEntry) {
+        if matches!(
+            entry.event,
+            EpisodeEvent::EvaluationRecorded(_)
+                | EpisodeEvent::OutcomeRecorded(_)
+                | EpisodeEvent::ReassessmentRecorded(_)
+                | EpisodeEvent::SessionRecorded(_)
+        ) && !entry.corrected_fields.is_empty()
+        {
+            self.measurement_corrected = true;
+        }
+        match &entry.event {
             EpisodeEvent::EvaluationRecorded(evaluation) => {
-                self.apply_evaluation(event_id, evaluation);
+                self.apply_evaluation(entry, evaluation);
             }
-            EpisodeEvent::TreatmentPlanStarted(plan) => self.apply_plan_started(plan),
-            EpisodeEvent::SessionRecorded(session) => self.apply_session(session),
+            EpisodeEvent::TreatmentPlanStarted(plan) => self.apply_plan_started(entry, plan),
+            EpisodeEvent::SessionRecorded(session) => self.apply_session(entry, session),
             EpisodeEvent::SessionMissed(missed) => {
                 self.missed_sessions = self.missed_sessions.saturating_add(1);
                 self.last_missed_at = Some(missed.occurred_at);
             }
             EpisodeEvent::OutcomeRecorded(outcome) => self.record_scores(
-                event_id,
-                outcome.occurred_at,
+                entry,
                 outcome.pain_back,
                 outcome.pain_leg,
                 outcome.odi.as_ref(),
@@ -481,37 +496,61 @@ impl TreatmentPlanView {
             }
             EpisodeEvent::HomeCareAdherenceReported(report) => {
                 self.record_adherence(report.adherence_percent.value());
+                self.mark_corrected(
+                    "last_adherence_percent",
+                    entry.is_corrected("adherence_percent"),
+                );
             }
             EpisodeEvent::ReassessmentRecorded(reassessment) => {
-                self.apply_reassessment(event_id, reassessment);
+                self.apply_reassessment(entry, reassessment);
             }
-            EpisodeEvent::TreatmentPlanAdjusted(adjusted) => self.apply_adjustment(adjusted),
+            EpisodeEvent::TreatmentPlanAdjusted(adjusted) => {
+                self.apply_adjustment(adjusted);
+                self.mark_corrected(
+                    "phase",
+                    entry.is_corrected("frequency") || entry.is_corrected("cadence"),
+                );
+            }
             EpisodeEvent::EpisodeDischarged(discharged) => {
                 self.phase = PlanPhase::Discharged;
                 self.cadence = None;
                 self.discharge_reason = Some(discharged.reason);
                 self.discharged_at = Some(discharged.occurred_at);
+                self.mark_corrected("discharge_reason", entry.is_corrected("reason"));
             }
-            EpisodeEvent::RecordCorrected(correction) => self.apply_correction(correction),
+            // Corrections are applied to the facts they name before the fold.
+            EpisodeEvent::RecordCorrected(_) => {}
         }
         self.refresh_responder_status();
     }
 
-    fn apply_evaluation(&mut self, event_id: Uuid, evaluation: &EvaluationRecorded) {
+    /// Names `field` in `corrected_fields` when its shown value came from a corrected
+    /// field, and removes it when a later, uncorrected fact replaced the value.
+    fn mark_corrected(&mut self, field: &str, corrected: bool) {
+        if corrected {
+            self.corrected_fields.insert(field.to_owned());
+        } else {
+            self.corrected_fields.remove(field);
+        }
+    }
+
+    fn apply_evaluation(&mut self, entry: &ChartEntry, evaluation: &EvaluationRecorded) {
         self.patient_id
             .get_or_insert(evaluation.patient_id.as_uuid());
         if self.baseline.is_none() {
             self.baseline = Some(ScoreReading {
-                event_id,
+                event_id: entry.event_id,
                 measured_at: evaluation.occurred_at,
                 pain_back: evaluation.pain_back.value(),
                 pain_leg: evaluation.pain_leg.value(),
                 odi: Some(evaluation.odi.score()),
             });
+            self.mark_corrected("baseline_pain_back", entry.is_corrected("pain_back"));
+            self.mark_corrected("baseline_pain_leg", entry.is_corrected("pain_leg"));
+            self.mark_corrected("baseline_odi", entry.is_corrected("odi"));
         }
         self.record_scores(
-            event_id,
-            evaluation.occurred_at,
+            entry,
             evaluation.pain_back,
             evaluation.pain_leg,
             Some(&evaluation.odi),
@@ -519,7 +558,12 @@ impl TreatmentPlanView {
     }
 
     /// A plan started after discharge is recorded but does not reopen the episode.
-    fn apply_plan_started(&mut self, plan: &TreatmentPlanStarted) {
+    fn apply_plan_started(&mut self, entry: &ChartEntry, plan: &TreatmentPlanStarted) {
+        self.mark_corrected(
+            "sessions_planned_in_phase",
+            entry.is_corrected("initial_sessions"),
+        );
+
         self.plan_started_at = Some(plan.occurred_at);
         self.initial_sessions = Some(plan.initial_sessions);
         self.initial_span_weeks = Some(plan.initial_span_weeks.value());
@@ -556,12 +600,32 @@ impl TreatmentPlanView {
         self.phase_sessions_at_reassessment = None;
     }
 
-    fn apply_session(&mut self, session: &SessionRecorded) {
+    fn apply_session(&mut self, entry: &ChartEntry, session: &SessionRecorded) {
         self.sessions_total = self.sessions_total.saturating_add(1);
         self.sessions_in_phase = self.sessions_in_phase.saturating_add(1);
         self.sessions_since_reassessment = self.sessions_since_reassessment.saturating_add(1);
         self.last_session_at = Some(session.occurred_at);
-        self.last_settings = Some(SessionSettings::of(session));
+        self.last_settings = Some(SessionSettings::of(session, self.sessions_total));
+        let settings_corrected = [
+            "mode",
+            "peak_force",
+            "rest_force",
+            "hold_seconds",
+            "relax_seconds",
+            "cycles",
+            "duration_minutes",
+            "angle_degrees",
+            "levels",
+        ]
+        .iter()
+        .any(|field| entry.is_corrected(field));
+        self.mark_corrected("last_settings", settings_corrected);
+        if entry.is_corrected("tolerance") {
+            self.mark_corrected("recent_tolerances", true);
+        }
+        if entry.is_corrected("adverse_event") {
+            self.mark_corrected("adverse_events", true);
+        }
         self.recent_tolerances.push(session.tolerance);
         if self.recent_tolerances.len() > RECENT_TOLERANCES {
             let excess = self.recent_tolerances.len() - RECENT_TOLERANCES;
@@ -573,15 +637,15 @@ impl TreatmentPlanView {
         }
     }
 
-    fn apply_reassessment(&mut self, event_id: Uuid, reassessment: &ReassessmentRecorded) {
+    fn apply_reassessment(&mut self, entry: &ChartEntry, reassessment: &ReassessmentRecorded) {
         self.last_reassessment_at = Some(reassessment.occurred_at);
-        self.sessions_at_last_reassessment = Some(reassessment.after_session);
+        // Sessions that took place before it: the chart's order, not the stored count.
+        self.sessions_at_last_reassessment = Some(self.sessions_total);
         self.last_recommendation = Some(reassessment.recommendation);
         self.sessions_since_reassessment = 0;
         self.phase_sessions_at_reassessment = Some(self.sessions_in_phase);
         self.record_scores(
-            event_id,
-            reassessment.occurred_at,
+            entry,
             reassessment.pain_back,
             reassessment.pain_leg,
             reassessment.odi.as_ref(),
@@ -590,12 +654,17 @@ impl TreatmentPlanView {
 
     fn record_scores(
         &mut self,
-        event_id: Uuid,
-        measured_at: DateTime<Utc>,
+        entry: &ChartEntry,
         pain_back: PainNrs,
         pain_leg: PainNrs,
         odi: Option<&OswestryIndex>,
     ) {
+        let (event_id, measured_at) = (entry.event_id, entry.occurred_at());
+        self.mark_corrected("latest_pain_back", entry.is_corrected("pain_back"));
+        self.mark_corrected("latest_pain_leg", entry.is_corrected("pain_leg"));
+        if odi.is_some() {
+            self.mark_corrected("latest_odi", entry.is_corrected("odi"));
+        }
         self.latest_nrs = Some(NrsReading {
             event_id,
             measured_at,
@@ -625,43 +694,6 @@ impl TreatmentPlanView {
             .sum();
         let count = self.adherence_recent_percents.len() as f64;
         self.adherence_mean_recent = Some(f64::from(sum) / count);
-    }
-
-    /// Counts the correction and applies score corrections of the baseline or latest
-    /// readings. An ODI correction to "none" clears a reading's ODI only where the event
-    /// type allows it to be missing; the baseline evaluation always keeps one.
-    fn apply_correction(&mut self, correction: &RecordCorrected) {
-        self.corrections = self.corrections.saturating_add(1);
-        if MEASUREMENT_EVENT_TYPES.contains(&correction.corrected_event_type.as_str()) {
-            self.measurement_corrected = true;
-        }
-        let target = correction.corrected_event_id;
-        for score in correction
-            .corrections
-            .iter()
-            .filter_map(ScoreCorrection::parse)
-        {
-            if let Some(baseline) = self.baseline.as_mut().filter(|b| b.event_id == target) {
-                match score {
-                    ScoreCorrection::PainBack(value) => baseline.pain_back = value,
-                    ScoreCorrection::PainLeg(value) => baseline.pain_leg = value,
-                    ScoreCorrection::Odi(Some(value)) => baseline.odi = Some(value),
-                    ScoreCorrection::Odi(None) | ScoreCorrection::PainBefore(_) => {}
-                }
-            }
-            if let Some(latest) = self.latest_nrs.as_mut().filter(|l| l.event_id == target) {
-                match score {
-                    ScoreCorrection::PainBack(value) => latest.pain_back = value,
-                    ScoreCorrection::PainLeg(value) => latest.pain_leg = value,
-                    ScoreCorrection::Odi(_) | ScoreCorrection::PainBefore(_) => {}
-                }
-            }
-            if let ScoreCorrection::Odi(Some(value)) = score
-                && let Some(latest) = self.latest_odi.as_mut().filter(|l| l.event_id == target)
-            {
-                latest.odi = value;
-            }
-        }
     }
 
     /// Responder status compares the latest reading with the baseline; while the latest
@@ -700,10 +732,10 @@ impl TreatmentPlanView {
 
     /// The trend of the recent tolerances (at most the last five sessions). Each tolerance
     /// has a discomfort score: good 0, fair 1, discomfort 2, stopped early 3. With fewer than
-    /// three sessions the trend is unknown. Otherwise the mean score of the newest two
-    /// sessions is compared with the mean score of the older ones in the window: at least
-    /// half a point lower is improving, at least half a point higher is worsening, anything
-    /// in between is stable.
+    /// two sessions the trend is unknown. With two, the newer session's score is compared
+    /// with the older one's; with three to five, the mean score of the newest two with the
+    /// mean score of the older ones in the window. At least half a point lower is improving,
+    /// at least half a point higher is worsening, anything in between is stable.
     #[must_use]
     pub fn tolerance_trend(&self) -> ToleranceTrend {
         let scores: Vec<u32> = self
@@ -716,12 +748,13 @@ impl TreatmentPlanView {
                 Tolerance::StoppedEarly => 3,
             })
             .collect();
-        if scores.len() < 3 {
+        if scores.len() < 2 {
             return ToleranceTrend::Unknown;
         }
-        let (older, newest) = scores.split_at(scores.len() - 2);
-        let older_mean = f64::from(older.iter().sum::<u32>()) / older.len() as f64;
-        let newest_mean = f64::from(newest.iter().sum::<u32>()) / 2.0;
+        let newest_count = if scores.len() == 2 { 1 } else { 2 };
+        let (older, newest) = scores.split_at(scores.len() - newest_count);
+        let mean = |window: &[u32]| f64::from(window.iter().sum::<u32>()) / window.len() as f64;
+        let (older_mean, newest_mean) = (mean(older), mean(newest));
         let change = newest_mean - older_mean;
         if change <= -0.5 {
             ToleranceTrend::Improving
@@ -832,5 +865,28 @@ impl TreatmentPlanView {
                 missed_sessions: self.missed_sessions > 0,
             },
         }
+    }
+}
+
+impl EpisodeView for TreatmentPlanView {
+    fn empty(clinic_id: Uuid, episode_id: Uuid) -> Self {
+        Self::new(clinic_id, episode_id)
+    }
+
+    fn fold_fact(&mut self, entry: &ChartEntry) {
+        self.fold(entry);
+    }
+
+    /// Counts the corrections; those applied have already changed the facts folded.
+    fn note_corrections(&mut self, corrections: &[ChartCorrection]) {
+        self.corrections = u32::try_from(corrections.len()).unwrap_or(u32::MAX);
+    }
+
+    fn mark(&self) -> FoldMark {
+        self.folded
+    }
+
+    fn set_mark(&mut self, mark: FoldMark) {
+        self.folded = mark;
     }
 }

@@ -21,7 +21,9 @@ pub use model::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, StreamKey,
 };
-pub use store::{EventStore, append_in, idle_shard_horizon, read_all_after, request_keys};
+pub use store::{
+    EventStore, append_in, idle_shard_horizon, read_all_after, read_streams_upto, request_keys,
+};
 
 pub use deadpool_postgres;
 pub use tokio_postgres;

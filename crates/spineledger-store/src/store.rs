@@ -238,6 +238,35 @@ pub async fn read_all_after(
     rows.iter().map(decode_event).collect()
 }
 
+/// Every event of the given streams at or before `upto` in the global order, by stream and
+/// version. A reader that has consumed the log up to `upto` (with the never-skip rule of
+/// [`read_all_after`]) has seen exactly these events of those streams: what a projector
+/// needs to derive a stream's model again from scratch.
+pub async fn read_streams_upto(
+    client: &impl deadpool_postgres::GenericClient,
+    streams: &[StreamKey],
+    upto: GlobalCursor,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let clinics: Vec<uuid::Uuid> = streams.iter().map(|s| s.clinic_id).collect();
+    let ids: Vec<&str> = streams.iter().map(|s| s.stream_id.as_str()).collect();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+               USING (clinic_id, stream_id) \
+             WHERE (xid, position) <= ($3::text::xid8, $4) \
+             ORDER BY clinic_id, stream_id, version"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[&clinics, &ids, &upto.xid.to_string(), &upto.position],
+        )
+        .await?;
+    rows.iter().map(decode_event).collect()
+}
+
 /// For a shard with nothing to read after `cursor`: the last final event of the whole log
 /// (any shard), provided no event of this shard lies between `cursor` and it. A reader of
 /// the shard may move its cursor there without missing anything, so an idle shard does

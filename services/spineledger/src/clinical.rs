@@ -10,13 +10,14 @@
 
 use chrono::{DateTime, Utc};
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};
+use spineledger_api::correction;
 use spineledger_api::error as status;
 use spineledger_api::error::FieldViolations;
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService;
 use spineledger_domain::{
-    Episode, EpisodeCommand, EpisodeEvent, EpisodeId, PatientEvent, PatientState, RegisterPatient,
-    Rejection,
+    Episode, EpisodeCommand, EpisodeEvent, EpisodeId, PatientEvent, PatientFacts, PatientState,
+    RegisterPatient, Rejection,
 };
 use spineledger_store::{
     EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, StoreError, StreamKey,
@@ -110,10 +111,21 @@ impl ClinicalRecords {
         valid: &ValidCommand<EpisodeCommand>,
     ) -> Result<v1::WriteResult, Status> {
         let fingerprint = fingerprint(stream, &valid.command)?;
-        if let EpisodeCommand::RecordEvaluation(evaluation) = &valid.command {
-            self.require_registered_patient(&valid.header, evaluation.patient_id.stream_id())
-                .await?;
-        }
+        let patient = match &valid.command {
+            EpisodeCommand::RecordEvaluation(evaluation) => {
+                self.registered_patient(&valid.header, evaluation.patient_id.stream_id())
+                    .await?
+            }
+            EpisodeCommand::RecordCorrection(correction)
+                if correction
+                    .corrections
+                    .iter()
+                    .any(|field| field.field.as_str() == "age_years") =>
+            {
+                self.episode_patient(&valid.header, stream).await?
+            }
+            _ => PatientFacts::default(),
+        };
         let policy = &self.app.policy;
         self.record(
             context,
@@ -123,12 +135,14 @@ impl ClinicalRecords {
             fingerprint,
             |history| {
                 let state = fold_episode(history)?;
-                let event = spineledger_domain::decide(&state, &valid.command, policy).map_err(
-                    |rejection| {
-                        tracing::info!(reason = rejection.reason(), "command rejected");
-                        rejection_status(&rejection)
-                    },
-                )?;
+                let resolved = resolve_correction(&state, &valid.command)?;
+                let command = resolved.as_ref().unwrap_or(&valid.command);
+                let event =
+                    spineledger_domain::decide_for_patient(&state, command, policy, patient)
+                        .map_err(|rejection| {
+                            tracing::info!(reason = rejection.reason(), "command rejected");
+                            rejection_status(&rejection)
+                        })?;
                 Ok((event.event_type(), event.to_payload()))
             },
         )
@@ -179,26 +193,60 @@ impl ClinicalRecords {
         }
     }
 
-    async fn require_registered_patient(
+    /// What the patient's own stream says that episode rules compare with (the year of
+    /// birth); FAILED_PRECONDITION when the patient is not registered at this clinic.
+    async fn registered_patient(
         &self,
         header: &ValidHeader,
         patient_stream: String,
-    ) -> Result<(), Status> {
+    ) -> Result<PatientFacts, Status> {
         let stream = StreamKey::new(header.clinic_id.0, patient_stream);
-        let version = self
+        let history = self
             .app
             .store
-            .stream_version(&stream)
+            .read_whole_stream(&stream)
             .await
             .map_err(store_status)?;
-        if version == 0 {
+        if history.is_empty() {
             return Err(status::failed_precondition(
                 "PATIENT_NOT_REGISTERED",
                 "the patient is not registered at this clinic: register the patient first",
                 Vec::<(String, String)>::new(),
             ));
         }
-        Ok(())
+        let events = history
+            .iter()
+            .map(|stored| {
+                PatientEvent::from_payload(
+                    &stored.event_type,
+                    stored.schema_version,
+                    stored.payload.clone(),
+                )
+                .map_err(|_| undecodable(stored))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PatientFacts {
+            birth_year: PatientState::fold(&events).birth_year,
+        })
+    }
+
+    /// The facts of the patient of an existing episode (none before its first evaluation).
+    /// Read before the append: an episode's patient never changes.
+    async fn episode_patient(
+        &self,
+        header: &ValidHeader,
+        stream: &StreamKey,
+    ) -> Result<PatientFacts, Status> {
+        let history = self
+            .app
+            .store
+            .read_whole_stream(stream)
+            .await
+            .map_err(store_status)?;
+        match fold_episode(&history)?.patient_id {
+            Some(patient) => self.registered_patient(header, patient.stream_id()).await,
+            None => Ok(PatientFacts::default()),
+        }
     }
 
     async fn write_patient(
@@ -241,17 +289,38 @@ impl ClinicalRecords {
 
 /// Folds an episode's stored events into its state.
 pub fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, Status> {
-    let mut state = Episode::default();
-    for stored in history {
-        let event = EpisodeEvent::from_payload(
-            &stored.event_type,
-            stored.schema_version,
-            stored.payload.clone(),
-        )
-        .map_err(|_| undecodable(stored))?;
-        state.apply(stored.event_id, &event);
-    }
-    Ok(state)
+    let events = history
+        .iter()
+        .map(|stored| {
+            EpisodeEvent::from_payload(
+                &stored.event_type,
+                stored.schema_version,
+                stored.payload.clone(),
+            )
+            .map(|event| (stored.event_id, event))
+            .map_err(|_| undecodable(stored))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Episode::fold(events.iter().map(|(id, event)| (*id, event))))
+}
+
+/// A correction names its fields as the request that recorded the corrected event did;
+/// once the episode is read, the corrected event's type says what they are. The resolved
+/// command (stored form), or None for every other command and for a correction whose
+/// event is missing or is itself a correction (the domain refuses those with a reason).
+fn resolve_correction(
+    state: &Episode,
+    command: &EpisodeCommand,
+) -> Result<Option<EpisodeCommand>, Status> {
+    let EpisodeCommand::RecordCorrection(requested) = command else {
+        return Ok(None);
+    };
+    let Some(Some(corrected)) = state.events.get(&requested.corrected_event_id) else {
+        return Ok(None);
+    };
+    let resolved =
+        correction::resolve(corrected.event_type(), requested).map_err(status::invalid_argument)?;
+    Ok(Some(EpisodeCommand::RecordCorrection(resolved)))
 }
 
 /// A stored event that does not decode. Only its id and type are logged: the decoder's

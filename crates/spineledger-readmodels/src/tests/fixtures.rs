@@ -248,19 +248,19 @@ impl Log {
     }
 
     pub fn plan_view(&self) -> TreatmentPlanView {
-        let mut view = TreatmentPlanView::new(clinic(), episode());
-        for (id, event) in &self.events {
-            view.apply(*id, event);
-        }
-        view
+        crate::derive_from_log(
+            clinic(),
+            episode(),
+            self.events.iter().map(|(id, e)| (*id, e)),
+        )
     }
 
     pub fn outcome(&self) -> EpisodeOutcome {
-        let mut outcome = EpisodeOutcome::new(clinic(), episode());
-        for (id, event) in &self.events {
-            outcome.apply(*id, event);
-        }
-        outcome
+        crate::derive_from_log(
+            clinic(),
+            episode(),
+            self.events.iter().map(|(id, e)| (*id, e)),
+        )
     }
 }
 

@@ -193,7 +193,7 @@ fn correcting_a_follow_up_score_changes_the_facts_and_flags_them() {
         outcome_id,
         "OutcomeRecorded",
         "odi",
-        json!(33.0),
+        json!({ "score": 33.0 }),
     ));
     let facts = log.outcome();
     assert_eq!(facts.at_session_4.map(|f| f.pain_back), Some(6));
@@ -274,6 +274,7 @@ fn other_corrections_are_only_counted() {
     assert!(!facts.scores_corrected);
     let mut unchanged: EpisodeOutcome = before;
     unchanged.corrections = 3;
+    unchanged.folded.corrections = 3;
     assert_eq!(facts, unchanged);
 }
 

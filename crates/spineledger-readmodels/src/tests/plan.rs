@@ -231,7 +231,11 @@ fn tolerance_trend_compares_the_newest_two_sessions_with_the_earlier_ones() {
         log.plan_view().tolerance_trend()
     };
     use Tolerance::*;
-    assert_eq!(trend(&[Good, Good]), ToleranceTrend::Unknown);
+    assert_eq!(trend(&[Good]), ToleranceTrend::Unknown);
+    // Two sessions are enough to compare (the proto's UNKNOWN means fewer than two).
+    assert_eq!(trend(&[Good, Good]), ToleranceTrend::Stable);
+    assert_eq!(trend(&[Good, Discomfort]), ToleranceTrend::Worsening);
+    assert_eq!(trend(&[StoppedEarly, Fair]), ToleranceTrend::Improving);
     assert_eq!(trend(&[Good, Good, Good]), ToleranceTrend::Stable);
     assert_eq!(trend(&[Good, Fair, Discomfort]), ToleranceTrend::Worsening);
     assert_eq!(
