@@ -447,10 +447,10 @@ async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
     assert_eq!(response.groups.len(), 2);
     let (shown, hidden): (Vec<_>, Vec<_>) = response.groups.iter().partition(|g| !g.suppressed);
     assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].episodes, 12);
+    assert_eq!(shown[0].episodes, Some(12));
     assert!(shown[0].statistics.is_some());
     assert_eq!(hidden.len(), 1);
-    assert_eq!(hidden[0].episodes, 0, "a small count is not disclosed");
+    assert_eq!(hidden[0].episodes, None, "a small count is not disclosed");
     assert!(hidden[0].statistics.is_none());
 
     // A query broader than the limit is refused rather than loaded.
@@ -529,8 +529,8 @@ async fn a_plan_read_with_min_position_shows_the_write_just_made() {
     assert_eq!(plan.sessions_total, 2);
     assert_eq!(plan.sessions_planned_in_phase, Some(5));
     // 5 sessions over 3 weeks: one every 4.2 days; 20 days after the start, all 5 were due.
-    assert_eq!(plan.expected_sessions_by_today, 5);
-    assert_eq!(plan.pacing, -3);
+    assert_eq!(plan.expected_sessions_by_today, Some(5));
+    assert_eq!(plan.pacing, Some(-3));
     let flags = plan.flags.expect("flags");
     assert!(flags.overdue && flags.under_scheduled, "{flags:?}");
 

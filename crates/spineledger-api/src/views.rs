@@ -126,10 +126,11 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
         phase_started_at: view.phase_started_at.map(timestamp),
         next_session_due: status.next_session_due.map(timestamp),
         last_session_at: view.last_session_at.map(timestamp),
-        expected_sessions_by_today: status.expected_sessions_by_today.map_or(0, small),
-        pacing: status
-            .pacing
-            .map_or(0, |pacing| i32::try_from(pacing).unwrap_or(i32::MIN)),
+        // Absent without a schedule (awaiting plan, as needed, discharged): 0 is on pace.
+        expected_sessions_by_today: status.expected_sessions_by_today.map(small),
+        pacing: status.pacing.map(|pacing| {
+            i32::try_from(pacing).unwrap_or(if pacing < 0 { i32::MIN } else { i32::MAX })
+        }),
         last_settings: view
             .last_settings
             .as_ref()
@@ -283,7 +284,8 @@ fn statistics(stats: &GroupStatistics) -> v1::OutcomeStatistics {
     }
 }
 
-/// A group; a suppressed one carries its key only.
+/// A group; a suppressed one carries its key and `suppressed` only (no episode count, no
+/// statistics).
 pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
     v1::OutcomeGroup {
         key: group
@@ -294,7 +296,7 @@ pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
                 value: value.clone(),
             })
             .collect(),
-        episodes: group.episodes.map_or(0, count),
+        episodes: group.episodes.map(count),
         suppressed: group.statistics.is_none(),
         statistics: group.statistics.as_ref().map(statistics),
     }

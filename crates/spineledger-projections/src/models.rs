@@ -251,6 +251,7 @@ impl EpisodeRow for TreatmentPlanView {
         let mut due = Vec::with_capacity(rows.len());
         let mut reassessment = Vec::with_capacity(rows.len());
         let mut views = Vec::with_capacity(rows.len());
+        let mut patients = Vec::with_capacity(rows.len());
         for ((clinic, episode), view) in rows {
             clinics.push(*clinic);
             episodes.push(*episode);
@@ -258,21 +259,31 @@ impl EpisodeRow for TreatmentPlanView {
             due.push(view.next_session_due());
             reassessment.push(view.reassessment_due());
             views.push(to_json(view)?);
+            patients.push(view.patient_id);
         }
         let sql = format!(
             "INSERT INTO {table} (clinic_id, episode_id, phase, next_session_due, \
-                 reassessment_due, view) \
+                 reassessment_due, view, patient_id) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], \
-                 $5::bool[], $6::jsonb[]) \
+                 $5::bool[], $6::jsonb[], $7::uuid[]) \
              ON CONFLICT (clinic_id, episode_id) DO UPDATE SET \
                  phase = EXCLUDED.phase, next_session_due = EXCLUDED.next_session_due, \
-                 reassessment_due = EXCLUDED.reassessment_due, view = EXCLUDED.view"
+                 reassessment_due = EXCLUDED.reassessment_due, view = EXCLUDED.view, \
+                 patient_id = EXCLUDED.patient_id"
         );
         let statement = client.prepare_cached(&sql).await?;
         client
             .execute(
                 &statement,
-                &[&clinics, &episodes, &phases, &due, &reassessment, &views],
+                &[
+                    &clinics,
+                    &episodes,
+                    &phases,
+                    &due,
+                    &reassessment,
+                    &views,
+                    &patients,
+                ],
             )
             .await?;
         Ok(())

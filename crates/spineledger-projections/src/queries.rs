@@ -24,53 +24,165 @@ pub async fn treatment_plan(
     row.map(|row| decode(row.try_get(0)?)).transpose()
 }
 
-/// Filters of a treatment plan list.
+/// Filters of a treatment plan list; `None` filters nothing.
 #[derive(Debug, Clone, Default)]
 pub struct PlanFilter {
     /// Only this phase (`PlanPhase::as_str`).
     pub phase: Option<String>,
-    /// Only plans overdue as of this time.
-    pub overdue_at: Option<DateTime<Utc>>,
+    /// Only plans that are (or are not) overdue.
+    pub overdue: Option<OverdueFilter>,
     /// Only plans whose reassessment is (or is not) due.
     pub reassessment_due: Option<bool>,
+    /// Only this patient's plans.
+    pub patient_id: Option<Uuid>,
 }
 
-/// A page of one clinic's plans in episode id order, after `after` (keyset pagination:
-/// stable under concurrent inserts).
+/// Only plans that are (`overdue`) or are not (`!overdue`) overdue as of `today`: more
+/// than [`OVERDUE_GRACE`] past their next session due, as
+/// [`TreatmentPlanView::status_at`] flags them. A plan without a due date is never overdue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverdueFilter {
+    pub overdue: bool,
+    pub today: DateTime<Utc>,
+}
+
+/// A plan's place in list order: next session due (earliest first; none last), then
+/// episode id. A page starts after the cursor of the previous page's last plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanCursor {
+    /// As stored (microseconds), so the next page starts exactly after this plan.
+    pub next_session_due: Option<DateTime<Utc>>,
+    pub episode_id: Uuid,
+}
+
+/// A listed plan and its place in list order.
+#[derive(Debug, Clone)]
+pub struct ListedPlan {
+    pub cursor: PlanCursor,
+    pub view: TreatmentPlanView,
+}
+
+/// A page of at most `limit` of one clinic's plans after `after` (keyset pagination:
+/// stable under concurrent inserts), in list order: next session due first (the soonest,
+/// i.e. the most overdue, first), plans without a due date (awaiting plan, as needed,
+/// discharged) after them, ties by episode id.
+///
+/// The plans with a due date and those without are read by two statements, each an
+/// index range scan in list order (`treatment_plans_due`, or the phase or patient index
+/// when filtered by those): the second only when the first does not fill the page.
 pub async fn list_treatment_plans(
     client: &impl GenericClient,
     clinic_id: Uuid,
     filter: &PlanFilter,
-    after: Option<Uuid>,
+    after: Option<PlanCursor>,
     limit: i64,
-) -> Result<Vec<TreatmentPlanView>, ProjectionError> {
-    let due_before = filter.overdue_at.map(|today| today - OVERDUE_GRACE);
-    let statement = client
-        .prepare_cached(
-            "SELECT view FROM treatment_plans \
-             WHERE clinic_id = $1 \
-               AND ($2::text IS NULL OR phase = $2) \
-               AND ($3::timestamptz IS NULL OR next_session_due < $3) \
-               AND ($4::bool IS NULL OR reassessment_due = $4) \
-               AND ($5::uuid IS NULL OR episode_id > $5) \
-             ORDER BY episode_id LIMIT $6",
+) -> Result<Vec<ListedPlan>, ProjectionError> {
+    let mut plans = Vec::new();
+    let after_undated = after.filter(|cursor| cursor.next_session_due.is_none());
+    if after_undated.is_none() {
+        let after_dated = after.and_then(|c| c.next_session_due.map(|due| (due, c.episode_id)));
+        plans = plans_page(
+            client,
+            clinic_id,
+            filter,
+            Section::Dated(after_dated),
+            limit,
         )
         .await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &clinic_id,
-                &filter.phase,
-                &due_before,
-                &filter.reassessment_due,
-                &after,
-                &limit,
-            ],
-        )
-        .await?;
+    }
+    let remaining = limit - i64::try_from(plans.len()).unwrap_or(i64::MAX);
+    // An overdue plan has a due date by definition.
+    let only_overdue = filter.overdue.is_some_and(|overdue| overdue.overdue);
+    if remaining > 0 && !only_overdue {
+        let after_episode = after_undated.map(|cursor| cursor.episode_id);
+        let undated = Section::Undated(after_episode);
+        plans.extend(plans_page(client, clinic_id, filter, undated, remaining).await?);
+    }
+    Ok(plans)
+}
+
+/// The part of the list order one statement reads.
+enum Section {
+    /// Plans with a due date, after this (due, episode id), in (due, episode id) order.
+    Dated(Option<(DateTime<Utc>, Uuid)>),
+    /// Plans without a due date, after this episode id, in episode id order.
+    Undated(Option<Uuid>),
+}
+
+/// One section of a plan list. The statement names only the filters given (a handful of
+/// statements, each prepared once per connection), so each gets the plan of its own.
+async fn plans_page(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+    filter: &PlanFilter,
+    section: Section,
+    limit: i64,
+) -> Result<Vec<ListedPlan>, ProjectionError> {
+    use tokio_postgres::types::ToSql;
+    let overdue_before = filter
+        .overdue
+        .map(|overdue| (overdue.overdue, overdue.today - OVERDUE_GRACE));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&clinic_id];
+    let mut conditions = vec!["clinic_id = $1".to_owned()];
+    if let Some(phase) = &filter.phase {
+        conditions.push(format!("phase = {}", param(&mut params, phase)));
+    }
+    if let Some(patient) = &filter.patient_id {
+        conditions.push(format!("patient_id = {}", param(&mut params, patient)));
+    }
+    if let Some(due) = &filter.reassessment_due {
+        conditions.push(format!("reassessment_due = {}", param(&mut params, due)));
+    }
+    // Overdue: more than the grace past the due date (`status_at`: `today > due + grace`);
+    // a plan without a due date is never overdue.
+    match &overdue_before {
+        Some((true, before)) => {
+            conditions.push(format!("next_session_due < {}", param(&mut params, before)));
+        }
+        Some((false, before)) => conditions.push(format!(
+            "(next_session_due IS NULL OR next_session_due >= {})",
+            param(&mut params, before)
+        )),
+        None => {}
+    }
+    let order = match &section {
+        Section::Dated(after) => {
+            conditions.push("next_session_due IS NOT NULL".to_owned());
+            if let Some((due, episode)) = after {
+                let due = param(&mut params, due);
+                let episode = param(&mut params, episode);
+                conditions.push(format!(
+                    "(next_session_due, episode_id) > ({due}, {episode})"
+                ));
+            }
+            "next_session_due, episode_id"
+        }
+        Section::Undated(after) => {
+            conditions.push("next_session_due IS NULL".to_owned());
+            if let Some(episode) = after {
+                conditions.push(format!("episode_id > {}", param(&mut params, episode)));
+            }
+            "episode_id"
+        }
+    };
+    let limit_param = param(&mut params, &limit);
+    let sql = format!(
+        "SELECT next_session_due, episode_id, view FROM treatment_plans \
+         WHERE {} ORDER BY {order} LIMIT {limit_param}",
+        conditions.join(" AND ")
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &params).await?;
     rows.into_iter()
-        .map(|row| decode(row.try_get(0)?))
+        .map(|row| {
+            Ok(ListedPlan {
+                cursor: PlanCursor {
+                    next_session_due: row.try_get(0)?,
+                    episode_id: row.try_get(1)?,
+                },
+                view: decode(row.try_get(2)?)?,
+            })
+        })
         .collect()
 }
 
@@ -113,6 +225,15 @@ pub async fn outcome_episodes(
         episodes.push(decode(row.try_get(0)?)?);
     }
     Ok(episodes)
+}
+
+/// Adds a statement parameter; returns its placeholder (`$n`).
+fn param<'a>(
+    params: &mut Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>,
+    value: &'a (dyn tokio_postgres::types::ToSql + Sync),
+) -> String {
+    params.push(value);
+    format!("${}", params.len())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ProjectionError> {

@@ -29,8 +29,11 @@
 //!   regarding minimal important change. Spine 2008;33(1):90-94): NRS improved by at least
 //!   2 points or 30 %; ODI by at least 10 points or 30 %; measured at the latest follow-up.
 //!   The denominator is the episodes with a baseline and a follow-up of that measure.
-//! - **Sessions to first response**: median over the episodes whose back-pain NRS met the
-//!   responder threshold, of the completed sessions when it first did.
+//! - **Sessions to first response**: median over the episodes that are NRS responders at
+//!   the latest follow-up (the numerator of the NRS responder rate), of the completed
+//!   sessions when their back-pain NRS first met the responder threshold. Episodes that met
+//!   it once but are non-responders (or not assessed) at the latest follow-up are left
+//!   out.
 //! - **Pain trajectory**: mean pre-session NRS by session number, sessions 1 to
 //!   [`TRAJECTORY_SESSIONS`].
 //! - **Adherence band**: from the mean of an episode's adherence reports (none reported,
@@ -232,7 +235,8 @@ pub struct GroupStatistics {
     pub nrs_responders: Option<Proportion>,
     /// ODI responders at the latest follow-up, of the episodes with baseline and follow-up.
     pub odi_responders: Option<Proportion>,
-    /// Median completed sessions to the first NRS response, among responders.
+    /// Median completed sessions to the first NRS response, over the episodes that are NRS
+    /// responders at the latest follow-up.
     pub sessions_to_first_nrs_response: Option<Median>,
     /// Mean pre-session NRS by session number, 1 to [`TRAJECTORY_SESSIONS`].
     pub pain_trajectory: Vec<TrajectoryPoint>,
@@ -381,6 +385,7 @@ fn group_statistics(members: &[&EpisodeOutcome], min_cell: usize) -> GroupStatis
         sessions_to_first_nrs_response: median(
             members
                 .iter()
+                .filter(|e| e.nrs_response == ResponderStatus::Responder)
                 .filter_map(|e| e.sessions_to_first_nrs_response),
             min_cell,
         ),

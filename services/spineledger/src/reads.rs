@@ -129,6 +129,94 @@ fn time_field(
     time
 }
 
+/// The page tokens of ListTreatmentPlans: where the next page starts, opaque to clients.
+/// base64url (no padding) of version 1: the byte 1; the byte 0 (the plan has no due
+/// date) or 1 followed by its due date as big-endian microseconds since the Unix epoch;
+/// the episode id's 16 bytes. Anything else is not a token.
+mod page_token {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use chrono::DateTime;
+    use spineledger_projections::queries::PlanCursor;
+    use uuid::Uuid;
+
+    const VERSION: u8 = 1;
+
+    pub fn encode(cursor: &PlanCursor) -> String {
+        let mut bytes = vec![VERSION];
+        match cursor.next_session_due {
+            None => bytes.push(0),
+            Some(due) => {
+                bytes.push(1);
+                bytes.extend(due.timestamp_micros().to_be_bytes());
+            }
+        }
+        bytes.extend(cursor.episode_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn decode(token: &str) -> Option<PlanCursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let (&version, rest) = bytes.split_first()?;
+        if version != VERSION {
+            return None;
+        }
+        let (next_session_due, episode) = match rest.split_first()? {
+            (&0, episode) => (None, episode),
+            (&1, rest) => {
+                let (micros, episode) = rest.split_first_chunk::<8>()?;
+                let due = DateTime::from_timestamp_micros(i64::from_be_bytes(*micros))?;
+                (Some(due), episode)
+            }
+            _ => return None,
+        };
+        let episode_id = Uuid::from_slice(episode).ok().filter(|id| !id.is_nil())?;
+        Some(PlanCursor {
+            next_session_due,
+            episode_id,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tokens_round_trip_with_and_without_a_due_date() {
+            let episode_id = Uuid::new_v4();
+            let due = DateTime::from_timestamp_micros(1_767_225_600_123_456).expect("time");
+            for next_session_due in [None, Some(due)] {
+                let cursor = PlanCursor {
+                    next_session_due,
+                    episode_id,
+                };
+                assert_eq!(decode(&encode(&cursor)), Some(cursor));
+            }
+        }
+
+        #[test]
+        fn anything_else_is_not_a_token() {
+            let token = encode(&PlanCursor {
+                next_session_due: None,
+                episode_id: Uuid::new_v4(),
+            });
+            let mut bytes = URL_SAFE_NO_PAD.decode(&token).expect("base64");
+            bytes[1] = 2;
+            for malformed in [
+                "",
+                "garbage!",
+                &token[1..],
+                &format!("{token}AA"),
+                &URL_SAFE_NO_PAD.encode(&bytes),
+                &URL_SAFE_NO_PAD.encode([VERSION, 0]),
+                &URL_SAFE_NO_PAD.encode([VERSION + 1, 0]),
+            ] {
+                assert_eq!(decode(malformed), None, "{malformed}");
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl TreatmentPlanService for ReadModels {
     async fn get_treatment_plan(
@@ -180,12 +268,16 @@ impl TreatmentPlanService for ReadModels {
         let after = if request.page_token.is_empty() {
             None
         } else {
-            let token = Uuid::parse_str(&request.page_token).ok();
+            let token = page_token::decode(&request.page_token);
             if token.is_none() {
                 violations.add("page_token", "is not a token from a previous response");
             }
             token
         };
+        let patient = request
+            .patient_id
+            .as_deref()
+            .and_then(|id| uuid_field(&mut violations, "patient_id", id));
         min_position_field(&mut violations, request.min_position);
         let Some(clinic) = clinic else {
             return Err(status::invalid_argument(violations));
@@ -198,8 +290,11 @@ impl TreatmentPlanService for ReadModels {
         let today = self.app.clock.now();
         let filter = queries::PlanFilter {
             phase: phase.map(|phase| phase.as_str().to_owned()),
-            overdue_at: request.overdue.filter(|overdue| *overdue).map(|_| today),
+            overdue: request
+                .overdue
+                .map(|overdue| queries::OverdueFilter { overdue, today }),
             reassessment_due: request.reassessment_due,
+            patient_id: patient,
         };
         let page_size = if request.page_size == 0 {
             DEFAULT_PAGE_SIZE
@@ -225,7 +320,7 @@ impl TreatmentPlanService for ReadModels {
             plans.truncate(page);
             plans
                 .last()
-                .map(|view| view.episode_id.to_string())
+                .map(|plan| page_token::encode(&plan.cursor))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -233,7 +328,7 @@ impl TreatmentPlanService for ReadModels {
         Ok(Response::new(v1::ListTreatmentPlansResponse {
             plans: plans
                 .iter()
-                .map(|view| views::treatment_plan(view, today))
+                .map(|plan| views::treatment_plan(&plan.view, today))
                 .collect(),
             next_page_token,
         }))

@@ -362,7 +362,7 @@ mod tests {
                         dimension: v1::StatisticsDimension::Diagnosis as i32,
                         value: "ICD10:M51.2".into(),
                     }],
-                    episodes: 20,
+                    episodes: Some(20),
                     suppressed: false,
                     statistics: Some(v1::OutcomeStatistics {
                         episodes: 20,
@@ -375,7 +375,7 @@ mod tests {
                         dimension: v1::StatisticsDimension::Diagnosis as i32,
                         value: "SNOMED:23056005".into(),
                     }],
-                    episodes: 0,
+                    episodes: None,
                     suppressed: true,
                     statistics: None,
                 },

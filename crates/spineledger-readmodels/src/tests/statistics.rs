@@ -166,6 +166,7 @@ fn smaller_cells_show_the_statistics_they_hid() {
 #[test]
 fn the_median_of_an_odd_count_is_the_middle_value() {
     let mut episodes = hand_computed_rows();
+    episodes[1].nrs_response = ResponderStatus::Responder;
     episodes[1].sessions_to_first_nrs_response = Some(9);
     let groups = aggregate(&episodes, &[], 3);
     assert_eq!(
@@ -176,6 +177,36 @@ fn the_median_of_an_odd_count_is_the_middle_value() {
             .sessions_to_first_nrs_response,
         Some(Median { n: 3, median: 4.0 })
     );
+}
+
+#[test]
+fn the_median_sessions_to_response_is_over_responders_at_the_latest_follow_up() {
+    // Three responders at the latest follow-up, and three episodes that met the threshold
+    // early but are non-responders or not assessed at the latest follow-up.
+    let mut episodes = rows(1, 6);
+    for (episode, (status, sessions)) in episodes.iter_mut().zip([
+        (ResponderStatus::Responder, 4),
+        (ResponderStatus::Responder, 5),
+        (ResponderStatus::Responder, 6),
+        (ResponderStatus::NonResponder, 1),
+        (ResponderStatus::NonResponder, 1),
+        (ResponderStatus::NotAssessed, 1),
+    ]) {
+        episode.nrs_response = status;
+        episode.sessions_to_first_nrs_response = Some(sessions);
+    }
+    let groups = aggregate(&episodes, &[], 3);
+    let stats = groups[0].statistics.as_ref().unwrap();
+    assert_eq!(
+        stats.sessions_to_first_nrs_response,
+        Some(Median { n: 3, median: 5.0 })
+    );
+    assert_eq!(stats.nrs_responders.map(|r| r.count), Some(3));
+    // Two responders only: fewer values than the minimum cell.
+    episodes[2].nrs_response = ResponderStatus::NonResponder;
+    let groups = aggregate(&episodes, &[], 3);
+    let stats = groups[0].statistics.as_ref().unwrap();
+    assert_eq!(stats.sessions_to_first_nrs_response, None);
 }
 
 #[test]
