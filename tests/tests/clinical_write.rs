@@ -647,3 +647,161 @@ async fn concurrent_writes_to_one_episode_all_land_without_gaps() {
     }
     assert_eq!(won, 1);
 }
+
+/// Asserts the status is INVALID_ARGUMENT with a field violation naming `field`.
+fn assert_invalid_field(status: &tonic::Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+    let bad_request = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("{field}: no BadRequest details in {status:?}"));
+    assert!(
+        bad_request
+            .field_violations
+            .iter()
+            .any(|v| v.field == field),
+        "{field} not named in {bad_request:?}"
+    );
+}
+
+/// The request with `actor` as its header's actor.
+macro_rules! with_actor {
+    ($request:expr, $actor:expr) => {{
+        let mut request = $request;
+        if let Some(header) = request.header.as_mut() {
+            header.actor = $actor.into();
+        }
+        request
+    }};
+}
+
+/// Sends and receives the bytes of a message as they are, so a test can send what no
+/// prost message encodes (a `string` field that is not UTF-8).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let remaining = prost::bytes::Buf::remaining(src);
+        Ok(Some(
+            prost::bytes::Buf::copy_to_bytes(src, remaining).to_vec(),
+        ))
+    }
+}
+
+/// `message` encoded, with the first byte of the first `marker` replaced by 0xFF (never
+/// valid in UTF-8).
+fn encoded_with_invalid_utf8(message: &impl prost::Message, marker: &str) -> Vec<u8> {
+    let mut bytes = message.encode_to_vec();
+    let at = bytes
+        .windows(marker.len())
+        .position(|window| window == marker.as_bytes())
+        .expect("the marker is in the encoding");
+    bytes[at] = 0xFF;
+    bytes
+}
+
+async fn call_raw(harness: &Harness, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(harness.channel().await);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(body),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .expect_err("not decodable")
+}
+
+#[tokio::test]
+async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = EpisodeScript::new();
+    let at = Utc::now() - Duration::days(3);
+    client
+        .register_patient(script.register_patient(at))
+        .await
+        .expect("register");
+    let evaluation_path = "/spineledger.v1.ClinicalRecordsService/RecordEvaluation";
+
+    let mut evaluation = script.evaluation(at);
+    evaluation.provider_id = "PROVIDER-MARK".into();
+    let status = call_raw(
+        &harness,
+        evaluation_path,
+        encoded_with_invalid_utf8(&evaluation, "PROVIDER-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "provider_id");
+
+    let evaluation = with_actor!(script.evaluation(at), "ACTOR-MARK");
+    let status = call_raw(
+        &harness,
+        evaluation_path,
+        encoded_with_invalid_utf8(&evaluation, "ACTOR-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "header.actor");
+
+    // The index of a repeated field is not known where prost fails: the field is named.
+    let mut plan = script.plan(at);
+    plan.goals = vec!["walk".into(), "GOAL-MARK".into()];
+    let status = call_raw(
+        &harness,
+        "/spineledger.v1.ClinicalRecordsService/StartTreatmentPlan",
+        encoded_with_invalid_utf8(&plan, "GOAL-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "goals");
+
+    // The read services decode the same way.
+    let read = v1::GetTreatmentPlanRequest {
+        clinic_id: "CLINIC-MARK".into(),
+        episode_id: script.episode_id.to_string(),
+        min_position: None,
+    };
+    let status = call_raw(
+        &harness,
+        "/spineledger.v1.TreatmentPlanService/GetTreatmentPlan",
+        encoded_with_invalid_utf8(&read, "CLINIC-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "clinic_id");
+
+    assert!(event_types(&harness, &script).await.is_empty());
+}
