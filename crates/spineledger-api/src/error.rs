@@ -49,6 +49,14 @@ impl FieldViolations {
         self.violations.push((field.into(), description.into()));
     }
 
+    /// Adds every violation of `other` after these (within the same bound).
+    pub fn append(&mut self, other: FieldViolations) {
+        for (field, description) in other.violations {
+            self.add(field, description);
+        }
+        self.omitted += other.omitted;
+    }
+
     /// Whether nothing is wrong.
     #[must_use]
     pub fn is_empty(&self) -> bool {

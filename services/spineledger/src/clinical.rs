@@ -339,10 +339,13 @@ fn store_status(error: StoreError) -> Status {
 }
 
 /// The service impl: `register_patient` on the patient stream, every other RPC through
-/// `write_episode` with its own edge conversion. (The impl is generated whole because
-/// `async_trait` must see the methods after macro expansion.)
+/// `write_episode` with its own edge conversion: `convert::<method>` unless another is
+/// named with `via`. (The impl is generated whole because `async_trait` must see the
+/// methods after macro expansion.)
 macro_rules! clinical_records_service {
-    ($($method:ident($request:ident) -> $response:ident;)*) => {
+    (@convert $method:ident) => { convert::$method };
+    (@convert $method:ident $convert:path) => { $convert };
+    ($($method:ident($request:ident) -> $response:ident $(via $convert:path)?;)*) => {
         #[tonic::async_trait]
         impl ClinicalRecordsService for ClinicalRecords {
             async fn register_patient(
@@ -358,7 +361,8 @@ macro_rules! clinical_records_service {
                     &self,
                     request: Request<v1::$request>,
                 ) -> Result<Response<v1::$response>, Status> {
-                    let result = self.write_episode(request, convert::$method).await?;
+                    let validate = clinical_records_service!(@convert $method $($convert)?);
+                    let result = self.write_episode(request, validate).await?;
                     Ok(Response::new(v1::$response { result: Some(result) }))
                 }
             )*
@@ -377,5 +381,7 @@ clinical_records_service! {
     record_reassessment(RecordReassessmentRequest) -> RecordReassessmentResponse;
     adjust_treatment_plan(AdjustTreatmentPlanRequest) -> AdjustTreatmentPlanResponse;
     discharge_episode(DischargeEpisodeRequest) -> DischargeEpisodeResponse;
-    record_correction(RecordCorrectionRequest) -> RecordCorrectionResponse;
+    // Corrected values become JSON as sent: their strings must be storable too.
+    record_correction(RecordCorrectionRequest) -> RecordCorrectionResponse
+        via convert::record_correction_with_storable_values;
 }
