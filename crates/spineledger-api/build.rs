@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Requests that do not decode (a string that is not UTF-8) are INVALID_ARGUMENT.
+        .codec_path("crate::codec::EdgeCodec")
         .file_descriptor_set_path(out_dir.join("spineledger_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[proto_root])?;
     Ok(())

@@ -224,6 +224,36 @@ impl EpisodeScript {
         }
     }
 
+    pub fn missed_session(&self, at: DateTime<Utc>) -> v1::RecordMissedSessionRequest {
+        v1::RecordMissedSessionRequest {
+            header: self.header(),
+            occurred_at: timestamp(at),
+            episode_id: self.episode_id.to_string(),
+            reason: v1::MissedReason::NoShow as i32,
+        }
+    }
+
+    /// A correction of `pain_back` to 5 in the event `corrected_event_id`.
+    pub fn correction(
+        &self,
+        at: DateTime<Utc>,
+        corrected_event_id: Uuid,
+    ) -> v1::RecordCorrectionRequest {
+        v1::RecordCorrectionRequest {
+            header: self.header(),
+            occurred_at: timestamp(at),
+            episode_id: self.episode_id.to_string(),
+            corrected_event_id: corrected_event_id.to_string(),
+            corrections: vec![v1::FieldCorrection {
+                field: "pain_back".into(),
+                corrected_value: Some(prost_types::Value {
+                    kind: Some(prost_types::value::Kind::NumberValue(5.0)),
+                }),
+            }],
+            reason: "typo".into(),
+        }
+    }
+
     pub fn discharge(
         &self,
         at: DateTime<Utc>,

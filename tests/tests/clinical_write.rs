@@ -659,3 +659,435 @@ async fn concurrent_writes_to_one_episode_all_land_without_gaps() {
     }
     assert_eq!(won, 1);
 }
+
+/// A string PostgreSQL cannot store (in `jsonb`): it holds U+0000.
+const NUL: &str = "provider\0-7";
+
+/// Asserts the status is INVALID_ARGUMENT with a field violation naming `field`.
+fn assert_invalid_field(status: &tonic::Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+    let bad_request = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("{field}: no BadRequest details in {status:?}"));
+    assert!(
+        bad_request
+            .field_violations
+            .iter()
+            .any(|v| v.field == field),
+        "{field} not named in {bad_request:?}"
+    );
+}
+
+/// The request with `actor` as its header's actor.
+macro_rules! with_actor {
+    ($request:expr, $actor:expr) => {{
+        let mut request = $request;
+        if let Some(header) = request.header.as_mut() {
+            header.actor = $actor.into();
+        }
+        request
+    }};
+}
+
+#[tokio::test]
+async fn a_nul_in_the_actor_of_any_write_is_invalid_argument_and_appends_nothing() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = EpisodeScript::new();
+    planned(&mut client, &script, 10).await;
+    let newcomer = EpisodeScript {
+        clinic_id: script.clinic_id,
+        ..EpisodeScript::new()
+    };
+    let at = Utc::now() - Duration::days(1);
+    let some_event = uuid::Uuid::new_v4();
+    let results: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "RegisterPatient",
+            client
+                .register_patient(with_actor!(newcomer.register_patient(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordEvaluation",
+            client
+                .record_evaluation(with_actor!(script.evaluation(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "StartTreatmentPlan",
+            client
+                .start_treatment_plan(with_actor!(script.plan(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordSession",
+            client
+                .record_session(with_actor!(
+                    script.session(at, 200.0, v1::Tolerance::Good),
+                    NUL
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordMissedSession",
+            client
+                .record_missed_session(with_actor!(script.missed_session(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordOutcome",
+            client
+                .record_outcome(with_actor!(script.outcome(at, 4, 28.0), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "GiveHomeCareInstructions",
+            client
+                .give_home_care_instructions(with_actor!(script.home_care(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "ReportHomeCareAdherence",
+            client
+                .report_home_care_adherence(with_actor!(script.adherence(at, 80), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordReassessment",
+            client
+                .record_reassessment(with_actor!(script.reassessment(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "AdjustTreatmentPlan",
+            client
+                .adjust_treatment_plan(with_actor!(script.maintenance(at), NUL))
+                .await
+                .map(drop),
+        ),
+        (
+            "DischargeEpisode",
+            client
+                .discharge_episode(with_actor!(
+                    script.discharge(at, v1::DischargeReason::GoalsMet),
+                    NUL
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordCorrection",
+            client
+                .record_correction(with_actor!(script.correction(at, some_event), NUL))
+                .await
+                .map(drop),
+        ),
+    ];
+    assert_eq!(results.len(), 12, "every write RPC");
+    for (rpc, result) in results {
+        let status = result.expect_err(rpc);
+        assert_invalid_field(&status, "header.actor");
+    }
+    assert_eq!(event_types(&harness, &script).await.len(), 2);
+    let newcomer_stream = StreamKey::new(
+        newcomer.clinic_id,
+        format!("patient-{}", newcomer.patient_id),
+    );
+    let stored = harness
+        .database()
+        .store()
+        .read_whole_stream(&newcomer_stream)
+        .await
+        .expect("read the patient");
+    assert!(stored.is_empty(), "{stored:?}");
+
+    // Other control characters are refused as well; tab and newlines are not.
+    let status = client
+        .record_session(with_actor!(
+            script.session(at, 200.0, v1::Tolerance::Good),
+            "provider\u{7}-7"
+        ))
+        .await
+        .expect_err("a bell character");
+    assert_invalid_field(&status, "header.actor");
+    client
+        .record_session(with_actor!(
+            script.session(at, 200.0, v1::Tolerance::Good),
+            "provider 7\tfront desk\r\n"
+        ))
+        .await
+        .expect("tab, CR and LF are text");
+    assert_eq!(event_types(&harness, &script).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_nul_in_any_free_text_field_is_invalid_argument_naming_it_and_appends_nothing() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = EpisodeScript::new();
+    planned(&mut client, &script, 10).await;
+    let at = Utc::now() - Duration::days(1);
+    let text = |value: &str| prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(value.into())),
+    };
+
+    let mut evaluation = script.evaluation(at);
+    evaluation.provider_id = NUL.into();
+    evaluation.posture_notes = Some(NUL.into());
+    evaluation.diagnoses[0].code = "M51.2\0".into();
+    let status = client
+        .record_evaluation(evaluation)
+        .await
+        .expect_err("evaluation");
+    for field in ["provider_id", "posture_notes", "diagnoses[0].code"] {
+        assert_invalid_field(&status, field);
+    }
+
+    let mut plan = script.plan(at);
+    plan.goals = vec!["walk".into(), NUL.into()];
+    plan.justification = Some(NUL.into());
+    let status = client.start_treatment_plan(plan).await.expect_err("plan");
+    for field in ["goals[1]", "justification"] {
+        assert_invalid_field(&status, field);
+    }
+
+    let mut session = script.session(at, 200.0, v1::Tolerance::Good);
+    session.provider_id = NUL.into();
+    session.adverse_event = Some(v1::AdverseEvent {
+        severity: v1::Severity::Mild as i32,
+        description: NUL.into(),
+    });
+    let status = client.record_session(session).await.expect_err("session");
+    for field in ["provider_id", "adverse_event.description"] {
+        assert_invalid_field(&status, field);
+    }
+
+    let mut home_care = script.home_care(at);
+    home_care.instructions[0].description = NUL.into();
+    let status = client
+        .give_home_care_instructions(home_care)
+        .await
+        .expect_err("home care");
+    assert_invalid_field(&status, "instructions[0].description");
+
+    let mut reassessment = script.reassessment(at);
+    reassessment.notes = Some(NUL.into());
+    let status = client
+        .record_reassessment(reassessment)
+        .await
+        .expect_err("reassessment");
+    assert_invalid_field(&status, "notes");
+
+    let mut adjustment = script.maintenance(at);
+    adjustment.reason = Some(NUL.into());
+    let status = client
+        .adjust_treatment_plan(adjustment)
+        .await
+        .expect_err("adjustment");
+    assert_invalid_field(&status, "reason");
+
+    let mut discharge = script.discharge(at, v1::DischargeReason::GoalsMet);
+    discharge.notes = Some(NUL.into());
+    let status = client
+        .discharge_episode(discharge)
+        .await
+        .expect_err("discharge");
+    assert_invalid_field(&status, "notes");
+
+    let mut correction = script.correction(at, uuid::Uuid::new_v4());
+    correction.reason = NUL.into();
+    correction.corrections = vec![
+        v1::FieldCorrection {
+            field: "pain_back\0".into(),
+            corrected_value: Some(text("5")),
+        },
+        v1::FieldCorrection {
+            field: "posture_notes".into(),
+            corrected_value: Some(text(NUL)),
+        },
+        v1::FieldCorrection {
+            field: "diagnoses".into(),
+            corrected_value: Some(prost_types::Value {
+                kind: Some(prost_types::value::Kind::ListValue(
+                    prost_types::ListValue {
+                        values: vec![text("M51.2"), text(NUL)],
+                    },
+                )),
+            }),
+        },
+    ];
+    let status = client
+        .record_correction(correction)
+        .await
+        .expect_err("correction");
+    for field in [
+        "reason",
+        "corrections[0].field",
+        "corrections[1].corrected_value",
+        "corrections[2].corrected_value[1]",
+    ] {
+        assert_invalid_field(&status, field);
+    }
+    let description = status
+        .get_details_bad_request()
+        .and_then(|bad| {
+            bad.field_violations
+                .into_iter()
+                .find(|v| v.field == "reason")
+        })
+        .map(|v| v.description)
+        .unwrap_or_default();
+    assert!(description.contains("NUL"), "{description}");
+
+    assert_eq!(event_types(&harness, &script).await.len(), 2);
+    // Several lines with tabs are ordinary text.
+    let mut home_care = script.home_care(at);
+    home_care.instructions[0].description = "core stabilisation\n\t10 minutes\r\n".into();
+    client
+        .give_home_care_instructions(home_care)
+        .await
+        .expect("multi-line text");
+    assert_eq!(event_types(&harness, &script).await.len(), 3);
+}
+
+/// Sends and receives the bytes of a message as they are, so a test can send what no
+/// prost message encodes (a `string` field that is not UTF-8).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let remaining = prost::bytes::Buf::remaining(src);
+        Ok(Some(
+            prost::bytes::Buf::copy_to_bytes(src, remaining).to_vec(),
+        ))
+    }
+}
+
+/// `message` encoded, with the first byte of the first `marker` replaced by 0xFF (never
+/// valid in UTF-8).
+fn encoded_with_invalid_utf8(message: &impl prost::Message, marker: &str) -> Vec<u8> {
+    let mut bytes = message.encode_to_vec();
+    let at = bytes
+        .windows(marker.len())
+        .position(|window| window == marker.as_bytes())
+        .expect("the marker is in the encoding");
+    bytes[at] = 0xFF;
+    bytes
+}
+
+async fn call_raw(harness: &Harness, path: &'static str, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(harness.channel().await);
+    grpc.ready().await.expect("ready");
+    grpc.unary(
+        tonic::Request::new(body),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .expect_err("not decodable")
+}
+
+#[tokio::test]
+async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = EpisodeScript::new();
+    let at = Utc::now() - Duration::days(3);
+    client
+        .register_patient(script.register_patient(at))
+        .await
+        .expect("register");
+    let evaluation_path = "/spineledger.v1.ClinicalRecordsService/RecordEvaluation";
+
+    let mut evaluation = script.evaluation(at);
+    evaluation.provider_id = "PROVIDER-MARK".into();
+    let status = call_raw(
+        &harness,
+        evaluation_path,
+        encoded_with_invalid_utf8(&evaluation, "PROVIDER-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "provider_id");
+
+    let evaluation = with_actor!(script.evaluation(at), "ACTOR-MARK");
+    let status = call_raw(
+        &harness,
+        evaluation_path,
+        encoded_with_invalid_utf8(&evaluation, "ACTOR-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "header.actor");
+
+    // The index of a repeated field is not known where prost fails: the field is named.
+    let mut plan = script.plan(at);
+    plan.goals = vec!["walk".into(), "GOAL-MARK".into()];
+    let status = call_raw(
+        &harness,
+        "/spineledger.v1.ClinicalRecordsService/StartTreatmentPlan",
+        encoded_with_invalid_utf8(&plan, "GOAL-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "goals");
+
+    // The read services decode the same way.
+    let read = v1::GetTreatmentPlanRequest {
+        clinic_id: "CLINIC-MARK".into(),
+        episode_id: script.episode_id.to_string(),
+        min_position: None,
+    };
+    let status = call_raw(
+        &harness,
+        "/spineledger.v1.TreatmentPlanService/GetTreatmentPlan",
+        encoded_with_invalid_utf8(&read, "CLINIC-MARK"),
+    )
+    .await;
+    assert_invalid_field(&status, "clinic_id");
+
+    assert!(event_types(&harness, &script).await.is_empty());
+}

@@ -680,7 +680,13 @@ async fn a_worker_configured_with_another_shard_count_refuses_to_start() {
 #[tokio::test]
 async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
     let db = TestDatabase::create().await;
-    let config = Harness::projector_config();
+    // The leases are a precondition here, not what is tested, and nothing renews them
+    // between the hand-run batches below: a TTL no stall of a loaded machine reaches.
+    // (Expiry and takeover are tested by `two_workers_share_the_leases_...`.)
+    let config = spineledger_projections::ProjectorConfig {
+        lease_ttl: Duration::from_secs(300),
+        ..Harness::projector_config()
+    };
     let projector = Projector::new(
         db.store().pool().clone(),
         db.config().clone(),
@@ -689,7 +695,6 @@ async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
     spineledger_projections::ensure_checkpoints(db.store().pool(), &config)
         .await
         .expect("checkpoints");
-    projector.balance_leases().await.expect("leases");
     // Patient streams of clinics that all fall in shard 0, spanning more positions than an
     // idle shard tolerates rescanning.
     let mut last = None;
@@ -719,6 +724,8 @@ async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
     let last = last.expect("appended").events[0].cursor;
     let events = all_events(db.store(), Some(count)).await;
     assert_eq!(events.last().map(|e| e.cursor), Some(last));
+    // Taken after the appends, however long they took, and just before the batches.
+    projector.balance_leases().await.expect("leases");
     let idle = projector
         .run_batch(Projection::TreatmentPlans, 1)
         .await

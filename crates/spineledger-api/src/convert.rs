@@ -72,6 +72,30 @@ pub struct ValidCommand<T> {
 /// An episode command with the episode (stream) it is for.
 pub type EpisodeRequest = (EpisodeId, ValidCommand<EpisodeCommand>);
 
+/// Why `text` may not be stored, if it may not: every request string that reaches the
+/// store (texts, the header's actor, diagnosis codes, the string values of corrections)
+/// keeps this rule, checked here at the edge so the domain never sees such a string.
+///
+/// - U+0000 (NUL) is refused because PostgreSQL cannot store it in `jsonb` (SQLSTATE
+///   22P05): accepted, it failed the append with INTERNAL.
+/// - The other control characters (the rest of C0, DEL and C1) are refused too: no clinic
+///   software has a reason to send them, they are invisible wherever the record is shown,
+///   and they garble terminals, logs and exports. Tab, line feed and carriage return are
+///   allowed: notes are often several lines.
+#[must_use]
+pub fn unstorable_text(text: &str) -> Option<&'static str> {
+    if text.contains('\0') {
+        Some("must not contain the NUL character (U+0000)")
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some("must not contain control characters (other than tab, line feed and carriage return)")
+    } else {
+        None
+    }
+}
+
 /// Collects violations while converting fields; each helper returns `None` exactly when it
 /// recorded a violation.
 pub(crate) struct Check {
@@ -202,11 +226,23 @@ impl Check {
         }
     }
 
+    /// A request string that will be stored: see [`unstorable_text`].
+    fn storable(&mut self, field: &str, raw: &str) -> Option<()> {
+        match unstorable_text(raw) {
+            Some(description) => {
+                self.add(field, description);
+                None
+            }
+            None => Some(()),
+        }
+    }
+
     pub(crate) fn text<const MAX: usize>(&mut self, field: &str, raw: String) -> Option<Text<MAX>> {
         if raw.trim().is_empty() {
             self.add(field, "is required");
             return None;
         }
+        self.storable(field, &raw)?;
         self.measure(field, Text::new(raw))
     }
 
@@ -217,7 +253,10 @@ impl Check {
         raw: Option<String>,
     ) -> Option<Option<Text<MAX>>> {
         match raw {
-            Some(raw) if !raw.trim().is_empty() => self.measure(field, Text::new(raw)).map(Some),
+            Some(raw) if !raw.trim().is_empty() => {
+                self.storable(field, &raw)?;
+                self.measure(field, Text::new(raw)).map(Some)
+            }
             _ => Some(None),
         }
     }
@@ -482,10 +521,9 @@ impl Check {
         self.each(field, raw, |check, path, diagnosis| {
             let system =
                 check.enumeration(&format!("{path}.system"), diagnosis.system, code_system);
-            check.measure(
-                &format!("{path}.code"),
-                Diagnosis::new(system?, &diagnosis.code),
-            )
+            let code_path = format!("{path}.code");
+            check.storable(&code_path, &diagnosis.code)?;
+            check.measure(&code_path, Diagnosis::new(system?, &diagnosis.code))
         })
     }
 
@@ -1109,6 +1147,10 @@ fn json_value(
         Some(Kind::NullValue(_)) => Some(serde_json::Value::Null),
         Some(Kind::BoolValue(b)) => Some(serde_json::Value::Bool(b)),
         Some(Kind::StringValue(s)) => {
+            if let Some(description) = unstorable_text(&s) {
+                check.add(field, description);
+                return None;
+            }
             if s.chars().count() > m::MAX_NOTE_CHARS {
                 check.add(
                     field,
@@ -1750,6 +1792,25 @@ mod tests {
         let mut within_skew = session();
         within_skew.occurred_at = ts(now() + TimeDelta::minutes(4));
         assert!(record_session(within_skew, now()).is_ok());
+    }
+
+    #[test]
+    fn text_with_nul_or_control_characters_is_not_storable() {
+        assert!(unstorable_text("a\0b").is_some_and(|why| why.contains("NUL")));
+        for control in ["\u{1}", "\u{1b}[2J", "\u{7f}", "\u{85}"] {
+            assert!(unstorable_text(control).is_some(), "{control:?}");
+        }
+        assert_eq!(unstorable_text("two lines\r\n\tindented, é ✓"), None);
+
+        let mut request = session();
+        request.provider_id = "provider\0".to_owned();
+        request.header = Some(v1::CommandHeader {
+            actor: "\0".to_owned(),
+            ..header().unwrap()
+        });
+        let found = violations(record_session(request, now()));
+        assert!(found.contains_field("provider_id"), "{found}");
+        assert!(found.contains_field("header.actor"), "{found}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl ClinicalRecords {
 }
 
 /// What is recorded about the request itself, next to the actor from the header.
+#[derive(Debug, PartialEq, Eq)]
 struct RequestContext {
     client_name: Option<String>,
     client_version: Option<String>,
@@ -48,13 +49,24 @@ struct RequestContext {
 }
 
 impl RequestContext {
+    /// Reads the client's headers. They are stored in the event metadata (`jsonb`), so a
+    /// value that is not visible ASCII is ignored and control characters (tab, the only
+    /// one HTTP allows, and U+0000, which PostgreSQL cannot store, should a transport ever
+    /// pass one) are dropped: nothing here can fail the append.
     fn of<T>(request: &Request<T>) -> Self {
         let header = |name: &str| {
             request
                 .metadata()
                 .get(name)
                 .and_then(|value| value.to_str().ok())
-                .map(|value| value.chars().take(200).collect::<String>())
+                .map(|value| {
+                    value
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect::<String>()
+                })
+                .filter(|value| !value.is_empty())
         };
         Self {
             client_name: header("x-client-name").or_else(|| header("user-agent")),
@@ -447,4 +459,43 @@ clinical_records_service! {
     adjust_treatment_plan(AdjustTreatmentPlanRequest) -> AdjustTreatmentPlanResponse;
     discharge_episode(DischargeEpisodeRequest) -> DischargeEpisodeResponse;
     record_correction(RecordCorrectionRequest) -> RecordCorrectionResponse;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataValue;
+
+    #[test]
+    fn request_headers_are_stored_without_control_characters() {
+        let mut request = Request::new(());
+        let metadata = request.metadata_mut();
+        metadata.insert("x-client-name", MetadataValue::from_static("front\tdesk"));
+        metadata.insert("x-client-version", MetadataValue::from_static("\t"));
+        metadata.insert(
+            "traceparent",
+            MetadataValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert_eq!(
+            RequestContext::of(&request),
+            RequestContext {
+                client_name: Some("frontdesk".to_owned()),
+                client_version: None,
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_header_that_is_not_visible_ascii_is_ignored() {
+        let mut request = Request::new(());
+        let metadata = request.metadata_mut();
+        let opaque = MetadataValue::try_from(&b"caf\xc3\xa9"[..]).expect("obs-text is allowed");
+        metadata.insert("x-client-name", opaque);
+        metadata.insert("user-agent", MetadataValue::from_static("grpc-rust/0.14"));
+        assert_eq!(
+            RequestContext::of(&request).client_name.as_deref(),
+            Some("grpc-rust/0.14")
+        );
+    }
 }
