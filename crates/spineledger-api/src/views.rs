@@ -180,6 +180,7 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
             as i32,
         discharged_at: view.discharged_at.map(timestamp),
         as_of: Some(timestamp(today)),
+        corrected_fields: view.corrected_fields.iter().cloned().collect(),
     }
 }
 
