@@ -22,6 +22,19 @@ pub struct FoldMark {
     pub corrections: u32,
 }
 
+impl FoldMark {
+    /// The mark of a view stored before marks existed: nothing is known of how it was
+    /// folded, so it is never extended, only derived again (on the episode's next event,
+    /// or by a rebuild).
+    #[must_use]
+    pub const fn unknown() -> Self {
+        Self {
+            horizon: None,
+            corrections: u32::MAX,
+        }
+    }
+}
+
 /// A read model of one episode, folded from its chart.
 pub trait EpisodeView: Sized {
     /// The view before any fact.

@@ -280,7 +280,8 @@ pub struct EpisodeOutcome {
     pub corrections: u32,
     /// Whether a correction changed a value these facts are computed from.
     pub scores_corrected: bool,
-    /// How far the fold has got.
+    /// How far the fold has got (absent in views stored by older versions).
+    #[serde(default = "FoldMark::unknown")]
     pub folded: FoldMark,
     /// Whether a plan was started.
     plan_started: bool,

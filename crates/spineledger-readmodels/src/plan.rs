@@ -407,8 +407,10 @@ pub struct TreatmentPlanView {
     /// reassessment or session).
     pub measurement_corrected: bool,
     /// The `TreatmentPlan` fields whose shown value comes from a corrected field.
+    #[serde(default)]
     pub corrected_fields: BTreeSet<String>,
-    /// How far the fold has got.
+    /// How far the fold has got (absent in views stored by older versions).
+    #[serde(default = "FoldMark::unknown")]
     pub folded: FoldMark,
 }
 

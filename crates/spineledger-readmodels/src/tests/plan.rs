@@ -369,3 +369,19 @@ fn phases_serialize_in_snake_case() {
         );
     }
 }
+
+#[test]
+fn a_view_stored_before_fold_marks_is_derived_again_not_extended() {
+    let log = treated_episode();
+    let mut stored = serde_json::to_value(log.plan_view()).unwrap();
+    let object = stored.as_object_mut().unwrap();
+    object.remove("folded");
+    object.remove("corrected_fields");
+    let mut view: TreatmentPlanView = serde_json::from_value(stored).unwrap();
+    assert!(!crate::extend(
+        &mut view,
+        uuid::Uuid::from_u128(500),
+        500,
+        &session(40.0, 6, 3, Tolerance::Good)
+    ));
+}
