@@ -570,3 +570,147 @@ async fn two_sessions_give_a_tolerance_trend() {
     let plan = plan_at(&mut plans, &script, position(written.result.as_ref())).await;
     assert_eq!(plan.tolerance_trend, v1::ToleranceTrend::Worsening as i32);
 }
+
+#[tokio::test]
+async fn corrections_keep_the_originals_rules_and_only_those() {
+    let harness = Harness::start().await;
+    let (mut writes, _) = clients(&harness).await;
+    let script = EpisodeScript::new();
+    let start = now() - Duration::days(20);
+    evaluated(&mut writes, &script, start).await;
+    writes
+        .start_treatment_plan(script.plan(start + Duration::days(1)))
+        .await
+        .expect("plan");
+    let first = event_id(
+        writes
+            .record_session(script.session(start + Duration::days(2), 300.0, v1::Tolerance::Good))
+            .await
+            .expect("first")
+            .into_inner()
+            .result,
+    );
+    writes
+        .record_session(script.session(start + Duration::days(5), 350.0, v1::Tolerance::Good))
+        .await
+        .expect("second, stronger");
+    let outcome = event_id(
+        writes
+            .record_outcome(script.outcome(start + Duration::days(6), 4, 30.0))
+            .await
+            .expect("outcome")
+            .into_inner()
+            .result,
+    );
+    // A re-evaluation at a lower body weight lowers the ceiling from then on (40 kg: a
+    // ceiling under 300 N); the earlier session's pain may still be corrected.
+    let mut lighter = script.evaluation(start + Duration::days(7));
+    lighter.body_weight_kg = Some(40.0);
+    writes
+        .record_evaluation(lighter)
+        .await
+        .expect("re-evaluation");
+    let at = start + Duration::days(8);
+    writes
+        .record_correction(correction(
+            &script,
+            at,
+            first,
+            &[("pain_before", number(5.0))],
+        ))
+        .await
+        .expect("a pain correction is not judged by today's ceiling");
+
+    // Poorly tolerated with a stronger session after it breaks the force rule.
+    let status = writes
+        .record_correction(correction(
+            &script,
+            at,
+            first,
+            &[("tolerance", string("TOLERANCE_STOPPED_EARLY"))],
+        ))
+        .await
+        .expect_err("the next session was stronger");
+    assert_eq!(reason(&status), "FORCE_INCREASE_AFTER_POOR_TOLERANCE");
+
+    // The score alone, and "not recorded" for an optional enum, are corrections too.
+    writes
+        .record_correction(correction(
+            &script,
+            at,
+            outcome,
+            &[
+                ("odi.score", number(28.0)),
+                ("sciatica", string("SCIATICA_SYMPTOMS_UNSPECIFIED")),
+            ],
+        ))
+        .await
+        .expect("odi.score and sciatica");
+    let stored = harness
+        .database()
+        .store()
+        .read_whole_stream(&StreamKey::new(
+            script.clinic_id,
+            format!("episode-{}", script.episode_id),
+        ))
+        .await
+        .expect("read");
+    let last = stored.last().expect("the correction");
+    assert_eq!(last.payload["corrections"][0]["field"], "odi");
+    assert_eq!(
+        last.payload["corrections"][0]["corrected_value"]["score"],
+        28.0
+    );
+    assert_eq!(last.payload["corrections"][1]["field"], "sciatica");
+    assert!(last.payload["corrections"][1]["corrected_value"].is_null());
+
+    // The same stored value named twice is refused.
+    let status = writes
+        .record_correction(correction(
+            &script,
+            at,
+            outcome,
+            &[
+                ("odi", object(&[("score", number(20.0))])),
+                ("odi.score", number(21.0)),
+            ],
+        ))
+        .await
+        .expect_err("odi twice");
+    assert_eq!(
+        violated_fields(&status),
+        vec!["corrections[1].field".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn care_dated_before_the_discharge_may_be_entered_after_it() {
+    let harness = Harness::start().await;
+    let (mut writes, _) = clients(&harness).await;
+    let script = EpisodeScript::new();
+    let start = now() - Duration::days(20);
+    evaluated(&mut writes, &script, start).await;
+    writes
+        .start_treatment_plan(script.plan(start + Duration::days(1)))
+        .await
+        .expect("plan");
+    writes
+        .record_session(script.session(start + Duration::days(2), 200.0, v1::Tolerance::Good))
+        .await
+        .expect("session");
+    writes
+        .discharge_episode(
+            script.discharge(start + Duration::days(10), v1::DischargeReason::GoalsMet),
+        )
+        .await
+        .expect("discharge");
+    writes
+        .record_session(script.session(start + Duration::days(6), 200.0, v1::Tolerance::Good))
+        .await
+        .expect("a session dated before the discharge, entered after it");
+    let after = writes
+        .record_outcome(script.outcome(start + Duration::days(11), 3, 20.0))
+        .await
+        .expect_err("an outcome dated after the discharge");
+    assert_eq!(reason(&after), "EPISODE_DISCHARGED");
+}

@@ -115,6 +115,11 @@ impl Check {
         self.violations.add(field, description);
     }
 
+    /// How many problems have been recorded so far.
+    pub(crate) fn problems(&self) -> usize {
+        self.violations.len()
+    }
+
     pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, FieldViolations> {
         match value {
             Some(value) if self.violations.is_empty() => Ok(value),

@@ -9,9 +9,10 @@
 //!
 //! Correctable: every field the clinic entered, except the ids, `occurred_at` (the time
 //! places the fact in the chart; record the fact anew instead) and what the service
-//! derived (session numbers). Repeated fields are replaced whole. A message field is given
-//! as a JSON object whose keys are the proto field names (snake_case or lowerCamelCase);
-//! an enum as its name (or number); an optional field may be set to `null` to remove it.
+//! derived (session numbers). Repeated fields are replaced whole. Paths use the proto's
+//! snake_case names. A message field is given as a JSON object whose keys are the proto
+//! field names (snake_case or lowerCamelCase, as proto3 JSON allows); an enum as its name
+//! (or number); an optional field may be set to `null` to remove it.
 
 use std::collections::BTreeSet;
 
@@ -44,6 +45,7 @@ pub fn resolve(
 ) -> Result<RecordCorrection, FieldViolations> {
     let mut check = Check::new(requested.occurred_at);
     let mut seen = BTreeSet::new();
+    let mut payload_paths = BTreeSet::new();
     let mut resolved = Vec::with_capacity(requested.corrections.len());
     for (index, correction) in requested.corrections.iter().enumerate() {
         let path = correction.field.as_str();
@@ -57,6 +59,7 @@ pub fn resolve(
             continue;
         }
         let value = correction.corrected_value.clone();
+        let problems_before = check.problems();
         match resolve_field(&mut check, event_type, path, &value_path, value) {
             Field::Unknown => check.add(
                 &field_path,
@@ -65,7 +68,19 @@ pub fn resolve(
                     correctable_fields(event_type).join(", ")
                 ),
             ),
-            Field::Invalid => {}
+            Field::Invalid => {
+                // Every refusal names its reason; this only guards against one that did not.
+                if check.problems() == problems_before {
+                    check.add(&value_path, "is not a valid value for this field");
+                }
+            }
+            Field::Resolved(payload_path, _) if !payload_paths.insert(payload_path.clone()) => {
+                check.add(
+                    &field_path,
+                    "corrects the same stored value as another field of this request \
+                     (sessions_per_week, interval_days and cadence are one cadence)",
+                );
+            }
             Field::Resolved(payload_path, payload_value) => match ShortText::new(payload_path) {
                 Ok(field) => resolved.push(FieldCorrection {
                     field,
@@ -104,6 +119,7 @@ pub fn correctable_fields(event_type: &str) -> Vec<&'static str> {
             "pain_back",
             "pain_leg",
             "odi",
+            "odi.score",
             "rmdq",
             "straight_leg_raise",
             "lumbar_flexion_cm",
@@ -144,6 +160,7 @@ pub fn correctable_fields(event_type: &str) -> Vec<&'static str> {
             "pain_back",
             "pain_leg",
             "odi",
+            "odi.score",
             "rmdq",
             "straight_leg_raise",
             "lumbar_flexion_cm",
@@ -157,6 +174,7 @@ pub fn correctable_fields(event_type: &str) -> Vec<&'static str> {
             "pain_back",
             "pain_leg",
             "odi",
+            "odi.score",
             "rmdq",
             "recommendation",
             "notes",
@@ -213,6 +231,11 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
         (_, "body_weight_kg") => same(optional(v, |v| float(check, at, v, BodyWeightKg::new))),
         ("EvaluationRecorded", "odi") => same(odi(check, at, v)),
         (_, "odi") => same(optional(v, |v| odi(check, at, v))),
+        // The score alone: the index given directly, as the `score` of the oneof.
+        (_, "odi.score") => match odi(check, at, serde_json::json!({ "score": v })) {
+            Some(value) => Field::Resolved("odi".to_owned(), value),
+            None => Field::Invalid,
+        },
         (_, "straight_leg_raise") => same(
             list::<p::StraightLegRaise>(check, at, v, slr)
                 .and_then(|tests| encode(check.straight_leg_raises(at, tests))),
@@ -268,10 +291,11 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             p::DischargeReason::from_str_name,
             c::discharge_reason,
         )),
+        // SCIATICA_SYMPTOMS_UNSPECIFIED (or null) is "not recorded", as in the request.
         (_, "sciatica") => same(optional(v, |v| {
             enum_number(check, at, v, p::SciaticaSymptoms::from_str_name)
                 .and_then(|n| check.optional_enumeration(at, n, c::sciatica))
-                .and_then(encode)
+                .map(|symptoms| encode(symptoms).unwrap_or(Json::Null))
         })),
         (_, "instructions") => same(instructions(check, at, v)),
         (_, "period_days") => same(int(check, at, v, PeriodDays::try_from_i64)),

@@ -100,12 +100,11 @@ impl EpisodeEvent {
     }
 }
 
-/// The decoder's complaint without the offending value (which may be clinical data).
+/// What does not fit, without the decoder's detail: that detail can quote the offending
+/// value, which may be clinical data. (Values reaching the domain through the API are
+/// validated field by field before; this only describes other callers' mistakes.)
 fn serde_problem(error: &crate::events::DecodeError) -> String {
-    use std::error::Error as _;
-    error
-        .source()
-        .map_or_else(|| error.to_string(), ToString::to_string)
+    error.to_string()
 }
 
 /// Replaces the value at a dotted path (`a.b`, `a[2].c`) of existing objects and arrays.

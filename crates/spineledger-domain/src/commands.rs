@@ -344,10 +344,21 @@ pub fn decide_for_patient(
     if !state.started && !matches!(command, EpisodeCommand::RecordEvaluation(_)) {
         return Err(Rejection::EpisodeNotStarted);
     }
+    check_time_order(state, command)?;
+    // A fact is judged against the episode as it stood when it happened, so a late entry
+    // meets the rules it would have met on time (a session entered after a discharge but
+    // dated before it is accepted; one dated after it is not). A correction is judged
+    // against the whole episode.
+    let as_of;
+    let state = if matches!(command, EpisodeCommand::RecordCorrection(_)) {
+        state
+    } else {
+        as_of = state.as_of(command.occurred_at());
+        &as_of
+    };
     if state.discharged && !matches!(command, EpisodeCommand::RecordCorrection(_)) {
         return Err(Rejection::EpisodeDischarged);
     }
-    check_time_order(state, command)?;
     let event = match command {
         EpisodeCommand::RecordEvaluation(c) => record_evaluation(state, c, patient)?,
         EpisodeCommand::StartTreatmentPlan(c) => start_plan(state, c, policy)?,
@@ -417,13 +428,15 @@ pub fn decide_for_patient(
 }
 
 /// The orders of care that cannot have happened. A fact entered late is accepted wherever
-/// it fits; these are refused:
+/// it fits (and then judged by the rules as the episode stood at its date); these are
+/// refused:
 ///
-/// - a re-evaluation, a plan, an outcome or home-care instructions dated before the
-///   episode's first evaluation;
-/// - a session, a missed session or a reassessment dated before the plan started;
+/// - a re-evaluation, an outcome or home-care instructions dated before the episode's
+///   first evaluation;
+/// - a plan dated before the first evaluation or before the plan already recorded;
+/// - a session, a missed session, a reassessment or a plan adjustment dated before the
+///   plan started;
 /// - an adherence report dated before home care was first instructed;
-/// - a plan adjustment dated before the reassessment it relies on;
 /// - a discharge dated before any fact already recorded (care cannot follow discharge);
 /// - a correction dated before the event it corrects.
 fn check_time_order(state: &Episode, command: &EpisodeCommand) -> Result<(), Rejection> {
@@ -431,20 +444,21 @@ fn check_time_order(state: &Episode, command: &EpisodeCommand) -> Result<(), Rej
     let plan_start = state.plan.map(|plan| plan.started_at);
     let bound = match command {
         EpisodeCommand::RecordEvaluation(_)
-        | EpisodeCommand::StartTreatmentPlan(_)
         | EpisodeCommand::RecordOutcome(_)
         | EpisodeCommand::GiveHomeCareInstructions(_) => {
             state.first_evaluation_at.map(|t| ("first evaluation", t))
         }
+        EpisodeCommand::StartTreatmentPlan(_) => match plan_start {
+            Some(t) => Some(("treatment plan start", t)),
+            None => state.first_evaluation_at.map(|t| ("first evaluation", t)),
+        },
         EpisodeCommand::RecordSession(_)
         | EpisodeCommand::RecordMissedSession(_)
-        | EpisodeCommand::RecordReassessment(_) => plan_start.map(|t| ("treatment plan start", t)),
+        | EpisodeCommand::RecordReassessment(_)
+        | EpisodeCommand::AdjustTreatmentPlan(_) => plan_start.map(|t| ("treatment plan start", t)),
         EpisodeCommand::ReportHomeCareAdherence(_) => state
             .home_care_instructed_at
             .map(|t| ("first home-care instructions", t)),
-        EpisodeCommand::AdjustTreatmentPlan(_) => state
-            .last_reassessment_at
-            .map(|t| ("latest reassessment", t)),
         EpisodeCommand::DischargeEpisode(_) => {
             state.latest_fact_at.map(|t| ("latest recorded care", t))
         }
@@ -639,14 +653,24 @@ fn record_correction(
             .map_err(|misfit| Rejection::CorrectionInvalid {
                 problem: misfit.to_string(),
             })?;
-    match &corrected {
-        EpisodeEvent::SessionRecorded(session) => {
-            require_within_ceiling(state, session.peak_force, policy)?;
+    // The rules of the original, where the correction touches what they judge; the
+    // body weight is the one in force when the corrected fact took place.
+    let then = state.as_of(original.occurred_at());
+    match (original, &corrected) {
+        (EpisodeEvent::SessionRecorded(before), EpisodeEvent::SessionRecorded(after)) => {
+            if after.peak_force != before.peak_force {
+                require_within_ceiling(&then, after.peak_force, policy)?;
+            }
+            if after.peak_force != before.peak_force || after.tolerance != before.tolerance {
+                require_tolerated_neighbours(state, c.corrected_event_id, after)?;
+            }
         }
-        EpisodeEvent::TreatmentPlanStarted(plan) => {
-            require_within_ceiling(state, plan.starting_force, policy)?;
+        (EpisodeEvent::TreatmentPlanStarted(before), EpisodeEvent::TreatmentPlanStarted(after))
+            if after.starting_force != before.starting_force =>
+        {
+            require_within_ceiling(&then, after.starting_force, policy)?;
         }
-        EpisodeEvent::EvaluationRecorded(evaluation) => {
+        (_, EpisodeEvent::EvaluationRecorded(evaluation)) => {
             require_age_fits_birth_year(evaluation, patient)?;
         }
         _ => {}
@@ -658,6 +682,39 @@ fn record_correction(
         corrections: c.corrections.clone(),
         reason: c.reason.clone(),
     }))
+}
+
+/// A corrected session must keep the poor-tolerance rule with the sessions next to it in
+/// the chart: not above a poorly tolerated session before it, and, if itself poorly
+/// tolerated, not below the session after it.
+fn require_tolerated_neighbours(
+    state: &Episode,
+    event_id: Uuid,
+    corrected: &SessionRecorded,
+) -> Result<(), Rejection> {
+    let Some(index) = state.sessions.iter().position(|s| s.event_id == event_id) else {
+        return Ok(());
+    };
+    let peak = corrected.peak_force.newtons();
+    if let Some(previous) = index.checked_sub(1).and_then(|i| state.sessions.get(i))
+        && previous.tolerance.is_poor()
+        && peak > previous.peak_force.newtons()
+    {
+        return Err(Rejection::ForceIncreaseAfterPoorTolerance {
+            previous_peak_newtons: previous.peak_force.newtons(),
+            requested_newtons: peak,
+        });
+    }
+    if let Some(next) = state.sessions.get(index + 1)
+        && corrected.tolerance.is_poor()
+        && next.peak_force.newtons() > peak
+    {
+        return Err(Rejection::ForceIncreaseAfterPoorTolerance {
+            previous_peak_newtons: peak,
+            requested_newtons: next.peak_force.newtons(),
+        });
+    }
+    Ok(())
 }
 
 fn require_active_plan(state: &Episode) -> Result<crate::episode::Plan, Rejection> {

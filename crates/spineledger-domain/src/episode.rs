@@ -46,9 +46,11 @@ impl Plan {
     }
 }
 
-/// A session as the rules need it: when, how hard, how well tolerated.
+/// A session as the rules need it: which, when, how hard, how well tolerated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionMark {
+    /// The session's event id.
+    pub event_id: Uuid,
     /// When it took place.
     pub occurred_at: DateTime<Utc>,
     /// Its peak force.
@@ -115,10 +117,26 @@ impl Episode {
     }
 
     /// Appends one event (the next in the stream) and folds it in. Total: never panics,
-    /// whatever the order.
+    /// whatever the order. Each call folds the whole episode again: for building a state
+    /// step by step in tests; fold a stream with [`Episode::fold`].
     pub fn apply(&mut self, event_id: Uuid, event: &EpisodeEvent) {
         self.log.push((event_id, event.clone()));
         self.refresh();
+    }
+
+    /// The episode as it stood at `at`: the facts that took place by then (whenever they
+    /// were entered), with every correction. Rules judge a fact entered late against
+    /// this, not against what happened after it.
+    #[must_use]
+    pub fn as_of(&self, at: DateTime<Utc>) -> Self {
+        Self::fold(
+            self.log
+                .iter()
+                .filter(|(_, event)| {
+                    matches!(event, EpisodeEvent::RecordCorrected(_)) || event.occurred_at() <= at
+                })
+                .map(|(id, event)| (*id, event)),
+        )
     }
 
     /// Whether a plan is active: started and not discharged.
@@ -228,6 +246,7 @@ impl Episode {
                     }
                 }
                 self.sessions.push(SessionMark {
+                    event_id,
                     occurred_at: at,
                     peak_force: session.peak_force,
                     tolerance: session.tolerance,

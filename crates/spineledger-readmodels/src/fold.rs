@@ -2,11 +2,13 @@
 //! in clinical order, corrections applied; [`spineledger_domain::chart`]).
 //!
 //! [`derive`] folds the whole chart from an empty view. [`extend`] is the fast path the
-//! projector takes for the common case — the next fact happened after everything folded so
-//! far and the episode has no corrections — and gives exactly what [`derive`] would give,
-//! because the fold then sees the same facts in the same order. Anything else (a late
-//! entry, a correction, a fact seen before an earlier stream version) must be derived
-//! again from the whole chart; [`extend`] says so by returning false.
+//! projector takes for the common case — the next event is not a correction, sorts after
+//! every fact folded so far, and no correction of the episode is waiting for an event not
+//! yet seen — and gives exactly what [`derive`] would give, because the fold then sees the
+//! same facts in the same order, and no correction can name the new event (a correction
+//! is only accepted for an event already in the stream). Anything else (a late entry, a
+//! correction) must be derived again from the whole chart; [`extend`] says so by
+//! returning false.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,9 @@ pub struct FoldMark {
     pub horizon: Option<(DateTime<Utc>, u64)>,
     /// Corrections recorded in the episode.
     pub corrections: u32,
+    /// Corrections that name an event not (yet) folded, or that do not fit it.
+    #[serde(default)]
+    pub unapplied: u32,
 }
 
 impl FoldMark {
@@ -30,7 +35,8 @@ impl FoldMark {
     pub const fn unknown() -> Self {
         Self {
             horizon: None,
-            corrections: u32::MAX,
+            corrections: 0,
+            unapplied: u32::MAX,
         }
     }
 }
@@ -43,6 +49,9 @@ pub trait EpisodeView: Sized {
     fn fold_fact(&mut self, entry: &ChartEntry);
     /// Takes note of the episode's corrections once every fact is folded.
     fn note_corrections(&mut self, corrections: &[ChartCorrection]);
+    /// Brings what is computed from the folded facts up to date, after a derivation or an
+    /// extension (for views whose derived values are cheaper computed once than per fact).
+    fn settle(&mut self) {}
     /// Where the fold stands.
     fn mark(&self) -> FoldMark;
     /// Sets where the fold stands.
@@ -56,9 +65,12 @@ pub fn derive<V: EpisodeView>(clinic_id: Uuid, episode_id: Uuid, chart: &Chart) 
         view.fold_fact(entry);
     }
     view.note_corrections(chart.corrections());
+    view.settle();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     view.set_mark(FoldMark {
         horizon: chart.entries().last().map(ChartEntry::sort_key),
-        corrections: u32::try_from(chart.corrections().len()).unwrap_or(u32::MAX),
+        corrections: count(chart.corrections().len()),
+        unapplied: count(chart.corrections().iter().filter(|c| !c.applied).count()),
     });
     view
 }
@@ -79,7 +91,8 @@ pub fn derive_from_log<'a, V: EpisodeView>(
 }
 
 /// Folds the next event into `view` when that is exactly what [`derive`] would do: the
-/// event is not a correction, the episode has none, and it sorts after every fact folded.
+/// event is not a correction, every correction of the episode has been applied, and it
+/// sorts after every fact folded.
 /// False (and the view unchanged) otherwise: derive the view again from the whole chart.
 pub fn extend<V: EpisodeView>(
     view: &mut V,
@@ -90,7 +103,7 @@ pub fn extend<V: EpisodeView>(
     let mark = view.mark();
     let key = (event.occurred_at(), version);
     let in_order = mark.horizon.is_none_or(|horizon| key > horizon);
-    if matches!(event, EpisodeEvent::RecordCorrected(_)) || mark.corrections > 0 || !in_order {
+    if matches!(event, EpisodeEvent::RecordCorrected(_)) || mark.unapplied > 0 || !in_order {
         return false;
     }
     let entry = ChartEntry {
@@ -100,9 +113,10 @@ pub fn extend<V: EpisodeView>(
         corrected_fields: std::collections::BTreeSet::new(),
     };
     view.fold_fact(&entry);
+    view.settle();
     view.set_mark(FoldMark {
         horizon: Some(key),
-        corrections: 0,
+        ..mark
     });
     true
 }

@@ -331,6 +331,7 @@ impl EpisodeOutcome {
             folded: FoldMark {
                 horizon: None,
                 corrections: 0,
+                unapplied: 0,
             },
             plan_started: false,
             in_initial_phase: false,
@@ -342,19 +343,19 @@ impl EpisodeOutcome {
 
     /// Folds one fact of the chart, in clinical order. Total: never panics.
     fn fold(&mut self, entry: &ChartEntry) {
-        const USED_FIELDS: [&str; 10] = [
-            "pain_back",
-            "odi",
-            "pain_before",
-            "age_years",
-            "diagnoses",
-            "initial_sessions",
-            "frequency",
-            "adherence_percent",
-            "adverse_event",
-            "reason",
-        ];
-        if USED_FIELDS.iter().any(|field| entry.is_corrected(field)) {
+        let used: &[&str] = match &entry.event {
+            EpisodeEvent::EvaluationRecorded(_) => &["pain_back", "odi", "age_years", "diagnoses"],
+            EpisodeEvent::OutcomeRecorded(_) | EpisodeEvent::ReassessmentRecorded(_) => {
+                &["pain_back", "odi"]
+            }
+            EpisodeEvent::SessionRecorded(_) => &["pain_before", "adverse_event"],
+            EpisodeEvent::TreatmentPlanStarted(_) => &["initial_sessions"],
+            EpisodeEvent::TreatmentPlanAdjusted(_) => &["frequency"],
+            EpisodeEvent::HomeCareAdherenceReported(_) => &["adherence_percent"],
+            EpisodeEvent::EpisodeDischarged(_) => &["reason"],
+            _ => &[],
+        };
+        if used.iter().any(|field| entry.is_corrected(field)) {
             self.scores_corrected = true;
         }
         let event_id = entry.event_id;
@@ -418,7 +419,6 @@ impl EpisodeOutcome {
             // Corrections are applied to the facts they name before the fold.
             EpisodeEvent::RecordCorrected(_) | EpisodeEvent::HomeCareInstructed(_) => {}
         }
-        self.recompute();
     }
 
     fn apply_evaluation(&mut self, event_id: Uuid, evaluation: &EvaluationRecorded) {
@@ -590,6 +590,10 @@ impl EpisodeView for EpisodeOutcome {
     /// Counts the corrections; those applied have already changed the facts folded.
     fn note_corrections(&mut self, corrections: &[ChartCorrection]) {
         self.corrections = u32::try_from(corrections.len()).unwrap_or(u32::MAX);
+    }
+
+    fn settle(&mut self) {
+        self.recompute();
     }
 
     fn mark(&self) -> FoldMark {

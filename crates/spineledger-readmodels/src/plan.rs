@@ -406,6 +406,9 @@ pub struct TreatmentPlanView {
     /// Whether any applied correction changed a measurement (evaluation, outcome,
     /// reassessment or session).
     pub measurement_corrected: bool,
+    /// For each of `recent_tolerances`, whether a correction changed it.
+    #[serde(default)]
+    pub recent_tolerances_corrected: Vec<bool>,
     /// The `TreatmentPlan` fields whose shown value comes from a corrected field.
     #[serde(default)]
     pub corrected_fields: BTreeSet<String>,
@@ -457,10 +460,12 @@ impl TreatmentPlanView {
             discharged_at: None,
             corrections: 0,
             measurement_corrected: false,
+            recent_tolerances_corrected: Vec::new(),
             corrected_fields: BTreeSet::new(),
             folded: FoldMark {
                 horizon: None,
                 corrections: 0,
+                unapplied: 0,
             },
         }
     }
@@ -622,9 +627,15 @@ impl TreatmentPlanView {
         .iter()
         .any(|field| entry.is_corrected(field));
         self.mark_corrected("last_settings", settings_corrected);
-        if entry.is_corrected("tolerance") {
-            self.mark_corrected("recent_tolerances", true);
+        self.recent_tolerances_corrected
+            .push(entry.is_corrected("tolerance"));
+        if self.recent_tolerances_corrected.len() > RECENT_TOLERANCES {
+            let excess = self.recent_tolerances_corrected.len() - RECENT_TOLERANCES;
+            self.recent_tolerances_corrected.drain(..excess);
         }
+        let tolerance_corrected = self.recent_tolerances_corrected.contains(&true);
+        self.mark_corrected("recent_tolerances", tolerance_corrected);
+        // The count covers every session: once a corrected one is in it, it stays.
         if entry.is_corrected("adverse_event") {
             self.mark_corrected("adverse_events", true);
         }

@@ -114,11 +114,30 @@ fn anything_but_a_correction_after_discharge_is_rejected() {
             .reason(),
         "EPISODE_DISCHARGED"
     );
+    let mut late_evaluation = evaluation();
+    if let EpisodeCommand::RecordEvaluation(c) = &mut late_evaluation {
+        c.occurred_at = at(4);
+    }
     assert_eq!(
-        episode.rejection(evaluation()).reason(),
+        episode.rejection(late_evaluation).reason(),
         "EPISODE_DISCHARGED"
     );
     assert_eq!(episode.rejection(outcome(4)).reason(), "EPISODE_DISCHARGED");
+}
+
+#[test]
+fn a_fact_dated_before_the_discharge_is_a_late_entry_judged_as_the_episode_then_stood() {
+    let mut episode = Recorder::with_plan(5);
+    episode.record(session(2, 300.0, Tolerance::Good));
+    episode.record(discharge(6));
+    // Entered after the discharge, dated before it: the plan was active then.
+    episode.record(session(4, 300.0, Tolerance::Good));
+    episode.record(outcome(5));
+    // A discharge cannot precede care already recorded.
+    assert_eq!(
+        episode.rejection(discharge(3)).reason(),
+        "OCCURRED_OUT_OF_ORDER"
+    );
 }
 
 #[test]

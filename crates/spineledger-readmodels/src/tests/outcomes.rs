@@ -275,6 +275,8 @@ fn other_corrections_are_only_counted() {
     let mut unchanged: EpisodeOutcome = before;
     unchanged.corrections = 3;
     unchanged.folded.corrections = 3;
+    // Off the scale, and naming an event never recorded: neither could be applied.
+    unchanged.folded.unapplied = 2;
     assert_eq!(facts, unchanged);
 }
 
