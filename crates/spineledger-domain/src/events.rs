@@ -1,4 +1,4 @@
-//! The facts an episode of care is made of (design brief section 3). Events are past tense
+//! The facts an episode of care is made of. Events are past tense
 //! and immutable; a mistake is fixed by a [`RecordCorrected`] that names the event it
 //! corrects. Every event carries `occurred_at`, the time of the fact in the clinic, which
 //! is distinct from the time it was recorded (event metadata, kept by the store).

@@ -1,5 +1,5 @@
 //! Validated clinical measures and vocabulary. Every value type has a fallible constructor
-//! that enforces its scale (design brief section 2), and its serde form re-validates on the
+//! that enforces its scale, and its serde form re-validates on the
 //! way in, so a payload read back from the log can never smuggle in an out-of-scale value.
 
 use std::collections::BTreeMap;

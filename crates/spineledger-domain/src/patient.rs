@@ -1,5 +1,5 @@
 //! The patient stream: who the patient is, clinically. Names and contact details are
-//! personal data kept apart (design brief section 7) and are not part of these events.
+//! personal data kept apart and are not part of these events.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Why the domain refused a command. Each rule of the design brief (section 3) is its own
+//! Why the domain refused a command. Each rule of the episode is its own
 //! variant with a stable UPPER_SNAKE reason for `google.rpc.ErrorInfo`. Messages describe
 //! the rule, never the patient: they may end up in logs.
 

@@ -1,4 +1,4 @@
-//! Read models as pure folds over an episode's chart (design brief section 5): its facts
+//! Read models as pure folds over an episode's chart: its facts
 //! in the order they happened, corrections applied ([`spineledger_domain::chart`]). No
 //! I/O, no clock, no database: the projector decodes the stored events, derives or extends
 //! each affected episode's views ([`fold`]) and stores them as JSONB.

@@ -1,5 +1,5 @@
 //! The de-identified facts of one episode that outcome statistics are computed from
-//! (design brief section 5). No patient id, name or birth date: an age band, the primary
+//!. No patient id, name or birth date: an age band, the primary
 //! diagnosis, the plan, scores and counts. Statistics group and aggregate these rows
 //! ([`crate::statistics`]).
 //!

@@ -1,4 +1,4 @@
-//! The treatment plan of one episode as it stands, for clinicians (design brief section 5):
+//! The treatment plan of one episode as it stands, for clinicians:
 //! phase, sessions, cadence and the "should be here" marker, last settings, tolerance,
 //! adherence, baseline against latest scores, responder status and flags.
 //!

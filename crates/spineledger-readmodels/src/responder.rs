@@ -1,6 +1,6 @@
 //! Clinically meaningful improvement, by the consensus thresholds of Ostelo RWJG et al.,
 //! "Interpreting change scores for pain and functional status in low back pain", Spine
-//! 2008;33(1):90-94 (design brief section 2):
+//! 2008;33(1):90-94:
 //!
 //! - pain on the numeric rating scale (NRS 0-10): an improvement of at least 2 points, or of
 //!   at least 30 % of the baseline;

@@ -1,5 +1,5 @@
 //! Outcome statistics: [`EpisodeOutcome`] rows grouped by dimensions and aggregated, with
-//! small-cell suppression (design brief section 5). Analysts see only these aggregates,
+//! small-cell suppression. Analysts see only these aggregates,
 //! never an episode row.
 //!
 //! # Suppression

@@ -1,4 +1,4 @@
-//! `spineledger bench`: the performance targets of the design brief, measured in one run
+//! `spineledger bench`: the product's performance targets, measured in one run
 //! beside the raw PostgreSQL figure on the same machine, so ratios hold on a noisy one.
 //!
 //! Method:
