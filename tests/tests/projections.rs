@@ -332,6 +332,58 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     harness.stop().await;
 }
 
+#[tokio::test]
+async fn a_rebuild_that_fails_early_releases_its_lock() {
+    let db = TestDatabase::create().await;
+    let owner = spineledger_store::owner_pool(db.config(), 2).expect("owner pool");
+    // A view where the rebuild's fresh table goes makes its first step fail.
+    owner
+        .get()
+        .await
+        .expect("connection")
+        .batch_execute("CREATE VIEW treatment_plans_rebuild AS SELECT 1 AS one")
+        .await
+        .expect("view");
+    let failed = spineledger_projections::rebuild::rebuild(
+        &owner,
+        Projection::TreatmentPlans,
+        Harness::projector_config().shards,
+        500,
+    )
+    .await
+    .expect_err("the view is in the way");
+    assert!(
+        !matches!(failed, ProjectionError::RebuildInProgress(_)),
+        "{failed:?}"
+    );
+    let client = owner.get().await.expect("connection");
+    let held: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .expect("locks")
+        .get(0);
+    assert_eq!(held, 0, "no session still holds the rebuild lock");
+    client
+        .batch_execute("DROP VIEW treatment_plans_rebuild")
+        .await
+        .expect("drop the view");
+    drop(client);
+    let report = spineledger_projections::rebuild::rebuild(
+        &owner,
+        Projection::TreatmentPlans,
+        Harness::projector_config().shards,
+        500,
+    )
+    .await
+    .expect("the lock was released: a second rebuild runs");
+    assert!(report.equal(), "{report:?}");
+    owner.close();
+}
+
 async fn leases_by_owner(db: &TestDatabase) -> Vec<(uuid::Uuid, i64)> {
     let client = db.owner_client().await;
     client

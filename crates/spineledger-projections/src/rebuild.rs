@@ -49,22 +49,78 @@ pub async fn rebuild(
     shards: u8,
     page: usize,
 ) -> Result<RebuildReport, ProjectionError> {
+    // One rebuild of a projection at a time: a second one would drop the first's table.
+    let lock = RebuildLock::acquire(owner_pool, projection).await?;
+    let result = rebuild_locked(owner_pool, projection, shards, page).await;
+    lock.release().await;
+    result
+}
+
+/// The advisory lock that lets one rebuild of a projection run at a time. It is a session
+/// lock on a connection of its own, released on every path: by [`RebuildLock::release`],
+/// or, if the rebuild ends any other way (an error, a panic, a dropped future), by closing
+/// that connection instead of returning it to the pool with the lock still held.
+struct RebuildLock {
+    client: Option<deadpool_postgres::Object>,
+    projection: Projection,
+}
+
+impl RebuildLock {
+    async fn acquire(owner_pool: &Pool, projection: Projection) -> Result<Self, ProjectionError> {
+        let client = owner_pool.get().await?;
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('spineledger.rebuild'), hashtext($1))",
+                &[&projection.name()],
+            )
+            .await?
+            .try_get(0)?;
+        if !locked {
+            return Err(ProjectionError::RebuildInProgress(projection.name()));
+        }
+        Ok(Self {
+            client: Some(client),
+            projection,
+        })
+    }
+
+    /// Unlocks and returns the connection to the pool; if unlocking fails, the connection
+    /// is closed, which unlocks too.
+    async fn release(mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let unlocked = client
+            .execute(
+                "SELECT pg_advisory_unlock(hashtext('spineledger.rebuild'), hashtext($1))",
+                &[&self.projection.name()],
+            )
+            .await;
+        if let Err(error) = unlocked {
+            tracing::warn!(%error, "rebuild lock not released; closing its connection");
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Drop for RebuildLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Never back into the pool holding the lock: closing the session releases it.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+async fn rebuild_locked(
+    owner_pool: &Pool,
+    projection: Projection,
+    shards: u8,
+    page: usize,
+) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
     let table = projection.table();
     let shadow = format!("{table}_rebuild");
-    // One rebuild of a projection at a time: a second one would drop the first's table.
-    // The lock lives as long as this connection is held.
-    let guard = owner_pool.get().await?;
-    let locked: bool = guard
-        .query_one(
-            "SELECT pg_try_advisory_lock(hashtext('spineledger.rebuild'), hashtext($1))",
-            &[&projection.name()],
-        )
-        .await?
-        .get(0);
-    if !locked {
-        return Err(ProjectionError::RebuildInProgress(projection.name()));
-    }
     {
         let client = owner_pool.get().await?;
         client
@@ -105,7 +161,7 @@ pub async fn rebuild(
     }
 
     let mut attempt = 0;
-    let result = loop {
+    loop {
         attempt += 1;
         match swap(owner_pool, projection, &shadow, shards, page, cursor).await {
             Ok((caught_up, live_digest, rebuilt_digest)) => {
@@ -122,14 +178,7 @@ pub async fn rebuild(
             }
             Err(error) => break Err(error),
         }
-    };
-    guard
-        .execute(
-            "SELECT pg_advisory_unlock(hashtext('spineledger.rebuild'), hashtext($1))",
-            &[&projection.name()],
-        )
-        .await?;
-    result
+    }
 }
 
 /// The atomic catch-up, compare and swap. Returns (events applied to the rebuilt model in
