@@ -37,8 +37,8 @@ pub use plan::{
 };
 pub use responder::ResponderStatus;
 pub use statistics::{
-    AdherenceBandCounts, DEFAULT_MIN_CELL, Dimension, DischargeCounts, Group, GroupStatistics,
-    Mean, Median, Proportion, TRAJECTORY_SESSIONS, TrajectoryPoint, UnknownDimension, aggregate,
+    AdherenceBandCounts, Dimension, DischargeCounts, Group, GroupStatistics, Mean, Median, MinCell,
+    MinCellTooSmall, Proportion, TRAJECTORY_SESSIONS, TrajectoryPoint, UnknownDimension, aggregate,
 };
 
 #[cfg(test)]

@@ -44,7 +44,6 @@ use uuid::Uuid;
 
 use crate::fold::{EpisodeView, FoldMark};
 use crate::responder::{ResponderStatus, nrs_improved, nrs_status, odi_status};
-use crate::statistics::Dimension;
 
 /// Age bands for statistics, from the age at the first evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -520,22 +519,6 @@ impl EpisodeOutcome {
             .filter(|(completed, pain)| *completed >= 1 && nrs_improved(baseline, *pain))
             .map(|(completed, _)| completed)
             .min()
-    }
-
-    /// The group key of this episode for `dimension`: the clinic id; the primary diagnosis
-    /// (`unknown` without an evaluation); the initial session count (`no_plan` without a
-    /// plan); the frequency phase; the adherence band; the age band (`unknown` without an
-    /// evaluation).
-    #[must_use]
-    pub fn group_key(&self, dimension: Dimension) -> String {
-        match dimension {
-            Dimension::Clinic => self.clinic_id.to_string(),
-            Dimension::Diagnosis => self.diagnosis_key().to_owned(),
-            Dimension::InitialSessions => self.initial_sessions_key(),
-            Dimension::FrequencyPhase => self.frequency_phase.as_str().to_owned(),
-            Dimension::AdherenceBand => self.adherence_band.as_str().to_owned(),
-            Dimension::AgeBand => self.age_band_key().to_owned(),
-        }
     }
 
     /// The diagnosis key: the primary diagnosis, or `unknown`.

@@ -8,7 +8,7 @@
 //! with neither its episode count nor any statistic ([`Group::episodes`] and
 //! [`Group::statistics`] are `None`). Inside a group that is shown, every mean, median and
 //! proportion computed over fewer than `min_cell` values is suppressed too (`None`), and
-//! so is each point of the pain trajectory. The default, [`DEFAULT_MIN_CELL`] = 8, follows
+//! so is each point of the pain trajectory. The default, [`MinCell::DEFAULT`] = 8, follows
 //! NHS Digital's small-number policy, which suppresses counts and means of 1-7 values.
 //! Counts of the shown group's episodes by category (adherence bands, discharge reasons)
 //! are shown; callers that publish several overlapping groupings should still mind
@@ -54,9 +54,65 @@ use spineledger_domain::measures::DischargeReason;
 use crate::outcomes::{AdherenceBand, EpisodeOutcome};
 use crate::responder::ResponderStatus;
 
-/// The default smallest group (and the smallest number of values behind a statistic)
-/// that is shown: NHS Digital suppresses 1-7.
-pub const DEFAULT_MIN_CELL: usize = 8;
+/// The smallest group (and the smallest number of values behind a statistic) that is
+/// shown. It cannot be made below [`MinCell::SMALLEST`] (3): a cell of one or two
+/// episodes discloses individuals. The default, 8, follows NHS Digital, which suppresses
+/// 1-7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MinCell(usize);
+
+/// A minimum cell size below 3 was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a minimum cell size of {0} would disclose individuals: it must be at least 3")]
+pub struct MinCellTooSmall(pub usize);
+
+impl MinCell {
+    /// The smallest minimum cell size there is: 3.
+    pub const SMALLEST: Self = Self(3);
+    /// The default: 8.
+    pub const DEFAULT: Self = Self(8);
+
+    /// The minimum cell size `size`, if it is at least 3.
+    ///
+    /// # Errors
+    /// [`MinCellTooSmall`] below 3.
+    pub const fn new(size: usize) -> Result<Self, MinCellTooSmall> {
+        if size < Self::SMALLEST.0 {
+            Err(MinCellTooSmall(size))
+        } else {
+            Ok(Self(size))
+        }
+    }
+
+    /// The size.
+    #[must_use]
+    pub const fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for MinCell {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for MinCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MinCell {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let size: usize = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))?;
+        Self::new(size).map_err(|error| error.to_string())
+    }
+}
 /// The sessions the pain trajectory covers, from session 1.
 pub const TRAJECTORY_SESSIONS: u32 = 12;
 
@@ -99,6 +155,24 @@ impl Dimension {
             Self::FrequencyPhase => "frequency_phase",
             Self::AdherenceBand => "adherence_band",
             Self::AgeBand => "age_band",
+        }
+    }
+}
+
+impl Dimension {
+    /// The group key of `episode` along this dimension: the clinic id; the primary
+    /// diagnosis (`unknown` without an evaluation); the initial session count (`no_plan`
+    /// without a plan); the frequency phase; the adherence band; the age band (`unknown`
+    /// without an evaluation).
+    #[must_use]
+    pub fn key_of(self, episode: &EpisodeOutcome) -> String {
+        match self {
+            Self::Clinic => episode.clinic_id.to_string(),
+            Self::Diagnosis => episode.diagnosis_key().to_owned(),
+            Self::InitialSessions => episode.initial_sessions_key(),
+            Self::FrequencyPhase => episode.frequency_phase.as_str().to_owned(),
+            Self::AdherenceBand => episode.adherence_band.as_str().to_owned(),
+            Self::AgeBand => episode.age_band_key().to_owned(),
         }
     }
 }
@@ -277,17 +351,17 @@ impl Group {
 
 /// Groups `episodes` by the values of `group_by` (all in one group when empty) and
 /// aggregates each group, suppressing groups and statistics of fewer than `min_cell`
-/// episodes (at least 1). Groups come sorted by key; no input, no groups.
+/// episodes. Groups come sorted by key; no input, no groups.
 #[must_use]
 pub fn aggregate(
     episodes: &[EpisodeOutcome],
     group_by: &[Dimension],
-    min_cell: usize,
+    min_cell: MinCell,
 ) -> Vec<Group> {
-    let min_cell = min_cell.max(1);
+    let min_cell = min_cell.get();
     let mut groups: BTreeMap<Vec<String>, Vec<&EpisodeOutcome>> = BTreeMap::new();
     for episode in episodes {
-        let key = group_by.iter().map(|d| episode.group_key(*d)).collect();
+        let key = group_by.iter().map(|d| d.key_of(episode)).collect();
         groups.entry(key).or_default().push(episode);
     }
     groups

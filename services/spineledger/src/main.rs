@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use spineledger::stats::{Format, StatsQuery};
 use spineledger::{App, ReadSettings, database, server, telemetry};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
+use spineledger_readmodels::MinCell;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,8 +89,8 @@ struct ServeArgs {
     no_projector: bool,
     /// Outcome statistics groups (and means) built on fewer values are suppressed (at
     /// least 3: smaller cells would disclose individuals).
-    #[arg(long, env = "SPINELEDGER_MIN_CELL", default_value_t = 8, value_parser = clap::value_parser!(u16).range(3..))]
-    min_cell: u16,
+    #[arg(long, env = "SPINELEDGER_MIN_CELL", default_value_t = MinCell::DEFAULT)]
+    min_cell: MinCell,
     /// How long a read-your-writes query waits for the projection, in milliseconds.
     #[arg(long, env = "SPINELEDGER_CATCH_UP_TIMEOUT_MS", default_value_t = 5000)]
     catch_up_timeout_ms: u64,
@@ -317,7 +318,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let mut app = App::new(store);
     app.reads = ReadSettings {
-        min_cell: usize::from(args.min_cell),
+        min_cell: args.min_cell,
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
         ..ReadSettings::default()
     };

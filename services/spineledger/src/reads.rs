@@ -10,7 +10,7 @@ use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsSer
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
 use spineledger_api::views;
 use spineledger_projections::{Projection, ProjectionError, queries};
-use spineledger_readmodels::statistics::aggregate;
+use spineledger_readmodels::statistics::{MinCell, aggregate};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -19,8 +19,8 @@ use crate::App;
 /// Settings of the query side.
 #[derive(Debug, Clone)]
 pub struct ReadSettings {
-    /// Groups and means built on fewer values are suppressed.
-    pub min_cell: usize,
+    /// Groups and means built on fewer values are suppressed (never below 3).
+    pub min_cell: MinCell,
     /// How long a read-your-writes query waits for the projection.
     pub catch_up_timeout: Duration,
     /// Most episodes one statistics query may aggregate (FAILED_PRECONDITION
@@ -31,7 +31,7 @@ pub struct ReadSettings {
 impl Default for ReadSettings {
     fn default() -> Self {
         Self {
-            min_cell: spineledger_readmodels::statistics::DEFAULT_MIN_CELL,
+            min_cell: MinCell::DEFAULT,
             catch_up_timeout: Duration::from_secs(5),
             max_statistics_episodes: spineledger_projections::queries::MAX_EPISODES_PER_QUERY,
         }
@@ -409,7 +409,7 @@ impl OutcomeStatisticsService for ReadModels {
         let min_cell = self.app.reads.min_cell;
         let groups = aggregate(&episodes, &group_by, min_cell);
         Ok(Response::new(v1::GetOutcomeStatisticsResponse {
-            min_cell_size: i32::try_from(min_cell).unwrap_or(i32::MAX),
+            min_cell_size: i32::try_from(min_cell.get()).unwrap_or(i32::MAX),
             groups: groups.iter().map(views::outcome_group).collect(),
         }))
     }

@@ -111,8 +111,8 @@ fn an_episode_without_a_plan_is_no_plan() {
     assert_eq!(facts.initial_sessions, None);
     assert!(!facts.initial_phase_completed);
     assert_eq!(facts.frequency_phase, FrequencyPhase::NoPlan);
-    assert_eq!(facts.group_key(Dimension::InitialSessions), "no_plan");
-    assert_eq!(facts.group_key(Dimension::AgeBand), "<18");
+    assert_eq!(Dimension::InitialSessions.key_of(&facts), "no_plan");
+    assert_eq!(Dimension::AgeBand.key_of(&facts), "<18");
     assert_eq!(facts.adherence_band, AdherenceBand::NoneReported);
 }
 
@@ -173,7 +173,7 @@ fn snomed_diagnoses_are_keyed_with_their_system() {
         Diagnosis::new(CodeSystem::SnomedCt, "23056005").unwrap(),
     ));
     assert_eq!(
-        log.outcome().group_key(Dimension::Diagnosis),
+        Dimension::Diagnosis.key_of(&log.outcome()),
         "SNOMED:23056005"
     );
 }

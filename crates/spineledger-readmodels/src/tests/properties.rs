@@ -173,6 +173,7 @@ proptest! {
         prop_assert_eq!(status.next_session_due, plan.next_session_due());
         prop_assert_eq!(status.flags.reassessment_due, plan.reassessment_due());
         let _ = plan.tolerance_trend();
+        let min_cell = crate::MinCell::new(min_cell).unwrap_or(crate::MinCell::SMALLEST);
         let groups = aggregate(&[outcome.clone(), outcome], &Dimension::ALL, min_cell);
         prop_assert_eq!(groups.len(), 1);
     }

@@ -5,8 +5,8 @@ use spineledger_domain::measures::DischargeReason;
 use uuid::Uuid;
 
 use crate::{
-    AdherenceBand, AgeBand, DEFAULT_MIN_CELL, Dimension, DischargeCounts, EpisodeOutcome,
-    FollowUpScores, FrequencyPhase, Mean, Median, Proportion, ResponderStatus, aggregate,
+    AdherenceBand, AgeBand, Dimension, DischargeCounts, EpisodeOutcome, FollowUpScores,
+    FrequencyPhase, Mean, Median, MinCell, Proportion, ResponderStatus, aggregate,
 };
 
 fn row(clinic: u128, episode: u128) -> EpisodeOutcome {
@@ -86,7 +86,7 @@ fn hand_computed_rows() -> Vec<EpisodeOutcome> {
 
 #[test]
 fn means_rates_and_counts_match_a_hand_computed_example() {
-    let groups = aggregate(&hand_computed_rows(), &[], 3);
+    let groups = aggregate(&hand_computed_rows(), &[], MinCell::SMALLEST);
     assert_eq!(groups.len(), 1);
     let group = &groups[0];
     assert!(group.key.is_empty());
@@ -145,22 +145,56 @@ fn means_rates_and_counts_match_a_hand_computed_example() {
 }
 
 #[test]
-fn smaller_cells_show_the_statistics_they_hid() {
-    let groups = aggregate(&hand_computed_rows(), &[], 2);
+fn statistics_hidden_behind_two_values_show_with_a_third() {
+    // At the smallest cell (3), session 6, discharge, the median and session 2 of the
+    // trajectory have two values each in the hand-computed rows: hidden. A fifth
+    // episode gives each a third value.
+    let hidden = aggregate(&hand_computed_rows(), &[], MinCell::SMALLEST);
+    let stats = hidden[0].statistics.as_ref().unwrap();
+    assert_eq!(stats.nrs_change_session_6, None);
+    assert_eq!(stats.sessions_to_first_nrs_response, None);
+
+    let mut fifth = row(1, 5);
+    fifth.baseline_pain_back = Some(9);
+    fifth.baseline_odi = Some(40.0);
+    fifth.at_session_6 = scores(6, None);
+    fifth.at_discharge = scores(3, Some(10.0));
+    fifth.nrs_response = ResponderStatus::Responder;
+    fifth.odi_response = ResponderStatus::Responder;
+    fifth.sessions_to_first_nrs_response = Some(5);
+    fifth.pain_before_by_session = BTreeMap::from([(1, 9), (2, 8)]);
+    fifth.discharge_reason = Some(DischargeReason::GoalsMet);
+    let mut episodes = hand_computed_rows();
+    episodes.push(fifth);
+    let groups = aggregate(&episodes, &[], MinCell::SMALLEST);
     let stats = groups[0].statistics.as_ref().unwrap();
-    // Session 6: NRS -4, -4; discharge: NRS -6, -4 and ODI -30, -10.
-    assert_eq!(stats.nrs_change_session_6, Some(Mean { n: 2, mean: -4.0 }));
-    assert_eq!(stats.nrs_change_discharge, Some(Mean { n: 2, mean: -5.0 }));
-    assert_eq!(stats.odi_change_discharge, Some(Mean { n: 2, mean: -20.0 }));
-    // Median of 2 and 4.
+    // Session 6: NRS 4-8, 3-7, 6-9 = -4, -4, -3.
+    let session_6 = stats.nrs_change_session_6.unwrap();
+    assert_eq!(session_6.n, 3);
+    assert_close(session_6.mean, -11.0 / 3.0);
+    // Discharge: NRS -6, -4, -6; ODI 20-50, 34-44, 10-40 = -30, -10, -30.
+    assert_close(stats.nrs_change_discharge.unwrap().mean, -16.0 / 3.0);
+    assert_close(stats.odi_change_discharge.unwrap().mean, -70.0 / 3.0);
+    // Median of 2, 4 and 5 over the responders.
     assert_eq!(
         stats.sessions_to_first_nrs_response,
-        Some(Median { n: 2, median: 3.0 })
+        Some(Median { n: 3, median: 4.0 })
     );
+    // Session 2 before treatment: 7, 6, 8.
     assert_eq!(
         stats.pain_trajectory[1].mean_pain_before,
-        Some(Mean { n: 2, mean: 6.5 })
+        Some(Mean { n: 3, mean: 7.0 })
     );
+}
+
+#[test]
+fn a_minimum_cell_below_three_cannot_be_made() {
+    assert!(MinCell::new(2).is_err());
+    assert!(MinCell::new(0).is_err());
+    assert_eq!(MinCell::new(3).map(MinCell::get), Ok(3));
+    assert_eq!(MinCell::default().get(), 8);
+    assert!("1".parse::<MinCell>().is_err());
+    assert_eq!("12".parse::<MinCell>().map(MinCell::get), Ok(12));
 }
 
 #[test]
@@ -168,7 +202,7 @@ fn the_median_of_an_odd_count_is_the_middle_value() {
     let mut episodes = hand_computed_rows();
     episodes[1].nrs_response = ResponderStatus::Responder;
     episodes[1].sessions_to_first_nrs_response = Some(9);
-    let groups = aggregate(&episodes, &[], 3);
+    let groups = aggregate(&episodes, &[], MinCell::SMALLEST);
     assert_eq!(
         groups[0]
             .statistics
@@ -195,7 +229,7 @@ fn the_median_sessions_to_response_is_over_responders_at_the_latest_follow_up() 
         episode.nrs_response = status;
         episode.sessions_to_first_nrs_response = Some(sessions);
     }
-    let groups = aggregate(&episodes, &[], 3);
+    let groups = aggregate(&episodes, &[], MinCell::SMALLEST);
     let stats = groups[0].statistics.as_ref().unwrap();
     assert_eq!(
         stats.sessions_to_first_nrs_response,
@@ -204,7 +238,7 @@ fn the_median_sessions_to_response_is_over_responders_at_the_latest_follow_up() 
     assert_eq!(stats.nrs_responders.map(|r| r.count), Some(3));
     // Two responders only: fewer values than the minimum cell.
     episodes[2].nrs_response = ResponderStatus::NonResponder;
-    let groups = aggregate(&episodes, &[], 3);
+    let groups = aggregate(&episodes, &[], MinCell::SMALLEST);
     let stats = groups[0].statistics.as_ref().unwrap();
     assert_eq!(stats.sessions_to_first_nrs_response, None);
 }
@@ -213,7 +247,7 @@ fn the_median_sessions_to_response_is_over_responders_at_the_latest_follow_up() 
 fn groups_below_min_cell_are_suppressed_without_any_number() {
     let mut episodes = rows(1, 3);
     episodes.extend(rows(2, 8));
-    let groups = aggregate(&episodes, &[Dimension::Clinic], DEFAULT_MIN_CELL);
+    let groups = aggregate(&episodes, &[Dimension::Clinic], MinCell::default());
     assert_eq!(groups.len(), 2);
     let small = &groups[0];
     assert_eq!(
@@ -245,7 +279,7 @@ fn a_statistic_behind_fewer_than_min_cell_values_is_suppressed_in_a_shown_group(
         episode.pain_before_by_session.insert(2, 5);
     }
     episodes[0].nrs_response = ResponderStatus::NotAssessed;
-    let groups = aggregate(&episodes, &[], DEFAULT_MIN_CELL);
+    let groups = aggregate(&episodes, &[], MinCell::default());
     let stats = groups[0].statistics.as_ref().unwrap();
     assert_eq!(
         stats.pain_trajectory[0].mean_pain_before,
@@ -290,7 +324,7 @@ fn groups_are_keyed_by_each_dimension() {
         (Dimension::AgeBand, ["45-59".to_owned(), "75+".to_owned()]),
     ];
     for (dimension, keys) in expected {
-        let groups = aggregate(&episodes, &[dimension], 1);
+        let groups = aggregate(&episodes, &[dimension], MinCell::SMALLEST);
         let actual: Vec<Vec<(Dimension, String)>> =
             groups.into_iter().map(|group| group.key).collect();
         let wanted: Vec<Vec<(Dimension, String)>> =
@@ -304,7 +338,11 @@ fn several_dimensions_key_groups_in_the_order_given_and_sort_them() {
     let mut episodes = rows(2, 2);
     episodes.extend(rows(1, 2));
     episodes[0].age_band = Some(AgeBand::From18To29);
-    let groups = aggregate(&episodes, &[Dimension::Clinic, Dimension::AgeBand], 1);
+    let groups = aggregate(
+        &episodes,
+        &[Dimension::Clinic, Dimension::AgeBand],
+        MinCell::SMALLEST,
+    );
     let keys: Vec<Vec<String>> = groups
         .iter()
         .map(|group| group.key.iter().map(|(_, value)| value.clone()).collect())
@@ -330,7 +368,7 @@ fn several_dimensions_key_groups_in_the_order_given_and_sort_them() {
 
 #[test]
 fn no_episodes_give_no_groups() {
-    assert!(aggregate(&[], &[Dimension::Clinic], DEFAULT_MIN_CELL).is_empty());
+    assert!(aggregate(&[], &[Dimension::Clinic], MinCell::default()).is_empty());
 }
 
 #[test]
@@ -339,9 +377,9 @@ fn the_result_does_not_depend_on_the_order_of_rows() {
     episodes[0].baseline_odi = Some(50.1);
     episodes[1].baseline_odi = Some(30.7);
     episodes[2].baseline_odi = Some(44.3);
-    let forward = aggregate(&episodes, &[], 1);
+    let forward = aggregate(&episodes, &[], MinCell::SMALLEST);
     episodes.reverse();
-    assert_eq!(aggregate(&episodes, &[], 1), forward);
+    assert_eq!(aggregate(&episodes, &[], MinCell::SMALLEST), forward);
 }
 
 #[test]
@@ -367,7 +405,7 @@ fn responder_rates_count_only_assessed_episodes() {
             _ => ResponderStatus::NotAssessed,
         };
     }
-    let groups = aggregate(&episodes, &[], DEFAULT_MIN_CELL);
+    let groups = aggregate(&episodes, &[], MinCell::default());
     assert_eq!(
         groups[0].statistics.as_ref().unwrap().odi_responders,
         Some(Proportion {
