@@ -293,7 +293,6 @@ pub struct RecordCorrected {
 
 /// An event of an episode stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[allow(clippy::large_enum_variant)]
 pub enum EpisodeEvent {
     /// See [`EvaluationRecorded`].
     EvaluationRecorded(EvaluationRecorded),

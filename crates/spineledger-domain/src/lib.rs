@@ -5,6 +5,8 @@
 //! The flow is `decide(&state, &command, &policy) -> event`, then the caller appends the
 //! event and `state.apply(event_id, &event)` folds it in.
 
+#![warn(missing_docs)]
+
 pub mod chart;
 pub mod commands;
 pub mod episode;

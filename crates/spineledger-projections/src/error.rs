@@ -1,17 +1,23 @@
 /// Why a projector batch, a query or a rebuild failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
+    /// The event store failed.
     #[error(transparent)]
     Store(#[from] spineledger_store::StoreError),
+    /// PostgreSQL refused or failed a statement.
     #[error("database error")]
     Database(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had.
     #[error("connection pool error")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A stored event cannot be decoded: the projector stops rather than skip it.
     #[error("event {event_id} ({event_type}) cannot be decoded: {reason}")]
     Undecodable {
+        /// The event.
         event_id: uuid::Uuid,
+        /// Its stored type.
         event_type: String,
+        /// Why it does not decode.
         reason: String,
     },
     /// A read-model row cannot be decoded (written by another version?).
@@ -26,15 +32,21 @@ pub enum ProjectionError {
     Injected(crate::runtime::Stage),
     /// Waiting for the projection to reach a position took too long.
     #[error("the projection has not reached position {position} yet")]
-    NotCaughtUp { position: i64 },
+    NotCaughtUp {
+        /// The position waited for.
+        position: i64,
+    },
     /// The projection's checkpoints were made under another shard count than configured.
     #[error(
         "{projection} was projected with {stored} shards but this process is configured for \
          {configured}: use the same --shards everywhere, or rebuild with the new count"
     )]
     ShardCountMismatch {
+        /// The projection.
         projection: &'static str,
+        /// The shard count its checkpoints were made under.
         stored: u8,
+        /// The shard count this process is configured for.
         configured: u8,
     },
     /// Another rebuild of this projection holds the rebuild lock.
@@ -42,10 +54,19 @@ pub enum ProjectionError {
     RebuildInProgress(&'static str),
     /// A shard index outside the configured shard count.
     #[error("shard {shard} does not exist among {shards} shards")]
-    UnknownShard { shard: u8, shards: u8 },
+    UnknownShard {
+        /// The shard asked for.
+        shard: u8,
+        /// The configured shard count.
+        shards: u8,
+    },
     /// A statistics query would aggregate more episodes than allowed.
     #[error("the query covers more than {limit} episodes")]
-    QueryTooBroad { limit: usize },
+    QueryTooBroad {
+        /// The most episodes a query may aggregate.
+        limit: usize,
+    },
+    /// A projection name that is not one of [`crate::Projection::ALL`].
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }

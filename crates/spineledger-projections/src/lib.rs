@@ -5,6 +5,8 @@
 //! - [`queries`]: what the query API reads;
 //! - [`rebuild`]: rebuild from position zero into fresh tables, compare, swap.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod models;
 pub mod queries;

@@ -30,8 +30,10 @@ pub enum Projection {
 }
 
 impl Projection {
+    /// Every projection.
     pub const ALL: [Self; 2] = [Self::TreatmentPlans, Self::OutcomeStatistics];
 
+    /// The projection's name (in checkpoints, leases and the `rebuild` command).
     pub fn name(self) -> &'static str {
         match self {
             Self::TreatmentPlans => "treatment_plans",
@@ -39,6 +41,10 @@ impl Projection {
         }
     }
 
+    /// The projection named `name`.
+    ///
+    /// # Errors
+    /// [`ProjectionError::UnknownProjection`] for any other name.
     pub fn from_name(name: &str) -> Result<Self, ProjectionError> {
         Self::ALL
             .into_iter()

@@ -42,7 +42,9 @@ pub struct PlanFilter {
 /// [`TreatmentPlanView::status_at`] flags them. A plan without a due date is never overdue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverdueFilter {
+    /// True: only overdue plans; false: only plans that are not.
     pub overdue: bool,
+    /// The day it is judged on.
     pub today: DateTime<Utc>,
 }
 
@@ -52,13 +54,16 @@ pub struct OverdueFilter {
 pub struct PlanCursor {
     /// As stored (microseconds), so the next page starts exactly after this plan.
     pub next_session_due: Option<DateTime<Utc>>,
+    /// The episode, breaking ties.
     pub episode_id: Uuid,
 }
 
 /// A listed plan and its place in list order.
 #[derive(Debug, Clone)]
 pub struct ListedPlan {
+    /// Where it sits in list order.
     pub cursor: PlanCursor,
+    /// The plan.
     pub view: TreatmentPlanView,
 }
 

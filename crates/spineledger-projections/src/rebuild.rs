@@ -19,9 +19,11 @@ use crate::{Projection, ProjectionError, checkpoint};
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebuildReport {
+    /// The projection rebuilt.
     pub projection: Projection,
     /// Events read from the log (all streams).
     pub events: u64,
+    /// How long it took.
     pub elapsed: Duration,
     /// Digest of the incrementally built model at the head, before the swap.
     pub live_digest: String,
@@ -30,6 +32,7 @@ pub struct RebuildReport {
 }
 
 impl RebuildReport {
+    /// Whether the rebuilt model equals the incrementally built one.
     pub fn equal(&self) -> bool {
         self.live_digest == self.rebuilt_digest
     }
@@ -306,10 +309,9 @@ async fn index_definitions(
             &[&table],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+    rows.into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// Reads one page after `cursor` (only up to `until`, when given) and applies it to

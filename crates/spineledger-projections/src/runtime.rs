@@ -32,17 +32,26 @@ use crate::{Projection, ProjectionError};
 /// Where a batch can be made to fail in tests (fault injection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The batch's events were read.
     AfterRead,
+    /// They were applied to the read model, uncommitted.
     AfterApply,
+    /// The checkpoint moved, uncommitted.
     BeforeCommit,
+    /// The batch committed.
     AfterCommit,
 }
 
 /// Decides whether a batch fails at a stage. Production uses [`NoFaults`].
 pub trait FaultInjector: Send + Sync + Debug {
+    /// An error to fail the batch with at `stage`, or Ok to go on.
+    ///
+    /// # Errors
+    /// The injected fault.
     fn check(&self, stage: Stage) -> Result<(), ProjectionError>;
 }
 
+/// Never fails a batch.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoFaults;
 
@@ -65,6 +74,7 @@ pub struct ProjectorConfig {
     pub lease_ttl: Duration,
     /// After a wake-up, wait this long so that a burst of appends becomes one batch.
     pub coalesce: Duration,
+    /// The projections this process runs.
     pub projections: Vec<Projection>,
 }
 
@@ -94,7 +104,9 @@ pub const DEFAULT_SHARDS: u8 = 4;
 /// What one batch did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchOutcome {
+    /// Events read (and applied).
     pub events: usize,
+    /// The checkpoint after the batch.
     pub cursor: GlobalCursor,
     /// Commit time of the batch minus recording time of its last event.
     pub lag: Duration,
@@ -131,6 +143,7 @@ impl Projector {
         self
     }
 
+    /// This worker's id in leases.
     pub fn owner(&self) -> Uuid {
         self.owner
     }
@@ -397,7 +410,7 @@ impl Projector {
                 &[&ttl],
             )
             .await?
-            .get(0);
+            .try_get(0)?;
         let all = self.all_leases();
         let live = usize::try_from(live.max(1)).unwrap_or(1);
         let fair_share = all.len().div_ceil(live);
@@ -411,7 +424,7 @@ impl Projector {
             )
             .await?
         {
-            if let Some(key) = lease_key(row.get(0), row.get(1)) {
+            if let Some(key) = lease_key(row.try_get(0)?, row.try_get(1)?) {
                 held.insert(key);
             }
         }
@@ -593,7 +606,7 @@ async fn locked_checkpoint(
     let Some(row) = row else {
         return Err(ProjectionError::LostLease);
     };
-    let stored: i32 = row.get(2);
+    let stored: i32 = row.try_get(2)?;
     if stored != i32::from(shards) {
         return Err(ProjectionError::ShardCountMismatch {
             projection: projection.name(),
@@ -601,10 +614,10 @@ async fn locked_checkpoint(
             configured: shards,
         });
     }
-    let xid: i64 = row.get(0);
+    let xid: i64 = row.try_get(0)?;
     Ok(GlobalCursor {
         xid: u64::try_from(xid).unwrap_or(0),
-        position: row.get(1),
+        position: row.try_get(1)?,
     })
 }
 
@@ -623,10 +636,10 @@ pub async fn checkpoint(
     let Some(row) = row else {
         return Ok(GlobalCursor::START);
     };
-    let xid: i64 = row.get(0);
+    let xid: i64 = row.try_get(0)?;
     Ok(GlobalCursor {
         xid: u64::try_from(xid).unwrap_or(0),
-        position: row.get(1),
+        position: row.try_get(1)?,
     })
 }
 

@@ -23,6 +23,8 @@
 //!   small-cell suppression.
 //! - [`responder`]: the Ostelo 2008 thresholds of clinically meaningful change both views use.
 
+#![warn(missing_docs)]
+
 pub mod fold;
 pub mod outcomes;
 pub mod plan;

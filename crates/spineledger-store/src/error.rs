@@ -10,19 +10,26 @@ pub enum StoreError {
     /// PostgreSQL could not be reached; `url` never contains a password.
     #[error("cannot connect to PostgreSQL at {url}")]
     Unreachable {
+        /// Where it was looked for, without credentials.
         url: String,
+        /// Why the connection failed.
         #[source]
         source: tokio_postgres::Error,
     },
     /// The stream is not at the version the writer expected; nothing was written.
     #[error("version conflict: expected {expected}, stream is at version {actual}")]
     VersionConflict {
+        /// What the writer expected.
         expected: ExpectedVersion,
+        /// The stream's version (0: no stream).
         actual: u64,
     },
     /// An event id (command id) was reused for different content or another stream.
     #[error("event id {event_id} was already used for a different event")]
-    IdempotencyConflict { event_id: Uuid },
+    IdempotencyConflict {
+        /// The reused id.
+        event_id: Uuid,
+    },
     /// The batch itself is unusable (empty, duplicate ids); nothing was written.
     #[error("invalid batch: {0}")]
     InvalidBatch(&'static str),
@@ -32,10 +39,13 @@ pub enum StoreError {
     /// A stored row could not be decoded (a bug or a foreign writer).
     #[error("stored event is malformed: {0}")]
     Malformed(String),
+    /// PostgreSQL refused or failed a statement.
     #[error("database error")]
     Database(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had.
     #[error("connection pool error")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// An embedded migration failed.
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
 }

@@ -7,6 +7,8 @@
 //! - readers of the global order never skip an event (xid8 + snapshot xmin rule);
 //! - events are immutable (grants and a trigger reject UPDATE, DELETE and TRUNCATE).
 
+#![warn(missing_docs)]
+
 mod database;
 mod error;
 mod model;

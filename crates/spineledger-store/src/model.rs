@@ -13,11 +13,14 @@ use crate::StoreError;
 /// streams.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamKey {
+    /// The clinic (tenant) the stream belongs to.
     pub clinic_id: Uuid,
+    /// The stream within the clinic, e.g. `episode-{uuid}`.
     pub stream_id: String,
 }
 
 impl StreamKey {
+    /// The stream `stream_id` of `clinic_id`.
     pub fn new(clinic_id: Uuid, stream_id: impl Into<String>) -> Self {
         Self {
             clinic_id,
@@ -82,6 +85,7 @@ impl Fingerprint {
         Ok(Self(Sha256::digest(&bytes).into()))
     }
 
+    /// The SHA-256 digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -109,12 +113,16 @@ pub struct EventMetadata {
     pub actor: String,
     /// The command id; equal to the event id for single-event commands.
     pub command_id: Uuid,
+    /// The conversation the command belongs to, when the client gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<Uuid>,
+    /// The message that caused the command, when the client gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
+    /// The client software's name (`x-client-name` or `user-agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
+    /// The client software's version (`x-client-version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
     /// W3C trace id of the request that recorded it, for following a write in traces.
@@ -125,13 +133,19 @@ pub struct EventMetadata {
 /// An event to append. The event id is the command's idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
+    /// The event id: the command id, the idempotency key.
     pub event_id: Uuid,
+    /// The event type name.
     pub event_type: String,
+    /// The schema version of the payload.
     pub schema_version: i32,
+    /// The event's fields.
     pub payload: serde_json::Value,
+    /// Who records it and how.
     pub metadata: EventMetadata,
     /// When the fact happened in the clinic (distinct from when it was recorded).
     pub occurred_at: Option<DateTime<Utc>>,
+    /// The fingerprint of the request, compared on a retry.
     pub fingerprint: Fingerprint,
 }
 
@@ -139,7 +153,9 @@ pub struct NewEvent {
 /// from a sequence at insert. Readers resume strictly after a cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct GlobalCursor {
+    /// The writing transaction (`pg_current_xact_id()`).
     pub xid: u64,
+    /// The position taken from the global sequence at insert.
     pub position: i64,
 }
 
@@ -154,25 +170,40 @@ impl GlobalCursor {
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
+    /// The clinic.
     pub clinic_id: Uuid,
+    /// The stream within the clinic.
     pub stream_id: String,
+    /// The event's version in its stream, from 1.
     pub version: u64,
+    /// The event id (the command id that wrote it).
     pub event_id: Uuid,
+    /// The event type name.
     pub event_type: String,
+    /// The schema version the payload was written with.
     pub schema_version: i32,
+    /// The event's fields.
     pub payload: serde_json::Value,
+    /// Who recorded it, how and on whose behalf.
     pub metadata: EventMetadata,
+    /// When the fact happened in the clinic, if the writer said.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// When the store committed it.
     pub recorded_at: DateTime<Utc>,
+    /// Its place in the global order.
     pub cursor: GlobalCursor,
+    /// The fingerprint of the request that wrote it (for idempotency).
     pub fingerprint: Fingerprint,
 }
 
 /// Where one appended event landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendedEvent {
+    /// The event id.
     pub event_id: Uuid,
+    /// Its version in the stream.
     pub version: u64,
+    /// Its place in the global order.
     pub cursor: GlobalCursor,
 }
 
@@ -180,7 +211,9 @@ pub struct AppendedEvent {
 /// `replayed` set, and nothing new is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
+    /// Where each event of the append landed, in order.
     pub events: Vec<AppendedEvent>,
+    /// Whether this was a retry answered from the first append.
     pub replayed: bool,
 }
 
@@ -218,14 +251,17 @@ impl ClinicShard {
         }
     }
 
+    /// Which shard this is, from 0.
     pub fn index(self) -> u8 {
         self.index
     }
 
+    /// How many shards the clinics are split into.
     pub fn count(self) -> u8 {
         self.count
     }
 
+    /// Whether `clinic_id` belongs to this shard.
     pub fn contains(self, clinic_id: Uuid) -> bool {
         Self::of(clinic_id, self.count) == self
     }

@@ -48,6 +48,7 @@ pub struct EventStore {
 }
 
 impl EventStore {
+    /// The store over `pool` (connections that run as the application role).
     pub fn new(pool: Pool) -> Self {
         Self {
             pool,
@@ -78,6 +79,7 @@ impl EventStore {
         })
     }
 
+    /// The connection pool, for callers that work inside their own transactions.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -126,7 +128,7 @@ impl EventStore {
         let row = client
             .query_opt(&statement, &[&stream.clinic_id, &stream.stream_id])
             .await?;
-        row.map_or(Ok(0), |row| to_version(row.get(0)))
+        row.map_or(Ok(0), |row| to_version(row.try_get(0)?))
     }
 
     /// Events of one stream with version >= `from_version`, in version order, at most
@@ -201,7 +203,7 @@ impl EventStore {
             )
             .await?;
         let row = client.query_opt(&statement, &[&position]).await?;
-        row.map(|row| Ok((row.get(0), decode_cursor(row.get(1), row.get(2))?)))
+        row.map(|row| Ok((row.try_get(0)?, decode_cursor(row.try_get(1)?, row.try_get(2)?)?)))
             .transpose()
     }
 }
@@ -302,7 +304,7 @@ pub async fn idle_shard_horizon(
             ],
         )
         .await?;
-    row.map(|row| decode_cursor(row.get(0), row.get(1)))
+    row.map(|row| decode_cursor(row.try_get(0)?, row.try_get(1)?))
         .transpose()
 }
 
@@ -411,7 +413,7 @@ async fn decide_in<E>(
         transaction.query(&retry, &retry_params),
         transaction.query(&read, &stream_params),
     )?;
-    let current = to_version(locked.get(0))?;
+    let current = to_version(locked.try_get(0)?)?;
     if let Some(replayed) = classify_retry(stream, request, &retried)? {
         return Ok(Ok(replayed));
     }
@@ -442,7 +444,7 @@ async fn lock_stream(transaction: &Transaction<'_>, stream: &StreamKey) -> Resul
     let row = transaction
         .query_one(&lock, &[&stream.clinic_id, &stream.stream_id])
         .await?;
-    to_version(row.get(0))
+    to_version(row.try_get(0)?)
 }
 
 /// Inserts `events` after version `current` and moves the stream's version on.
@@ -514,9 +516,9 @@ async fn insert_events(
         .iter()
         .map(|row| {
             Ok(AppendedEvent {
-                event_id: row.get(0),
-                version: to_version(row.get(1))?,
-                cursor: decode_cursor(row.get(2), row.get(3))?,
+                event_id: row.try_get(0)?,
+                version: to_version(row.try_get(1)?)?,
+                cursor: decode_cursor(row.try_get(2)?, row.try_get(3)?)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -579,9 +581,9 @@ fn classify_retry(
     }
     let mut stored = Vec::with_capacity(rows.len());
     for row in rows {
-        let event_id: Uuid = row.get(0);
-        let stream_id: String = row.get(1);
-        let fingerprint = Fingerprint::from_slice(row.get(5))?;
+        let event_id: Uuid = row.try_get(0)?;
+        let stream_id: String = row.try_get(1)?;
+        let fingerprint = Fingerprint::from_slice(row.try_get(5)?)?;
         let requested = request.iter().find(|(id, _)| *id == event_id);
         let matches = requested.is_some_and(|(_, requested)| *requested == fingerprint)
             && stream_id == stream.stream_id;
@@ -590,8 +592,8 @@ fn classify_retry(
         }
         stored.push(AppendedEvent {
             event_id,
-            version: to_version(row.get(2))?,
-            cursor: decode_cursor(row.get(3), row.get(4))?,
+            version: to_version(row.try_get(2)?)?,
+            cursor: decode_cursor(row.try_get(3)?, row.try_get(4)?)?,
         });
     }
     if stored.len() != request.len() {

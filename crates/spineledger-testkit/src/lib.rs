@@ -3,6 +3,8 @@
 //! reachable the test fails with the URL it tried (set `SPINELEDGER_TEST_DATABASE_URL` to
 //! point elsewhere; by default the local server as for `spineledger serve`).
 
+#![warn(missing_docs)]
+
 use spineledger_store::{EventStore, tokio_postgres};
 use tokio_postgres::Config;
 
