@@ -1,16 +1,40 @@
 //! An independent oracle for the read models: a plain fold over the full event list,
-//! written without the read-model crate, that the projected tables must agree with.
+//! written without the read-model crate and without the domain's chart, that the projected
+//! tables must agree with.
+//!
+//! It follows the product's definitions in its own code: each episode's facts are read in
+//! clinical order (`occurred_at`, ties by stream version), whenever they were entered;
+//! every `RecordCorrected` is applied, in log order, to the raw JSON payload of the event
+//! it names (its stored payload paths and values) before that event is decoded; session
+//! numbers and "after session" counts are positions in the clinical order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
 use spineledger_domain::EpisodeEvent;
-use spineledger_domain::measures::Frequency;
+use spineledger_domain::measures::{CodeSystem, Frequency};
 use spineledger_projections::{Projection, ProjectorConfig};
 use spineledger_store::{ClinicShard, EventStore, GlobalCursor, RecordedEvent};
 use uuid::Uuid;
 
-/// What the oracle expects of one episode, in both read models.
+/// The settings of the clinically last session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedSettings {
+    pub session_number: u32,
+    pub mode: String,
+    pub peak_newtons: f64,
+    pub rest_newtons: f64,
+    pub hold_seconds: u16,
+    pub relax_seconds: u16,
+    pub cycles: u16,
+    pub duration_minutes: u8,
+    pub angle_degrees: u8,
+    pub levels: Vec<String>,
+}
+
+/// What the oracle expects of one episode's treatment plan.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExpectedEpisode {
     pub phase: String,
@@ -18,10 +42,39 @@ pub struct ExpectedEpisode {
     pub sessions_in_phase: u32,
     pub missed_sessions: u32,
     pub adverse_events: u32,
-    pub last_peak_newtons: Option<f64>,
+    pub last_settings: Option<ExpectedSettings>,
+    /// The last five, oldest first.
+    pub recent_tolerances: Vec<String>,
     pub baseline_pain_back: Option<u8>,
-    pub latest_pain_back: Option<u8>,
+    /// Back and leg pain of the clinically latest evaluation, outcome or reassessment.
+    pub latest_pain: Option<(u8, u8)>,
+    pub last_adherence_percent: Option<u8>,
+    pub last_recommendation: Option<String>,
     pub discharge_reason: Option<String>,
+    pub corrections: u32,
+}
+
+/// What the oracle expects of one episode's outcome facts.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExpectedOutcome {
+    pub sessions_completed: u32,
+    pub initial_phase_sessions: u32,
+    pub initial_sessions: Option<u8>,
+    pub age_band: Option<String>,
+    pub primary_diagnosis: Option<String>,
+    pub frequency_phase: String,
+    pub baseline_pain_back: Option<u8>,
+    /// Back pain of the last follow-up taken after exactly four sessions.
+    pub at_session_4_pain_back: Option<u8>,
+    pub latest_follow_up_pain_back: Option<u8>,
+    /// `pain_before` by session number.
+    pub pain_before_by_session: BTreeMap<u32, u8>,
+    pub adherence_reports: u32,
+    pub adherence_percent_sum: u32,
+    pub missed_sessions: u32,
+    pub adverse_events: u32,
+    pub discharge_reason: Option<String>,
+    pub corrections: u32,
 }
 
 /// Every event of the log, in global order (waiting out other tests' open transactions
@@ -61,53 +114,217 @@ fn frequency_name(frequency: Frequency) -> &'static str {
     }
 }
 
-/// The plain fold: episode key (clinic, episode) -> what the models must say.
-pub fn expected_episodes(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), ExpectedEpisode> {
-    let mut episodes: BTreeMap<(Uuid, Uuid), ExpectedEpisode> = BTreeMap::new();
-    for stored in events {
-        let Some(spineledger_domain::EpisodeId(episode_id)) =
-            spineledger_domain::EpisodeId::from_stream_id(&stored.stream_id)
-        else {
+fn age_band(age: u8) -> &'static str {
+    match age {
+        0..=17 => "<18",
+        18..=29 => "18-29",
+        30..=44 => "30-44",
+        45..=59 => "45-59",
+        60..=74 => "60-74",
+        _ => "75+",
+    }
+}
+
+/// Sets the value at a stored payload path (`a`, `a.b`, `a[1].b`) of existing objects and
+/// arrays; false when the path leads nowhere.
+fn set_path(root: &mut Json, path: &str, value: Json) -> bool {
+    let segments: Vec<String> = path
+        .replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .map(str::to_owned)
+        .collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = root;
+    for segment in parents {
+        let next = match node {
+            Json::Object(map) => map.get_mut(segment),
+            Json::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    match node {
+        Json::Object(map) => {
+            map.insert(last.clone(), value);
+            true
+        }
+        Json::Array(items) => match last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// One stored fact of an episode: its raw payload, corrected as the log goes.
+struct StoredFact {
+    version: u64,
+    event_type: String,
+    schema_version: i32,
+    payload: Json,
+}
+
+/// An episode's facts (not corrections) in clinical order, every correction applied to the
+/// raw payload of the event it names, in log order; and how many corrections it has. A
+/// correction whose result does not decode changes nothing.
+fn chart_of(events: &[&RecordedEvent]) -> (Vec<EpisodeEvent>, u32) {
+    let mut facts: BTreeMap<Uuid, StoredFact> = BTreeMap::new();
+    let mut corrections = 0;
+    let mut log: Vec<&RecordedEvent> = events.to_vec();
+    log.sort_by_key(|e| e.version);
+    for stored in log {
+        if stored.event_type != "RecordCorrected" {
+            facts.insert(
+                stored.event_id,
+                StoredFact {
+                    version: stored.version,
+                    event_type: stored.event_type.clone(),
+                    schema_version: stored.schema_version,
+                    payload: stored.payload.clone(),
+                },
+            );
+            continue;
+        }
+        corrections += 1;
+        let target = stored.payload["corrected_event_id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let Some(fact) = target.and_then(|id| facts.get_mut(&id)) else {
             continue;
         };
-        let event = EpisodeEvent::from_payload(
-            &stored.event_type,
-            stored.schema_version,
-            stored.payload.clone(),
-        )
-        .expect("every stored episode event decodes");
-        let episode = episodes
-            .entry((stored.clinic_id, episode_id))
-            .or_insert_with(|| ExpectedEpisode {
-                phase: "awaiting_plan".into(),
-                ..ExpectedEpisode::default()
-            });
-        match &event {
+        let mut payload = fact.payload.clone();
+        let mut fits = true;
+        for correction in stored.payload["corrections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let path = correction["field"].as_str().unwrap_or_default();
+            let top = path.split(['.', '[']).next().unwrap_or_default();
+            fits &= payload.get(top).is_some()
+                && set_path(&mut payload, path, correction["corrected_value"].clone());
+        }
+        if fits
+            && EpisodeEvent::from_payload(&fact.event_type, fact.schema_version, payload.clone())
+                .is_ok()
+        {
+            fact.payload = payload;
+        }
+    }
+    let mut chart: Vec<(DateTime<Utc>, u64, EpisodeEvent)> = facts
+        .into_values()
+        .map(|fact| {
+            let event =
+                EpisodeEvent::from_payload(&fact.event_type, fact.schema_version, fact.payload)
+                    .expect("every stored episode event decodes");
+            (event.occurred_at(), fact.version, event)
+        })
+        .collect();
+    chart.sort_by_key(|(at, version, _)| (*at, *version));
+    (
+        chart.into_iter().map(|(_, _, event)| event).collect(),
+        corrections,
+    )
+}
+
+/// The events of each episode stream, by (clinic, episode).
+fn episodes_of(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), Vec<&RecordedEvent>> {
+    let mut episodes: BTreeMap<(Uuid, Uuid), Vec<&RecordedEvent>> = BTreeMap::new();
+    for stored in events {
+        if let Some(spineledger_domain::EpisodeId(episode_id)) =
+            spineledger_domain::EpisodeId::from_stream_id(&stored.stream_id)
+        {
+            episodes
+                .entry((stored.clinic_id, episode_id))
+                .or_default()
+                .push(stored);
+        }
+    }
+    episodes
+}
+
+/// The plain fold: episode key (clinic, episode) -> what the treatment plans must say.
+pub fn expected_episodes(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), ExpectedEpisode> {
+    episodes_of(events)
+        .into_iter()
+        .map(|(key, stream)| {
+            let (chart, corrections) = chart_of(&stream);
+            (key, plan_of(&chart, corrections))
+        })
+        .collect()
+}
+
+/// The plain fold: episode key (clinic, episode) -> what the outcome facts must say.
+pub fn expected_outcomes(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), ExpectedOutcome> {
+    episodes_of(events)
+        .into_iter()
+        .map(|(key, stream)| {
+            let (chart, corrections) = chart_of(&stream);
+            (key, outcome_of(&chart, corrections))
+        })
+        .collect()
+}
+
+fn plan_of(chart: &[EpisodeEvent], corrections: u32) -> ExpectedEpisode {
+    let mut episode = ExpectedEpisode {
+        phase: "awaiting_plan".into(),
+        corrections,
+        ..ExpectedEpisode::default()
+    };
+    for event in chart {
+        let discharged = episode.phase == "discharged";
+        match event {
             EpisodeEvent::EvaluationRecorded(e) => {
-                let pain = e.pain_back.value();
-                episode.baseline_pain_back.get_or_insert(pain);
-                episode.latest_pain_back = Some(pain);
+                let pain = (e.pain_back.value(), e.pain_leg.value());
+                episode.baseline_pain_back.get_or_insert(pain.0);
+                episode.latest_pain = Some(pain);
             }
-            EpisodeEvent::TreatmentPlanStarted(_) => {
+            EpisodeEvent::TreatmentPlanStarted(_) if !discharged => {
                 episode.phase = "initial".into();
                 episode.sessions_in_phase = 0;
             }
             EpisodeEvent::SessionRecorded(s) => {
                 episode.sessions_total += 1;
                 episode.sessions_in_phase += 1;
-                episode.last_peak_newtons = Some(s.peak_force.newtons());
+                episode.last_settings = Some(ExpectedSettings {
+                    session_number: episode.sessions_total,
+                    mode: format!("{:?}", s.mode),
+                    peak_newtons: s.peak_force.newtons(),
+                    rest_newtons: s.rest_force.newtons(),
+                    hold_seconds: s.hold_seconds.value(),
+                    relax_seconds: s.relax_seconds.value(),
+                    cycles: s.cycles.value(),
+                    duration_minutes: s.duration_minutes.value(),
+                    angle_degrees: s.angle_degrees.value(),
+                    levels: s.levels.iter().map(|l| format!("{l:?}")).collect(),
+                });
+                episode.recent_tolerances.push(format!("{:?}", s.tolerance));
+                if episode.recent_tolerances.len() > 5 {
+                    episode.recent_tolerances.remove(0);
+                }
                 if s.adverse_event.is_some() {
                     episode.adverse_events += 1;
                 }
             }
             EpisodeEvent::SessionMissed(_) => episode.missed_sessions += 1,
             EpisodeEvent::OutcomeRecorded(o) => {
-                episode.latest_pain_back = Some(o.pain_back.value())
+                episode.latest_pain = Some((o.pain_back.value(), o.pain_leg.value()));
             }
             EpisodeEvent::ReassessmentRecorded(r) => {
-                episode.latest_pain_back = Some(r.pain_back.value())
+                episode.latest_pain = Some((r.pain_back.value(), r.pain_leg.value()));
+                episode.last_recommendation = Some(format!("{:?}", r.recommendation));
             }
-            EpisodeEvent::TreatmentPlanAdjusted(a) => {
+            EpisodeEvent::HomeCareAdherenceReported(a) => {
+                episode.last_adherence_percent = Some(a.adherence_percent.value());
+            }
+            EpisodeEvent::TreatmentPlanAdjusted(a) if !discharged => {
                 episode.phase = frequency_name(a.frequency).into();
                 episode.sessions_in_phase = 0;
             }
@@ -115,12 +332,86 @@ pub fn expected_episodes(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), Exp
                 episode.phase = "discharged".into();
                 episode.discharge_reason = Some(format!("{:?}", d.reason));
             }
-            EpisodeEvent::HomeCareInstructed(_)
-            | EpisodeEvent::HomeCareAdherenceReported(_)
-            | EpisodeEvent::RecordCorrected(_) => {}
+            _ => {}
         }
     }
-    episodes
+    episode
+}
+
+fn outcome_of(chart: &[EpisodeEvent], corrections: u32) -> ExpectedOutcome {
+    let mut outcome = ExpectedOutcome {
+        corrections,
+        ..ExpectedOutcome::default()
+    };
+    let (mut plan_started, mut in_initial, mut frequency) = (false, false, None);
+    for event in chart {
+        let discharged = outcome.discharge_reason.is_some();
+        match event {
+            EpisodeEvent::EvaluationRecorded(e) if outcome.baseline_pain_back.is_none() => {
+                outcome.baseline_pain_back = Some(e.pain_back.value());
+                outcome.age_band = Some(age_band(e.age_years.value()).to_owned());
+                outcome.primary_diagnosis = e.diagnoses.first().map(|d| {
+                    let system = match d.system() {
+                        CodeSystem::Icd10 => "ICD10",
+                        CodeSystem::SnomedCt => "SNOMED",
+                    };
+                    format!("{system}:{}", d.code())
+                });
+            }
+            EpisodeEvent::TreatmentPlanStarted(p) => {
+                plan_started = true;
+                outcome.initial_sessions = Some(p.initial_sessions);
+                if !discharged {
+                    in_initial = true;
+                    outcome.initial_phase_sessions = 0;
+                }
+            }
+            EpisodeEvent::SessionRecorded(s) => {
+                outcome.sessions_completed += 1;
+                if in_initial {
+                    outcome.initial_phase_sessions += 1;
+                }
+                if s.adverse_event.is_some() {
+                    outcome.adverse_events += 1;
+                }
+                outcome
+                    .pain_before_by_session
+                    .insert(outcome.sessions_completed, s.pain_before.value());
+            }
+            EpisodeEvent::SessionMissed(_) => outcome.missed_sessions += 1,
+            EpisodeEvent::OutcomeRecorded(o) => outcome.follow_up(o.pain_back.value()),
+            EpisodeEvent::ReassessmentRecorded(r) => outcome.follow_up(r.pain_back.value()),
+            EpisodeEvent::HomeCareAdherenceReported(a) => {
+                outcome.adherence_reports += 1;
+                outcome.adherence_percent_sum += u32::from(a.adherence_percent.value());
+            }
+            EpisodeEvent::TreatmentPlanAdjusted(a) if !discharged => {
+                frequency = Some(a.frequency);
+                in_initial = false;
+            }
+            EpisodeEvent::EpisodeDischarged(d) => {
+                outcome.discharge_reason = Some(format!("{:?}", d.reason));
+                in_initial = false;
+            }
+            _ => {}
+        }
+    }
+    outcome.frequency_phase = match (frequency, plan_started) {
+        (Some(frequency), _) => frequency_name(frequency),
+        (None, true) => "initial_only",
+        (None, false) => "no_plan",
+    }
+    .to_owned();
+    outcome
+}
+
+impl ExpectedOutcome {
+    fn follow_up(&mut self, pain_back: u8) {
+        self.latest_follow_up_pain_back = Some(pain_back);
+        if self.sessions_completed == 4 {
+            self.at_session_4_pain_back = Some(pain_back);
+        }
+    }
 }
 
 /// Waits until every (projection, shard) checkpoint has reached the last event of its
@@ -183,10 +474,29 @@ pub async fn projected_episodes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
                 sessions_in_phase: view.sessions_in_phase,
                 missed_sessions: view.missed_sessions,
                 adverse_events: view.adverse_events,
-                last_peak_newtons: view.last_settings.map(|s| s.peak_force_newtons),
+                last_settings: view.last_settings.map(|s| ExpectedSettings {
+                    session_number: s.session_number,
+                    mode: format!("{:?}", s.mode),
+                    peak_newtons: s.peak_force_newtons,
+                    rest_newtons: s.rest_force_newtons,
+                    hold_seconds: s.hold_seconds,
+                    relax_seconds: s.relax_seconds,
+                    cycles: s.cycles,
+                    duration_minutes: s.duration_minutes,
+                    angle_degrees: s.angle_degrees,
+                    levels: s.levels.iter().map(|l| format!("{l:?}")).collect(),
+                }),
+                recent_tolerances: view
+                    .recent_tolerances
+                    .iter()
+                    .map(|t| format!("{t:?}"))
+                    .collect(),
                 baseline_pain_back: view.baseline.map(|b| b.pain_back),
-                latest_pain_back: view.latest_nrs.map(|l| l.pain_back),
+                latest_pain: view.latest_nrs.map(|l| (l.pain_back, l.pain_leg)),
+                last_adherence_percent: view.adherence_last_percent,
+                last_recommendation: view.last_recommendation.map(|r| format!("{r:?}")),
                 discharge_reason: view.discharge_reason.map(|r| format!("{r:?}")),
+                corrections: view.corrections,
             },
         );
     }
@@ -194,9 +504,7 @@ pub async fn projected_episodes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
 }
 
 /// The outcome facts' view of the same things (they must agree with the oracle too).
-pub async fn projected_outcomes(
-    store: &EventStore,
-) -> BTreeMap<(Uuid, Uuid), (u32, Option<u8>, Option<String>)> {
+pub async fn projected_outcomes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), ExpectedOutcome> {
     let client = store.pool().get().await.expect("connection");
     let rows = client
         .query(
@@ -209,14 +517,25 @@ pub async fn projected_outcomes(
         .map(|row| {
             let facts: spineledger_readmodels::EpisodeOutcome =
                 serde_json::from_value(row.get(2)).expect("facts decode");
-            (
-                (row.get(0), row.get(1)),
-                (
-                    facts.sessions_completed,
-                    facts.baseline_pain_back,
-                    facts.discharge_reason.map(|r| format!("{r:?}")),
-                ),
-            )
+            let outcome = ExpectedOutcome {
+                sessions_completed: facts.sessions_completed,
+                initial_phase_sessions: facts.initial_phase_sessions,
+                initial_sessions: facts.initial_sessions,
+                age_band: facts.age_band.map(|band| band.as_str().to_owned()),
+                primary_diagnosis: facts.primary_diagnosis,
+                frequency_phase: facts.frequency_phase.as_str().to_owned(),
+                baseline_pain_back: facts.baseline_pain_back,
+                at_session_4_pain_back: facts.at_session_4.map(|f| f.pain_back),
+                latest_follow_up_pain_back: facts.latest_follow_up.map(|f| f.pain_back),
+                pain_before_by_session: facts.pain_before_by_session,
+                adherence_reports: facts.adherence_reports,
+                adherence_percent_sum: facts.adherence_percent_sum,
+                missed_sessions: facts.missed_sessions,
+                adverse_events: facts.adverse_events,
+                discharge_reason: facts.discharge_reason.map(|r| format!("{r:?}")),
+                corrections: facts.corrections,
+            };
+            ((row.get(0), row.get(1)), outcome)
         })
         .collect()
 }
@@ -229,19 +548,11 @@ pub async fn assert_models_match_oracle(store: &EventStore, events: &[RecordedEv
     for (key, want) in &expected {
         assert_eq!(projected.get(key), Some(want), "treatment plan of {key:?}");
     }
+    let expected = expected_outcomes(events);
     let outcomes = projected_outcomes(store).await;
     assert_eq!(outcomes.len(), expected.len());
     for (key, want) in &expected {
-        let got = outcomes.get(key).expect("outcome row");
-        assert_eq!(
-            got,
-            &(
-                want.sessions_total,
-                want.baseline_pain_back,
-                want.discharge_reason.clone()
-            ),
-            "outcome facts of {key:?}"
-        );
+        assert_eq!(outcomes.get(key), Some(want), "outcome facts of {key:?}");
     }
     let _ = Projection::ALL;
 }
