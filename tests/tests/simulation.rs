@@ -42,6 +42,8 @@ fn covers(stored: &StoredCorrection, event_type: &str, proto_field: &str) -> boo
         }
         "cadence" => path == "cadence" && value == "none",
         "contraindications.<CONTRAINDICATION_…>" => path.starts_with("contraindications."),
+        // The index alone is stored as an ODI without sections.
+        "odi.score" => path == "odi" && value.get("sections").is_none(),
         _ => path == proto_field,
     }
 }

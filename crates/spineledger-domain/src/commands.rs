@@ -40,7 +40,10 @@ const CADENCE_MISFIT: &str = "as-needed has no cadence; every other frequency ne
 /// Record an evaluation; the first one starts the episode. Fields as in
 /// [`EvaluationRecorded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordEvaluation {
     pub occurred_at: DateTime<Utc>,
     pub episode_id: EpisodeId,
@@ -63,7 +66,10 @@ pub struct RecordEvaluation {
 
 /// Start a treatment plan. Fields as in [`TreatmentPlanStarted`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct StartTreatmentPlan {
     pub occurred_at: DateTime<Utc>,
     pub initial_sessions: u8,
@@ -76,7 +82,10 @@ pub struct StartTreatmentPlan {
 
 /// Record a session; the domain numbers it. Fields as in [`SessionRecorded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordSession {
     pub occurred_at: DateTime<Utc>,
     pub mode: SessionMode,
@@ -97,7 +106,10 @@ pub struct RecordSession {
 
 /// Record a missed session. Fields as in [`SessionMissed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordMissedSession {
     pub occurred_at: DateTime<Utc>,
     pub reason: MissedReason,
@@ -105,7 +117,10 @@ pub struct RecordMissedSession {
 
 /// Record outcome measures. Fields as in [`OutcomeRecorded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordOutcome {
     pub occurred_at: DateTime<Utc>,
     pub pain_back: PainNrs,
@@ -121,7 +136,10 @@ pub struct RecordOutcome {
 
 /// Give home-care instructions. Fields as in [`HomeCareInstructed`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct GiveHomeCareInstructions {
     pub occurred_at: DateTime<Utc>,
     pub instructions: Vec<HomeCareInstruction>,
@@ -129,7 +147,10 @@ pub struct GiveHomeCareInstructions {
 
 /// Report home-care adherence. Fields as in [`HomeCareAdherenceReported`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct ReportHomeCareAdherence {
     pub occurred_at: DateTime<Utc>,
     pub period_days: PeriodDays,
@@ -138,7 +159,10 @@ pub struct ReportHomeCareAdherence {
 
 /// Record a reassessment. Fields as in [`ReassessmentRecorded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordReassessment {
     pub occurred_at: DateTime<Utc>,
     pub pain_back: PainNrs,
@@ -151,7 +175,10 @@ pub struct RecordReassessment {
 
 /// Move the plan to a personalised frequency. Fields as in [`TreatmentPlanAdjusted`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct AdjustTreatmentPlan {
     pub occurred_at: DateTime<Utc>,
     pub frequency: Frequency,
@@ -161,7 +188,10 @@ pub struct AdjustTreatmentPlan {
 
 /// Discharge the episode. Fields as in [`EpisodeDischarged`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct DischargeEpisode {
     pub occurred_at: DateTime<Utc>,
     pub reason: DischargeReason,
@@ -171,7 +201,10 @@ pub struct DischargeEpisode {
 /// Correct an earlier event; the domain looks up its type. Fields as in
 /// [`RecordCorrected`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the fields are those of the event the command records, documented there")]
+#[expect(
+    missing_docs,
+    reason = "the fields are those of the event the command records, documented there"
+)]
 pub struct RecordCorrection {
     pub occurred_at: DateTime<Utc>,
     pub corrected_event_id: Uuid,

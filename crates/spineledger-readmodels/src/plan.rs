@@ -371,7 +371,7 @@ pub struct TreatmentPlanView {
     pub adherence_mean_recent: Option<f64>,
     /// Scores of the first evaluation.
     pub baseline: Option<ScoreReading>,
-    /// The latest back and leg pain (evaluation, outcome or reassessment, by log order).
+    /// The latest back and leg pain (evaluation, outcome or reassessment, in clinical order).
     pub latest_nrs: Option<NrsReading>,
     /// The latest ODI (evaluation, outcome or reassessment that recorded one).
     pub latest_odi: Option<OdiReading>,

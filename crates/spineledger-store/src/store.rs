@@ -203,8 +203,13 @@ impl EventStore {
             )
             .await?;
         let row = client.query_opt(&statement, &[&position]).await?;
-        row.map(|row| Ok((row.try_get(0)?, decode_cursor(row.try_get(1)?, row.try_get(2)?)?)))
-            .transpose()
+        row.map(|row| {
+            Ok((
+                row.try_get(0)?,
+                decode_cursor(row.try_get(1)?, row.try_get(2)?)?,
+            ))
+        })
+        .transpose()
     }
 }
 

@@ -110,7 +110,10 @@ pub const SCREENED_ITEM: &str = "contraindications.<CONTRAINDICATION_…>";
 pub const GROUPS: [(&str, &[&str]); 27] = [
     ("EvaluationRecorded", &["pain_back", "pain_leg"]),
     ("EvaluationRecorded", &["odi", "rmdq"]),
-    ("EvaluationRecorded", &["age_years", "provider_id"]),
+    (
+        "EvaluationRecorded",
+        &["age_years", "provider_id", "odi.score"],
+    ),
     (
         "EvaluationRecorded",
         &["straight_leg_raise", "lumbar_flexion_cm", "sleep_quality"],
@@ -150,14 +153,20 @@ pub const GROUPS: [(&str, &[&str]); 27] = [
         "OutcomeRecorded",
         &["rmdq", "straight_leg_raise", "lumbar_flexion_cm"],
     ),
-    ("OutcomeRecorded", &["sleep_quality", "pgic", "sciatica"]),
+    (
+        "OutcomeRecorded",
+        &["sleep_quality", "pgic", "sciatica", "odi.score"],
+    ),
     ("HomeCareInstructed", &["instructions"]),
     (
         "HomeCareAdherenceReported",
         &["period_days", "adherence_percent"],
     ),
     ("ReassessmentRecorded", &["pain_back", "pain_leg", "odi"]),
-    ("ReassessmentRecorded", &["rmdq", "recommendation", "notes"]),
+    (
+        "ReassessmentRecorded",
+        &["rmdq", "recommendation", "notes", "odi.score"],
+    ),
     ("TreatmentPlanAdjusted", &["frequency", "sessions_per_week"]),
     ("TreatmentPlanAdjusted", &["interval_days", "reason"]),
     ("TreatmentPlanAdjusted", &["frequency", "cadence"]),
@@ -313,6 +322,11 @@ impl Writer {
         json!(if up { nrs + 1 } else { nrs - 1 })
     }
 
+    /// An ODI given as the index alone, 10.0-59.9 %.
+    fn odi_score(&mut self) -> Json {
+        json!(f64::from(self.rng.random_range(100..600)) / 10.0)
+    }
+
     fn odi_answers(&mut self) -> Json {
         let target = self.rng.random_range(10.0..60.0);
         let answers = match odi_sections(&mut self.rng, target).and_then(|odi| odi.input) {
@@ -348,7 +362,7 @@ impl Writer {
             (Fact::Adjusted { frequency }, _) => {
                 adjusted_value(*frequency, field, group.contains(&"cadence"))
             }
-            (_, "pain_back" | "pain_leg" | "odi" | "rmdq" | "notes") => {
+            (_, "pain_back" | "pain_leg" | "odi" | "odi.score" | "rmdq" | "notes") => {
                 self.follow_up_value(field, fact)
             }
             _ => self.other_value(field, fact),
@@ -399,6 +413,7 @@ impl Writer {
             "pain_back" => self.pain_shift(*pain_back),
             "pain_leg" => self.pain_shift(*pain_leg),
             "odi" => self.odi_answers(),
+            "odi.score" => self.odi_score(),
             "rmdq" => json!(self.rng.random_range(2..20)),
             "straight_leg_raise" => self.straight_leg_raise(),
             "lumbar_flexion_cm" => json!(f64::from(self.rng.random_range(20..70)) / 10.0),
@@ -541,10 +556,9 @@ impl Writer {
         match field {
             "pain_back" => self.pain_shift(pain_back),
             "pain_leg" => self.pain_shift(pain_leg),
-            "odi" if matches!(fact, Fact::Outcome { .. }) => {
-                json!({ "score": f64::from(self.rng.random_range(100..600)) / 10.0 })
-            }
+            "odi" if matches!(fact, Fact::Outcome { .. }) => json!({ "score": self.odi_score() }),
             "odi" => self.odi_answers(),
+            "odi.score" => self.odi_score(),
             "rmdq" => json!(self.rng.random_range(2..20)),
             "notes" => json!("reassessed with the patient; goals reviewed"),
             _ => Json::Null,
