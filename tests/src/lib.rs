@@ -49,16 +49,20 @@ impl Harness {
         let mut app = App::new(database.store().clone());
         app.clock = clock.clone();
         app.reads.catch_up_timeout = catch_up;
-        database
-            .store()
-            .spawn_notifier(std::time::Duration::from_millis(5));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
         let address = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
+        // The service as `spineledger serve` runs it, except that tests start the
+        // projector themselves (when, and with which faults, is what they test).
+        let settings = spineledger::server::ServeSettings {
+            projector: None,
+            ..spineledger::server::ServeSettings::default()
+        };
+        let config = database.config().clone();
         let server = tokio::spawn(async move {
-            spineledger::server::run(listener, app, async {
+            spineledger::server::serve(listener, app, &config, settings, async {
                 let _ = stopped.await;
             })
             .await

@@ -8,7 +8,6 @@ use std::time::Duration;
 use chrono::{Duration as Days, NaiveDate, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use spineledger::simulate::{self, Cohort};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
@@ -19,6 +18,7 @@ use spineledger_e2e::requests::EpisodeScript;
 use spineledger_projections::{FaultInjector, Projection, ProjectionError, Projector, Stage};
 use spineledger_store::{ExpectedVersion, NewEvent, RecordedEvent, StreamKey};
 use spineledger_testkit::TestDatabase;
+use spineledger_tools::simulate::{self, Cohort};
 use tonic::Code;
 
 fn cohort(clinics: usize, patients_per_clinic: usize, seed: u64) -> Cohort {

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::Value as Json;
-use spineledger::simulate::{self, Cohort};
 use spineledger_api::correction::correctable_fields;
 use spineledger_domain::events::EPISODE_EVENT_TYPES;
 use spineledger_e2e::Harness;
 use spineledger_e2e::oracle::all_events;
 use spineledger_store::RecordedEvent;
+use spineledger_tools::simulate::{self, Cohort};
 use uuid::Uuid;
 
 /// The README's cohort.

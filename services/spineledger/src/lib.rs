@@ -2,14 +2,11 @@
 //! `spineledger` binary. Handlers are thin: validate at the edge (`spineledger-api`),
 //! decide in the domain (`spineledger-domain`), append in the store (`spineledger-store`).
 
-pub mod bench;
 pub mod clinical;
 pub mod clock;
 pub mod database;
 pub mod reads;
 pub mod server;
-pub mod simulate;
-pub mod stats;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -8,10 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use spineledger::stats::{Format, StatsQuery};
 use spineledger::{App, ReadSettings, database, server, telemetry};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
 use spineledger_readmodels::MinCell;
+use spineledger_tools::stats::{Format, StatsQuery};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -251,13 +251,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Simulate(args)) => simulate(args).await,
         Some(Command::Bench(args)) => {
             let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
-            let plan = spineledger::bench::BenchPlan {
+            let plan = spineledger_tools::bench::BenchPlan {
                 seconds: args.seconds,
                 clients: args.clients.max(1),
                 rebuild_patients: args.rebuild_patients,
                 keep: args.keep,
             };
-            let report = spineledger::bench::run(&server, &plan).await?;
+            let report = spineledger_tools::bench::run(&server, &plan).await?;
             print!("{}", report.render());
             Ok(())
         }
@@ -273,7 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print!(
                 "{}",
-                spineledger::stats::fetch_and_render(&args.target, &query, format).await?
+                spineledger_tools::stats::fetch_and_render(&args.target, &query, format).await?
             );
             Ok(())
         }
@@ -306,26 +306,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         projector = !args.no_projector,
         "spineledger serving"
     );
-    let shutdown = shutdown_channel();
-    let _notifier = store.spawn_notifier(Duration::from_millis(5));
-    let projector = (!args.no_projector).then(|| {
-        let projector = Projector::new(
-            store.pool().clone(),
-            config.clone(),
-            args.projector.config(),
-        );
-        tokio::spawn(projector.run(stopped(shutdown.clone())))
-    });
     let mut app = App::new(store);
     app.reads = ReadSettings {
         min_cell: args.min_cell,
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
         ..ReadSettings::default()
     };
-    server::run(listener, app, stopped(shutdown)).await?;
-    if let Some(projector) = projector {
-        projector.await??;
-    }
+    let settings = server::ServeSettings {
+        projector: (!args.no_projector).then(|| args.projector.config()),
+        ..server::ServeSettings::default()
+    };
+    server::serve(
+        listener,
+        app,
+        &config,
+        settings,
+        stopped(shutdown_channel()),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -375,7 +373,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let cohort = spineledger::simulate::Cohort {
+    let cohort = spineledger_tools::simulate::Cohort {
         clinics: args.clinics,
         patients_per_clinic: args.patients_per_clinic,
         seed: args.seed,
@@ -383,7 +381,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
     };
     let started = std::time::Instant::now();
-    let report = spineledger::simulate::run(&args.target, &cohort).await?;
+    let report = spineledger_tools::simulate::run(&args.target, &cohort).await?;
     print!("{}", report.render());
     println!(
         "{} clinics x {} patients, seed {}, in {:.1} s",

@@ -1,5 +1,7 @@
-//! The gRPC server as a function of a bound listener and a shutdown future, so tests bind
-//! `127.0.0.1:0` and run it in-process, and `serve` runs it until SIGINT/SIGTERM.
+//! The service as a function of a bound listener, its settings and a shutdown future
+//! ([`serve`]): the binary's `serve` runs it until SIGINT/SIGTERM, and the end-to-end
+//! tests run the same function in-process on `127.0.0.1:0`. [`run`] is the gRPC server
+//! alone.
 //!
 //! It serves grpc.health.v1 (NOT_SERVING until the store answers, SERVING then, NOT_SERVING
 //! again once shutdown begins), server reflection v1 and v1alpha (grpcurl, GUI clients),
@@ -7,6 +9,7 @@
 //! context of the caller.
 
 use std::future::Future;
+use std::time::Duration;
 
 use opentelemetry::global;
 use tokio::net::TcpListener;
@@ -16,6 +19,7 @@ use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::App;
+use spineledger_projections::{Projector, ProjectorConfig};
 use crate::clinical::ClinicalRecords;
 use crate::reads::ReadModels;
 use crate::telemetry::HeaderExtractor;
@@ -23,7 +27,61 @@ use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsServiceServer;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
 
-/// Serves until `shutdown` completes, then drains in-flight requests and returns.
+/// What runs beside the gRPC server.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The projectors to run in this process; `None` when workers run elsewhere (or, in
+    /// tests, are started separately).
+    pub projector: Option<ProjectorConfig>,
+    /// Appends wake projectors with a NOTIFY at most this often.
+    pub notify_interval: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            projector: Some(ProjectorConfig::default()),
+            notify_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// The service until `shutdown` completes: the append notifier, the in-process
+/// projectors (if any) and the gRPC server on `listener`; then the server drains its
+/// in-flight requests and the projectors stop after their current batch.
+///
+/// # Errors
+/// The server's or a projector's failure.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    database: &spineledger_store::tokio_postgres::Config,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let when_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let notifier = app.store.spawn_notifier(settings.notify_interval);
+    let projector = settings.projector.map(|config| {
+        let projector = Projector::new(app.store.pool().clone(), database.clone(), config);
+        tokio::spawn(projector.run(when_stopped(stopped.clone())))
+    });
+    let served = run(listener, app, when_stopped(stopped)).await;
+    if let Some(projector) = projector {
+        projector.await??;
+    }
+    notifier.abort();
+    served
+}
+
+/// The gRPC server alone, until `shutdown` completes; then it drains in-flight requests
+/// and returns.
 pub async fn run(
     listener: TcpListener,
     app: App,

@@ -8,20 +8,30 @@ use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsSer
 use spineledger_readmodels::statistics::Dimension;
 use uuid::Uuid;
 
+/// Which statistics to ask for.
 #[derive(Debug, Clone, Default)]
 pub struct StatsQuery {
     /// Empty: every clinic.
     pub clinics: Vec<Uuid>,
+    /// The dimensions to group by; empty: one group.
     pub group_by: Vec<Dimension>,
 }
 
+/// How to print them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Aligned columns for a terminal.
     Table,
+    /// Comma-separated values for a spreadsheet.
     Csv,
+    /// JSON for a program.
     Json,
 }
 
+/// Asks the server at `target` for the statistics and renders them.
+///
+/// # Errors
+/// No connection, or the server's refusal (its code and message).
 pub async fn fetch_and_render(
     target: &str,
     query: &StatsQuery,
@@ -49,6 +59,7 @@ pub async fn fetch_and_render(
     Ok(render(&response, format))
 }
 
+/// Renders a statistics response.
 pub fn render(response: &v1::GetOutcomeStatisticsResponse, format: Format) -> String {
     match format {
         Format::Table => table(response),

@@ -44,9 +44,13 @@ pub const WINDOW_DAYS: i64 = 200;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Cohort {
+    /// Clinics.
     pub clinics: usize,
+    /// Patients of each clinic.
     pub patients_per_clinic: usize,
+    /// Everything derives from it: the same seed sends the same commands.
     pub seed: u64,
+    /// The first day a patient may be registered.
     pub start_date: NaiveDate,
     /// Patients driven at once.
     pub concurrency: usize,
@@ -56,15 +60,19 @@ pub struct Cohort {
 /// (a correct run has none).
 #[derive(Debug, Default, Clone)]
 pub struct Report {
+    /// Commands accepted, by RPC.
     pub accepted: BTreeMap<&'static str, u64>,
+    /// Commands rejected, by status and reason.
     pub rejected: BTreeMap<String, u64>,
 }
 
 impl Report {
+    /// Every accepted command.
     pub fn total_accepted(&self) -> u64 {
         self.accepted.values().sum()
     }
 
+    /// Every rejected command.
     pub fn total_rejected(&self) -> u64 {
         self.rejected.values().sum()
     }

@@ -42,18 +42,26 @@ const SHARDS: u8 = spineledger_projections::DEFAULT_SHARDS;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
+    /// Seconds each load phase runs.
     pub seconds: u64,
+    /// Concurrent clients of the concurrent phases.
     pub clients: usize,
+    /// Patients simulated before the rebuild is timed.
     pub rebuild_patients: usize,
+    /// Keep the benchmark database afterwards.
     pub keep: bool,
 }
 
 /// Latencies of one phase, and what they add up to.
 #[derive(Debug, Clone, Default)]
 pub struct Phase {
+    /// Transactions (or samples) measured.
     pub transactions: usize,
+    /// How long the phase ran.
     pub seconds: f64,
+    /// Median latency, milliseconds.
     pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
     pub p99_ms: f64,
 }
 
@@ -68,6 +76,7 @@ impl Phase {
         }
     }
 
+    /// Throughput.
     pub fn per_second(&self) -> f64 {
         self.transactions as f64 / self.seconds.max(1e-9)
     }
@@ -84,18 +93,28 @@ fn percentile(sorted: &[f64], quantile: f64) -> f64 {
 /// The whole run.
 #[derive(Debug, Clone, Default)]
 pub struct BenchReport {
+    /// pgbench inserts, one client.
     pub raw_single: Phase,
+    /// pgbench inserts, the concurrent clients.
     pub raw_concurrent: Phase,
+    /// gRPC appends, one client.
     pub service_single: Phase,
+    /// gRPC appends, the concurrent clients.
     pub service_concurrent: Phase,
+    /// Projection lag samples under the concurrent load.
     pub lag: Phase,
+    /// The server's peak resident memory, MB.
     pub rss_peak_mb: f64,
+    /// The server's resident memory after the load, MB.
     pub rss_mb: f64,
+    /// Each projection rebuilt: events and seconds.
     pub rebuild: Vec<(Projection, u64, f64)>,
+    /// The concurrent clients.
     pub clients: usize,
 }
 
 impl BenchReport {
+    /// The report as the table BENCHMARKS.md records.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
@@ -158,6 +177,10 @@ impl BenchReport {
     }
 }
 
+/// Runs every phase against a fresh database on `server`.
+///
+/// # Errors
+/// Any phase that cannot run (no pgbench, no server, a failed append).
 pub async fn run(server: &Config, plan: &BenchPlan) -> anyhow::Result<BenchReport> {
     let name = format!(
         "spineledger_bench_{}",
