@@ -325,7 +325,7 @@ impl EpisodeEvent {
             }
             Self::TreatmentPlanStarted(e)
                 if !USUAL_INITIAL_SESSIONS.contains(&e.initial_sessions)
-                    && e.justification.as_ref().is_none_or(|j| j.is_blank()) =>
+                    && e.justification.as_ref().is_none_or(Note::is_blank) =>
             {
                 Some("an initial phase outside 4-6 sessions needs a written justification")
             }

@@ -38,7 +38,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spineledger_domain::events::{EvaluationRecorded, TreatmentPlanStarted};
-use spineledger_domain::measures::{CodeSystem, Diagnosis, DischargeReason, Frequency};
+use spineledger_domain::measures::{
+    CodeSystem, Diagnosis, DischargeReason, Frequency, OswestryIndex,
+};
 use spineledger_domain::{ChartCorrection, ChartEntry, EpisodeEvent};
 use uuid::Uuid;
 
@@ -386,7 +388,7 @@ impl EpisodeOutcome {
                 after_session: Some(self.sessions_completed),
                 pain_back: outcome.pain_back.value(),
                 pain_leg: outcome.pain_leg.value(),
-                odi: outcome.odi.as_ref().map(|odi| odi.score()),
+                odi: outcome.odi.as_ref().map(OswestryIndex::score),
             }),
             EpisodeEvent::ReassessmentRecorded(reassessment) => {
                 self.measurements.push(Measurement {
@@ -395,7 +397,7 @@ impl EpisodeOutcome {
                     after_session: Some(self.sessions_completed),
                     pain_back: reassessment.pain_back.value(),
                     pain_leg: reassessment.pain_leg.value(),
-                    odi: reassessment.odi.as_ref().map(|odi| odi.score()),
+                    odi: reassessment.odi.as_ref().map(OswestryIndex::score),
                 });
             }
             EpisodeEvent::HomeCareAdherenceReported(report) => {

@@ -19,13 +19,13 @@ use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::App;
-use spineledger_projections::{Projector, ProjectorConfig};
 use crate::clinical::ClinicalRecords;
 use crate::reads::ReadModels;
 use crate::telemetry::HeaderExtractor;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsServiceServer;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsServiceServer;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
+use spineledger_projections::{Projector, ProjectorConfig};
 
 /// What runs beside the gRPC server.
 #[derive(Debug, Clone)]
