@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use spineledger_api::error::{self as status, FieldViolations};
+use spineledger_api::error::{ApiError, FieldViolations};
 use spineledger_api::v1;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsService;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
 use spineledger_api::views;
-use spineledger_projections::{Projection, ProjectionError, queries};
+use spineledger_projections::{Projection, queries};
 use spineledger_readmodels::statistics::aggregate;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -58,40 +58,24 @@ impl ReadModels {
         projection: Projection,
         clinics: &[Uuid],
         min_position: Option<i64>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), ApiError> {
         let Some(position) = min_position else {
             return Ok(());
         };
-        let reads = &self.app.reads;
-        match spineledger_projections::wait_for_position(
+        let reached = spineledger_projections::wait_for_position(
             &self.app.store,
             projection,
             clinics,
             position,
-            reads.catch_up_timeout,
+            self.app.reads.catch_up_timeout,
         )
-        .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                let mut violations = FieldViolations::new();
-                violations.add(
-                    "min_position",
-                    "is not the position of an event of the requested clinics",
-                );
-                Err(status::invalid_argument(violations))
-            }
-            Err(ProjectionError::NotCaughtUp { .. }) => Err(Status::unavailable(
-                "the read model has not caught up with min_position yet; retry shortly",
-            )),
-            Err(error) => Err(internal(&error)),
+        .await?;
+        if reached {
+            Ok(())
+        } else {
+            Err(ApiError::UnknownMinPosition)
         }
     }
-}
-
-fn internal(error: &ProjectionError) -> Status {
-    tracing::error!(%error, "read model query failed");
-    Status::internal("internal error")
 }
 
 fn uuid_field(violations: &mut FieldViolations, field: &str, value: &str) -> Option<Uuid> {
@@ -223,39 +207,57 @@ impl TreatmentPlanService for ReadModels {
         &self,
         request: Request<v1::GetTreatmentPlanRequest>,
     ) -> Result<Response<v1::GetTreatmentPlanResponse>, Status> {
-        let request = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let clinic = uuid_field(&mut violations, "clinic_id", &request.clinic_id);
-        let episode = uuid_field(&mut violations, "episode_id", &request.episode_id);
-        min_position_field(&mut violations, request.min_position);
-        let (Some(clinic), Some(episode)) = (clinic, episode) else {
-            return Err(status::invalid_argument(violations));
-        };
-        if !violations.is_empty() {
-            return Err(status::invalid_argument(violations));
-        }
-        self.catch_up(Projection::TreatmentPlans, &[clinic], request.min_position)
-            .await?;
-        let client = self.app.store.pool().get().await.map_err(|error| {
-            tracing::warn!(%error, "no database connection available");
-            Status::unavailable("the read models are temporarily unavailable; retry")
-        })?;
-        let view = queries::treatment_plan(&client, clinic, episode)
-            .await
-            .map_err(|error| internal(&error))?
-            .ok_or_else(|| {
-                Status::not_found("no treatment plan for this episode at this clinic")
-            })?;
-        Ok(Response::new(v1::GetTreatmentPlanResponse {
-            plan: Some(views::treatment_plan(&view, self.app.clock.now())),
-        }))
+        Ok(Response::new(self.plan(request.into_inner()).await?))
     }
 
     async fn list_treatment_plans(
         &self,
         request: Request<v1::ListTreatmentPlansRequest>,
     ) -> Result<Response<v1::ListTreatmentPlansResponse>, Status> {
-        let request = request.into_inner();
+        Ok(Response::new(self.plans(request.into_inner()).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl OutcomeStatisticsService for ReadModels {
+    async fn get_outcome_statistics(
+        &self,
+        request: Request<v1::GetOutcomeStatisticsRequest>,
+    ) -> Result<Response<v1::GetOutcomeStatisticsResponse>, Status> {
+        Ok(Response::new(self.statistics(request.into_inner()).await?))
+    }
+}
+
+impl ReadModels {
+    async fn plan(
+        &self,
+        request: v1::GetTreatmentPlanRequest,
+    ) -> Result<v1::GetTreatmentPlanResponse, ApiError> {
+        let mut violations = FieldViolations::new();
+        let clinic = uuid_field(&mut violations, "clinic_id", &request.clinic_id);
+        let episode = uuid_field(&mut violations, "episode_id", &request.episode_id);
+        min_position_field(&mut violations, request.min_position);
+        let (Some(clinic), Some(episode)) = (clinic, episode) else {
+            return Err(violations.into());
+        };
+        if !violations.is_empty() {
+            return Err(violations.into());
+        }
+        self.catch_up(Projection::TreatmentPlans, &[clinic], request.min_position)
+            .await?;
+        let client = self.app.store.pool().get().await?;
+        let view = queries::treatment_plan(&client, clinic, episode)
+            .await?
+            .ok_or(ApiError::PlanNotFound)?;
+        Ok(v1::GetTreatmentPlanResponse {
+            plan: Some(views::treatment_plan(&view, self.app.clock.now())),
+        })
+    }
+
+    async fn plans(
+        &self,
+        request: v1::ListTreatmentPlansRequest,
+    ) -> Result<v1::ListTreatmentPlansResponse, ApiError> {
         let mut violations = FieldViolations::new();
         let clinic = uuid_field(&mut violations, "clinic_id", &request.clinic_id);
         let phase = views::plan_phase_filter(request.phase);
@@ -280,10 +282,10 @@ impl TreatmentPlanService for ReadModels {
             .and_then(|id| uuid_field(&mut violations, "patient_id", id));
         min_position_field(&mut violations, request.min_position);
         let Some(clinic) = clinic else {
-            return Err(status::invalid_argument(violations));
+            return Err(violations.into());
         };
         if !violations.is_empty() {
-            return Err(status::invalid_argument(violations));
+            return Err(violations.into());
         }
         self.catch_up(Projection::TreatmentPlans, &[clinic], request.min_position)
             .await?;
@@ -301,10 +303,7 @@ impl TreatmentPlanService for ReadModels {
         } else {
             request.page_size
         };
-        let client = self.app.store.pool().get().await.map_err(|error| {
-            tracing::warn!(%error, "no database connection available");
-            Status::unavailable("the read models are temporarily unavailable; retry")
-        })?;
+        let client = self.app.store.pool().get().await?;
         // One more than the page tells whether another page follows.
         let mut plans = queries::list_treatment_plans(
             &client,
@@ -313,8 +312,7 @@ impl TreatmentPlanService for ReadModels {
             after,
             i64::from(page_size) + 1,
         )
-        .await
-        .map_err(|error| internal(&error))?;
+        .await?;
         let page = usize::try_from(page_size).unwrap_or(0);
         let next_page_token = if plans.len() > page {
             plans.truncate(page);
@@ -325,23 +323,19 @@ impl TreatmentPlanService for ReadModels {
         } else {
             String::new()
         };
-        Ok(Response::new(v1::ListTreatmentPlansResponse {
+        Ok(v1::ListTreatmentPlansResponse {
             plans: plans
                 .iter()
                 .map(|plan| views::treatment_plan(&plan.view, today))
                 .collect(),
             next_page_token,
-        }))
+        })
     }
-}
 
-#[tonic::async_trait]
-impl OutcomeStatisticsService for ReadModels {
-    async fn get_outcome_statistics(
+    async fn statistics(
         &self,
-        request: Request<v1::GetOutcomeStatisticsRequest>,
-    ) -> Result<Response<v1::GetOutcomeStatisticsResponse>, Status> {
-        let request = request.into_inner();
+        request: v1::GetOutcomeStatisticsRequest,
+    ) -> Result<v1::GetOutcomeStatisticsResponse, ApiError> {
         let mut violations = FieldViolations::new();
         if request.clinic_ids.len() > MAX_CLINICS_PER_QUERY {
             violations.add(
@@ -377,7 +371,7 @@ impl OutcomeStatisticsService for ReadModels {
         }
         min_position_field(&mut violations, request.min_position);
         if !violations.is_empty() {
-            return Err(status::invalid_argument(violations));
+            return Err(violations.into());
         }
         self.catch_up(
             Projection::OutcomeStatistics,
@@ -385,32 +379,15 @@ impl OutcomeStatisticsService for ReadModels {
             request.min_position,
         )
         .await?;
-        let client = self.app.store.pool().get().await.map_err(|error| {
-            tracing::warn!(%error, "no database connection available");
-            Status::unavailable("the read models are temporarily unavailable; retry")
-        })?;
+        let client = self.app.store.pool().get().await?;
         let max_episodes = self.app.reads.max_statistics_episodes;
-        let episodes =
-            match queries::outcome_episodes(&client, &clinics, from, to, max_episodes).await {
-                Ok(episodes) => episodes,
-                Err(ProjectionError::QueryTooBroad { limit }) => {
-                    return Err(status::failed_precondition(
-                        "QUERY_TOO_BROAD",
-                        format!(
-                            "the query covers more than {limit} episodes: name fewer clinics or a \
-                         narrower evaluation date range"
-                        ),
-                        [("limit", limit.to_string())],
-                    ));
-                }
-                Err(error) => return Err(internal(&error)),
-            };
+        let episodes = queries::outcome_episodes(&client, &clinics, from, to, max_episodes).await?;
         drop(client);
         let min_cell = self.app.reads.min_cell;
         let groups = aggregate(&episodes, &group_by, min_cell);
-        Ok(Response::new(v1::GetOutcomeStatisticsResponse {
+        Ok(v1::GetOutcomeStatisticsResponse {
             min_cell_size: i32::try_from(min_cell).unwrap_or(i32::MAX),
             groups: groups.iter().map(views::outcome_group).collect(),
-        }))
+        })
     }
 }
