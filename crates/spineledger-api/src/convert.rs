@@ -1,11 +1,11 @@
-//! Edge validation: every `spineledger.v1` request becomes a valid domain command here, or
-//! is refused with every problem it has (never only the first), each named by its field
-//! path. Nothing here panics on any input: no unchecked indexing, no unwrap, no wrapping
+//! Edge validation: every `spineledger.v1` request becomes a valid domain command (writes)
+//! or a valid query (reads, `reads.rs`) here, or is refused with every problem it has
+//! (never only the first), each named by its field path. Nothing here panics on any input: no unchecked indexing, no unwrap, no wrapping
 //! `as` casts. The domain then only ever sees valid values.
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use spineledger_domain::commands::{
     AdjustTreatmentPlan, DischargeEpisode, EpisodeCommand, GiveHomeCareInstructions,
     RecordCorrection, RecordEvaluation, RecordMissedSession, RecordOutcome, RecordReassessment,
@@ -14,24 +14,39 @@ use spineledger_domain::commands::{
 use spineledger_domain::events::FieldCorrection;
 use spineledger_domain::ids::{ClinicId, EpisodeId, PatientId};
 use spineledger_domain::measures::{
-    self as m, AdherencePercent, AgeYears, BodyWeightKg, Cadence, Contraindication,
-    ContraindicationScreening, Cycles, Diagnosis, DurationMinutes, Finding, Force, HoldSeconds,
-    HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm, MeasureError,
-    OdiSections, OswestryIndex, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds,
-    RolandMorris, SessionsPerWeek, ShortText, SleepQuality, SlrAngleDegrees, StraightLegRaise,
-    Text, TimesPerWeek, TractionAngleDegrees,
+    self as m, AdherencePercent, AgeYears, BodyWeightKg, Cadence, ContraindicationScreening,
+    Cycles, Diagnosis, DurationMinutes, Force, HoldSeconds, HomeCareInstruction, InitialSpanWeeks,
+    IntervalDays, LumbarFlexionCm, MeasureError, OdiSections, OswestryIndex, OverallHealth,
+    PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SessionsPerWeek, ShortText,
+    SleepQuality, SlrAngleDegrees, StraightLegRaise, Text, TimesPerWeek, TractionAngleDegrees,
 };
-use spineledger_domain::patient::{RegisterPatient, Sex};
+use spineledger_domain::patient::RegisterPatient;
 use spineledger_domain::serde_json;
 use uuid::Uuid;
 
 use crate::error::FieldViolations;
 use crate::v1;
 
+pub mod enums;
+mod reads;
+
+pub use reads::{
+    DEFAULT_PAGE_SIZE, MAX_CLINICS_PER_QUERY, MAX_PAGE_SIZE, PlanListQuery, PlanQuery,
+    StatisticsQuery, page_token,
+};
+
+use enums::{
+    code_system, contraindication, discharge_reason, finding, force_unit, frequency,
+    home_care_kind, missed_reason, recommendation, sciatica, session_mode, severity, sex, side,
+    spinal_level, tolerance,
+};
+
 /// How far in the future `occurred_at` may lie, for clocks that disagree.
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
-/// The earliest year an `occurred_at` or a birth year may name.
+/// The earliest year any timestamp of a request (or a birth year) may name.
 pub const EARLIEST_YEAR: i32 = 1900;
+/// The latest year any timestamp of a request may name.
+pub const LATEST_YEAR: i32 = 9999;
 /// The most items any repeated field may hold.
 pub const MAX_LIST_ITEMS: usize = 50;
 /// The most goals a plan may name.
@@ -98,17 +113,14 @@ pub fn unstorable_text(text: &str) -> Option<&'static str> {
 
 /// Collects violations while converting fields; each helper returns `None` exactly when it
 /// recorded a violation.
+#[derive(Debug, Default)]
 pub(crate) struct Check {
     violations: FieldViolations,
-    now: DateTime<Utc>,
 }
 
 impl Check {
-    pub(crate) fn new(now: DateTime<Utc>) -> Self {
-        Self {
-            violations: FieldViolations::new(),
-            now,
-        }
+    pub(crate) fn new() -> Self {
+        Self::default()
     }
 
     pub(crate) fn add(&mut self, field: &str, description: impl Into<String>) {
@@ -133,6 +145,8 @@ impl Check {
         }
     }
 
+    /// A required UUID: surrounding whitespace is ignored; empty, nil and malformed
+    /// values are violations.
     fn uuid(&mut self, field: &str, raw: &str) -> Option<Uuid> {
         if raw.trim().is_empty() {
             self.add(field, "is required (a UUID)");
@@ -266,12 +280,9 @@ impl Check {
         }
     }
 
-    fn occurred_at(&mut self, raw: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-        let field = "occurred_at";
-        let Some(raw) = raw else {
-            self.add(field, "is required");
-            return None;
-        };
+    /// Every timestamp of every request: a valid instant in the years
+    /// [`EARLIEST_YEAR`]-[`LATEST_YEAR`].
+    fn timestamp(&mut self, field: &str, raw: prost_types::Timestamp) -> Option<DateTime<Utc>> {
         let time = u32::try_from(raw.nanos)
             .ok()
             .and_then(|nanos| DateTime::from_timestamp(raw.seconds, nanos));
@@ -279,12 +290,43 @@ impl Check {
             self.add(field, "is not a valid timestamp");
             return None;
         };
-        let earliest = Utc.with_ymd_and_hms(EARLIEST_YEAR, 1, 1, 0, 0, 0).single();
-        if earliest.is_some_and(|earliest| time < earliest) {
+        if time.year() < EARLIEST_YEAR {
             self.add(field, format!("must not be before {EARLIEST_YEAR}"));
             return None;
         }
-        if time > self.now + MAX_CLOCK_SKEW {
+        if time.year() > LATEST_YEAR {
+            self.add(field, format!("must not be after {LATEST_YEAR}"));
+            return None;
+        }
+        Some(time)
+    }
+
+    /// An optional timestamp (absent: not given).
+    fn optional_timestamp(
+        &mut self,
+        field: &str,
+        raw: Option<prost_types::Timestamp>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        match raw {
+            None => Some(None),
+            Some(raw) => self.timestamp(field, raw).map(Some),
+        }
+    }
+
+    /// When a fact happened: required, and not ahead of the server clock `now` by more
+    /// than [`MAX_CLOCK_SKEW`].
+    fn occurred_at(
+        &mut self,
+        raw: Option<prost_types::Timestamp>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let field = "occurred_at";
+        let Some(raw) = raw else {
+            self.add(field, "is required");
+            return None;
+        };
+        let time = self.timestamp(field, raw)?;
+        if time > now + MAX_CLOCK_SKEW {
             self.add(
                 field,
                 "must not be in the future (more than 5 minutes ahead of the server clock)",
@@ -383,7 +425,7 @@ impl Check {
             self.add(field, "is required");
             return None;
         };
-        let unit = self.enumeration(&format!("{field}.unit"), raw.unit, force_unit);
+        let unit = self.enumeration(&format!("{field}.unit"), raw.unit, force_unit::from_proto);
         if !raw.value.is_finite() {
             self.add(&format!("{field}.value"), "must be a finite number");
             return None;
@@ -480,7 +522,7 @@ impl Check {
     ) -> Option<Vec<StraightLegRaise>> {
         self.list_len(field, &raw, 0, 2)?;
         let tests = self.each(field, raw, |check, path, test| {
-            let side = check.enumeration(&format!("{path}.side"), test.side, side);
+            let side = check.enumeration(&format!("{path}.side"), test.side, side::from_proto);
             let angle = check.scaled(
                 &format!("{path}.angle_degrees"),
                 test.angle_degrees,
@@ -505,7 +547,7 @@ impl Check {
     pub(crate) fn levels(&mut self, field: &str, raw: &[i32]) -> Option<Vec<m::SpinalLevel>> {
         self.list_len(field, raw, 1, 6)?;
         let levels = self.each(field, raw.to_vec(), |check, path, level| {
-            check.enumeration(path, level, spinal_level)
+            check.enumeration(path, level, spinal_level::from_proto)
         })?;
         let mut seen = BTreeSet::new();
         for (index, level) in levels.iter().enumerate() {
@@ -524,8 +566,11 @@ impl Check {
     ) -> Option<Vec<Diagnosis>> {
         self.list_len(field, &raw, 1, MAX_LIST_ITEMS)?;
         self.each(field, raw, |check, path, diagnosis| {
-            let system =
-                check.enumeration(&format!("{path}.system"), diagnosis.system, code_system);
+            let system = check.enumeration(
+                &format!("{path}.system"),
+                diagnosis.system,
+                code_system::from_proto,
+            );
             let code_path = format!("{path}.code");
             check.storable(&code_path, &diagnosis.code)?;
             check.measure(&code_path, Diagnosis::new(system?, &diagnosis.code))
@@ -542,9 +587,13 @@ impl Check {
             let contraindication = check.enumeration(
                 &format!("{path}.contraindication"),
                 item.contraindication,
-                contraindication,
+                contraindication::from_proto,
             );
-            let found = check.enumeration(&format!("{path}.finding"), item.finding, finding);
+            let found = check.enumeration(
+                &format!("{path}.finding"),
+                item.finding,
+                finding::from_proto,
+            );
             Some((contraindication?, found?))
         })?;
         let mut seen = BTreeSet::new();
@@ -601,9 +650,9 @@ pub fn register_patient(
     req: v1::RegisterPatientRequest,
     now: DateTime<Utc>,
 ) -> Result<ValidCommand<RegisterPatient>, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let patient_id = check.uuid("patient_id", &req.patient_id).map(PatientId);
     let birth_year = match req.birth_year {
         None => Some(None),
@@ -616,7 +665,7 @@ pub fn register_patient(
             None
         }
     };
-    let sex = check.optional_enumeration("sex", req.sex, sex);
+    let sex = check.optional_enumeration("sex", req.sex, sex::from_proto);
     let request = (|| {
         let occurred_at = occurred_at?;
         Some(ValidCommand {
@@ -641,9 +690,9 @@ pub fn record_evaluation(
     req: v1::RecordEvaluationRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let patient_id = check.uuid("patient_id", &req.patient_id).map(PatientId);
     let provider_id = check.text("provider_id", req.provider_id);
@@ -703,9 +752,9 @@ pub fn start_treatment_plan(
     req: v1::StartTreatmentPlanRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let initial_sessions = match u8::try_from(req.initial_sessions) {
         Ok(sessions) if (1..=MAX_INITIAL_SESSIONS).contains(&req.initial_sessions) => {
@@ -758,11 +807,11 @@ pub fn record_session(
     req: v1::RecordSessionRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
-    let mode = check.enumeration("mode", req.mode, session_mode);
+    let mode = check.enumeration("mode", req.mode, session_mode::from_proto);
     let peak_force = check.force("peak_force", req.peak_force);
     let rest_force = check.force("rest_force", req.rest_force);
     if let (Some(peak), Some(rest)) = (peak_force, rest_force)
@@ -790,11 +839,15 @@ pub fn record_session(
     let levels = check.levels("levels", &req.levels);
     let pain_before = check.scaled("pain_before", req.pain_before, PainNrs::try_from_i64);
     let pain_after = check.scaled("pain_after", req.pain_after, PainNrs::try_from_i64);
-    let tolerance = check.enumeration("tolerance", req.tolerance, tolerance);
+    let tolerance = check.enumeration("tolerance", req.tolerance, tolerance::from_proto);
     let adverse_event = match req.adverse_event {
         None => Some(None),
         Some(adverse) => {
-            let severity = check.enumeration("adverse_event.severity", adverse.severity, severity);
+            let severity = check.enumeration(
+                "adverse_event.severity",
+                adverse.severity,
+                severity::from_proto,
+            );
             let description = check.text("adverse_event.description", adverse.description);
             severity.zip(description).map(|(severity, description)| {
                 Some(m::AdverseEvent {
@@ -834,11 +887,11 @@ pub fn record_missed_session(
     req: v1::RecordMissedSessionRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
-    let reason = check.enumeration("reason", req.reason, missed_reason);
+    let reason = check.enumeration("reason", req.reason, missed_reason::from_proto);
     episode_request(check, header, occurred_at, episode, |occurred_at| {
         Some(EpisodeCommand::RecordMissedSession(RecordMissedSession {
             occurred_at,
@@ -855,9 +908,9 @@ pub fn record_outcome(
     req: v1::RecordOutcomeRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let pain_back = check.scaled("pain_back", req.pain_back, PainNrs::try_from_i64);
     let pain_leg = check.scaled("pain_leg", req.pain_leg, PainNrs::try_from_i64);
@@ -875,7 +928,7 @@ pub fn record_outcome(
         SleepQuality::try_from_i64,
     );
     let pgic = check.optional_scaled("pgic", req.pgic, Pgic::try_from_i64);
-    let sciatica = check.optional_enumeration("sciatica", req.sciatica, sciatica);
+    let sciatica = check.optional_enumeration("sciatica", req.sciatica, sciatica::from_proto);
     episode_request(check, header, occurred_at, episode, |occurred_at| {
         Some(EpisodeCommand::RecordOutcome(RecordOutcome {
             occurred_at,
@@ -900,15 +953,19 @@ pub fn give_home_care_instructions(
     req: v1::GiveHomeCareInstructionsRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let instructions = check
         .list_len("instructions", &req.instructions, 1, MAX_LIST_ITEMS)
         .and_then(|()| {
             check.each("instructions", req.instructions, |check, path, raw| {
-                let kind = check.enumeration(&format!("{path}.kind"), raw.kind, home_care_kind);
+                let kind = check.enumeration(
+                    &format!("{path}.kind"),
+                    raw.kind,
+                    home_care_kind::from_proto,
+                );
                 let description = check.text(&format!("{path}.description"), raw.description);
                 let times = check.optional_scaled(
                     &format!("{path}.times_per_week"),
@@ -940,9 +997,9 @@ pub fn report_home_care_adherence(
     req: v1::ReportHomeCareAdherenceRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let period = check.scaled("period_days", req.period_days, PeriodDays::try_from_i64);
     let adherence = check.scaled(
@@ -969,15 +1026,19 @@ pub fn record_reassessment(
     req: v1::RecordReassessmentRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let pain_back = check.scaled("pain_back", req.pain_back, PainNrs::try_from_i64);
     let pain_leg = check.scaled("pain_leg", req.pain_leg, PainNrs::try_from_i64);
     let odi = check.optional_odi("odi", req.odi);
     let rmdq = check.optional_scaled("rmdq", req.rmdq, RolandMorris::try_from_i64);
-    let recommendation = check.enumeration("recommendation", req.recommendation, recommendation);
+    let recommendation = check.enumeration(
+        "recommendation",
+        req.recommendation,
+        recommendation::from_proto,
+    );
     let notes = check.optional_text("notes", req.notes);
     episode_request(check, header, occurred_at, episode, |occurred_at| {
         Some(EpisodeCommand::RecordReassessment(RecordReassessment {
@@ -1001,11 +1062,11 @@ pub fn adjust_treatment_plan(
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
     use v1::adjust_treatment_plan_request::Cadence as RawCadence;
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
-    let frequency = check.enumeration("frequency", req.frequency, frequency);
+    let frequency = check.enumeration("frequency", req.frequency, frequency::from_proto);
     let cadence = match req.cadence {
         None => Some(Cadence::None),
         Some(RawCadence::SessionsPerWeek(per_week)) => check
@@ -1044,11 +1105,11 @@ pub fn discharge_episode(
     req: v1::DischargeEpisodeRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
-    let reason = check.enumeration("reason", req.reason, discharge_reason);
+    let reason = check.enumeration("reason", req.reason, discharge_reason::from_proto);
     let notes = check.optional_text("notes", req.notes);
     episode_request(check, header, occurred_at, episode, |occurred_at| {
         Some(EpisodeCommand::DischargeEpisode(DischargeEpisode {
@@ -1067,9 +1128,9 @@ pub fn record_correction(
     req: v1::RecordCorrectionRequest,
     now: DateTime<Utc>,
 ) -> Result<EpisodeRequest, FieldViolations> {
-    let mut check = Check::new(now);
+    let mut check = Check::new();
     let header = check.header(req.header);
-    let occurred_at = check.occurred_at(req.occurred_at);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
     let episode = episode_id(&mut check, &req.episode_id);
     let corrected_event_id = check.uuid("corrected_event_id", &req.corrected_event_id);
     let corrections = check
@@ -1241,179 +1302,12 @@ fn number(n: f64) -> Option<serde_json::Value> {
     serde_json::Number::from_f64(n).map(serde_json::Value::Number)
 }
 
-// ---------------------------------------------------------------------------------------
-// Enum mappings: UNSPECIFIED maps to None.
-
-fn force_unit(raw: v1::ForceUnit) -> Option<m::ForceUnit> {
-    match raw {
-        v1::ForceUnit::Unspecified => None,
-        v1::ForceUnit::Newton => Some(m::ForceUnit::Newtons),
-        v1::ForceUnit::KilogramForce => Some(m::ForceUnit::KilogramForce),
-        v1::ForceUnit::PoundForce => Some(m::ForceUnit::PoundForce),
-    }
-}
-
-fn side(raw: v1::Side) -> Option<m::Side> {
-    match raw {
-        v1::Side::Unspecified => None,
-        v1::Side::Left => Some(m::Side::Left),
-        v1::Side::Right => Some(m::Side::Right),
-    }
-}
-
-fn spinal_level(raw: v1::SpinalLevel) -> Option<m::SpinalLevel> {
-    match raw {
-        v1::SpinalLevel::Unspecified => None,
-        v1::SpinalLevel::L1 => Some(m::SpinalLevel::L1),
-        v1::SpinalLevel::L2 => Some(m::SpinalLevel::L2),
-        v1::SpinalLevel::L3 => Some(m::SpinalLevel::L3),
-        v1::SpinalLevel::L4 => Some(m::SpinalLevel::L4),
-        v1::SpinalLevel::L5 => Some(m::SpinalLevel::L5),
-        v1::SpinalLevel::S1 => Some(m::SpinalLevel::S1),
-    }
-}
-
-fn code_system(raw: v1::CodeSystem) -> Option<m::CodeSystem> {
-    match raw {
-        v1::CodeSystem::Unspecified => None,
-        v1::CodeSystem::Icd10 => Some(m::CodeSystem::Icd10),
-        v1::CodeSystem::SnomedCt => Some(m::CodeSystem::SnomedCt),
-    }
-}
-
-pub(crate) fn contraindication(raw: v1::Contraindication) -> Option<Contraindication> {
-    use v1::Contraindication as P;
-    match raw {
-        P::Unspecified => None,
-        P::Pregnancy => Some(Contraindication::Pregnancy),
-        P::VertebralFracture => Some(Contraindication::VertebralFracture),
-        P::AdvancedOsteoporosis => Some(Contraindication::AdvancedOsteoporosis),
-        P::SpinalFusionOrImplant => Some(Contraindication::SpinalFusionOrImplant),
-        P::SpinalInfection => Some(Contraindication::SpinalInfection),
-        P::SpinalTumour => Some(Contraindication::SpinalTumour),
-        P::CaudaEquinaSigns => Some(Contraindication::CaudaEquinaSigns),
-        P::AnticoagulantTherapy => Some(Contraindication::AnticoagulantTherapy),
-        P::PriorFailedBackSurgery => Some(Contraindication::PriorFailedBackSurgery),
-    }
-}
-
-pub(crate) fn finding(raw: v1::Finding) -> Option<Finding> {
-    match raw {
-        v1::Finding::Unspecified => None,
-        v1::Finding::Present => Some(Finding::Present),
-        v1::Finding::Absent => Some(Finding::Absent),
-        v1::Finding::Unknown => Some(Finding::Unknown),
-    }
-}
-
-fn sex(raw: v1::Sex) -> Option<Sex> {
-    match raw {
-        v1::Sex::Unspecified => None,
-        v1::Sex::Female => Some(Sex::Female),
-        v1::Sex::Male => Some(Sex::Male),
-        v1::Sex::Other => Some(Sex::Other),
-        v1::Sex::Unknown => Some(Sex::Unknown),
-    }
-}
-
-pub(crate) fn session_mode(raw: v1::SessionMode) -> Option<m::SessionMode> {
-    match raw {
-        v1::SessionMode::Unspecified => None,
-        v1::SessionMode::Static => Some(m::SessionMode::Static),
-        v1::SessionMode::Intermittent => Some(m::SessionMode::Intermittent),
-        v1::SessionMode::Cyclic => Some(m::SessionMode::Cyclic),
-        v1::SessionMode::Progressive => Some(m::SessionMode::Progressive),
-    }
-}
-
-pub(crate) fn tolerance(raw: v1::Tolerance) -> Option<m::Tolerance> {
-    match raw {
-        v1::Tolerance::Unspecified => None,
-        v1::Tolerance::Good => Some(m::Tolerance::Good),
-        v1::Tolerance::Fair => Some(m::Tolerance::Fair),
-        v1::Tolerance::Discomfort => Some(m::Tolerance::Discomfort),
-        v1::Tolerance::StoppedEarly => Some(m::Tolerance::StoppedEarly),
-    }
-}
-
-pub(crate) fn severity(raw: v1::Severity) -> Option<m::Severity> {
-    match raw {
-        v1::Severity::Unspecified => None,
-        v1::Severity::Mild => Some(m::Severity::Mild),
-        v1::Severity::Moderate => Some(m::Severity::Moderate),
-        v1::Severity::Severe => Some(m::Severity::Severe),
-    }
-}
-
-pub(crate) fn missed_reason(raw: v1::MissedReason) -> Option<m::MissedReason> {
-    match raw {
-        v1::MissedReason::Unspecified => None,
-        v1::MissedReason::PatientCancelled => Some(m::MissedReason::PatientCancelled),
-        v1::MissedReason::NoShow => Some(m::MissedReason::NoShow),
-        v1::MissedReason::ClinicCancelled => Some(m::MissedReason::ClinicCancelled),
-        v1::MissedReason::Illness => Some(m::MissedReason::Illness),
-        v1::MissedReason::Other => Some(m::MissedReason::Other),
-    }
-}
-
-pub(crate) fn sciatica(raw: v1::SciaticaSymptoms) -> Option<m::SciaticaSymptoms> {
-    match raw {
-        v1::SciaticaSymptoms::Unspecified => None,
-        v1::SciaticaSymptoms::None => Some(m::SciaticaSymptoms::None),
-        v1::SciaticaSymptoms::Improved => Some(m::SciaticaSymptoms::Improved),
-        v1::SciaticaSymptoms::Unchanged => Some(m::SciaticaSymptoms::Unchanged),
-        v1::SciaticaSymptoms::Worse => Some(m::SciaticaSymptoms::Worse),
-    }
-}
-
-pub(crate) fn home_care_kind(raw: v1::HomeCareKind) -> Option<m::HomeCareKind> {
-    match raw {
-        v1::HomeCareKind::Unspecified => None,
-        v1::HomeCareKind::Exercise => Some(m::HomeCareKind::Exercise),
-        v1::HomeCareKind::Stretching => Some(m::HomeCareKind::Stretching),
-        v1::HomeCareKind::Posture => Some(m::HomeCareKind::Posture),
-        v1::HomeCareKind::IceHeat => Some(m::HomeCareKind::IceHeat),
-        v1::HomeCareKind::ActivityModification => Some(m::HomeCareKind::ActivityModification),
-        v1::HomeCareKind::Walking => Some(m::HomeCareKind::Walking),
-        v1::HomeCareKind::Other => Some(m::HomeCareKind::Other),
-    }
-}
-
-pub(crate) fn recommendation(raw: v1::Recommendation) -> Option<m::Recommendation> {
-    match raw {
-        v1::Recommendation::Unspecified => None,
-        v1::Recommendation::ContinueCurrentPlan => Some(m::Recommendation::ContinueCurrentPlan),
-        v1::Recommendation::ChangeFrequency => Some(m::Recommendation::ChangeFrequency),
-        v1::Recommendation::Discharge => Some(m::Recommendation::Discharge),
-    }
-}
-
-pub(crate) fn frequency(raw: v1::Frequency) -> Option<m::Frequency> {
-    match raw {
-        v1::Frequency::Unspecified => None,
-        v1::Frequency::Intensive => Some(m::Frequency::Intensive),
-        v1::Frequency::Tapering => Some(m::Frequency::Tapering),
-        v1::Frequency::Maintenance => Some(m::Frequency::Maintenance),
-        v1::Frequency::AsNeeded => Some(m::Frequency::AsNeeded),
-    }
-}
-
-pub(crate) fn discharge_reason(raw: v1::DischargeReason) -> Option<m::DischargeReason> {
-    match raw {
-        v1::DischargeReason::Unspecified => None,
-        v1::DischargeReason::GoalsMet => Some(m::DischargeReason::GoalsMet),
-        v1::DischargeReason::Plateau => Some(m::DischargeReason::Plateau),
-        v1::DischargeReason::SelfDischarge => Some(m::DischargeReason::SelfDischarge),
-        v1::DischargeReason::Referred => Some(m::DischargeReason::Referred),
-        v1::DischargeReason::AdverseEvent => Some(m::DischargeReason::AdverseEvent),
-        v1::DischargeReason::LostToFollowUp => Some(m::DischargeReason::LostToFollowUp),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use prost_types::Timestamp;
+    use spineledger_domain::measures::{Contraindication, Finding};
 
     const CLINIC: &str = "6f1c2b9e-8a41-4c52-9b0e-1d2f3a4b5c6d";
     const EPISODE: &str = "0b7e3c1a-2d4f-4e6a-8b9c-0d1e2f3a4b5c";

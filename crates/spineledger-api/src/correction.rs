@@ -27,7 +27,11 @@ use spineledger_domain::measures::{
 };
 use spineledger_domain::serde_json::{self, Value as Json};
 
-use crate::convert::{self as c, Check, MAX_GOALS, MAX_INITIAL_SESSIONS, MAX_LIST_ITEMS};
+use crate::convert::enums::{
+    contraindication, discharge_reason, finding, frequency, home_care_kind, missed_reason,
+    recommendation, sciatica, session_mode, severity, tolerance,
+};
+use crate::convert::{Check, MAX_GOALS, MAX_INITIAL_SESSIONS, MAX_LIST_ITEMS};
 use crate::error::FieldViolations;
 use crate::v1;
 
@@ -43,7 +47,7 @@ pub fn resolve(
     event_type: &str,
     requested: &RecordCorrection,
 ) -> Result<RecordCorrection, FieldViolations> {
-    let mut check = Check::new(requested.occurred_at);
+    let mut check = Check::new();
     let mut seen = BTreeSet::new();
     let mut payload_paths = BTreeSet::new();
     let mut resolved = Vec::with_capacity(requested.corrections.len());
@@ -262,7 +266,7 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::SessionMode::from_str_name,
-            c::session_mode,
+            session_mode::from_proto,
         )),
         (_, "hold_seconds") => same(int(check, at, v, HoldSeconds::try_from_i64)),
         (_, "relax_seconds") => same(int(check, at, v, RelaxSeconds::try_from_i64)),
@@ -274,7 +278,7 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::Tolerance::from_str_name,
-            c::tolerance,
+            tolerance::from_proto,
         )),
         (_, "adverse_event") => same(optional(v, |v| adverse_event(check, at, v))),
         ("SessionMissed", "reason") => same(required_enum(
@@ -282,19 +286,19 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::MissedReason::from_str_name,
-            c::missed_reason,
+            missed_reason::from_proto,
         )),
         ("EpisodeDischarged", "reason") => same(required_enum(
             check,
             at,
             v,
             p::DischargeReason::from_str_name,
-            c::discharge_reason,
+            discharge_reason::from_proto,
         )),
         // SCIATICA_SYMPTOMS_UNSPECIFIED (or null) is "not recorded", as in the request.
         (_, "sciatica") => same(optional(v, |v| {
             enum_number(check, at, v, p::SciaticaSymptoms::from_str_name)
-                .and_then(|n| check.optional_enumeration(at, n, c::sciatica))
+                .and_then(|n| check.optional_enumeration(at, n, sciatica::from_proto))
                 .map(|symptoms| encode(symptoms).unwrap_or(Json::Null))
         })),
         (_, "instructions") => same(instructions(check, at, v)),
@@ -305,14 +309,14 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::Recommendation::from_str_name,
-            c::recommendation,
+            recommendation::from_proto,
         )),
         (_, "frequency") => same(required_enum(
             check,
             at,
             v,
             p::Frequency::from_str_name,
-            c::frequency,
+            frequency::from_proto,
         )),
         (_, "sessions_per_week") => cadence(
             float(check, at, v, SessionsPerWeek::new)
@@ -346,12 +350,18 @@ fn cadence(value: Option<Json>) -> Field {
 /// `contraindications.CONTRAINDICATION_PREGNANCY` with a finding name.
 fn screened_item(check: &mut Check, name: &str, at: &str, v: Json) -> Field {
     let Some(item) = v1::Contraindication::from_str_name(name)
-        .and_then(c::contraindication)
+        .and_then(contraindication::from_proto)
         .map(Contraindication::as_str)
     else {
         return Field::Unknown;
     };
-    match required_enum(check, at, v, v1::Finding::from_str_name, c::finding) {
+    match required_enum(
+        check,
+        at,
+        v,
+        v1::Finding::from_str_name,
+        finding::from_proto,
+    ) {
         Some(finding) => Field::Resolved(format!("contraindications.{item}"), finding),
         None => Field::Invalid,
     }
@@ -678,7 +688,7 @@ fn adverse_event(check: &mut Check, at: &str, v: Json) -> Option<Json> {
         Some(description) => string(check, &format!("{at}.description"), description)?,
         None => String::new(),
     };
-    let severity = check.enumeration(&format!("{at}.severity"), severity, c::severity);
+    let severity = check.enumeration(&format!("{at}.severity"), severity, severity::from_proto);
     let description: Option<Note> = check.text(&format!("{at}.description"), description);
     encode(
         severity
@@ -715,7 +725,7 @@ fn instructions(check: &mut Check, at: &str, v: Json) -> Option<Json> {
             None | Some(Json::Null) => None,
             Some(times) => Some(whole(check, &format!("{path}.times_per_week"), &times)?),
         };
-        let kind = check.enumeration(&format!("{path}.kind"), kind, c::home_care_kind);
+        let kind = check.enumeration(&format!("{path}.kind"), kind, home_care_kind::from_proto);
         let description = check.text(&format!("{path}.description"), description);
         let times = check.optional_scaled(
             &format!("{path}.times_per_week"),
