@@ -9,8 +9,8 @@
 //! rejection appends nothing.
 
 use chrono::{DateTime, Utc};
+use spineledger_api::convert::correction;
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};
-use spineledger_api::correction;
 use spineledger_api::error::{ApiError, FieldViolations};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService;
