@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::Value as Json;
-use spineledger_api::correction::correctable_fields;
+use spineledger_api::convert::correction::correctable_fields;
 use spineledger_domain::events::EPISODE_EVENT_TYPES;
 use spineledger_e2e::Harness;
 use spineledger_e2e::oracle::all_events;

@@ -24,7 +24,7 @@ use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
 
-use crate::error::{FieldViolations, invalid_argument};
+use crate::error::{ApiError, FieldViolations};
 
 /// [`tonic_prost::ProstCodec`] with request decode errors as INVALID_ARGUMENT.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ pub fn decode_error_status(error: &prost::DecodeError) -> Status {
     };
     let mut violations = FieldViolations::new();
     violations.add(field, description);
-    invalid_argument(violations)
+    ApiError::from(violations).into()
 }
 
 /// prost's description of a `string` field whose bytes are not UTF-8.

@@ -1,14 +1,25 @@
-//! gRPC errors in one place, following AIP-193: a canonical code, one `ErrorInfo` with an
-//! UPPER_SNAKE reason in the `spineledger.dev` domain, and `BadRequest` field violations
-//! that name the offending field by its request path (`header.command_id`,
-//! `odi.sections.answers[3]`).
+//! Every error a client sees is decided here, following AIP-193: a canonical code, one
+//! `ErrorInfo` with an UPPER_SNAKE reason in the `spineledger.dev` domain (each reason a
+//! constant below, or the domain rule's own [`Rejection::reason`]), and `BadRequest`
+//! field violations that name the offending field by its request path
+//! (`header.command_id`, `odi.sections.answers[3]`).
+//!
+//! Handlers, conversions and the codec produce an [`ApiError`] (most often through `?`
+//! and the `From` impls: field violations, domain rejections, store and projection
+//! errors); the one `impl From<ApiError> for Status` picks the code, message, reason and
+//! details, and logs what the service must know about (never request content or
+//! personal data: ids, types, SQLSTATEs, rule names).
 
 use std::collections::HashMap;
 use std::fmt;
 
 use spineledger_domain::Rejection;
+use spineledger_projections::ProjectionError;
+use spineledger_store::StoreError;
+use spineledger_store::deadpool_postgres::PoolError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use uuid::Uuid;
 
 /// The `ErrorInfo` domain of every spineledger error.
 pub const ERROR_DOMAIN: &str = "spineledger.dev";
@@ -19,6 +30,290 @@ pub const REASON_INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
 pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
 /// `ErrorInfo` reason of a command id reused with different content.
 pub const REASON_COMMAND_ID_REUSED: &str = "COMMAND_ID_REUSED";
+/// `ErrorInfo` reason of an evaluation for a patient the clinic has not registered.
+pub const REASON_PATIENT_NOT_REGISTERED: &str = "PATIENT_NOT_REGISTERED";
+/// `ErrorInfo` reason of a statistics query over more episodes than allowed.
+pub const REASON_QUERY_TOO_BROAD: &str = "QUERY_TOO_BROAD";
+
+/// What a client is told when the fault is the service's own (the detail is logged).
+const INTERNAL_MESSAGE: &str = "internal error";
+/// UNAVAILABLE on the write side: the event store cannot be reached or has no connection.
+const STORE_UNAVAILABLE_MESSAGE: &str = "the record store is temporarily unavailable; retry";
+/// UNAVAILABLE on the read side.
+const READ_MODELS_UNAVAILABLE_MESSAGE: &str = "the read models are temporarily unavailable; retry";
+
+/// Everything a spineledger RPC can fail with, in the service's terms. Turned into a
+/// `tonic::Status` by the one `From` impl below.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request has invalid fields (edge validation, a correction's resolution, a
+    /// message that does not decode): INVALID_ARGUMENT with every violation.
+    InvalidArgument(FieldViolations),
+    /// A domain rule refused the command: FAILED_PRECONDITION with the rule's reason
+    /// (INVALID_ARGUMENT for a command whose shape the edge should have refused).
+    Rejected(Rejection),
+    /// An evaluation names a patient that is not registered at the clinic.
+    PatientNotRegistered,
+    /// `min_position` is not the position of an event of the requested clinics.
+    UnknownMinPosition,
+    /// No treatment plan for the requested episode at the clinic.
+    PlanNotFound,
+    /// A stored event of the stream does not decode (DATA_LOSS).
+    UndecodableEvent {
+        /// The stored event's id.
+        event_id: Uuid,
+        /// Its stored type.
+        event_type: String,
+        /// Its stored schema version.
+        schema_version: i32,
+    },
+    /// The store acknowledged an append without events (a bug).
+    EmptyAppend,
+    /// An error of the event store on the write path (conflicts included).
+    Store(StoreError),
+    /// An error of the read side (catch-up, queries, their connections).
+    Projection(ProjectionError),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidArgument(violations) => violations.fmt(f),
+            Self::Rejected(rejection) => rejection.fmt(f),
+            Self::PatientNotRegistered => f.write_str("the patient is not registered"),
+            Self::UnknownMinPosition => f.write_str("min_position is not a requested event"),
+            Self::PlanNotFound => f.write_str("no treatment plan"),
+            Self::UndecodableEvent { event_id, .. } => {
+                write!(f, "stored event {event_id} cannot be decoded")
+            }
+            Self::EmptyAppend => f.write_str("the store acknowledged an empty append"),
+            Self::Store(error) => error.fmt(f),
+            Self::Projection(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<FieldViolations> for ApiError {
+    fn from(violations: FieldViolations) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(error: ProjectionError) -> Self {
+        Self::Projection(error)
+    }
+}
+
+/// A read-side connection that could not be had.
+impl From<PoolError> for ApiError {
+    fn from(error: PoolError) -> Self {
+        Self::Projection(ProjectionError::Pool(error))
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(violations) => invalid_argument(violations),
+            ApiError::Rejected(rejection) => rejected(&rejection),
+            ApiError::PatientNotRegistered => with_reason(
+                Code::FailedPrecondition,
+                "the patient is not registered at this clinic: register the patient first",
+                REASON_PATIENT_NOT_REGISTERED,
+                HashMap::new(),
+            ),
+            ApiError::UnknownMinPosition => {
+                let mut violations = FieldViolations::new();
+                violations.add(
+                    "min_position",
+                    "is not the position of an event of the requested clinics",
+                );
+                invalid_argument(violations)
+            }
+            ApiError::PlanNotFound => {
+                Status::not_found("no treatment plan for this episode at this clinic")
+            }
+            ApiError::UndecodableEvent {
+                event_id,
+                event_type,
+                schema_version,
+            } => {
+                // Only the id and type: the decoder's message may quote stored values.
+                tracing::error!(
+                    %event_id,
+                    %event_type,
+                    schema_version,
+                    "stored event cannot be decoded"
+                );
+                Status::data_loss("a stored event of this stream cannot be decoded")
+            }
+            ApiError::EmptyAppend => {
+                tracing::error!("the store acknowledged an empty append");
+                Status::internal("the store acknowledged an empty append")
+            }
+            ApiError::Store(error) => store_status(error),
+            ApiError::Projection(error) => projection_status(error),
+        }
+    }
+}
+
+/// Store failures: conflicts are the caller's business, the rest is ours (logged without
+/// request content).
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::VersionConflict { expected, actual } => {
+            // Version 0 is "no stream".
+            let expected = match expected {
+                spineledger_store::ExpectedVersion::Exact(version) => version,
+                spineledger_store::ExpectedVersion::NoStream
+                | spineledger_store::ExpectedVersion::Any => 0,
+            };
+            let stream_version = |version: u64| (version > 0).then_some(version);
+            version_conflict(stream_version(expected), stream_version(actual))
+        }
+        StoreError::IdempotencyConflict { event_id } => command_id_reused(event_id),
+        StoreError::Pool(error) => {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable(STORE_UNAVAILABLE_MESSAGE)
+        }
+        StoreError::Unreachable { url, .. } => {
+            tracing::warn!(database = %url, "database unreachable");
+            Status::unavailable(STORE_UNAVAILABLE_MESSAGE)
+        }
+        other => {
+            // Only the SQLSTATE: a database error's detail can quote row contents.
+            let sqlstate = match &other {
+                StoreError::Database(error) => error.code().map(|code| code.code().to_owned()),
+                _ => None,
+            };
+            tracing::error!(error = %other, ?sqlstate, "store failure");
+            Status::internal(INTERNAL_MESSAGE)
+        }
+    }
+}
+
+/// Read-side failures: a projection behind the requested position is UNAVAILABLE (retry
+/// shortly), a query too broad FAILED_PRECONDITION, a missing connection UNAVAILABLE; the
+/// rest is ours.
+fn projection_status(error: ProjectionError) -> Status {
+    match error {
+        ProjectionError::NotCaughtUp { .. } => Status::unavailable(
+            "the read model has not caught up with min_position yet; retry shortly",
+        ),
+        ProjectionError::QueryTooBroad { limit } => with_reason(
+            Code::FailedPrecondition,
+            format!(
+                "the query covers more than {limit} episodes: name fewer clinics or a \
+                 narrower evaluation date range"
+            ),
+            REASON_QUERY_TOO_BROAD,
+            HashMap::from([("limit".to_owned(), limit.to_string())]),
+        ),
+        ProjectionError::Pool(error) | ProjectionError::Store(StoreError::Pool(error)) => {
+            tracing::warn!(%error, "no database connection available");
+            Status::unavailable(READ_MODELS_UNAVAILABLE_MESSAGE)
+        }
+        ProjectionError::Store(StoreError::Unreachable { url, .. }) => {
+            tracing::warn!(database = %url, "database unreachable");
+            Status::unavailable(READ_MODELS_UNAVAILABLE_MESSAGE)
+        }
+        other => {
+            tracing::error!(error = %other, sqlstate = ?other.sqlstate(), "read model query failed");
+            Status::internal(INTERNAL_MESSAGE)
+        }
+    }
+}
+
+/// INVALID_ARGUMENT with a `BadRequest` listing every field violation and an `ErrorInfo`.
+fn invalid_argument(violations: FieldViolations) -> Status {
+    let message = violations.to_string();
+    let field_violations: Vec<FieldViolation> = violations
+        .violations
+        .into_iter()
+        .map(|(field, description)| FieldViolation::new(field, description))
+        .collect();
+    let mut details = ErrorDetails::with_bad_request(field_violations);
+    details.set_error_info(REASON_INVALID_ARGUMENT, ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// A status with an `ErrorInfo` of `reason` and `metadata`.
+fn with_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// A domain rejection: FAILED_PRECONDITION with the rule's reason, or INVALID_ARGUMENT for
+/// a command whose shape the edge should have refused. The rule is logged, not the
+/// command.
+fn rejected(rejection: &Rejection) -> Status {
+    tracing::info!(reason = rejection.reason(), "command rejected");
+    let code = if rejection.is_invalid_command() {
+        Code::InvalidArgument
+    } else {
+        Code::FailedPrecondition
+    };
+    let metadata: HashMap<String, String> = rejection
+        .metadata()
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    with_reason(code, rejection.to_string(), rejection.reason(), metadata)
+}
+
+/// ABORTED: the stream is not at the expected version. `expected` None means "must not
+/// exist"; `actual` None means "does not exist".
+fn version_conflict(expected: Option<u64>, actual: Option<u64>) -> Status {
+    let show = |version: Option<u64>| version.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    let metadata = HashMap::from([
+        ("expected_version".to_owned(), show(expected)),
+        ("actual_version".to_owned(), show(actual)),
+    ]);
+    with_reason(
+        Code::Aborted,
+        format!(
+            "version conflict: expected {}, actual {}",
+            show(expected),
+            show(actual)
+        ),
+        REASON_VERSION_CONFLICT,
+        metadata,
+    )
+}
+
+/// ALREADY_EXISTS: the command id was used before for a different command.
+fn command_id_reused(command_id: Uuid) -> Status {
+    let metadata = HashMap::from([("command_id".to_owned(), command_id.to_string())]);
+    with_reason(
+        Code::AlreadyExists,
+        format!("command id {command_id} was already used for a different command"),
+        REASON_COMMAND_ID_REUSED,
+        metadata,
+    )
+}
 
 /// Every problem found in a request, each with the path of its field. Conversions collect
 /// all of them before answering, so a client fixes its request in one round trip.
@@ -94,106 +389,20 @@ impl fmt::Display for FieldViolations {
 
 impl std::error::Error for FieldViolations {}
 
-impl From<FieldViolations> for Status {
-    fn from(violations: FieldViolations) -> Self {
-        invalid_argument(violations)
-    }
-}
-
-/// INVALID_ARGUMENT with a `BadRequest` listing every field violation and an `ErrorInfo`.
-#[must_use]
-pub fn invalid_argument(violations: FieldViolations) -> Status {
-    let message = violations.to_string();
-    let field_violations: Vec<FieldViolation> = violations
-        .violations
-        .into_iter()
-        .map(|(field, description)| FieldViolation::new(field, description))
-        .collect();
-    let mut details = ErrorDetails::with_bad_request(field_violations);
-    details.set_error_info(REASON_INVALID_ARGUMENT, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::InvalidArgument, message, details)
-}
-
-/// FAILED_PRECONDITION with an `ErrorInfo` whose reason names the broken rule.
-#[must_use]
-pub fn failed_precondition(
-    reason: &str,
-    message: impl Into<String>,
-    metadata: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
-) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(key, value)| (key.into(), value.into()))
-        .collect();
-    Status::with_error_details(
-        Code::FailedPrecondition,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    )
-}
-
-/// The status for a domain rejection: FAILED_PRECONDITION with the rule's reason, or
-/// INVALID_ARGUMENT for a command whose shape the edge should have refused.
-#[must_use]
-pub fn from_rejection(rejection: &Rejection) -> Status {
-    let code = if rejection.is_invalid_command() {
-        Code::InvalidArgument
-    } else {
-        Code::FailedPrecondition
-    };
-    let metadata: HashMap<String, String> = rejection
-        .metadata()
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    Status::with_error_details(
-        code,
-        rejection.to_string(),
-        ErrorDetails::with_error_info(rejection.reason(), ERROR_DOMAIN, metadata),
-    )
-}
-
-/// ABORTED: the stream is not at the expected version. `expected` None means "must not
-/// exist"; `actual` None means "does not exist".
-#[must_use]
-pub fn aborted_version_conflict(expected: Option<u64>, actual: Option<u64>) -> Status {
-    let show = |version: Option<u64>| version.map_or_else(|| "none".to_owned(), |v| v.to_string());
-    let metadata = HashMap::from([
-        ("expected_version".to_owned(), show(expected)),
-        ("actual_version".to_owned(), show(actual)),
-    ]);
-    Status::with_error_details(
-        Code::Aborted,
-        format!(
-            "version conflict: expected {}, actual {}",
-            show(expected),
-            show(actual)
-        ),
-        ErrorDetails::with_error_info(REASON_VERSION_CONFLICT, ERROR_DOMAIN, metadata),
-    )
-}
-
-/// ALREADY_EXISTS: the command id was used before for a different command.
-#[must_use]
-pub fn already_exists_command_reused(command_id: uuid::Uuid) -> Status {
-    let metadata = HashMap::from([("command_id".to_owned(), command_id.to_string())]);
-    Status::with_error_details(
-        Code::AlreadyExists,
-        format!("command id {command_id} was already used for a different command"),
-        ErrorDetails::with_error_info(REASON_COMMAND_ID_REUSED, ERROR_DOMAIN, metadata),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn to_status(error: impl Into<ApiError>) -> Status {
+        Status::from(error.into())
+    }
 
     #[test]
     fn invalid_argument_carries_every_field_violation() {
         let mut violations = FieldViolations::new();
         violations.add("pain_back", "out of scale");
         violations.add("header.command_id", "not a UUID");
-        let status = invalid_argument(violations);
+        let status = to_status(violations);
         assert_eq!(status.code(), Code::InvalidArgument);
         let details = status.get_error_details();
         let bad_request = details.bad_request().unwrap();
@@ -203,6 +412,10 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["pain_back", "header.command_id"]);
+        assert_eq!(
+            details.error_info().unwrap().reason,
+            REASON_INVALID_ARGUMENT
+        );
     }
 
     #[test]
@@ -214,7 +427,7 @@ mod tests {
         assert_eq!(violations.len(), 10_000);
         assert_eq!(violations.violations().len(), MAX_REPORTED_VIOLATIONS);
         assert!(violations.to_string().ends_with("and 9900 more not listed"));
-        let status = invalid_argument(violations);
+        let status = to_status(violations);
         let details = status.get_error_details();
         assert_eq!(
             details.bad_request().unwrap().field_violations.len(),
@@ -223,9 +436,13 @@ mod tests {
     }
 
     #[test]
-    fn version_conflict_reports_the_actual_version() {
-        let status = aborted_version_conflict(Some(3), Some(5));
+    fn version_conflict_reports_both_versions() {
+        let status = to_status(StoreError::VersionConflict {
+            expected: spineledger_store::ExpectedVersion::Exact(3),
+            actual: 5,
+        });
         assert_eq!(status.code(), Code::Aborted);
+        assert_eq!(status.message(), "version conflict: expected 3, actual 5");
         let details = status.get_error_details();
         let info = details.error_info().unwrap();
         assert_eq!(info.reason, REASON_VERSION_CONFLICT);
@@ -235,8 +452,20 @@ mod tests {
     }
 
     #[test]
+    fn version_zero_is_no_stream() {
+        let status = to_status(StoreError::VersionConflict {
+            expected: spineledger_store::ExpectedVersion::NoStream,
+            actual: 0,
+        });
+        assert_eq!(
+            status.message(),
+            "version conflict: expected none, actual none"
+        );
+    }
+
+    #[test]
     fn rejection_maps_to_failed_precondition_with_its_reason() {
-        let status = from_rejection(&Rejection::PlanNotActive);
+        let status = to_status(Rejection::PlanNotActive);
         assert_eq!(status.code(), Code::FailedPrecondition);
         let details = status.get_error_details();
         assert_eq!(details.error_info().unwrap().reason, "PLAN_NOT_ACTIVE");
@@ -244,12 +473,56 @@ mod tests {
 
     #[test]
     fn reused_command_id_is_already_exists() {
-        let status = already_exists_command_reused(uuid::Uuid::from_u128(1));
+        let status = to_status(StoreError::IdempotencyConflict {
+            event_id: Uuid::from_u128(1),
+        });
         assert_eq!(status.code(), Code::AlreadyExists);
         let details = status.get_error_details();
         assert_eq!(
             details.error_info().unwrap().reason,
             REASON_COMMAND_ID_REUSED
         );
+    }
+
+    #[test]
+    fn rules_of_the_edge_have_named_reasons() {
+        let status = to_status(ApiError::PatientNotRegistered);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            REASON_PATIENT_NOT_REGISTERED
+        );
+        let status = to_status(ProjectionError::QueryTooBroad { limit: 14 });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, REASON_QUERY_TOO_BROAD);
+        assert_eq!(info.metadata["limit"], "14");
+    }
+
+    #[test]
+    fn read_side_failures_keep_their_codes() {
+        let status = to_status(ProjectionError::NotCaughtUp { position: 7 });
+        assert_eq!(status.code(), Code::Unavailable);
+        let status = to_status(ApiError::UnknownMinPosition);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.get_details_bad_request().unwrap().field_violations[0].field,
+            "min_position"
+        );
+        assert_eq!(to_status(ApiError::PlanNotFound).code(), Code::NotFound);
+        let status = to_status(ProjectionError::CorruptRow("x".to_owned()));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), INTERNAL_MESSAGE);
+    }
+
+    #[test]
+    fn an_undecodable_stored_event_is_data_loss() {
+        let status = to_status(ApiError::UndecodableEvent {
+            event_id: Uuid::from_u128(2),
+            event_type: "SessionRecorded".to_owned(),
+            schema_version: 1,
+        });
+        assert_eq!(status.code(), Code::DataLoss);
     }
 }

@@ -14,6 +14,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod codec;
 pub mod convert;
-pub mod correction;
 pub mod error;
 pub mod views;

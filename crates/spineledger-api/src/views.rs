@@ -1,13 +1,14 @@
 //! Outgoing: read models as `spineledger.v1` messages. (Incoming validation is in
-//! [`crate::convert`].) Nothing here can fail: every read-model value has a wire form.
+//! [`crate::convert`], the enum maps of both directions in [`crate::convert::enums`].) Nothing here can fail: every read-model value has a wire form.
 
 use chrono::{DateTime, Utc};
-use spineledger_domain::measures::{DischargeReason, SessionMode, SpinalLevel, Tolerance};
-use spineledger_readmodels::statistics::{
-    Dimension, Group, GroupStatistics, Mean, Median, Proportion,
-};
-use spineledger_readmodels::{PlanPhase, ResponderStatus, ToleranceTrend, TreatmentPlanView};
+use spineledger_readmodels::statistics::{Group, GroupStatistics, Mean, Median, Proportion};
+use spineledger_readmodels::{PlanPhase, TreatmentPlanView};
 
+use crate::convert::enums::{
+    dimension, discharge_reason, plan_phase, responder, session_mode, spinal_level, tolerance,
+    tolerance_trend,
+};
 use crate::v1;
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -25,89 +26,6 @@ fn count(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-pub fn plan_phase(phase: PlanPhase) -> v1::PlanPhase {
-    match phase {
-        PlanPhase::AwaitingPlan => v1::PlanPhase::AwaitingPlan,
-        PlanPhase::Initial => v1::PlanPhase::Initial,
-        PlanPhase::Intensive => v1::PlanPhase::Intensive,
-        PlanPhase::Tapering => v1::PlanPhase::Tapering,
-        PlanPhase::Maintenance => v1::PlanPhase::Maintenance,
-        PlanPhase::AsNeeded => v1::PlanPhase::AsNeeded,
-        PlanPhase::Discharged => v1::PlanPhase::Discharged,
-    }
-}
-
-/// The read model's phase for a requested one; `None` for UNSPECIFIED or unknown numbers.
-pub fn plan_phase_filter(phase: i32) -> Option<PlanPhase> {
-    match v1::PlanPhase::try_from(phase).ok()? {
-        v1::PlanPhase::Unspecified => None,
-        v1::PlanPhase::AwaitingPlan => Some(PlanPhase::AwaitingPlan),
-        v1::PlanPhase::Initial => Some(PlanPhase::Initial),
-        v1::PlanPhase::Intensive => Some(PlanPhase::Intensive),
-        v1::PlanPhase::Tapering => Some(PlanPhase::Tapering),
-        v1::PlanPhase::Maintenance => Some(PlanPhase::Maintenance),
-        v1::PlanPhase::AsNeeded => Some(PlanPhase::AsNeeded),
-        v1::PlanPhase::Discharged => Some(PlanPhase::Discharged),
-    }
-}
-
-fn session_mode(mode: SessionMode) -> v1::SessionMode {
-    match mode {
-        SessionMode::Static => v1::SessionMode::Static,
-        SessionMode::Intermittent => v1::SessionMode::Intermittent,
-        SessionMode::Cyclic => v1::SessionMode::Cyclic,
-        SessionMode::Progressive => v1::SessionMode::Progressive,
-    }
-}
-
-fn spinal_level(level: SpinalLevel) -> v1::SpinalLevel {
-    match level {
-        SpinalLevel::L1 => v1::SpinalLevel::L1,
-        SpinalLevel::L2 => v1::SpinalLevel::L2,
-        SpinalLevel::L3 => v1::SpinalLevel::L3,
-        SpinalLevel::L4 => v1::SpinalLevel::L4,
-        SpinalLevel::L5 => v1::SpinalLevel::L5,
-        SpinalLevel::S1 => v1::SpinalLevel::S1,
-    }
-}
-
-fn tolerance(tolerance: Tolerance) -> v1::Tolerance {
-    match tolerance {
-        Tolerance::Good => v1::Tolerance::Good,
-        Tolerance::Fair => v1::Tolerance::Fair,
-        Tolerance::Discomfort => v1::Tolerance::Discomfort,
-        Tolerance::StoppedEarly => v1::Tolerance::StoppedEarly,
-    }
-}
-
-fn tolerance_trend(trend: ToleranceTrend) -> v1::ToleranceTrend {
-    match trend {
-        ToleranceTrend::Improving => v1::ToleranceTrend::Improving,
-        ToleranceTrend::Stable => v1::ToleranceTrend::Stable,
-        ToleranceTrend::Worsening => v1::ToleranceTrend::Worsening,
-        ToleranceTrend::Unknown => v1::ToleranceTrend::Unknown,
-    }
-}
-
-fn responder(status: ResponderStatus) -> v1::ResponderStatus {
-    match status {
-        ResponderStatus::NotAssessed => v1::ResponderStatus::NotAssessed,
-        ResponderStatus::Responder => v1::ResponderStatus::Responder,
-        ResponderStatus::NonResponder => v1::ResponderStatus::NonResponder,
-    }
-}
-
-fn discharge_reason(reason: DischargeReason) -> v1::DischargeReason {
-    match reason {
-        DischargeReason::GoalsMet => v1::DischargeReason::GoalsMet,
-        DischargeReason::Plateau => v1::DischargeReason::Plateau,
-        DischargeReason::SelfDischarge => v1::DischargeReason::SelfDischarge,
-        DischargeReason::Referred => v1::DischargeReason::Referred,
-        DischargeReason::AdverseEvent => v1::DischargeReason::AdverseEvent,
-        DischargeReason::LostToFollowUp => v1::DischargeReason::LostToFollowUp,
-    }
-}
-
 /// A treatment plan as of `today` (for due dates, pacing and flags).
 pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::TreatmentPlan {
     let status = view.status_at(today);
@@ -119,7 +37,7 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
         clinic_id: view.clinic_id.to_string(),
         episode_id: view.episode_id.to_string(),
         patient_id: view.patient_id.map(|id| id.to_string()).unwrap_or_default(),
-        phase: plan_phase(view.phase) as i32,
+        phase: plan_phase::to_proto(view.phase) as i32,
         sessions_total: small(view.sessions_total),
         sessions_in_phase: small(view.sessions_in_phase),
         sessions_planned_in_phase: planned_in_phase,
@@ -135,7 +53,7 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
             .last_settings
             .as_ref()
             .map(|settings| v1::SessionSettings {
-                mode: session_mode(settings.mode) as i32,
+                mode: session_mode::to_proto(settings.mode) as i32,
                 peak_force_newtons: settings.peak_force_newtons,
                 rest_force_newtons: settings.rest_force_newtons,
                 hold_seconds: i32::from(settings.hold_seconds),
@@ -146,15 +64,15 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
                 levels: settings
                     .levels
                     .iter()
-                    .map(|level| spinal_level(*level) as i32)
+                    .map(|level| spinal_level::to_proto(*level) as i32)
                     .collect(),
             }),
         recent_tolerances: view
             .recent_tolerances
             .iter()
-            .map(|t| tolerance(*t) as i32)
+            .map(|t| tolerance::to_proto(*t) as i32)
             .collect(),
-        tolerance_trend: tolerance_trend(view.tolerance_trend()) as i32,
+        tolerance_trend: tolerance_trend::to_proto(view.tolerance_trend()) as i32,
         last_adherence_percent: view.adherence_last_percent.map(i32::from),
         recent_adherence_percent: view.adherence_mean_recent,
         baseline_pain_back: view.baseline.as_ref().map(|b| i32::from(b.pain_back)),
@@ -163,8 +81,8 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
         latest_pain_leg: view.latest_nrs.as_ref().map(|l| i32::from(l.pain_leg)),
         baseline_odi: view.baseline.as_ref().and_then(|b| b.odi),
         latest_odi: view.latest_odi.as_ref().map(|l| l.odi),
-        nrs_responder: responder(view.nrs_response) as i32,
-        odi_responder: responder(view.odi_response) as i32,
+        nrs_responder: responder::to_proto(view.nrs_response) as i32,
+        odi_responder: responder::to_proto(view.odi_response) as i32,
         missed_sessions: small(view.missed_sessions),
         adverse_events: small(view.adverse_events),
         flags: Some(v1::PlanFlags {
@@ -176,35 +94,11 @@ pub fn treatment_plan(view: &TreatmentPlanView, today: DateTime<Utc>) -> v1::Tre
         }),
         discharge_reason: view
             .discharge_reason
-            .map_or(v1::DischargeReason::Unspecified, discharge_reason)
+            .map_or(v1::DischargeReason::Unspecified, discharge_reason::to_proto)
             as i32,
         discharged_at: view.discharged_at.map(timestamp),
         as_of: Some(timestamp(today)),
         corrected_fields: view.corrected_fields.iter().cloned().collect(),
-    }
-}
-
-pub fn dimension(dimension: Dimension) -> v1::StatisticsDimension {
-    match dimension {
-        Dimension::Clinic => v1::StatisticsDimension::Clinic,
-        Dimension::Diagnosis => v1::StatisticsDimension::Diagnosis,
-        Dimension::InitialSessions => v1::StatisticsDimension::InitialSessions,
-        Dimension::FrequencyPhase => v1::StatisticsDimension::FrequencyPhase,
-        Dimension::AdherenceBand => v1::StatisticsDimension::AdherenceBand,
-        Dimension::AgeBand => v1::StatisticsDimension::AgeBand,
-    }
-}
-
-/// The read model's dimension for a requested one; `None` for UNSPECIFIED or unknown.
-pub fn dimension_filter(requested: i32) -> Option<Dimension> {
-    match v1::StatisticsDimension::try_from(requested).ok()? {
-        v1::StatisticsDimension::Unspecified => None,
-        v1::StatisticsDimension::Clinic => Some(Dimension::Clinic),
-        v1::StatisticsDimension::Diagnosis => Some(Dimension::Diagnosis),
-        v1::StatisticsDimension::InitialSessions => Some(Dimension::InitialSessions),
-        v1::StatisticsDimension::FrequencyPhase => Some(Dimension::FrequencyPhase),
-        v1::StatisticsDimension::AdherenceBand => Some(Dimension::AdherenceBand),
-        v1::StatisticsDimension::AgeBand => Some(Dimension::AgeBand),
     }
 }
 
@@ -293,7 +187,7 @@ pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
             .key
             .iter()
             .map(|(dim, value)| v1::GroupKey {
-                dimension: dimension(*dim) as i32,
+                dimension: dimension::to_proto(*dim) as i32,
                 value: value.clone(),
             })
             .collect(),

@@ -45,7 +45,9 @@ pub async fn fetch_and_render(
         group_by: query
             .group_by
             .iter()
-            .map(|dimension| spineledger_api::views::dimension(*dimension) as i32)
+            .map(|dimension| {
+                spineledger_api::convert::enums::dimension::to_proto(*dimension) as i32
+            })
             .collect(),
         evaluated_from: None,
         evaluated_to: None,

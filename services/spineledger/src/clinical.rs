@@ -9,18 +9,17 @@
 //! rejection appends nothing.
 
 use chrono::{DateTime, Utc};
+use spineledger_api::convert::correction;
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};
-use spineledger_api::correction;
-use spineledger_api::error as status;
-use spineledger_api::error::FieldViolations;
+use spineledger_api::error::{ApiError, FieldViolations};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService;
 use spineledger_domain::{
     Episode, EpisodeCommand, EpisodeEvent, EpisodeId, PatientEvent, PatientFacts, PatientState,
-    RegisterPatient, Rejection,
+    RegisterPatient,
 };
 use spineledger_store::{
-    EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, StoreError, StreamKey,
+    EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, StreamKey,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -99,10 +98,9 @@ impl ClinicalRecords {
             chrono::DateTime<chrono::Utc>,
         )
             -> Result<(EpisodeId, ValidCommand<EpisodeCommand>), FieldViolations>,
-    ) -> Result<v1::WriteResult, Status> {
+    ) -> Result<v1::WriteResult, ApiError> {
         let context = RequestContext::of(&request);
-        let (episode, valid) = validate(request.into_inner(), self.app.clock.now())
-            .map_err(status::invalid_argument)?;
+        let (episode, valid) = validate(request.into_inner(), self.app.clock.now())?;
         let stream = StreamKey::new(valid.header.clinic_id.0, episode.stream_id());
         let span = tracing::info_span!(
             "episode_command",
@@ -121,7 +119,7 @@ impl ClinicalRecords {
         context: &RequestContext,
         stream: &StreamKey,
         valid: &ValidCommand<EpisodeCommand>,
-    ) -> Result<v1::WriteResult, Status> {
+    ) -> Result<v1::WriteResult, ApiError> {
         let fingerprint = fingerprint(stream, &valid.command)?;
         let patient = match &valid.command {
             EpisodeCommand::RecordEvaluation(evaluation) => {
@@ -150,11 +148,7 @@ impl ClinicalRecords {
                 let resolved = resolve_correction(&state, &valid.command)?;
                 let command = resolved.as_ref().unwrap_or(&valid.command);
                 let event =
-                    spineledger_domain::decide_for_patient(&state, command, policy, patient)
-                        .map_err(|rejection| {
-                            tracing::info!(reason = rejection.reason(), "command rejected");
-                            rejection_status(&rejection)
-                        })?;
+                    spineledger_domain::decide_for_patient(&state, command, policy, patient)?;
                 Ok((event.event_type(), event.to_payload()))
             },
         )
@@ -171,8 +165,8 @@ impl ClinicalRecords {
         occurred_at: DateTime<Utc>,
         stream: &StreamKey,
         fingerprint: Fingerprint,
-        mut decide: impl FnMut(&[RecordedEvent]) -> Result<(&'static str, serde_json::Value), Status>,
-    ) -> Result<v1::WriteResult, Status> {
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<(&'static str, serde_json::Value), ApiError>,
+    ) -> Result<v1::WriteResult, ApiError> {
         let expected = header
             .expected_version
             .map_or(ExpectedVersion::Any, ExpectedVersion::Exact);
@@ -183,7 +177,7 @@ impl ClinicalRecords {
             .store
             .append_decided(stream, expected, &request, |history| {
                 let (event_type, payload) = decide(history)?;
-                Ok(vec![NewEvent {
+                Ok::<_, ApiError>(vec![NewEvent {
                     event_id: header.command_id,
                     event_type: event_type.to_owned(),
                     schema_version: spineledger_domain::SCHEMA_VERSION,
@@ -193,16 +187,8 @@ impl ClinicalRecords {
                     fingerprint,
                 }])
             })
-            .await;
-        match outcome {
-            Ok(Ok(outcome)) => write_result(stream, &outcome),
-            Ok(Err(refusal)) => Err(refusal),
-            Err(StoreError::VersionConflict { actual, .. }) => Err(version_conflict(
-                header.expected_version.unwrap_or(0),
-                actual,
-            )),
-            Err(error) => Err(store_status(error)),
-        }
+            .await??;
+        write_result(stream, &outcome)
     }
 
     /// What the patient's own stream says that episode rules compare with (the year of
@@ -211,34 +197,14 @@ impl ClinicalRecords {
         &self,
         header: &ValidHeader,
         patient_stream: String,
-    ) -> Result<PatientFacts, Status> {
+    ) -> Result<PatientFacts, ApiError> {
         let stream = StreamKey::new(header.clinic_id.0, patient_stream);
-        let history = self
-            .app
-            .store
-            .read_whole_stream(&stream)
-            .await
-            .map_err(store_status)?;
+        let history = self.app.store.read_whole_stream(&stream).await?;
         if history.is_empty() {
-            return Err(status::failed_precondition(
-                "PATIENT_NOT_REGISTERED",
-                "the patient is not registered at this clinic: register the patient first",
-                Vec::<(String, String)>::new(),
-            ));
+            return Err(ApiError::PatientNotRegistered);
         }
-        let events = history
-            .iter()
-            .map(|stored| {
-                PatientEvent::from_payload(
-                    &stored.event_type,
-                    stored.schema_version,
-                    stored.payload.clone(),
-                )
-                .map_err(|_| undecodable(stored))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(PatientFacts {
-            birth_year: PatientState::fold(&events).birth_year,
+            birth_year: fold_patient(&history)?.birth_year,
         })
     }
 
@@ -248,13 +214,8 @@ impl ClinicalRecords {
         &self,
         header: &ValidHeader,
         stream: &StreamKey,
-    ) -> Result<PatientFacts, Status> {
-        let history = self
-            .app
-            .store
-            .read_whole_stream(stream)
-            .await
-            .map_err(store_status)?;
+    ) -> Result<PatientFacts, ApiError> {
+        let history = self.app.store.read_whole_stream(stream).await?;
         match fold_episode(&history)?.patient_id {
             Some(patient) => self.registered_patient(header, patient.stream_id()).await,
             None => Ok(PatientFacts::default()),
@@ -264,10 +225,9 @@ impl ClinicalRecords {
     async fn write_patient(
         &self,
         request: Request<v1::RegisterPatientRequest>,
-    ) -> Result<v1::WriteResult, Status> {
+    ) -> Result<v1::WriteResult, ApiError> {
         let context = RequestContext::of(&request);
-        let valid = convert::register_patient(request.into_inner(), self.app.clock.now())
-            .map_err(status::invalid_argument)?;
+        let valid = convert::register_patient(request.into_inner(), self.app.clock.now())?;
         let command: &RegisterPatient = &valid.command;
         let stream = StreamKey::new(valid.header.clinic_id.0, command.patient_id.stream_id());
         let fingerprint = fingerprint(&stream, command)?;
@@ -278,20 +238,7 @@ impl ClinicalRecords {
             &stream,
             fingerprint,
             |history| {
-                let events = history
-                    .iter()
-                    .map(|stored| {
-                        PatientEvent::from_payload(
-                            &stored.event_type,
-                            stored.schema_version,
-                            stored.payload.clone(),
-                        )
-                        .map_err(|_| undecodable(stored))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let event =
-                    spineledger_domain::decide_patient(&PatientState::fold(&events), command)
-                        .map_err(|rejection| rejection_status(&rejection))?;
+                let event = spineledger_domain::decide_patient(&fold_patient(history)?, command)?;
                 Ok((event.event_type(), event.to_payload()))
             },
         )
@@ -299,8 +246,24 @@ impl ClinicalRecords {
     }
 }
 
+/// Folds a patient's stored events into its state.
+fn fold_patient(history: &[RecordedEvent]) -> Result<PatientState, ApiError> {
+    let events = history
+        .iter()
+        .map(|stored| {
+            PatientEvent::from_payload(
+                &stored.event_type,
+                stored.schema_version,
+                stored.payload.clone(),
+            )
+            .map_err(|_| undecodable(stored))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PatientState::fold(&events))
+}
+
 /// Folds an episode's stored events into its state.
-pub fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, Status> {
+fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, ApiError> {
     let events = history
         .iter()
         .map(|stored| {
@@ -323,44 +286,41 @@ pub fn fold_episode(history: &[RecordedEvent]) -> Result<Episode, Status> {
 fn resolve_correction(
     state: &Episode,
     command: &EpisodeCommand,
-) -> Result<Option<EpisodeCommand>, Status> {
+) -> Result<Option<EpisodeCommand>, ApiError> {
     let EpisodeCommand::RecordCorrection(requested) = command else {
         return Ok(None);
     };
     let Some(Some(corrected)) = state.events.get(&requested.corrected_event_id) else {
         return Ok(None);
     };
-    let resolved =
-        correction::resolve(corrected.event_type(), requested).map_err(status::invalid_argument)?;
+    let resolved = correction::resolve(corrected.event_type(), requested)?;
     Ok(Some(EpisodeCommand::RecordCorrection(resolved)))
 }
 
-/// A stored event that does not decode. Only its id and type are logged: the decoder's
-/// message may quote stored (clinical) values.
-fn undecodable(stored: &RecordedEvent) -> Status {
-    tracing::error!(
-        event_id = %stored.event_id,
-        event_type = %stored.event_type,
-        schema_version = stored.schema_version,
-        "stored event cannot be decoded"
-    );
-    Status::data_loss("a stored event of this stream cannot be decoded")
+/// A stored event that does not decode. The decoder's message is dropped: it may quote
+/// stored (clinical) values.
+fn undecodable(stored: &RecordedEvent) -> ApiError {
+    ApiError::UndecodableEvent {
+        event_id: stored.event_id,
+        event_type: stored.event_type.clone(),
+        schema_version: stored.schema_version,
+    }
 }
 
 /// The idempotency fingerprint: the stream and the command exactly as validated.
 fn fingerprint<T: serde::Serialize>(
     stream: &StreamKey,
     command: &T,
-) -> Result<Fingerprint, Status> {
-    Fingerprint::of(&(&stream.stream_id, command)).map_err(store_status)
+) -> Result<Fingerprint, ApiError> {
+    Ok(Fingerprint::of(&(&stream.stream_id, command))?)
 }
 
 fn write_result(
     stream: &StreamKey,
     outcome: &spineledger_store::AppendOutcome,
-) -> Result<v1::WriteResult, Status> {
+) -> Result<v1::WriteResult, ApiError> {
     let Some(event) = outcome.events.first() else {
-        return Err(Status::internal("the store acknowledged an empty append"));
+        return Err(ApiError::EmptyAppend);
     };
     Ok(v1::WriteResult {
         event_id: event.event_id.to_string(),
@@ -372,51 +332,6 @@ fn write_result(
 
 fn clamp(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
-}
-
-/// Domain rejections are FAILED_PRECONDITION with the rule's reason.
-fn rejection_status(rejection: &Rejection) -> Status {
-    status::from_rejection(rejection)
-}
-
-/// ABORTED with both versions; version 0 is "no stream".
-fn version_conflict(expected: u64, actual: u64) -> Status {
-    let stream_version = |version: u64| (version > 0).then_some(version);
-    status::aborted_version_conflict(stream_version(expected), stream_version(actual))
-}
-
-/// Store failures: conflicts are the caller's business, the rest is ours (logged here,
-/// where it is handled, without request content).
-fn store_status(error: StoreError) -> Status {
-    match error {
-        StoreError::VersionConflict { expected, actual } => {
-            let expected = match expected {
-                ExpectedVersion::Exact(version) => version,
-                ExpectedVersion::NoStream | ExpectedVersion::Any => 0,
-            };
-            version_conflict(expected, actual)
-        }
-        StoreError::IdempotencyConflict { event_id } => {
-            status::already_exists_command_reused(event_id)
-        }
-        StoreError::Pool(error) => {
-            tracing::warn!(%error, "no database connection available");
-            Status::unavailable("the record store is temporarily unavailable; retry")
-        }
-        StoreError::Unreachable { url, .. } => {
-            tracing::warn!(database = %url, "database unreachable");
-            Status::unavailable("the record store is temporarily unavailable; retry")
-        }
-        other => {
-            // Only the SQLSTATE: a database error's detail can quote row contents.
-            let sqlstate = match &other {
-                StoreError::Database(error) => error.code().map(|code| code.code().to_owned()),
-                _ => None,
-            };
-            tracing::error!(error = %other, ?sqlstate, "store failure");
-            Status::internal("internal error")
-        }
-    }
 }
 
 /// The service impl: `register_patient` on the patient stream, every other RPC through

@@ -106,7 +106,7 @@ impl Fact {
 pub const SCREENED_ITEM: &str = "contraindications.<CONTRAINDICATION_…>";
 
 /// The fields one correction names together, by event type and proto path; together they
-/// are every field of `spineledger_api::correction::correctable_fields`.
+/// are every field of `spineledger_api::convert::correction::correctable_fields`.
 pub const GROUPS: [(&str, &[&str]); 27] = [
     ("EvaluationRecorded", &["pain_back", "pain_leg"]),
     ("EvaluationRecorded", &["odi", "rmdq"]),
@@ -654,7 +654,7 @@ fn adjusted_value(frequency: v1::Frequency, field: &str, as_needed: bool) -> Jso
 mod tests {
     use std::collections::BTreeSet;
 
-    use spineledger_api::correction::correctable_fields;
+    use spineledger_api::convert::correction::correctable_fields;
     use spineledger_domain::events::EPISODE_EVENT_TYPES;
 
     use super::{GROUPS, ROTATION};

@@ -1,3 +1,7 @@
+//! Corrections in the proto's own terms: the request ([`record_correction`]: a field path
+//! and a proto3 JSON value per correction, checked for shape) and, once the corrected
+//! event's type is known, its resolution ([`resolve`]).
+//!
 //! Corrections in the proto's own terms. A client names the field it corrects by its path
 //! in the request that recorded the event (`pain_back`, `peak_force`, `odi`,
 //! `contraindications.CONTRAINDICATION_PREGNANCY`) and gives the value as the proto3 JSON
@@ -27,9 +31,200 @@ use spineledger_domain::measures::{
 };
 use spineledger_domain::serde_json::{self, Value as Json};
 
-use crate::convert::{self as c, Check, MAX_GOALS, MAX_INITIAL_SESSIONS, MAX_LIST_ITEMS};
+use crate::convert::enums::{
+    contraindication, discharge_reason, finding, frequency, home_care_kind, missed_reason,
+    recommendation, sciatica, session_mode, severity, tolerance,
+};
+use crate::convert::{Check, MAX_GOALS, MAX_INITIAL_SESSIONS, MAX_LIST_ITEMS};
 use crate::error::FieldViolations;
 use crate::v1;
+
+use super::episode::{episode_id, episode_request};
+use super::{EpisodeRequest, MAX_CORRECTION_VALUE_DEPTH, unstorable_text};
+use chrono::{DateTime, Utc};
+use spineledger_domain::commands::EpisodeCommand;
+
+/// Validates a `RecordCorrectionRequest`.
+///
+/// # Errors
+/// Every field violation found.
+pub fn record_correction(
+    req: v1::RecordCorrectionRequest,
+    now: DateTime<Utc>,
+) -> Result<EpisodeRequest, FieldViolations> {
+    let mut check = Check::new();
+    let header = check.header(req.header);
+    let occurred_at = check.occurred_at(req.occurred_at, now);
+    let episode = episode_id(&mut check, &req.episode_id);
+    let corrected_event_id = check.uuid("corrected_event_id", &req.corrected_event_id);
+    let corrections = check
+        .list_len("corrections", &req.corrections, 1, MAX_LIST_ITEMS)
+        .and_then(|()| {
+            check.each("corrections", req.corrections, |check, path, raw| {
+                let field_path = format!("{path}.field");
+                let field: Option<ShortText> = check.text(&field_path, raw.field);
+                let field = field.filter(|field| {
+                    let valid = is_field_path(field.as_str());
+                    if !valid {
+                        check.add(
+                            &field_path,
+                            "must be the field's path in the request that recorded the event, e.g. pain_after, peak_force or contraindications.CONTRAINDICATION_PREGNANCY",
+                        );
+                    }
+                    valid
+                });
+                let value_path = format!("{path}.corrected_value");
+                let value = match raw.corrected_value {
+                    None => {
+                        check.add(&value_path, "is required");
+                        None
+                    }
+                    Some(value) => json_value(check, &value_path, value, 0),
+                };
+                Some(FieldCorrection {
+                    field: field?,
+                    corrected_value: value?,
+                })
+            })
+        });
+    let reason = check.text("reason", req.reason);
+    episode_request(check, header, occurred_at, episode, |occurred_at| {
+        Some(EpisodeCommand::RecordCorrection(RecordCorrection {
+            occurred_at,
+            corrected_event_id: corrected_event_id?,
+            corrections: corrections?,
+            reason: reason?,
+        }))
+    })
+}
+
+/// A dotted field path as the proto names fields: segments of letters, digits and
+/// underscores (enum value names are upper case, e.g.
+/// `contraindications.CONTRAINDICATION_PREGNANCY`). Whether the event corrected has the
+/// field is decided once its type is known ([`resolve`]).
+fn is_field_path(path: &str) -> bool {
+    path.split('.').all(is_field_name)
+}
+
+/// A proto field name (snake_case or lowerCamelCase) or enum value name.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A `google.protobuf.Value` as JSON. Whole numbers become JSON integers, so a corrected
+/// integer field reads back as one.
+/// At most this many items in one list or fields in one object of a corrected value.
+const MAX_CORRECTION_VALUE_ITEMS: usize = 100;
+/// At most this many characters in a key of a corrected value.
+const MAX_CORRECTION_KEY_CHARS: usize = 100;
+
+fn json_value(
+    check: &mut Check,
+    field: &str,
+    value: prost_types::Value,
+    depth: usize,
+) -> Option<serde_json::Value> {
+    use prost_types::value::Kind;
+    if depth > MAX_CORRECTION_VALUE_DEPTH {
+        check.add(field, "is nested too deeply");
+        return None;
+    }
+    match value.kind {
+        None => {
+            check.add(field, "is required");
+            None
+        }
+        Some(Kind::NullValue(_)) => Some(serde_json::Value::Null),
+        Some(Kind::BoolValue(b)) => Some(serde_json::Value::Bool(b)),
+        Some(Kind::StringValue(s)) => {
+            if let Some(description) = unstorable_text(&s) {
+                check.add(field, description);
+                return None;
+            }
+            if s.chars().count() > m::MAX_NOTE_CHARS {
+                check.add(
+                    field,
+                    format!("is longer than {} characters", m::MAX_NOTE_CHARS),
+                );
+                return None;
+            }
+            Some(serde_json::Value::String(s))
+        }
+        Some(Kind::NumberValue(n)) => number(n).or_else(|| {
+            check.add(field, "must be a finite number");
+            None
+        }),
+        Some(Kind::ListValue(list)) if list.values.len() > MAX_CORRECTION_VALUE_ITEMS => {
+            check.add(
+                field,
+                format!("has more than {MAX_CORRECTION_VALUE_ITEMS} items"),
+            );
+            None
+        }
+        Some(Kind::StructValue(object)) if object.fields.len() > MAX_CORRECTION_VALUE_ITEMS => {
+            check.add(
+                field,
+                format!("has more than {MAX_CORRECTION_VALUE_ITEMS} fields"),
+            );
+            None
+        }
+        Some(Kind::StructValue(object))
+            if object
+                .fields
+                .keys()
+                .any(|key| key.len() > MAX_CORRECTION_KEY_CHARS || !is_field_name(key)) =>
+        {
+            // The offending key is not echoed: the path names the value that holds it.
+            check.add(
+                field,
+                format!(
+                    "has a key that is not a proto field name (letters, digits, underscores, \
+                     at most {MAX_CORRECTION_KEY_CHARS} characters)"
+                ),
+            );
+            None
+        }
+        Some(Kind::ListValue(list)) => {
+            let mut items = Vec::with_capacity(list.values.len());
+            let mut all_valid = true;
+            for (index, item) in list.values.into_iter().enumerate() {
+                match json_value(check, &format!("{field}[{index}]"), item, depth + 1) {
+                    Some(item) => items.push(item),
+                    None => all_valid = false,
+                }
+            }
+            all_valid.then_some(serde_json::Value::Array(items))
+        }
+        Some(Kind::StructValue(object)) => {
+            let mut map = serde_json::Map::new();
+            let mut all_valid = true;
+            for (key, item) in object.fields {
+                match json_value(check, &format!("{field}.{key}"), item, depth + 1) {
+                    Some(item) => {
+                        map.insert(key, item);
+                    }
+                    None => all_valid = false,
+                }
+            }
+            all_valid.then_some(serde_json::Value::Object(map))
+        }
+    }
+}
+
+fn number(n: f64) -> Option<serde_json::Value> {
+    if !n.is_finite() {
+        return None;
+    }
+    // 2^53: beyond it a double no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        // In range and whole, so the conversion through a string is exact.
+        if let Ok(whole) = format!("{n:.0}").parse::<i64>() {
+            return Some(serde_json::Value::from(whole));
+        }
+    }
+    serde_json::Number::from_f64(n).map(serde_json::Value::Number)
+}
 
 /// Resolves the requested corrections of `requested` (proto paths, proto3 JSON values)
 /// against the type of the event they correct: the same correction in the stored form
@@ -43,7 +238,7 @@ pub fn resolve(
     event_type: &str,
     requested: &RecordCorrection,
 ) -> Result<RecordCorrection, FieldViolations> {
-    let mut check = Check::new(requested.occurred_at);
+    let mut check = Check::new();
     let mut seen = BTreeSet::new();
     let mut payload_paths = BTreeSet::new();
     let mut resolved = Vec::with_capacity(requested.corrections.len());
@@ -262,7 +457,7 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::SessionMode::from_str_name,
-            c::session_mode,
+            session_mode::from_proto,
         )),
         (_, "hold_seconds") => same(int(check, at, v, HoldSeconds::try_from_i64)),
         (_, "relax_seconds") => same(int(check, at, v, RelaxSeconds::try_from_i64)),
@@ -274,7 +469,7 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::Tolerance::from_str_name,
-            c::tolerance,
+            tolerance::from_proto,
         )),
         (_, "adverse_event") => same(optional(v, |v| adverse_event(check, at, v))),
         ("SessionMissed", "reason") => same(required_enum(
@@ -282,19 +477,19 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::MissedReason::from_str_name,
-            c::missed_reason,
+            missed_reason::from_proto,
         )),
         ("EpisodeDischarged", "reason") => same(required_enum(
             check,
             at,
             v,
             p::DischargeReason::from_str_name,
-            c::discharge_reason,
+            discharge_reason::from_proto,
         )),
         // SCIATICA_SYMPTOMS_UNSPECIFIED (or null) is "not recorded", as in the request.
         (_, "sciatica") => same(optional(v, |v| {
             enum_number(check, at, v, p::SciaticaSymptoms::from_str_name)
-                .and_then(|n| check.optional_enumeration(at, n, c::sciatica))
+                .and_then(|n| check.optional_enumeration(at, n, sciatica::from_proto))
                 .map(|symptoms| encode(symptoms).unwrap_or(Json::Null))
         })),
         (_, "instructions") => same(instructions(check, at, v)),
@@ -305,14 +500,14 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
             at,
             v,
             p::Recommendation::from_str_name,
-            c::recommendation,
+            recommendation::from_proto,
         )),
         (_, "frequency") => same(required_enum(
             check,
             at,
             v,
             p::Frequency::from_str_name,
-            c::frequency,
+            frequency::from_proto,
         )),
         (_, "sessions_per_week") => cadence(
             float(check, at, v, SessionsPerWeek::new)
@@ -346,12 +541,18 @@ fn cadence(value: Option<Json>) -> Field {
 /// `contraindications.CONTRAINDICATION_PREGNANCY` with a finding name.
 fn screened_item(check: &mut Check, name: &str, at: &str, v: Json) -> Field {
     let Some(item) = v1::Contraindication::from_str_name(name)
-        .and_then(c::contraindication)
+        .and_then(contraindication::from_proto)
         .map(Contraindication::as_str)
     else {
         return Field::Unknown;
     };
-    match required_enum(check, at, v, v1::Finding::from_str_name, c::finding) {
+    match required_enum(
+        check,
+        at,
+        v,
+        v1::Finding::from_str_name,
+        finding::from_proto,
+    ) {
         Some(finding) => Field::Resolved(format!("contraindications.{item}"), finding),
         None => Field::Invalid,
     }
@@ -678,7 +879,7 @@ fn adverse_event(check: &mut Check, at: &str, v: Json) -> Option<Json> {
         Some(description) => string(check, &format!("{at}.description"), description)?,
         None => String::new(),
     };
-    let severity = check.enumeration(&format!("{at}.severity"), severity, c::severity);
+    let severity = check.enumeration(&format!("{at}.severity"), severity, severity::from_proto);
     let description: Option<Note> = check.text(&format!("{at}.description"), description);
     encode(
         severity
@@ -715,7 +916,7 @@ fn instructions(check: &mut Check, at: &str, v: Json) -> Option<Json> {
             None | Some(Json::Null) => None,
             Some(times) => Some(whole(check, &format!("{path}.times_per_week"), &times)?),
         };
-        let kind = check.enumeration(&format!("{path}.kind"), kind, c::home_care_kind);
+        let kind = check.enumeration(&format!("{path}.kind"), kind, home_care_kind::from_proto);
         let description = check.text(&format!("{path}.description"), description);
         let times = check.optional_scaled(
             &format!("{path}.times_per_week"),
@@ -729,4 +930,100 @@ fn instructions(check: &mut Check, at: &str, v: Json) -> Option<Json> {
         })
     })?;
     encode(Some(instructions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::test_support::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn valid_correction_converts_whole_numbers_to_integers() {
+        let (_, correction) = record_correction(
+            v1::RecordCorrectionRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                corrected_event_id: Uuid::new_v4().to_string(),
+                corrections: vec![v1::FieldCorrection {
+                    field: "rmdq".to_owned(),
+                    corrected_value: Some(prost_types::Value {
+                        kind: Some(prost_types::value::Kind::NumberValue(45.0)),
+                    }),
+                }],
+                reason: "transcription error".to_owned(),
+            },
+            now(),
+        )
+        .unwrap();
+        let EpisodeCommand::RecordCorrection(command) = correction.command else {
+            panic!("expected a correction");
+        };
+        assert_eq!(
+            command.corrections[0].corrected_value,
+            serde_json::json!(45)
+        );
+    }
+
+    #[test]
+    fn correction_paths_and_values_are_checked() {
+        let found = violations(record_correction(
+            v1::RecordCorrectionRequest {
+                header: header(),
+                occurred_at: past(),
+                episode_id: EPISODE.to_owned(),
+                corrected_event_id: "nope".to_owned(),
+                corrections: vec![
+                    v1::FieldCorrection {
+                        field: "Pain After!".to_owned(),
+                        corrected_value: None,
+                    },
+                    v1::FieldCorrection {
+                        field: "odi.sections[1".to_owned(),
+                        corrected_value: Some(prost_types::Value {
+                            kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+                        }),
+                    },
+                ],
+                reason: String::new(),
+            },
+            now(),
+        ));
+        for field in [
+            "corrected_event_id",
+            "corrections[0].field",
+            "corrections[0].corrected_value",
+            "corrections[1].field",
+            "corrections[1].corrected_value",
+            "reason",
+        ] {
+            assert!(
+                found.contains_field(field),
+                "{field} not reported in {found}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_paths_are_dotted_proto_names() {
+        assert!(is_field_path("pain_after"));
+        assert!(is_field_path(
+            "contraindications.CONTRAINDICATION_PREGNANCY"
+        ));
+        assert!(is_field_path("odi.score"));
+        assert!(!is_field_path(""));
+        assert!(!is_field_path("a..b"));
+        assert!(!is_field_path("straight_leg_raise[0].angle_degrees"));
+        assert!(!is_field_path("pain-after"));
+    }
+
+    #[test]
+    fn whole_numbers_become_json_integers() {
+        assert_eq!(number(3.0), Some(serde_json::json!(3)));
+        assert_eq!(number(-2.0), Some(serde_json::json!(-2)));
+        assert_eq!(number(2.5), Some(serde_json::json!(2.5)));
+        assert_eq!(number(1e300), Some(serde_json::json!(1e300)));
+        assert_eq!(number(f64::NAN), None);
+    }
 }

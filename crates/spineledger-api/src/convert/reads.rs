@@ -1,0 +1,441 @@
+//! Read requests become validated queries here, before a handler sees them, with the
+//! write side's [`Check`]: the same field paths, the same rules for UUIDs (surrounding
+//! whitespace ignored; empty, nil or malformed refused), timestamps, enums and lists, and
+//! the same wording.
+
+use chrono::{DateTime, Utc};
+use spineledger_projections::queries::PlanCursor;
+use spineledger_readmodels::PlanPhase;
+use spineledger_readmodels::statistics::Dimension;
+use uuid::Uuid;
+
+use super::Check;
+use super::enums::{dimension, plan_phase};
+use crate::error::FieldViolations;
+use crate::v1;
+
+/// Plans per page when the request leaves `page_size` 0.
+pub const DEFAULT_PAGE_SIZE: u16 = 50;
+/// The largest `page_size` of a plan listing.
+pub const MAX_PAGE_SIZE: u16 = 500;
+/// The most clinics one statistics query may name.
+pub const MAX_CLINICS_PER_QUERY: usize = 1000;
+
+/// A valid `GetTreatmentPlanRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The episode whose plan is asked for.
+    pub episode_id: Uuid,
+    /// Read-your-writes: a global position (at least 1) the view must include.
+    pub min_position: Option<i64>,
+}
+
+/// A valid `ListTreatmentPlansRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanListQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// Only plans in this phase; `None`: any.
+    pub phase: Option<PlanPhase>,
+    /// Only plans that are (or are not) overdue.
+    pub overdue: Option<bool>,
+    /// Only plans whose reassessment is (or is not) due.
+    pub reassessment_due: Option<bool>,
+    /// Only this patient's plans.
+    pub patient_id: Option<Uuid>,
+    /// Plans per page, 1-[`MAX_PAGE_SIZE`] (0 in the request is [`DEFAULT_PAGE_SIZE`]).
+    pub page_size: u16,
+    /// Where the page starts: after this plan (from the request's page token).
+    pub after: Option<PlanCursor>,
+    /// Read-your-writes: a global position (at least 1) the views must include.
+    pub min_position: Option<i64>,
+}
+
+/// A valid `GetOutcomeStatisticsRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatisticsQuery {
+    /// The clinics (at most [`MAX_CLINICS_PER_QUERY`]); empty: all.
+    pub clinic_ids: Vec<Uuid>,
+    /// The grouping, each dimension at most once.
+    pub group_by: Vec<Dimension>,
+    /// Episodes evaluated at or after this instant.
+    pub evaluated_from: Option<DateTime<Utc>>,
+    /// Episodes evaluated before this instant (after `evaluated_from`).
+    pub evaluated_to: Option<DateTime<Utc>>,
+    /// Read-your-writes: a global position (at least 1) the statistics must include.
+    pub min_position: Option<i64>,
+}
+
+impl Check {
+    /// `min_position`, when given, is a global position: at least 1.
+    fn min_position(&mut self, raw: Option<i64>) -> Option<Option<i64>> {
+        match raw {
+            Some(position) if position < 1 => {
+                self.add("min_position", "must be a positive global position");
+                None
+            }
+            raw => Some(raw),
+        }
+    }
+}
+
+impl TryFrom<v1::GetTreatmentPlanRequest> for PlanQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetTreatmentPlanRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let episode_id = check.uuid("episode_id", &req.episode_id);
+        let min_position = check.min_position(req.min_position);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                episode_id: episode_id?,
+                min_position: min_position?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::ListTreatmentPlansRequest> for PlanListQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::ListTreatmentPlansRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let phase = check.optional_enumeration("phase", req.phase, plan_phase::from_proto);
+        let page_size = match u16::try_from(req.page_size) {
+            Ok(0) => Some(DEFAULT_PAGE_SIZE),
+            Ok(size) if size <= MAX_PAGE_SIZE => Some(size),
+            _ => {
+                check.add("page_size", format!("must be 0-{MAX_PAGE_SIZE}"));
+                None
+            }
+        };
+        let after = if req.page_token.is_empty() {
+            Some(None)
+        } else {
+            let cursor = page_token::decode(&req.page_token);
+            if cursor.is_none() {
+                check.add("page_token", "is not a token from a previous response");
+            }
+            cursor.map(Some)
+        };
+        let patient_id = match req.patient_id {
+            None => Some(None),
+            Some(raw) => check.uuid("patient_id", &raw).map(Some),
+        };
+        let min_position = check.min_position(req.min_position);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                phase: phase?,
+                overdue: req.overdue,
+                reassessment_due: req.reassessment_due,
+                patient_id: patient_id?,
+                page_size: page_size?,
+                after: after?,
+                min_position: min_position?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetOutcomeStatisticsRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_ids = check
+            .list_len("clinic_ids", &req.clinic_ids, 0, MAX_CLINICS_PER_QUERY)
+            .and_then(|()| {
+                check.each("clinic_ids", req.clinic_ids, |check, path, raw| {
+                    check.uuid(path, &raw)
+                })
+            });
+        let group_by = check.each("group_by", req.group_by, |check, path, raw| {
+            check.enumeration(path, raw, dimension::from_proto)
+        });
+        let group_by = group_by.and_then(|group_by| {
+            for (index, dimension) in group_by.iter().enumerate() {
+                if group_by[..index].contains(dimension) {
+                    check.add(&format!("group_by[{index}]"), "repeats a dimension");
+                    return None;
+                }
+            }
+            Some(group_by)
+        });
+        let from = check.optional_timestamp("evaluated_from", req.evaluated_from);
+        let to = check.optional_timestamp("evaluated_to", req.evaluated_to);
+        if let (Some(Some(from)), Some(Some(to))) = (from, to)
+            && from >= to
+        {
+            check.add("evaluated_to", "must be after evaluated_from");
+        }
+        let min_position = check.min_position(req.min_position);
+        let query = (|| {
+            Some(Self {
+                clinic_ids: clinic_ids?,
+                group_by: group_by?,
+                evaluated_from: from?,
+                evaluated_to: to?,
+                min_position: min_position?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+/// The page tokens of ListTreatmentPlans: where the next page starts, opaque to clients.
+/// base64url (no padding) of version 1: the byte 1; the byte 0 (the plan has no due
+/// date) or 1 followed by its due date as big-endian microseconds since the Unix epoch;
+/// the episode id's 16 bytes. Anything else is not a token.
+pub mod page_token {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use chrono::DateTime;
+    use spineledger_projections::queries::PlanCursor;
+    use uuid::Uuid;
+
+    const VERSION: u8 = 1;
+
+    /// The token of the page that starts after `cursor`.
+    #[must_use]
+    pub fn encode(cursor: &PlanCursor) -> String {
+        let mut bytes = vec![VERSION];
+        match cursor.next_session_due {
+            None => bytes.push(0),
+            Some(due) => {
+                bytes.push(1);
+                bytes.extend(due.timestamp_micros().to_be_bytes());
+            }
+        }
+        bytes.extend(cursor.episode_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The cursor a token stands for; `None` if it is not one.
+    pub(crate) fn decode(token: &str) -> Option<PlanCursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let (&version, rest) = bytes.split_first()?;
+        if version != VERSION {
+            return None;
+        }
+        let (next_session_due, episode) = match rest.split_first()? {
+            (&0, episode) => (None, episode),
+            (&1, rest) => {
+                let (micros, episode) = rest.split_first_chunk::<8>()?;
+                let due = DateTime::from_timestamp_micros(i64::from_be_bytes(*micros))?;
+                (Some(due), episode)
+            }
+            _ => return None,
+        };
+        let episode_id = Uuid::from_slice(episode).ok().filter(|id| !id.is_nil())?;
+        Some(PlanCursor {
+            next_session_due,
+            episode_id,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tokens_round_trip_with_and_without_a_due_date() {
+            let episode_id = Uuid::new_v4();
+            let due = DateTime::from_timestamp_micros(1_767_225_600_123_456).expect("time");
+            for next_session_due in [None, Some(due)] {
+                let cursor = PlanCursor {
+                    next_session_due,
+                    episode_id,
+                };
+                assert_eq!(decode(&encode(&cursor)), Some(cursor));
+            }
+        }
+
+        #[test]
+        fn anything_else_is_not_a_token() {
+            let token = encode(&PlanCursor {
+                next_session_due: None,
+                episode_id: Uuid::new_v4(),
+            });
+            let mut bytes = URL_SAFE_NO_PAD.decode(&token).expect("base64");
+            bytes[1] = 2;
+            for malformed in [
+                "",
+                "garbage!",
+                &token[1..],
+                &format!("{token}AA"),
+                &URL_SAFE_NO_PAD.encode(&bytes),
+                &URL_SAFE_NO_PAD.encode([VERSION, 0]),
+                &URL_SAFE_NO_PAD.encode([VERSION + 1, 0]),
+            ] {
+                assert_eq!(decode(malformed), None, "{malformed}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLINIC: &str = "6f1c2b9e-8a41-4c52-9b0e-1d2f3a4b5c6d";
+    const EPISODE: &str = "0b7e3c1a-2d4f-4e6a-8b9c-0d1e2f3a4b5c";
+
+    fn fields(violations: &FieldViolations) -> Vec<&str> {
+        violations
+            .violations()
+            .iter()
+            .map(|(field, _)| field.as_str())
+            .collect()
+    }
+
+    fn description<'v>(violations: &'v FieldViolations, field: &str) -> &'v str {
+        violations
+            .violations()
+            .iter()
+            .find(|(path, _)| path == field)
+            .map(|(_, description)| description.as_str())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_valid_plan_request_converts_with_ids_trimmed_like_writes() {
+        let query = PlanQuery::try_from(v1::GetTreatmentPlanRequest {
+            clinic_id: format!(" {CLINIC} "),
+            episode_id: EPISODE.to_owned(),
+            min_position: Some(1),
+        })
+        .unwrap();
+        assert_eq!(query.clinic_id.to_string(), CLINIC);
+        assert_eq!(query.min_position, Some(1));
+    }
+
+    #[test]
+    fn uuids_are_worded_as_on_the_write_side() {
+        let found = PlanQuery::try_from(v1::GetTreatmentPlanRequest {
+            clinic_id: String::new(),
+            episode_id: "00000000-0000-0000-0000-000000000000".to_owned(),
+            min_position: Some(0),
+        })
+        .unwrap_err();
+        assert_eq!(fields(&found), ["clinic_id", "episode_id", "min_position"]);
+        assert_eq!(description(&found, "clinic_id"), "is required (a UUID)");
+        assert_eq!(
+            description(&found, "episode_id"),
+            "must not be the nil UUID"
+        );
+    }
+
+    #[test]
+    fn a_listing_defaults_its_page_size_and_checks_every_field() {
+        let query = PlanListQuery::try_from(v1::ListTreatmentPlansRequest {
+            clinic_id: CLINIC.to_owned(),
+            phase: v1::PlanPhase::Initial as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(query.page_size, DEFAULT_PAGE_SIZE);
+        assert_eq!(query.phase, Some(PlanPhase::Initial));
+        assert_eq!(query.after, None);
+
+        let found = PlanListQuery::try_from(v1::ListTreatmentPlansRequest {
+            clinic_id: "nope".to_owned(),
+            phase: 99,
+            page_size: 501,
+            page_token: "garbage!".to_owned(),
+            patient_id: Some(String::new()),
+            min_position: Some(-4),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            fields(&found),
+            [
+                "clinic_id",
+                "phase",
+                "page_size",
+                "page_token",
+                "patient_id",
+                "min_position"
+            ]
+        );
+        assert_eq!(description(&found, "phase"), "unknown value 99");
+    }
+
+    #[test]
+    fn statistics_check_clinics_dimensions_and_the_date_range() {
+        let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let query = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+            clinic_ids: vec![CLINIC.to_owned()],
+            group_by: vec![v1::StatisticsDimension::AgeBand as i32],
+            evaluated_from: at(1_700_000_000),
+            evaluated_to: at(1_800_000_000),
+            min_position: None,
+        })
+        .unwrap();
+        assert_eq!(query.group_by, [Dimension::AgeBand]);
+        assert!(query.evaluated_from.is_some());
+
+        let found = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+            clinic_ids: vec![CLINIC.to_owned(), "not-a-uuid".to_owned()],
+            group_by: vec![
+                v1::StatisticsDimension::Clinic as i32,
+                v1::StatisticsDimension::Unspecified as i32,
+                42,
+            ],
+            evaluated_from: at(1_800_000_000),
+            evaluated_to: at(1_700_000_000),
+            min_position: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            fields(&found),
+            [
+                "clinic_ids[1]",
+                "group_by[1]",
+                "group_by[2]",
+                "evaluated_to"
+            ]
+        );
+        assert_eq!(description(&found, "group_by[1]"), "must be specified");
+
+        let repeated = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+            group_by: vec![v1::StatisticsDimension::Clinic as i32; 2],
+            clinic_ids: vec![CLINIC.to_owned(); MAX_CLINICS_PER_QUERY + 1],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(fields(&repeated), ["clinic_ids", "group_by[1]"]);
+    }
+
+    #[test]
+    fn read_timestamps_use_the_write_side_parser() {
+        let found = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+            evaluated_from: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            }),
+            evaluated_to: Some(prost_types::Timestamp {
+                seconds: -2_300_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            description(&found, "evaluated_from"),
+            "is not a valid timestamp"
+        );
+        assert_eq!(
+            description(&found, "evaluated_to"),
+            "must not be before 1900"
+        );
+    }
+}
