@@ -2,8 +2,15 @@
 //! edge validation that turns requests into domain commands. Invalid input is rejected
 //! here, once, with field violations; the domain only ever sees valid types.
 
+#![warn(missing_docs)]
+
 /// Generated code for the `spineledger.v1` protobuf package.
-#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    missing_docs
+)]
 pub mod v1 {
     tonic::include_proto!("spineledger.v1");
 }

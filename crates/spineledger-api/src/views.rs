@@ -11,6 +11,7 @@ use crate::convert::enums::{
 };
 use crate::v1;
 
+/// A time on the wire.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),

@@ -34,6 +34,7 @@ pub struct ClinicalRecords {
 }
 
 impl ClinicalRecords {
+    /// The write service over `app`.
     pub fn new(app: App) -> Self {
         Self { app }
     }

@@ -7,10 +7,13 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+/// Where "now" comes from: the edge's time checks and the read models' "today".
 pub trait Clock: Send + Sync + Debug {
+    /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// The machine's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -25,10 +28,12 @@ impl Clock for SystemClock {
 pub struct FixedClock(Mutex<DateTime<Utc>>);
 
 impl FixedClock {
+    /// A clock that reads `now` until it is set.
     pub fn new(now: DateTime<Utc>) -> Self {
         Self(Mutex::new(now))
     }
 
+    /// Moves the clock to `now`.
     pub fn set(&self, now: DateTime<Utc>) {
         *self
             .0

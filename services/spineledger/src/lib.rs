@@ -1,6 +1,7 @@
-//! The spineledger service: gRPC handlers, the server, and the subcommands of the
-//! `spineledger` binary. Handlers are thin: validate at the edge (`spineledger-api`),
+//! The spineledger service: gRPC handlers and the server the `spineledger` binary runs. Handlers are thin: validate at the edge (`spineledger-api`),
 //! decide in the domain (`spineledger-domain`), append in the store (`spineledger-store`).
+
+#![warn(missing_docs)]
 
 pub mod clinical;
 pub mod clock;
@@ -20,9 +21,13 @@ pub use reads::ReadSettings;
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub struct App {
+    /// The event store.
     pub store: EventStore,
+    /// The clinical policy the rules apply (force ceiling).
     pub policy: Policy,
+    /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// Settings of the query side.
     pub reads: ReadSettings,
 }
 

@@ -40,12 +40,14 @@ impl Default for ReadSettings {
     }
 }
 
+/// The `TreatmentPlanService` and `OutcomeStatisticsService` implementations.
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     app: App,
 }
 
 impl ReadModels {
+    /// The query services over `app`.
     pub fn new(app: App) -> Self {
         Self { app }
     }
