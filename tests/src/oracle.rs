@@ -465,9 +465,12 @@ pub async fn projected_episodes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
     let mut projected = BTreeMap::new();
     for row in plans {
         let view: spineledger_readmodels::TreatmentPlanView =
-            serde_json::from_value(row.get(2)).expect("view decodes");
+            serde_json::from_value(row.try_get(2).expect("column")).expect("view decodes");
         projected.insert(
-            (row.get(0), row.get(1)),
+            (
+                row.try_get(0).expect("column"),
+                row.try_get(1).expect("column"),
+            ),
             ExpectedEpisode {
                 phase: view.phase.as_str().to_owned(),
                 sessions_total: view.sessions_total,
@@ -516,7 +519,7 @@ pub async fn projected_outcomes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
     rows.into_iter()
         .map(|row| {
             let facts: spineledger_readmodels::EpisodeOutcome =
-                serde_json::from_value(row.get(2)).expect("facts decode");
+                serde_json::from_value(row.try_get(2).expect("column")).expect("facts decode");
             let outcome = ExpectedOutcome {
                 sessions_completed: facts.sessions_completed,
                 initial_phase_sessions: facts.initial_phase_sessions,
@@ -535,7 +538,13 @@ pub async fn projected_outcomes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
                 discharge_reason: facts.discharge_reason.map(|r| format!("{r:?}")),
                 corrections: facts.corrections,
             };
-            ((row.get(0), row.get(1)), outcome)
+            (
+                (
+                    row.try_get(0).expect("column"),
+                    row.try_get(1).expect("column"),
+                ),
+                outcome,
+            )
         })
         .collect()
 }

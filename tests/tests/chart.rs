@@ -337,7 +337,7 @@ async fn a_correction_reaches_the_plan_and_the_outcome_facts_and_is_flagged() {
         )
         .await
         .expect("facts");
-    let facts: serde_json::Value = row.get(0);
+    let facts: serde_json::Value = row.try_get(0).expect("column");
     assert_eq!(facts["baseline_pain_back"], 5);
     assert_eq!(facts["pain_before_by_session"]["1"], 8);
     assert_eq!(facts["scores_corrected"], true);
@@ -413,7 +413,7 @@ async fn a_session_entered_late_takes_its_place_and_the_plan_is_not_overdue() {
         )
         .await
         .expect("facts");
-    let facts: serde_json::Value = row.get(0);
+    let facts: serde_json::Value = row.try_get(0).expect("column");
     assert_eq!(facts["sessions_completed"], 3);
     assert_eq!(facts["latest_follow_up"]["pain_back"], 4);
 }

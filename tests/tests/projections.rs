@@ -365,7 +365,8 @@ async fn a_rebuild_that_fails_early_releases_its_lock() {
         )
         .await
         .expect("locks")
-        .get(0);
+        .try_get(0)
+        .expect("count");
     assert_eq!(held, 0, "no session still holds the rebuild lock");
     client
         .batch_execute("DROP VIEW treatment_plans_rebuild")
@@ -394,7 +395,12 @@ async fn leases_by_owner(db: &TestDatabase) -> Vec<(uuid::Uuid, i64)> {
         .await
         .expect("leases")
         .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| {
+            (
+                row.try_get(0).expect("column"),
+                row.try_get(1).expect("column"),
+            )
+        })
         .collect()
 }
 

@@ -4,13 +4,9 @@
 
 #![warn(missing_docs)]
 
-/// Generated code for the `spineledger.v1` protobuf package.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    missing_debug_implementations,
-    missing_docs
-)]
+/// Generated code for the `spineledger.v1` protobuf package. Generated code is not ours
+/// to document or restyle, so lints about style and docs are off for it alone.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("spineledger.v1");
 }

@@ -89,8 +89,10 @@ impl RebuildLock {
 
     /// Unlocks and returns the connection to the pool; if unlocking fails, the connection
     /// is closed, which unlocks too.
+    /// The connection stays in the guard until the unlock has succeeded, so a future
+    /// dropped while unlocking still closes it (in `Drop`).
     async fn release(mut self) {
-        let Some(client) = self.client.take() else {
+        let Some(client) = self.client.as_ref() else {
             return;
         };
         let unlocked = client
@@ -99,9 +101,12 @@ impl RebuildLock {
                 &[&self.projection.name()],
             )
             .await;
-        if let Err(error) = unlocked {
-            tracing::warn!(%error, "rebuild lock not released; closing its connection");
-            drop(deadpool_postgres::Object::take(client));
+        match unlocked {
+            // Unlocked: the connection may go back to the pool.
+            Ok(_) => drop(self.client.take()),
+            Err(error) => {
+                tracing::warn!(%error, "rebuild lock not released; closing its connection");
+            }
         }
     }
 }

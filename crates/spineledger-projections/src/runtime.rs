@@ -584,9 +584,11 @@ pub async fn stored_shard_count(
             &[&projection.name()],
         )
         .await?;
-    Ok(row
-        .and_then(|row| row.get::<_, Option<i32>>(0))
-        .and_then(|n| u8::try_from(n).ok()))
+    let count: Option<i32> = match row {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    Ok(count.and_then(|n| u8::try_from(n).ok()))
 }
 
 /// Locks and reads the checkpoint of one (projection, shard), checking the shard count.

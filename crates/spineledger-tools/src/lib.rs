@@ -6,5 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod cli;
 pub mod simulate;
 pub mod stats;

@@ -4,14 +4,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use spineledger::{App, ReadSettings, database, server, telemetry};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
 use spineledger_readmodels::MinCell;
-use spineledger_tools::stats::{Format, StatsQuery};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,33 +36,10 @@ enum Command {
     Projector(ProjectorArgs),
     /// Rebuild read models from position zero into fresh tables, compare, swap.
     Rebuild(RebuildArgs),
-    /// Drive the API with a realistic synthetic cohort (demo, test data, load).
-    Simulate(SimulateArgs),
-    /// Print outcome statistics through the gRPC API.
-    Stats(StatsArgs),
-    /// Measure appends, projection lag, memory and rebuild against raw PostgreSQL
-    /// (pgbench) in one run, on a fresh database (see BENCHMARKS.md).
-    Bench(BenchArgs),
-}
-
-#[derive(Debug, Args)]
-struct BenchArgs {
-    /// The PostgreSQL server to measure on: a fresh database `spineledger_bench_<time>` is
-    /// created there (and dropped afterwards). Default: the local server.
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: Option<String>,
-    /// Seconds per measured phase.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Concurrent clients of the concurrent phases.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
-    /// Patients to simulate (about 18 events each) before timing rebuilds; 0 skips it.
-    #[arg(long, default_value_t = 2000)]
-    rebuild_patients: usize,
-    /// Keep the benchmark database instead of dropping it.
-    #[arg(long)]
-    keep: bool,
+    /// The client tools: simulate, stats, bench.
+    #[cfg(feature = "tools")]
+    #[command(flatten)]
+    Tool(spineledger_tools::cli::Tool),
 }
 
 #[derive(Debug, Args)]
@@ -144,51 +120,6 @@ struct RebuildArgs {
     shards: u8,
 }
 
-#[derive(Debug, Args)]
-struct SimulateArgs {
-    /// The server, e.g. http://127.0.0.1:50051.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
-    #[arg(long, default_value_t = 3)]
-    clinics: usize,
-    #[arg(long, default_value_t = 20)]
-    patients_per_clinic: usize,
-    /// Everything (ids, values, dates) derives from the seed: the same seed twice appends
-    /// nothing new.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// First day of the simulated window; every fact lies within 200 days after it, which
-    /// must be in the past.
-    #[arg(long, default_value = "2026-01-05")]
-    start_date: chrono::NaiveDate,
-    /// Patients driven concurrently.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-}
-
-#[derive(Debug, Args)]
-struct StatsArgs {
-    /// The server, e.g. http://127.0.0.1:50051.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
-    /// Only these clinics (repeatable); default: every clinic.
-    #[arg(long = "clinic")]
-    clinics: Vec<uuid::Uuid>,
-    /// Group by these dimensions (repeatable): clinic, diagnosis, initial_sessions,
-    /// frequency_phase, adherence_band, age_band.
-    #[arg(long = "group-by")]
-    group_by: Vec<spineledger_readmodels::statistics::Dimension>,
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-    format: FormatArg,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Table,
-    Csv,
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -248,35 +179,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Projector(args)) => projector(args).await,
         Some(Command::Rebuild(args)) => rebuild(args).await,
-        Some(Command::Simulate(args)) => simulate(args).await,
-        Some(Command::Bench(args)) => {
-            let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
-            let plan = spineledger_tools::bench::BenchPlan {
-                seconds: args.seconds,
-                clients: args.clients.max(1),
-                rebuild_patients: args.rebuild_patients,
-                keep: args.keep,
-            };
-            let report = spineledger_tools::bench::run(&server, &plan).await?;
-            print!("{}", report.render());
-            Ok(())
-        }
-        Some(Command::Stats(args)) => {
-            let query = StatsQuery {
-                clinics: args.clinics,
-                group_by: args.group_by,
-            };
-            let format = match args.format {
-                FormatArg::Table => Format::Table,
-                FormatArg::Csv => Format::Csv,
-                FormatArg::Json => Format::Json,
-            };
-            print!(
-                "{}",
-                spineledger_tools::stats::fetch_and_render(&args.target, &query, format).await?
-            );
-            Ok(())
-        }
+        #[cfg(feature = "tools")]
+        Some(Command::Tool(tool)) => tool.run().await,
     }
 }
 
@@ -369,31 +273,5 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             }
         );
     }
-    Ok(())
-}
-
-async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let cohort = spineledger_tools::simulate::Cohort {
-        clinics: args.clinics,
-        patients_per_clinic: args.patients_per_clinic,
-        seed: args.seed,
-        start_date: args.start_date,
-        concurrency: args.concurrency,
-    };
-    let started = std::time::Instant::now();
-    let report = spineledger_tools::simulate::run(&args.target, &cohort).await?;
-    print!("{}", report.render());
-    println!(
-        "{} clinics x {} patients, seed {}, in {:.1} s",
-        args.clinics,
-        args.patients_per_clinic,
-        args.seed,
-        started.elapsed().as_secs_f64()
-    );
-    anyhow::ensure!(
-        report.total_rejected() == 0,
-        "{} commands were rejected",
-        report.total_rejected()
-    );
     Ok(())
 }

@@ -73,16 +73,22 @@ pub async fn serve(
         tokio::spawn(projector.run(when_stopped(stopped.clone())))
     });
     let served = run(listener, app, when_stopped(stopped)).await;
+    notifier.abort();
     if let Some(projector) = projector {
+        if served.is_err() {
+            // The server failed (e.g. at startup): nothing will signal the shutdown the
+            // projectors wait for, so stop them here rather than wait forever.
+            projector.abort();
+            return served;
+        }
         projector.await??;
     }
-    notifier.abort();
     served
 }
 
 /// The gRPC server alone, until `shutdown` completes; then it drains in-flight requests
 /// and returns.
-pub async fn run(
+async fn run(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -49,7 +49,8 @@ fn migrate_subcommand_applies_migrations_to_a_fresh_database_twice_in_a_row() {
             .query_one("SELECT count(*) FROM refinery_schema_history", &[])
             .await
             .expect("history")
-            .get::<_, i64>(0)
+            .try_get::<_, i64>(0)
+            .expect("count")
     });
     assert!(tables >= 1);
     runtime.block_on(async move { drop(database) });

@@ -124,6 +124,8 @@ impl TryFrom<v1::ListTreatmentPlansRequest> for PlanListQuery {
             }
             cursor.map(Some)
         };
+        // `optional` on the wire: absent is "no filter"; present must be a patient id
+        // (an empty string sent on purpose is a mistake, not a wish for every patient).
         let patient_id = match req.patient_id {
             None => Some(None),
             Some(raw) => check.uuid("patient_id", &raw).map(Some),
@@ -161,13 +163,14 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
             check.enumeration(path, raw, dimension::from_proto)
         });
         let group_by = group_by.and_then(|group_by| {
+            let mut repeated = false;
             for (index, dimension) in group_by.iter().enumerate() {
                 if group_by[..index].contains(dimension) {
                     check.add(&format!("group_by[{index}]"), "repeats a dimension");
-                    return None;
+                    repeated = true;
                 }
             }
-            Some(group_by)
+            (!repeated).then_some(group_by)
         });
         let from = check.optional_timestamp("evaluated_from", req.evaluated_from);
         let to = check.optional_timestamp("evaluated_to", req.evaluated_to);

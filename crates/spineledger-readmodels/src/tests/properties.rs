@@ -174,7 +174,10 @@ proptest! {
         prop_assert_eq!(status.flags.reassessment_due, plan.reassessment_due());
         let _ = plan.tolerance_trend();
         let min_cell = crate::MinCell::new(min_cell).unwrap_or(crate::MinCell::SMALLEST);
-        let groups = aggregate(&[outcome.clone(), outcome], &Dimension::ALL, min_cell);
+        // As many copies as the cell needs, so the statistics are computed, not suppressed.
+        let copies = vec![outcome; min_cell.get()];
+        let groups = aggregate(&copies, &Dimension::ALL, min_cell);
+        prop_assert!(!groups[0].is_suppressed());
         prop_assert_eq!(groups.len(), 1);
     }
 

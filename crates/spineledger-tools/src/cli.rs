@@ -1,0 +1,156 @@
+//! The command line of the tools: the `simulate`, `stats` and `bench` subcommands of the
+//! `spineledger` binary, defined here so the binary only flattens them into its own.
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::stats::{Format, StatsQuery};
+
+/// The tool subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Drive the API with a realistic synthetic cohort (demo, test data, load).
+    Simulate(SimulateArgs),
+    /// Print outcome statistics through the gRPC API.
+    Stats(StatsArgs),
+    /// Measure appends, projection lag, memory and rebuild against raw PostgreSQL
+    /// (pgbench) in one run, on a fresh database (see BENCHMARKS.md).
+    Bench(BenchArgs),
+}
+
+impl Tool {
+    /// Runs the tool, printing its report.
+    ///
+    /// # Errors
+    /// The tool's failure; for `simulate`, any rejected command too.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Self::Simulate(args) => simulate(args).await,
+            Self::Bench(args) => {
+                let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
+                let plan = crate::bench::BenchPlan {
+                    seconds: args.seconds,
+                    clients: args.clients.max(1),
+                    rebuild_patients: args.rebuild_patients,
+                    keep: args.keep,
+                };
+                let report = crate::bench::run(&server, &plan).await?;
+                print!("{}", report.render());
+                Ok(())
+            }
+            Self::Stats(args) => {
+                let query = StatsQuery {
+                    clinics: args.clinics,
+                    group_by: args.group_by,
+                };
+                let format = match args.format {
+                    FormatArg::Table => Format::Table,
+                    FormatArg::Csv => Format::Csv,
+                    FormatArg::Json => Format::Json,
+                };
+                print!(
+                    "{}",
+                    crate::stats::fetch_and_render(&args.target, &query, format).await?
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The PostgreSQL server to measure on: a fresh database `spineledger_bench_<time>` is
+    /// created there (and dropped afterwards). Default: the local server.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients of the concurrent phases.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Patients to simulate (about 18 events each) before timing rebuilds; 0 skips it.
+    #[arg(long, default_value_t = 2000)]
+    rebuild_patients: usize,
+    /// Keep the benchmark database instead of dropping it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The arguments of `simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    #[arg(long, default_value_t = 3)]
+    clinics: usize,
+    #[arg(long, default_value_t = 20)]
+    patients_per_clinic: usize,
+    /// Everything (ids, values, dates) derives from the seed: the same seed twice appends
+    /// nothing new.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First day of the simulated window; every fact lies within 200 days after it, which
+    /// must be in the past.
+    #[arg(long, default_value = "2026-01-05")]
+    start_date: chrono::NaiveDate,
+    /// Patients driven concurrently.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+/// The arguments of `stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The server, e.g. http://127.0.0.1:50051.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Only these clinics (repeatable); default: every clinic.
+    #[arg(long = "clinic")]
+    clinics: Vec<uuid::Uuid>,
+    /// Group by these dimensions (repeatable): clinic, diagnosis, initial_sessions,
+    /// frequency_phase, adherence_band, age_band.
+    #[arg(long = "group-by")]
+    group_by: Vec<spineledger_readmodels::statistics::Dimension>,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
+}
+
+/// How `stats` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// Aligned columns for a terminal.
+    Table,
+    /// Comma-separated values for a spreadsheet.
+    Csv,
+    /// JSON for a program.
+    Json,
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let cohort = crate::simulate::Cohort {
+        clinics: args.clinics,
+        patients_per_clinic: args.patients_per_clinic,
+        seed: args.seed,
+        start_date: args.start_date,
+        concurrency: args.concurrency,
+    };
+    let started = std::time::Instant::now();
+    let report = crate::simulate::run(&args.target, &cohort).await?;
+    print!("{}", report.render());
+    println!(
+        "{} clinics x {} patients, seed {}, in {:.1} s",
+        args.clinics,
+        args.patients_per_clinic,
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    anyhow::ensure!(
+        report.total_rejected() == 0,
+        "{} commands were rejected",
+        report.total_rejected()
+    );
+    Ok(())
+}
