@@ -19,6 +19,8 @@ mod check;
 pub mod correction;
 pub mod enums;
 mod episode;
+#[cfg(test)]
+mod hostile;
 mod patient;
 mod reads;
 #[cfg(test)]
