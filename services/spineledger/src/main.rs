@@ -70,6 +70,9 @@ struct ServeArgs {
     /// How long a read-your-writes query waits for the projection, in milliseconds.
     #[arg(long, env = "SPINELEDGER_CATCH_UP_TIMEOUT_MS", default_value_t = 5000)]
     catch_up_timeout_ms: u64,
+    /// The largest request accepted, in bytes (larger: OUT_OF_RANGE).
+    #[arg(long, env = "SPINELEDGER_MAX_MESSAGE_BYTES", default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES, value_parser = clap::value_parser!(usize))]
+    max_message_bytes: usize,
     #[command(flatten)]
     projector: ProjectorSettings,
 }
@@ -218,6 +221,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = server::ServeSettings {
         projector: (!args.no_projector).then(|| args.projector.config()),
+        max_message_bytes: args.max_message_bytes,
         ..server::ServeSettings::default()
     };
     server::serve(

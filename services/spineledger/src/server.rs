@@ -35,13 +35,20 @@ pub struct ServeSettings {
     pub projector: Option<ProjectorConfig>,
     /// Appends wake projectors with a NOTIFY at most this often.
     pub notify_interval: Duration,
+    /// The largest request message accepted, in bytes; a larger one is refused with
+    /// OUT_OF_RANGE (tonic's code for an over-long message) before it is decoded.
+    pub max_message_bytes: usize,
 }
+
+/// gRPC's customary limit, and the default: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for ServeSettings {
     fn default() -> Self {
         Self {
             projector: Some(ProjectorConfig::default()),
             notify_interval: Duration::from_millis(5),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -72,7 +79,13 @@ pub async fn serve(
         let projector = Projector::new(app.store.pool().clone(), database.clone(), config);
         tokio::spawn(projector.run(when_stopped(stopped.clone())))
     });
-    let served = run(listener, app, when_stopped(stopped)).await;
+    let served = run(
+        listener,
+        app,
+        settings.max_message_bytes,
+        when_stopped(stopped),
+    )
+    .await;
     notifier.abort();
     if let Some(projector) = projector {
         if served.is_err() {
@@ -91,6 +104,7 @@ pub async fn serve(
 async fn run(
     listener: TcpListener,
     app: App,
+    max_message_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -145,13 +159,18 @@ async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ClinicalRecordsServiceServer::new(ClinicalRecords::new(
-            app.clone(),
-        )))
-        .add_service(TreatmentPlanServiceServer::new(ReadModels::new(
-            app.clone(),
-        )))
-        .add_service(OutcomeStatisticsServiceServer::new(ReadModels::new(app)))
+        .add_service(
+            ClinicalRecordsServiceServer::new(ClinicalRecords::new(app.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            TreatmentPlanServiceServer::new(ReadModels::new(app.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            OutcomeStatisticsServiceServer::new(ReadModels::new(app))
+                .max_decoding_message_size(max_message_bytes),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
         .await?;
     Ok(())
