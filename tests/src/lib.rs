@@ -125,6 +125,41 @@ impl Harness {
         &self.clock
     }
 
+    /// Every stored event of `script`'s episode, in stream order.
+    pub async fn episode_events(
+        &self,
+        script: &requests::EpisodeScript,
+    ) -> Vec<spineledger_store::RecordedEvent> {
+        self.database
+            .store()
+            .read_whole_stream(&spineledger_store::StreamKey::new(
+                script.clinic_id,
+                format!("episode-{}", script.episode_id),
+            ))
+            .await
+            .expect("read the episode stream")
+    }
+
+    /// The outcome facts of `script`'s episode, as an analyst's SQL reads them.
+    pub async fn outcome_facts(&self, script: &requests::EpisodeScript) -> serde_json::Value {
+        let client = self
+            .database
+            .store()
+            .pool()
+            .get()
+            .await
+            .expect("connection");
+        client
+            .query_one(
+                "SELECT facts FROM outcome_episodes WHERE clinic_id = $1 AND episode_id = $2",
+                &[&script.clinic_id, &script.episode_id],
+            )
+            .await
+            .expect("facts")
+            .try_get(0)
+            .expect("facts column")
+    }
+
     /// A channel to the server, retrying briefly while it starts.
     pub async fn channel(&self) -> Channel {
         let endpoint = Channel::from_shared(format!("http://{}", self.address)).expect("endpoint");

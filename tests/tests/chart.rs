@@ -10,7 +10,6 @@ use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsService
 use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
 use spineledger_e2e::Harness;
 use spineledger_e2e::requests::{EpisodeScript, newtons, timestamp};
-use spineledger_store::StreamKey;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -33,16 +32,7 @@ fn now() -> DateTime<Utc> {
 }
 
 async fn stored_count(harness: &Harness, script: &EpisodeScript) -> usize {
-    harness
-        .database()
-        .store()
-        .read_whole_stream(&StreamKey::new(
-            script.clinic_id,
-            format!("episode-{}", script.episode_id),
-        ))
-        .await
-        .expect("read")
-        .len()
+    harness.episode_events(script).await.len()
 }
 
 /// Registered and evaluated `days_ago`; the evaluation's event id.
@@ -323,21 +313,7 @@ async fn a_correction_reaches_the_plan_and_the_outcome_facts_and_is_flagged() {
     assert!(!plan.corrected_fields.iter().any(|f| f == "baseline_odi"));
 
     // The facts statistics are computed from, read as an analyst's SQL would.
-    let client = harness
-        .database()
-        .store()
-        .pool()
-        .get()
-        .await
-        .expect("connection");
-    let row = client
-        .query_one(
-            "SELECT facts FROM outcome_episodes WHERE clinic_id = $1 AND episode_id = $2",
-            &[&script.clinic_id, &script.episode_id],
-        )
-        .await
-        .expect("facts");
-    let facts: serde_json::Value = row.try_get(0).expect("column");
+    let facts = harness.outcome_facts(&script).await;
     assert_eq!(facts["baseline_pain_back"], 5);
     assert_eq!(facts["pain_before_by_session"]["1"], 8);
     assert_eq!(facts["scores_corrected"], true);
@@ -399,21 +375,7 @@ async fn a_session_entered_late_takes_its_place_and_the_plan_is_not_overdue() {
     assert!(overdue.plans.is_empty(), "{:?}", overdue.plans);
 
     // The session numbers are the order the sessions took place in, in the outcome facts.
-    let client = harness
-        .database()
-        .store()
-        .pool()
-        .get()
-        .await
-        .expect("connection");
-    let row = client
-        .query_one(
-            "SELECT facts FROM outcome_episodes WHERE clinic_id = $1 AND episode_id = $2",
-            &[&script.clinic_id, &script.episode_id],
-        )
-        .await
-        .expect("facts");
-    let facts: serde_json::Value = row.try_get(0).expect("column");
+    let facts = harness.outcome_facts(&script).await;
     assert_eq!(facts["sessions_completed"], 3);
     assert_eq!(facts["latest_follow_up"]["pain_back"], 4);
 }
@@ -646,15 +608,7 @@ async fn corrections_keep_the_originals_rules_and_only_those() {
         ))
         .await
         .expect("odi.score and sciatica");
-    let stored = harness
-        .database()
-        .store()
-        .read_whole_stream(&StreamKey::new(
-            script.clinic_id,
-            format!("episode-{}", script.episode_id),
-        ))
-        .await
-        .expect("read");
+    let stored = harness.episode_events(&script).await;
     let last = stored.last().expect("the correction");
     assert_eq!(last.payload["corrections"][0]["field"], "odi");
     assert_eq!(

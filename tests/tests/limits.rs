@@ -5,7 +5,6 @@ use chrono::{Duration, Utc};
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_e2e::Harness;
 use spineledger_e2e::requests::EpisodeScript;
-use spineledger_store::StreamKey;
 use tonic::Code;
 
 #[tokio::test]
@@ -34,14 +33,6 @@ async fn a_request_over_the_message_limit_is_refused_before_decoding_and_writes_
         .expect_err("too long a note");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
-    let stored = harness
-        .database()
-        .store()
-        .read_whole_stream(&StreamKey::new(
-            script.clinic_id,
-            format!("episode-{}", script.episode_id),
-        ))
-        .await
-        .expect("read");
+    let stored = harness.episode_events(&script).await;
     assert!(stored.is_empty(), "nothing written: {stored:?}");
 }

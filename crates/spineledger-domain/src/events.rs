@@ -163,6 +163,22 @@ pub struct SessionRecorded {
     pub provider_id: ShortText,
 }
 
+impl SessionRecorded {
+    /// The fields that are the session's decompression settings (as the payload and the
+    /// request name them), as opposed to its pain scores, tolerance and provider.
+    pub const SETTINGS: [&'static str; 9] = [
+        "mode",
+        "peak_force",
+        "rest_force",
+        "hold_seconds",
+        "relax_seconds",
+        "cycles",
+        "duration_minutes",
+        "angle_degrees",
+        "levels",
+    ];
+}
+
 /// A planned session did not take place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionMissed {

@@ -613,19 +613,9 @@ impl TreatmentPlanView {
         self.sessions_since_reassessment = self.sessions_since_reassessment.saturating_add(1);
         self.last_session_at = Some(session.occurred_at);
         self.last_settings = Some(SessionSettings::of(session, self.sessions_total));
-        let settings_corrected = [
-            "mode",
-            "peak_force",
-            "rest_force",
-            "hold_seconds",
-            "relax_seconds",
-            "cycles",
-            "duration_minutes",
-            "angle_degrees",
-            "levels",
-        ]
-        .iter()
-        .any(|field| entry.is_corrected(field));
+        let settings_corrected = SessionRecorded::SETTINGS
+            .iter()
+            .any(|field| entry.is_corrected(field));
         self.mark_corrected("last_settings", settings_corrected);
         self.recent_tolerances_corrected
             .push(entry.is_corrected("tolerance"));

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 use spineledger_domain::commands::RecordCorrection;
-use spineledger_domain::events::FieldCorrection;
+use spineledger_domain::events::{FieldCorrection, SessionRecorded};
 use spineledger_domain::measures::{
     self as m, AdherencePercent, AgeYears, BodyWeightKg, Contraindication, Cycles, DurationMinutes,
     HoldSeconds, HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm,
@@ -334,22 +334,17 @@ pub fn correctable_fields(event_type: &str) -> Vec<&'static str> {
             "goals",
             "justification",
         ],
-        "SessionRecorded" => vec![
-            "mode",
-            "peak_force",
-            "rest_force",
-            "hold_seconds",
-            "relax_seconds",
-            "cycles",
-            "duration_minutes",
-            "angle_degrees",
-            "levels",
-            "pain_before",
-            "pain_after",
-            "tolerance",
-            "adverse_event",
-            "provider_id",
-        ],
+        "SessionRecorded" => {
+            let mut fields = SessionRecorded::SETTINGS.to_vec();
+            fields.extend([
+                "pain_before",
+                "pain_after",
+                "tolerance",
+                "adverse_event",
+                "provider_id",
+            ]);
+            fields
+        }
         "SessionMissed" => vec!["reason"],
         "OutcomeRecorded" => vec![
             "pain_back",
