@@ -44,6 +44,17 @@ impl Harness {
 
     /// Starts a server without projectors whose read-your-writes wait is `catch_up`.
     pub async fn start_with(now: DateTime<Utc>, catch_up: std::time::Duration) -> Self {
+        Self::start_with_settings(now, catch_up, spineledger::server::ServeSettings::default())
+            .await
+    }
+
+    /// Starts a server without projectors with the given serve settings (their projector
+    /// setting is ignored: tests start the projector themselves).
+    pub async fn start_with_settings(
+        now: DateTime<Utc>,
+        catch_up: std::time::Duration,
+        settings: spineledger::server::ServeSettings,
+    ) -> Self {
         let database = TestDatabase::create().await;
         let clock = Arc::new(FixedClock::new(now));
         let mut app = App::new(database.store().clone());
@@ -58,7 +69,7 @@ impl Harness {
         // projector themselves (when, and with which faults, is what they test).
         let settings = spineledger::server::ServeSettings {
             projector: None,
-            ..spineledger::server::ServeSettings::default()
+            ..settings
         };
         let config = database.config().clone();
         let server = tokio::spawn(async move {

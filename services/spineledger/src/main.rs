@@ -73,6 +73,9 @@ struct ServeArgs {
     /// The largest request accepted, in bytes (larger: OUT_OF_RANGE).
     #[arg(long, env = "SPINELEDGER_MAX_MESSAGE_BYTES", default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES, value_parser = clap::value_parser!(usize))]
     max_message_bytes: usize,
+    /// The most requests served at once (more: RESOURCE_EXHAUSTED at once).
+    #[arg(long, env = "SPINELEDGER_MAX_IN_FLIGHT", default_value_t = server::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(usize))]
+    max_in_flight: usize,
     #[command(flatten)]
     projector: ProjectorSettings,
 }
@@ -222,6 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = server::ServeSettings {
         projector: (!args.no_projector).then(|| args.projector.config()),
         max_message_bytes: args.max_message_bytes,
+        max_in_flight: args.max_in_flight,
         ..server::ServeSettings::default()
     };
     server::serve(

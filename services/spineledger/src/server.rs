@@ -38,7 +38,14 @@ pub struct ServeSettings {
     /// The largest request message accepted, in bytes; a larger one is refused with
     /// OUT_OF_RANGE (tonic's code for an over-long message) before it is decoded.
     pub max_message_bytes: usize,
+    /// The most requests served at once, over all connections; one more is refused at
+    /// once with RESOURCE_EXHAUSTED instead of queueing without bound.
+    pub max_in_flight: usize,
 }
+
+/// The default of [`ServeSettings::max_in_flight`]: well above what the database pool
+/// (32 connections by default) can serve at once, so only a flood meets it.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// gRPC's customary limit, and the default: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -49,6 +56,7 @@ impl Default for ServeSettings {
             projector: Some(ProjectorConfig::default()),
             notify_interval: Duration::from_millis(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -75,17 +83,11 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let notifier = app.store.spawn_notifier(settings.notify_interval);
-    let projector = settings.projector.map(|config| {
+    let projector = settings.projector.clone().map(|config| {
         let projector = Projector::new(app.store.pool().clone(), database.clone(), config);
         tokio::spawn(projector.run(when_stopped(stopped.clone())))
     });
-    let served = run(
-        listener,
-        app,
-        settings.max_message_bytes,
-        when_stopped(stopped),
-    )
-    .await;
+    let served = run(listener, app, &settings, when_stopped(stopped)).await;
     notifier.abort();
     if let Some(projector) = projector {
         if served.is_err() {
@@ -104,7 +106,7 @@ pub async fn serve(
 async fn run(
     listener: TcpListener,
     app: App,
-    max_message_bytes: usize,
+    settings: &ServeSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -154,8 +156,15 @@ async fn run(
         }
     };
 
+    let max_message_bytes = settings.max_message_bytes;
+    // Shed, don't queue: past the limit a request is refused at once (tonic turns the
+    // load-shed error into RESOURCE_EXHAUSTED), so a flood cannot pile up unbounded work.
+    let limit = tower::ServiceBuilder::new().load_shed().layer(
+        tower::limit::GlobalConcurrencyLimitLayer::new(settings.max_in_flight.max(1)),
+    );
     Server::builder()
         .trace_fn(rpc_span)
+        .layer(limit)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
