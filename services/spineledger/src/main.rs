@@ -55,6 +55,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SPINELEDGER_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Serve plaintext gRPC on an address other machines can reach. Without it, serve
+    /// refuses to listen anywhere but loopback: patient records must not cross a network
+    /// unencrypted by accident (TLS is the tenancy issue's work).
+    #[arg(long, env = "SPINELEDGER_INSECURE_PLAINTEXT")]
+    insecure_plaintext: bool,
     #[command(flatten)]
     database: DatabaseArgs,
     /// Maximum PostgreSQL connections in the pool.
@@ -205,6 +210,13 @@ async fn stopped(mut receiver: watch::Receiver<bool>) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.listen.ip().is_loopback() || args.insecure_plaintext,
+        "refusing to serve plaintext gRPC on {}, which other machines can reach: listen on \
+         loopback, or pass --insecure-plaintext (SPINELEDGER_INSECURE_PLAINTEXT=true) to \
+         accept unencrypted patient records on the network",
+        args.listen
+    );
     let (store, config) =
         database::open(args.database.database_url.as_deref(), args.pool_size).await?;
     let listener = TcpListener::bind(args.listen)

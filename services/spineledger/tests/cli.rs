@@ -55,3 +55,29 @@ fn migrate_subcommand_applies_migrations_to_a_fresh_database_twice_in_a_row() {
     assert!(tables >= 1);
     runtime.block_on(async move { drop(database) });
 }
+
+#[test]
+fn serve_refuses_plaintext_on_an_address_other_machines_can_reach() {
+    let output = Command::new(env!("CARGO_BIN_EXE_spineledger"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("DATABASE_URL", "postgres://clinic@127.0.0.1:1/records")
+        .env("RUST_LOG", "off")
+        .env_remove("SPINELEDGER_INSECURE_PLAINTEXT")
+        .output()
+        .expect("run spineledger");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to serve plaintext gRPC on 0.0.0.0:0"),
+        "{stderr}"
+    );
+    // Told explicitly, it goes on (and here fails at the unreachable database instead).
+    let output = Command::new(env!("CARGO_BIN_EXE_spineledger"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--insecure-plaintext"])
+        .env("DATABASE_URL", "postgres://clinic@127.0.0.1:1/records")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run spineledger");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
+}
