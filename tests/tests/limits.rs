@@ -105,6 +105,17 @@ async fn past_the_most_requests_in_flight_one_more_is_resource_exhausted_at_once
         .expect_err("one too many");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     // Refused, not queued: a queued request would have been served once the read ended.
+    // Health checks are answered even with every slot taken.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health is never shed")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let waited = waiting.await.expect("task").expect_err("not projected");
     assert_eq!(waited.code(), Code::Unavailable, "{waited:?}");
     assert_eq!(

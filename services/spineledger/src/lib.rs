@@ -8,6 +8,7 @@ pub mod clock;
 pub mod database;
 pub mod reads;
 pub mod server;
+pub mod shed;
 pub mod telemetry;
 
 use std::sync::Arc;

@@ -158,13 +158,11 @@ async fn run(
 
     let max_message_bytes = settings.max_message_bytes;
     // Shed, don't queue: past the limit a request is refused at once (tonic turns the
-    // load-shed error into RESOURCE_EXHAUSTED), so a flood cannot pile up unbounded work.
-    let limit = tower::ServiceBuilder::new().load_shed().layer(
-        tower::limit::GlobalConcurrencyLimitLayer::new(settings.max_in_flight.max(1)),
-    );
+    // load-shed error into RESOURCE_EXHAUSTED), so a flood cannot pile up unbounded work;
+    // health checks are always answered.
     Server::builder()
         .trace_fn(rpc_span)
-        .layer(limit)
+        .layer(crate::shed::ShedOutsideHealth::new(settings.max_in_flight))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
