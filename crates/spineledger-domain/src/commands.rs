@@ -386,7 +386,7 @@ pub fn decide_for_patient(
         state
     } else {
         as_of = state.as_of(command.occurred_at());
-        &as_of
+        &*as_of
     };
     if state.discharged && !matches!(command, EpisodeCommand::RecordCorrection(_)) {
         return Err(Rejection::EpisodeDischarged);
@@ -687,11 +687,11 @@ fn record_correction(
             })?;
     // The rules of the original, where the correction touches what they judge; the
     // body weight is the one in force when the corrected fact took place.
-    let then = state.as_of(original.occurred_at());
+    let then = || state.as_of(original.occurred_at());
     match (original, &corrected) {
         (EpisodeEvent::SessionRecorded(before), EpisodeEvent::SessionRecorded(after)) => {
             if after.peak_force != before.peak_force {
-                require_within_ceiling(&then, after.peak_force, policy)?;
+                require_within_ceiling(&then(), after.peak_force, policy)?;
             }
             if after.peak_force != before.peak_force || after.tolerance != before.tolerance {
                 require_tolerated_neighbours(state, c.corrected_event_id, after)?;
@@ -700,7 +700,7 @@ fn record_correction(
         (EpisodeEvent::TreatmentPlanStarted(before), EpisodeEvent::TreatmentPlanStarted(after))
             if after.starting_force != before.starting_force =>
         {
-            require_within_ceiling(&then, after.starting_force, policy)?;
+            require_within_ceiling(&then(), after.starting_force, policy)?;
         }
         (_, EpisodeEvent::EvaluationRecorded(evaluation)) => {
             require_age_fits_birth_year(evaluation, patient)?;

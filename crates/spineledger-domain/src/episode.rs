@@ -4,6 +4,7 @@
 //! order, even orders `decide` would never produce, leave a well-defined state and never
 //! panic, because the log is the truth and the fold must read whatever it holds.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -126,17 +127,22 @@ impl Episode {
 
     /// The episode as it stood at `at`: the facts that took place by then (whenever they
     /// were entered), with every correction. Rules judge a fact entered late against
-    /// this, not against what happened after it.
+    /// this, not against what happened after it. Nothing took place after `at` in the
+    /// common case (a fact entered on time), and then it is this state itself, not a
+    /// second fold.
     #[must_use]
-    pub fn as_of(&self, at: DateTime<Utc>) -> Self {
-        Self::fold(
+    pub fn as_of(&self, at: DateTime<Utc>) -> Cow<'_, Self> {
+        if self.latest_fact_at.is_none_or(|latest| latest <= at) {
+            return Cow::Borrowed(self);
+        }
+        Cow::Owned(Self::fold(
             self.log
                 .iter()
                 .filter(|(_, event)| {
                     matches!(event, EpisodeEvent::RecordCorrected(_)) || event.occurred_at() <= at
                 })
                 .map(|(id, event)| (*id, event)),
-        )
+        ))
     }
 
     /// Whether a plan is active: started and not discharged.

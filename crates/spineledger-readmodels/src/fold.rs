@@ -20,8 +20,6 @@ use uuid::Uuid;
 pub struct FoldMark {
     /// The clinical sort key (occurred at, stream version) of the last fact folded.
     pub horizon: Option<(DateTime<Utc>, u64)>,
-    /// Corrections recorded in the episode.
-    pub corrections: u32,
     /// Corrections that name an event not (yet) folded, or that do not fit it.
     #[serde(default)]
     pub unapplied: u32,
@@ -35,7 +33,6 @@ impl FoldMark {
     pub const fn unknown() -> Self {
         Self {
             horizon: None,
-            corrections: 0,
             unapplied: u32::MAX,
         }
     }
@@ -66,11 +63,10 @@ pub fn derive<V: EpisodeView>(clinic_id: Uuid, episode_id: Uuid, chart: &Chart) 
     }
     view.note_corrections(chart.corrections());
     view.settle();
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     view.set_mark(FoldMark {
         horizon: chart.entries().last().map(ChartEntry::sort_key),
-        corrections: count(chart.corrections().len()),
-        unapplied: count(chart.corrections().iter().filter(|c| !c.applied).count()),
+        unapplied: u32::try_from(chart.corrections().iter().filter(|c| !c.applied).count())
+            .unwrap_or(u32::MAX),
     });
     view
 }

@@ -331,7 +331,6 @@ impl EpisodeOutcome {
             scores_corrected: false,
             folded: FoldMark {
                 horizon: None,
-                corrections: 0,
                 unapplied: 0,
             },
             plan_started: false,

@@ -464,7 +464,6 @@ impl TreatmentPlanView {
             corrected_fields: BTreeSet::new(),
             folded: FoldMark {
                 horizon: None,
-                corrections: 0,
                 unapplied: 0,
             },
         }

@@ -274,7 +274,6 @@ fn other_corrections_are_only_counted() {
     assert!(!facts.scores_corrected);
     let mut unchanged: EpisodeOutcome = before;
     unchanged.corrections = 3;
-    unchanged.folded.corrections = 3;
     // Off the scale, and naming an event never recorded: neither could be applied.
     unchanged.folded.unapplied = 2;
     assert_eq!(facts, unchanged);
