@@ -4,8 +4,9 @@
 pub mod oracle;
 pub mod requests;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use spineledger::{App, FixedClock};
@@ -13,7 +14,57 @@ use spineledger_projections::{Projector, ProjectorConfig};
 use spineledger_testkit::TestDatabase;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use uuid::Uuid;
+
+use spineledger_auth::{DevKey, Role, TokenRequest, Verifier};
+
+/// A channel whose calls carry the harness's integration token (see [`Harness::channel`]).
+pub type AuthChannel = InterceptedService<Channel, HarnessToken>;
+
+/// Signs, for every call, an integration token granting the clinics granted so far in
+/// this harness ([`Harness::script`], [`Harness::clinic`], [`Harness::grant`]); with none
+/// granted the call goes without a token.
+#[derive(Clone, Debug)]
+pub struct HarnessToken {
+    key: Arc<DevKey>,
+    granted: Arc<Mutex<BTreeSet<Uuid>>>,
+}
+
+impl Interceptor for HarnessToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let clinics: Vec<Uuid> = self
+            .granted
+            .lock()
+            .expect("grants")
+            .iter()
+            .copied()
+            .collect();
+        if !clinics.is_empty() {
+            let token = self
+                .key
+                .issue(&TokenRequest {
+                    role: Role::Integration,
+                    clinics,
+                    every_clinic: false,
+                    subject: "e2e-frontdesk".into(),
+                    ttl: std::time::Duration::from_secs(3600),
+                    audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
+                })
+                .expect("sign");
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        Ok(request)
+    }
+}
 
 /// A running server on its own database. Dropping it stops the server and drops the
 /// database.
@@ -24,6 +75,8 @@ pub struct Harness {
     server: Option<JoinHandle<Result<(), String>>>,
     projector: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     clock: Arc<FixedClock>,
+    key: Arc<DevKey>,
+    granted: Arc<Mutex<BTreeSet<Uuid>>>,
     database: TestDatabase,
 }
 
@@ -67,8 +120,14 @@ impl Harness {
         let (stop, stopped) = oneshot::channel::<()>();
         // The service as `spineledger serve` runs it, except that tests start the
         // projector themselves (when, and with which faults, is what they test).
+        // The server trusts the harness's development key (and nothing else).
+        let key = Arc::new(DevKey::generate().expect("a key"));
+        let verifier = Verifier::new(spineledger_auth::dev::DEFAULT_AUDIENCE)
+            .trust(key.trusted_issuer().expect("issuer"))
+            .expect("one issuer");
         let settings = spineledger::server::ServeSettings {
             projector: None,
+            verifier: Arc::new(verifier),
             ..settings
         };
         let config = database.config().clone();
@@ -85,8 +144,50 @@ impl Harness {
             server: Some(server),
             projector: None,
             clock,
+            key,
+            granted: Arc::default(),
             database,
         }
+    }
+
+    /// The development key the server trusts, to sign tokens of every kind.
+    pub fn key(&self) -> &DevKey {
+        &self.key
+    }
+
+    /// A bearer token of `role` for `clinics`, signed with the key the server trusts.
+    pub fn bearer(&self, role: Role, clinics: &[Uuid]) -> spineledger_api::client::BearerToken {
+        let token = self
+            .key
+            .issue(&TokenRequest {
+                role,
+                clinics: clinics.to_vec(),
+                every_clinic: false,
+                subject: format!("e2e-{role}"),
+                ttl: std::time::Duration::from_secs(3600),
+                audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
+            })
+            .expect("sign");
+        spineledger_api::client::BearerToken::new(&token).expect("a header")
+    }
+
+    /// A new episode at a new clinic, which the harness's token grants from now on.
+    pub fn script(&self) -> requests::EpisodeScript {
+        let script = requests::EpisodeScript::new();
+        self.grant(script.clinic_id);
+        script
+    }
+
+    /// A new clinic, granted by the harness's token from now on.
+    pub fn clinic(&self) -> Uuid {
+        let clinic = Uuid::new_v4();
+        self.grant(clinic);
+        clinic
+    }
+
+    /// Grants `clinic` to the harness's token.
+    pub fn grant(&self, clinic: Uuid) {
+        self.granted.lock().expect("grants").insert(clinic);
     }
 
     /// Projector settings for tests: quick polls and a short lease.
@@ -171,8 +272,19 @@ impl Harness {
             .expect("facts column")
     }
 
-    /// A channel to the server, retrying briefly while it starts.
-    pub async fn channel(&self) -> Channel {
+    /// A channel to the server whose calls carry the harness's integration token.
+    pub async fn channel(&self) -> AuthChannel {
+        InterceptedService::new(
+            self.plain_channel().await,
+            HarnessToken {
+                key: Arc::clone(&self.key),
+                granted: Arc::clone(&self.granted),
+            },
+        )
+    }
+
+    /// A channel to the server without credentials, retrying briefly while it starts.
+    pub async fn plain_channel(&self) -> Channel {
         let endpoint = Channel::from_shared(format!("http://{}", self.address)).expect("endpoint");
         let mut last_error = None;
         for _ in 0..100 {

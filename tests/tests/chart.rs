@@ -8,10 +8,10 @@ use prost_types::value::Kind;
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
+use spineledger_e2e::AuthChannel as Channel;
 use spineledger_e2e::Harness;
 use spineledger_e2e::requests::{EpisodeScript, newtons, timestamp};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
@@ -140,7 +140,7 @@ async fn plan_at(
 async fn a_correction_off_the_original_fields_scale_type_or_name_is_refused_and_appends_nothing() {
     let harness = Harness::start().await;
     let (mut writes, _) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = now() - Duration::days(10);
     let evaluation = evaluated(&mut writes, &script, start).await;
     writes
@@ -250,7 +250,7 @@ async fn a_correction_reaches_the_plan_and_the_outcome_facts_and_is_flagged() {
     let mut harness = Harness::start().await;
     harness.start_projector();
     let (mut writes, mut plans) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = now() - Duration::days(10);
     let evaluation = evaluated(&mut writes, &script, start).await;
     writes
@@ -327,7 +327,7 @@ async fn a_session_entered_late_takes_its_place_and_the_plan_is_not_overdue() {
     let mut harness = Harness::start().await;
     harness.start_projector();
     let (mut writes, mut plans) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let today = now();
     evaluated(&mut writes, &script, today - Duration::days(21)).await;
     let mut plan = script.plan(today - Duration::days(20));
@@ -384,7 +384,7 @@ async fn a_session_entered_late_takes_its_place_and_the_plan_is_not_overdue() {
 async fn impossible_orders_of_care_are_refused_and_late_entries_accepted() {
     let harness = Harness::start().await;
     let (mut writes, _) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let evaluated_at = now() - Duration::days(30);
     evaluated(&mut writes, &script, evaluated_at).await;
     let plan_at = evaluated_at + Duration::days(2);
@@ -466,7 +466,7 @@ async fn impossible_orders_of_care_are_refused_and_late_entries_accepted() {
 async fn the_age_at_evaluation_must_fit_the_registered_birth_year() {
     let harness = Harness::start().await;
     let (mut writes, _) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let at = DateTime::parse_from_rfc3339("2026-06-15T09:00:00Z")
         .expect("date")
         .with_timezone(&Utc);
@@ -511,7 +511,7 @@ async fn two_sessions_give_a_tolerance_trend() {
     let mut harness = Harness::start().await;
     harness.start_projector();
     let (mut writes, mut plans) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = now() - Duration::days(5);
     evaluated(&mut writes, &script, start).await;
     writes
@@ -537,7 +537,7 @@ async fn two_sessions_give_a_tolerance_trend() {
 async fn corrections_keep_the_originals_rules_and_only_those() {
     let harness = Harness::start().await;
     let (mut writes, _) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = now() - Duration::days(20);
     evaluated(&mut writes, &script, start).await;
     writes
@@ -641,7 +641,7 @@ async fn corrections_keep_the_originals_rules_and_only_those() {
 async fn care_dated_before_the_discharge_may_be_entered_after_it() {
     let harness = Harness::start().await;
     let (mut writes, _) = clients(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = now() - Duration::days(20);
     evaluated(&mut writes, &script, start).await;
     writes

@@ -3,11 +3,11 @@
 use chrono::{Duration, Utc};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
+use spineledger_e2e::AuthChannel as Channel;
 use spineledger_e2e::Harness;
 use spineledger_e2e::requests::{EpisodeScript, newtons};
 use spineledger_store::StreamKey;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 type Client = ClinicalRecordsServiceClient<Channel>;
@@ -71,7 +71,7 @@ fn assert_rule(status: &tonic::Status, expected: &str) {
 async fn a_whole_episode_of_care_is_recorded_and_read_back() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let start = Utc::now() - Duration::days(60);
 
     client
@@ -230,7 +230,7 @@ async fn a_whole_episode_of_care_is_recorded_and_read_back() {
 async fn a_plan_before_an_evaluation_is_rejected_and_nothing_is_appended() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let status = client
         .start_treatment_plan(script.plan(Utc::now()))
         .await
@@ -243,7 +243,7 @@ async fn a_plan_before_an_evaluation_is_rejected_and_nothing_is_appended() {
 async fn an_evaluation_of_an_unregistered_patient_is_rejected() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let status = client
         .record_evaluation(script.evaluation(Utc::now()))
         .await
@@ -256,13 +256,13 @@ async fn an_evaluation_of_an_unregistered_patient_is_rejected() {
 async fn a_patient_of_another_clinic_cannot_be_evaluated_here() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let home = EpisodeScript::new();
+    let home = harness.script();
     client
         .register_patient(home.register_patient(Utc::now()))
         .await
         .expect("register");
     let other_clinic = EpisodeScript {
-        clinic_id: uuid::Uuid::new_v4(),
+        clinic_id: harness.clinic(),
         ..home.clone()
     };
     let status = client
@@ -276,7 +276,7 @@ async fn a_patient_of_another_clinic_cannot_be_evaluated_here() {
 async fn a_session_before_a_plan_is_rejected() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     evaluated(&mut client, &script, 3).await;
     let status = client
         .record_session(script.session(Utc::now(), 200.0, v1::Tolerance::Good))
@@ -290,7 +290,7 @@ async fn a_session_before_a_plan_is_rejected() {
 async fn a_present_absolute_contraindication_blocks_the_plan_until_a_new_evaluation_clears_it() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let at = Utc::now() - Duration::days(5);
     client
         .register_patient(script.register_patient(at))
@@ -324,7 +324,7 @@ async fn a_present_absolute_contraindication_blocks_the_plan_until_a_new_evaluat
 async fn an_initial_phase_outside_four_to_six_sessions_needs_a_justification() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     evaluated(&mut client, &script, 3).await;
     let mut plan = script.plan(Utc::now());
     plan.initial_sessions = 10;
@@ -344,7 +344,7 @@ async fn an_initial_phase_outside_four_to_six_sessions_needs_a_justification() {
 async fn force_may_not_rise_after_a_poorly_tolerated_session() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 10).await;
     let at = Utc::now() - Duration::days(5);
     client
@@ -367,7 +367,7 @@ async fn force_may_not_rise_after_a_poorly_tolerated_session() {
 async fn force_above_the_body_weight_ceiling_is_rejected() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 10).await;
     // 80 kg x 60 % x 9.80665 = 470.7 N; 110 lbf = 489.3 N.
     let mut session = script.session(Utc::now() - Duration::days(1), 100.0, v1::Tolerance::Good);
@@ -387,7 +387,7 @@ async fn force_above_the_body_weight_ceiling_is_rejected() {
 async fn a_personalised_frequency_needs_a_complete_initial_phase_and_a_reassessment() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 30).await;
     let start = Utc::now() - Duration::days(28);
 
@@ -427,7 +427,7 @@ async fn a_personalised_frequency_needs_a_complete_initial_phase_and_a_reassessm
 async fn adherence_before_home_care_instructions_is_rejected() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 5).await;
     let status = client
         .report_home_care_adherence(script.adherence(Utc::now(), 70))
@@ -440,7 +440,7 @@ async fn adherence_before_home_care_instructions_is_rejected() {
 async fn a_correction_must_name_an_event_of_this_episode() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     evaluated(&mut client, &script, 3).await;
     let request = v1::RecordCorrectionRequest {
         header: script.header(),
@@ -466,7 +466,7 @@ async fn a_correction_must_name_an_event_of_this_episode() {
 async fn invalid_fields_are_reported_one_by_one_and_nothing_is_appended() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 5).await;
 
     let mut session = script.session(Utc::now(), 200.0, v1::Tolerance::Good);
@@ -514,7 +514,7 @@ async fn invalid_fields_are_reported_one_by_one_and_nothing_is_appended() {
 async fn a_retry_with_the_same_command_id_returns_the_first_response() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 5).await;
     let session = script.session(Utc::now() - Duration::days(1), 200.0, v1::Tolerance::Good);
     let first = client
@@ -551,7 +551,7 @@ async fn a_retry_with_the_same_command_id_returns_the_first_response() {
 async fn a_stale_expected_version_is_aborted_with_the_actual_version() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 5).await;
     let mut session = script.session(Utc::now(), 200.0, v1::Tolerance::Good);
     session.header = Some(v1::CommandHeader {
@@ -583,7 +583,7 @@ async fn a_stale_expected_version_is_aborted_with_the_actual_version() {
 async fn concurrent_writes_to_one_episode_all_land_without_gaps() {
     let harness = Harness::start().await;
     let mut setup = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut setup, &script, 20).await;
 
     let writers: i64 = 12;
@@ -693,7 +693,7 @@ macro_rules! with_actor {
 async fn a_nul_in_the_actor_of_any_write_is_invalid_argument_and_appends_nothing() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 10).await;
     let newcomer = EpisodeScript {
         clinic_id: script.clinic_id,
@@ -834,7 +834,7 @@ async fn a_nul_in_the_actor_of_any_write_is_invalid_argument_and_appends_nothing
 async fn a_nul_in_any_free_text_field_is_invalid_argument_naming_it_and_appends_nothing() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     planned(&mut client, &script, 10).await;
     let at = Utc::now() - Duration::days(1);
     let text = |value: &str| prost_types::Value {
@@ -1037,7 +1037,7 @@ async fn call_raw(harness: &Harness, path: &'static str, body: Vec<u8>) -> tonic
 async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
     let harness = Harness::start().await;
     let mut client = client(&harness).await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let at = Utc::now() - Duration::days(3);
     client
         .register_patient(script.register_patient(at))

@@ -7,14 +7,13 @@ use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
 use spineledger_e2e::Harness;
-use spineledger_e2e::requests::EpisodeScript;
 use tonic::Code;
 
 #[tokio::test]
 async fn a_request_over_the_message_limit_is_refused_before_decoding_and_writes_nothing() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let at = Utc::now() - Duration::days(1);
     writes
         .register_patient(script.register_patient(at))
@@ -51,7 +50,7 @@ async fn past_the_most_requests_in_flight_one_more_is_resource_exhausted_at_once
     let channel = harness.channel().await;
     let mut writes = ClinicalRecordsServiceClient::new(channel.clone());
     let mut plans = TreatmentPlanServiceClient::new(channel.clone());
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let at = Utc::now() - Duration::days(1);
     writes
         .register_patient(script.register_patient(at))

@@ -21,9 +21,17 @@ use spineledger_testkit::TestDatabase;
 use spineledger_tools::simulate::{self, Cohort};
 use tonic::Code;
 
+/// `clinics` clinics whose ids derive from the seed (the same seed, the same clinics).
 fn cohort(clinics: usize, patients_per_clinic: usize, seed: u64) -> Cohort {
     Cohort {
-        clinics,
+        clinics: (0..clinics)
+            .map(|index| {
+                uuid::Uuid::new_v5(
+                    &uuid::Uuid::NAMESPACE_OID,
+                    format!("clinic-{seed}-{index}").as_bytes(),
+                )
+            })
+            .collect(),
         patients_per_clinic,
         seed,
         start_date: NaiveDate::from_ymd_opt(2026, 1, 5).expect("date"),
@@ -31,8 +39,18 @@ fn cohort(clinics: usize, patients_per_clinic: usize, seed: u64) -> Cohort {
     }
 }
 
+/// An integration token for the cohort's clinics, which the harness's own token grants
+/// from now on too.
+fn cohort_token(harness: &Harness, cohort: &Cohort) -> spineledger_api::client::BearerToken {
+    for clinic in &cohort.clinics {
+        harness.grant(*clinic);
+    }
+    harness.bearer(spineledger_auth::Role::Integration, &cohort.clinics)
+}
+
 async fn simulate_into(harness: &Harness, cohort: &Cohort) -> u64 {
-    let report = simulate::run(&format!("http://{}", harness.address()), cohort)
+    let token = cohort_token(harness, cohort);
+    let report = simulate::run(&format!("http://{}", harness.address()), &token, cohort)
         .await
         .expect("simulate");
     assert_eq!(report.total_rejected(), 0, "{}", report.render());
@@ -84,7 +102,7 @@ async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
 /// Registers a patient and records an evaluation (a new episode); returns the episode's
 /// script and the global position of the evaluation.
 async fn evaluated_episode(harness: &Harness) -> (EpisodeScript, i64) {
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     writes
         .register_patient(script.register_patient(Utc::now() - Days::days(2)))
@@ -294,7 +312,9 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
 
     // Rebuild while clinics keep writing and the live projector keeps projecting.
     let target = format!("http://{}", harness.address());
-    let writing = tokio::spawn(async move { simulate::run(&target, &cohort(2, 20, 42)).await });
+    let late = cohort(2, 20, 42);
+    let token = cohort_token(&harness, &late);
+    let writing = tokio::spawn(async move { simulate::run(&target, &token, &late).await });
     let owner = spineledger_store::owner_pool(harness.database().config(), 2).expect("owner pool");
     for projection in Projection::ALL {
         let report = spineledger_projections::rebuild::rebuild(
@@ -540,7 +560,7 @@ async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plan_read_with_min_position_shows_the_write_just_made() {
     let harness = Harness::start().await;
-    let script = EpisodeScript::new();
+    let script = harness.script();
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
     let start = Utc::now() - Days::days(20);
@@ -595,7 +615,7 @@ async fn a_plan_read_with_min_position_shows_the_write_just_made() {
     // Another clinic's position is not waited for, nor is its plan visible.
     let other = plans
         .get_treatment_plan(v1::GetTreatmentPlanRequest {
-            clinic_id: uuid::Uuid::new_v4().to_string(),
+            clinic_id: harness.clinic().to_string(),
             episode_id: script.episode_id.to_string(),
             min_position: None,
         })

@@ -8,10 +8,10 @@ use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
 use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
+use spineledger_e2e::AuthChannel as Channel;
 use spineledger_e2e::Harness;
 use spineledger_e2e::requests::EpisodeScript;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
@@ -105,8 +105,7 @@ struct Clinic {
     position: i64,
 }
 
-async fn clinic_with_plans_due_at_different_times(writes: &mut Writes) -> Clinic {
-    let clinic = Uuid::new_v4();
+async fn clinic_with_plans_due_at_different_times(writes: &mut Writes, clinic: Uuid) -> Clinic {
     let now = now();
     // Due 15.8 days ago, 5.8 days ago (twice), in 0.2 days, in 1.2 days.
     let most_overdue = planned(writes, clinic, now - Duration::days(20)).await;
@@ -158,9 +157,9 @@ async fn plans_are_listed_next_session_due_first_then_those_without_a_due_date()
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
-    let clinic = clinic_with_plans_due_at_different_times(&mut writes).await;
+    let clinic = clinic_with_plans_due_at_different_times(&mut writes, harness.clinic()).await;
     // Another clinic's plans are never listed.
-    planned(&mut writes, Uuid::new_v4(), now() - Duration::days(40)).await;
+    planned(&mut writes, harness.clinic(), now() - Duration::days(40)).await;
     let want: Vec<String> = clinic.in_order.iter().map(id).collect();
     let request = v1::ListTreatmentPlansRequest {
         min_position: Some(clinic.position),
@@ -188,7 +187,7 @@ async fn overdue_false_lists_only_plans_that_are_not_overdue() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
-    let clinic = clinic_with_plans_due_at_different_times(&mut writes).await;
+    let clinic = clinic_with_plans_due_at_different_times(&mut writes, harness.clinic()).await;
     let (overdue, on_time) = clinic.in_order.split_at(clinic.overdue);
 
     let listed = list_all(
@@ -248,7 +247,7 @@ async fn page_tokens_are_opaque_and_a_malformed_one_is_invalid_argument() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
-    let clinic = clinic_with_plans_due_at_different_times(&mut writes).await;
+    let clinic = clinic_with_plans_due_at_different_times(&mut writes, harness.clinic()).await;
 
     let first = plans
         .list_treatment_plans(v1::ListTreatmentPlansRequest {
@@ -337,7 +336,7 @@ async fn responding_episode(
 async fn the_median_sessions_to_nrs_response_is_over_responders_at_the_latest_follow_up() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
-    let clinic = Uuid::new_v4();
+    let clinic = harness.clinic();
     // Eight responders at the latest follow-up, who first responded after 3 sessions, and
     // eight who responded after 1 session but are back at their baseline pain at the
     // latest follow-up (non-responders): the median leaves those out.
@@ -373,7 +372,7 @@ async fn plans_are_filtered_by_patient() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
-    let clinic = clinic_with_plans_due_at_different_times(&mut writes).await;
+    let clinic = clinic_with_plans_due_at_different_times(&mut writes, harness.clinic()).await;
     // A second episode of the patient of the most overdue plan, awaiting its plan.
     let patient = clinic.in_order[0].clone();
     let second = EpisodeScript {
@@ -414,7 +413,7 @@ async fn plans_are_filtered_by_patient() {
     assert_eq!(ids(&overdue), [id(&patient)]);
     // Another clinic has no plans of this patient; an unknown patient none at all.
     for (clinic_id, patient_id) in [
-        (Uuid::new_v4(), patient.patient_id),
+        (harness.clinic(), patient.patient_id),
         (clinic.id, Uuid::new_v4()),
     ] {
         let listed = list_all(
@@ -449,7 +448,7 @@ async fn pacing_and_expected_sessions_are_absent_without_a_schedule() {
     let harness = Harness::start().await;
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
-    let clinic = clinic_with_plans_due_at_different_times(&mut writes).await;
+    let clinic = clinic_with_plans_due_at_different_times(&mut writes, harness.clinic()).await;
     let listed = list_all(
         &mut plans,
         &v1::ListTreatmentPlansRequest {

@@ -14,10 +14,17 @@ use spineledger_store::RecordedEvent;
 use spineledger_tools::simulate::{self, Cohort};
 use uuid::Uuid;
 
+/// The README's three clinics.
+const README_CLINICS: [Uuid; 3] = [
+    Uuid::from_u128(0x1111_1111_1111_4111_8111_1111_1111_1111),
+    Uuid::from_u128(0x2222_2222_2222_4222_8222_2222_2222_2222),
+    Uuid::from_u128(0x3333_3333_3333_4333_8333_3333_3333_3333),
+];
+
 /// The README's cohort.
 fn readme_cohort() -> Cohort {
     Cohort {
-        clinics: 3,
+        clinics: README_CLINICS.to_vec(),
         patients_per_clinic: 40,
         seed: 7,
         start_date: NaiveDate::from_ymd_opt(2026, 1, 5).expect("date"),
@@ -60,7 +67,8 @@ fn occurred_at(event: &RecordedEvent) -> DateTime<Utc> {
 async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_correction() {
     let harness = Harness::start_at(Utc::now()).await;
     let target = format!("http://{}", harness.address());
-    let report = simulate::run(&target, &readme_cohort())
+    let token = harness.bearer(spineledger_auth::Role::Integration, &README_CLINICS);
+    let report = simulate::run(&target, &token, &readme_cohort())
         .await
         .expect("simulate");
     assert_eq!(report.total_rejected(), 0, "{}", report.render());
@@ -141,7 +149,7 @@ async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_corre
     assert!(missing.is_empty(), "never corrected: {missing:?}");
 
     // The same seed again: the same commands, recognised as retries, append nothing.
-    let again = simulate::run(&target, &readme_cohort())
+    let again = simulate::run(&target, &token, &readme_cohort())
         .await
         .expect("simulate again");
     assert_eq!(again.total_rejected(), 0, "{}", again.render());

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use spineledger_auth::{AuthError, Role};
 use spineledger_domain::Rejection;
 use spineledger_projections::ProjectionError;
 use spineledger_store::StoreError;
@@ -34,6 +35,13 @@ pub const REASON_COMMAND_ID_REUSED: &str = "COMMAND_ID_REUSED";
 pub const REASON_PATIENT_NOT_REGISTERED: &str = "PATIENT_NOT_REGISTERED";
 /// `ErrorInfo` reason of a statistics query over more episodes than allowed.
 pub const REASON_QUERY_TOO_BROAD: &str = "QUERY_TOO_BROAD";
+/// `ErrorInfo` reason of a request naming a clinic its token does not grant.
+pub const REASON_CLINIC_NOT_GRANTED: &str = "CLINIC_NOT_GRANTED";
+/// `ErrorInfo` reason of a caller asserting an actor other than itself without the role
+/// to do so.
+pub const REASON_ACTOR_NOT_PERMITTED: &str = "ACTOR_NOT_PERMITTED";
+/// `ErrorInfo` reason of a request whose gRPC deadline passed before it was written.
+pub const REASON_DEADLINE_PASSED: &str = "DEADLINE_PASSED";
 
 /// What a client is told when the fault is the service's own (the detail is logged).
 const INTERNAL_MESSAGE: &str = "internal error";
@@ -69,6 +77,22 @@ pub enum ApiError {
     },
     /// The store acknowledged an append without events (a bug).
     EmptyAppend,
+    /// The caller is not authenticated (UNAUTHENTICATED) or its token does not permit the
+    /// call (PERMISSION_DENIED); the error says which and why.
+    Auth(AuthError),
+    /// The request names a clinic (in `field`) that the token does not grant.
+    ClinicNotGranted {
+        /// The request field naming the clinic.
+        field: &'static str,
+    },
+    /// The request's actor is not the caller, and the caller's role may not record on
+    /// behalf of others.
+    ActorNotPermitted {
+        /// The caller's role.
+        role: Role,
+    },
+    /// The client's deadline passed before the command could be written; nothing was.
+    DeadlinePassed,
     /// An error of the event store on the write path (conflicts included).
     Store(StoreError),
     /// An error of the read side (catch-up, queries, their connections).
@@ -87,6 +111,17 @@ impl fmt::Display for ApiError {
                 write!(f, "stored event {event_id} cannot be decoded")
             }
             Self::EmptyAppend => f.write_str("the store acknowledged an empty append"),
+            Self::Auth(error) => error.fmt(f),
+            Self::ClinicNotGranted { field } => {
+                write!(f, "the token does not grant the clinic named in {field}")
+            }
+            Self::ActorNotPermitted { role } => write!(
+                f,
+                "a {role} token records as itself: header.actor must be the token's subject"
+            ),
+            Self::DeadlinePassed => {
+                f.write_str("the request's deadline passed before it was written")
+            }
             Self::Store(error) => error.fmt(f),
             Self::Projection(error) => error.fmt(f),
         }
@@ -168,6 +203,32 @@ impl From<ApiError> for Status {
             }
             ApiError::Store(error) => store_status(error),
             ApiError::Projection(error) => projection_status(error),
+            ApiError::Auth(error) => {
+                let code = if error.is_unauthenticated() {
+                    Code::Unauthenticated
+                } else {
+                    Code::PermissionDenied
+                };
+                with_reason(code, error.to_string(), error.reason(), HashMap::new())
+            }
+            error @ ApiError::ClinicNotGranted { field } => with_reason(
+                Code::PermissionDenied,
+                error.to_string(),
+                REASON_CLINIC_NOT_GRANTED,
+                HashMap::from([("field".to_owned(), field.to_owned())]),
+            ),
+            error @ ApiError::ActorNotPermitted { .. } => with_reason(
+                Code::PermissionDenied,
+                error.to_string(),
+                REASON_ACTOR_NOT_PERMITTED,
+                HashMap::new(),
+            ),
+            ApiError::DeadlinePassed => with_reason(
+                Code::DeadlineExceeded,
+                "the deadline passed before the command was written; nothing was recorded",
+                REASON_DEADLINE_PASSED,
+                HashMap::new(),
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("spineledger_v1_descriptor");
 
+pub mod client;
 pub mod codec;
 pub mod convert;
 pub mod error;

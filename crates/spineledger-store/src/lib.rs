@@ -21,7 +21,7 @@ pub use database::{
 pub use error::StoreError;
 pub use model::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
-    GlobalCursor, NewEvent, RecordedEvent, StreamKey,
+    GlobalCursor, NewEvent, RecordedEvent, RecordedPrincipal, StreamKey,
 };
 pub use store::{
     EventStore, append_in, idle_shard_horizon, read_all_after, read_streams_upto, request_keys,

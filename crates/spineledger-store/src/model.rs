@@ -109,8 +109,14 @@ impl fmt::Debug for Fingerprint {
 /// Who recorded an event, on whose behalf and through what. Never personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EventMetadata {
-    /// The authenticated principal (user or provider id) that recorded the fact.
+    /// The user the client says recorded the fact (a provider or user id of the clinic's
+    /// software): asserted by the client, and for a clinician token its own subject.
     pub actor: String,
+    /// The authenticated caller that wrote the event, from its verified token: who wrote
+    /// what cannot be forged by a client. Absent only on events recorded before the
+    /// service authenticated its callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<RecordedPrincipal>,
     /// The command id; equal to the event id for single-event commands.
     pub command_id: Uuid,
     /// The conversation the command belongs to, when the client gave one.
@@ -128,6 +134,17 @@ pub struct EventMetadata {
     /// W3C trace id of the request that recorded it, for following a write in traces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+}
+
+/// The authenticated caller of a write, as its verified token named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedPrincipal {
+    /// The token's subject (`sub`): a service account or a user.
+    pub subject: String,
+    /// The token's issuer (`iss`): the identity provider that vouched for the subject.
+    pub issuer: String,
+    /// The token's role.
+    pub role: String,
 }
 
 /// An event to append. The event id is the command's idempotency key.

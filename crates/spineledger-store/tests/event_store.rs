@@ -20,6 +20,11 @@ fn event(event_id: Uuid, payload: serde_json::Value) -> NewEvent {
         payload,
         metadata: EventMetadata {
             actor: "provider-7".into(),
+            principal: Some(spineledger_store::RecordedPrincipal {
+                subject: "svc-frontdesk".into(),
+                issuer: "https://id.example".into(),
+                role: "integration".into(),
+            }),
             command_id: event_id,
             correlation_id: Some(Uuid::new_v4()),
             causation_id: None,

@@ -27,8 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use spineledger_api::client::BearerToken;
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
+use spineledger_auth::{DevKey, Role, TokenRequest};
 use spineledger_projections::Projection;
 use spineledger_store::tokio_postgres::Config;
 use spineledger_store::{EventStore, describe};
@@ -323,6 +325,19 @@ fn libpq_settings(command: &mut tokio::process::Command, config: &Config) {
 struct Server {
     child: tokio::process::Child,
     address: String,
+    /// The development key the child trusts, in a file of the bench's own (removed on
+    /// drop): the bench signs its clients' tokens with it.
+    key: DevKey,
+    _key_dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Server {
@@ -333,8 +348,14 @@ impl Server {
         };
         let address = format!("127.0.0.1:{port}");
         let url = with_password(config);
+        let key_dir =
+            TempDir(std::env::temp_dir().join(format!("spineledger-bench-key-{}", Uuid::new_v4())));
+        let key_file = key_dir.0.join("dev-signing-key.pem");
+        let (key, _) = DevKey::load_or_create(&key_file)?;
         let child = tokio::process::Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", &address, "--database-url", &url])
+            .args(["--trust-dev-key", "true", "--dev-key-file"])
+            .arg(&key_file)
             .args(["--shards", &SHARDS.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -344,6 +365,8 @@ impl Server {
         let server = Self {
             child,
             address: format!("http://{address}"),
+            key,
+            _key_dir: key_dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -366,6 +389,19 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// An integration token for `clinics`, as clinic software would hold.
+    fn token(&self, clinics: &[Uuid]) -> anyhow::Result<BearerToken> {
+        let token = self.key.issue(&TokenRequest {
+            role: Role::Integration,
+            clinics: clinics.to_vec(),
+            every_clinic: false,
+            subject: "bench".into(),
+            ttl: Duration::from_secs(24 * 3600),
+            audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
+        })?;
+        BearerToken::new(&token).map_err(|_| anyhow::anyhow!("a signed token is a valid header"))
     }
 
     fn resident_mb(&self) -> (f64, f64) {
@@ -449,6 +485,7 @@ fn register(clinic: Uuid) -> v1::RegisterPatientRequest {
 type LastAck = Arc<Mutex<Option<(i64, Uuid, Instant)>>>;
 
 async fn appends(
+    server: &Server,
     channel: Channel,
     clients: usize,
     seconds: u64,
@@ -458,10 +495,13 @@ async fn appends(
     let until = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let mut client = ClinicalRecordsServiceClient::new(channel.clone());
+            let clinic = Uuid::new_v4();
+            let mut client = ClinicalRecordsServiceClient::with_interceptor(
+                channel.clone(),
+                server.token(&[clinic])?,
+            );
             let last_ack = last_ack.clone();
-            tokio::spawn(async move {
-                let clinic = Uuid::new_v4();
+            Ok(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < until {
                     let sent = Instant::now();
@@ -472,9 +512,9 @@ async fn appends(
                     }
                 }
                 Ok::<_, tonic::Status>(latencies)
-            })
+            }))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(
@@ -497,14 +537,18 @@ async fn drive(
     // Rebuild first, while the log holds only the simulated cohort: the load phases below
     // add patient events the read models skip, which would flatter events per second.
     if plan.rebuild_patients > 0 {
+        // At most 100 clinics (what one token may name), about 100 patients each.
+        let clinics: Vec<Uuid> = (0..plan.rebuild_patients.div_ceil(100).min(100))
+            .map(|_| Uuid::new_v4())
+            .collect();
         let cohort = crate::simulate::Cohort {
-            clinics: plan.rebuild_patients.div_ceil(100),
-            patients_per_clinic: 100.min(plan.rebuild_patients),
+            patients_per_clinic: plan.rebuild_patients.div_ceil(clinics.len()),
+            clinics,
             seed: 2026,
             start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap_or_default(),
             concurrency: 32,
         };
-        crate::simulate::run(&server.address, &cohort).await?;
+        crate::simulate::run(&server.address, &server.token(&cohort.clinics)?, &cohort).await?;
         let owner = spineledger_store::owner_pool(config, 2)?;
         for projection in Projection::ALL {
             let rebuilt = spineledger_projections::rebuild::rebuild(
@@ -522,7 +566,7 @@ async fn drive(
     let channel = Channel::from_shared(server.address.clone())?
         .connect()
         .await?;
-    report.service_single = appends(channel.clone(), 1, plan.seconds, None).await?;
+    report.service_single = appends(server, channel.clone(), 1, plan.seconds, None).await?;
 
     let store = EventStore::new(spineledger_store::pool(config, 4)?);
     let last_ack: LastAck = Arc::new(Mutex::new(None));
@@ -551,8 +595,14 @@ async fn drive(
             lags
         })
     };
-    report.service_concurrent =
-        appends(channel.clone(), plan.clients, plan.seconds, Some(last_ack)).await?;
+    report.service_concurrent = appends(
+        server,
+        channel.clone(),
+        plan.clients,
+        plan.seconds,
+        Some(last_ack),
+    )
+    .await?;
     loading.store(false, Ordering::Release);
     let lags = monitor.await?;
     report.lag = Phase::from_latencies(lags, plan.seconds as f64);

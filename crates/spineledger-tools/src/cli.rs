@@ -3,6 +3,8 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use spineledger_api::client::BearerToken;
+
 use crate::stats::{Format, StatsQuery};
 
 /// The tool subcommands.
@@ -47,9 +49,10 @@ impl Tool {
                     FormatArg::Csv => Format::Csv,
                     FormatArg::Json => Format::Json,
                 };
+                let token = args.token.bearer()?;
                 print!(
                     "{}",
-                    crate::stats::fetch_and_render(&args.target, &query, format).await?
+                    crate::stats::fetch_and_render(&args.target, &token, &query, format).await?
                 );
                 Ok(())
             }
@@ -84,8 +87,10 @@ pub struct SimulateArgs {
     /// The server, e.g. http://127.0.0.1:50051.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
-    #[arg(long, default_value_t = 3)]
-    clinics: usize,
+    /// An integration token (`spineledger token issue --role integration --clinic …`): the
+    /// cohort is simulated at every clinic it grants.
+    #[command(flatten)]
+    token: TokenArg,
     #[arg(long, default_value_t = 20)]
     patients_per_clinic: usize,
     /// Everything (ids, values, dates) derives from the seed: the same seed twice appends
@@ -107,7 +112,11 @@ pub struct StatsArgs {
     /// The server, e.g. http://127.0.0.1:50051.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
-    /// Only these clinics (repeatable); default: every clinic.
+    /// An analyst token (`spineledger token issue --role analyst --clinic …`), or a
+    /// clinician's or integration's for its own clinics.
+    #[command(flatten)]
+    token: TokenArg,
+    /// Only these clinics (repeatable); default: every clinic the token grants.
     #[arg(long = "clinic")]
     clinics: Vec<uuid::Uuid>,
     /// Group by these dimensions (repeatable): clinic, diagnosis, initial_sessions,
@@ -129,20 +138,45 @@ pub enum FormatArg {
     Json,
 }
 
+/// The bearer token a tool sends.
+#[derive(Debug, Args)]
+pub struct TokenArg {
+    /// The bearer token (or set SPINELEDGER_TOKEN).
+    #[arg(long = "token", env = "SPINELEDGER_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl TokenArg {
+    fn bearer(&self) -> anyhow::Result<BearerToken> {
+        BearerToken::new(&self.token).map_err(|_| {
+            anyhow::anyhow!("the token is not a JWT (it has characters a header cannot carry)")
+        })
+    }
+}
+
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let clinics = spineledger_auth::principal::claimed_clinics(&args.token.token)
+        .filter(|clinics| !clinics.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the token names no clinics to simulate: issue one with \
+                 `spineledger token issue --role integration --clinic <uuid> …`"
+            )
+        })?;
+    let token = args.token.bearer()?;
     let cohort = crate::simulate::Cohort {
-        clinics: args.clinics,
+        clinics: clinics.clone(),
         patients_per_clinic: args.patients_per_clinic,
         seed: args.seed,
         start_date: args.start_date,
         concurrency: args.concurrency,
     };
     let started = std::time::Instant::now();
-    let report = crate::simulate::run(&args.target, &cohort).await?;
+    let report = crate::simulate::run(&args.target, &token, &cohort).await?;
     print!("{}", report.render());
     println!(
         "{} clinics x {} patients, seed {}, in {:.1} s",
-        args.clinics,
+        clinics.len(),
         args.patients_per_clinic,
         args.seed,
         started.elapsed().as_secs_f64()

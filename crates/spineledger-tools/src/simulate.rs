@@ -32,10 +32,15 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use spineledger_api::client::BearerToken;
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use tokio::sync::Mutex;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The write client, its token on every call.
+type Client = ClinicalRecordsServiceClient<InterceptedService<Channel, BearerToken>>;
 use uuid::Uuid;
 
 /// Every simulated fact falls within this many days after the start date.
@@ -44,8 +49,9 @@ pub const WINDOW_DAYS: i64 = 200;
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Cohort {
-    /// Clinics.
-    pub clinics: usize,
+    /// The clinics to simulate (each gets `patients_per_clinic` patients); the token must
+    /// grant them.
+    pub clinics: Vec<Uuid>,
     /// Patients of each clinic.
     pub patients_per_clinic: usize,
     /// Everything derives from it: the same seed sends the same commands.
@@ -97,7 +103,7 @@ impl Report {
 }
 
 /// Runs the cohort against `target` (e.g. `http://127.0.0.1:50051`).
-pub async fn run(target: &str, cohort: &Cohort) -> anyhow::Result<Report> {
+pub async fn run(target: &str, token: &BearerToken, cohort: &Cohort) -> anyhow::Result<Report> {
     let start = cohort
         .start_date
         .and_hms_opt(8, 0, 0)
@@ -114,14 +120,13 @@ pub async fn run(target: &str, cohort: &Cohort) -> anyhow::Result<Report> {
         .connect()
         .await
         .map_err(|error| anyhow::anyhow!("cannot connect to {target}: {error}"))?;
-    let client = ClinicalRecordsServiceClient::new(channel);
+    let client = ClinicalRecordsServiceClient::with_interceptor(channel, token.clone());
 
     // Seeds are drawn up front, in order, so each patient's story is the same whatever the
     // concurrency.
     let mut master = ChaCha8Rng::seed_from_u64(cohort.seed);
-    let mut patients = Vec::with_capacity(cohort.clinics * cohort.patients_per_clinic);
-    for _ in 0..cohort.clinics {
-        let clinic_id = uuid_from(&mut master);
+    let mut patients = Vec::with_capacity(cohort.clinics.len() * cohort.patients_per_clinic);
+    for &clinic_id in &cohort.clinics {
         for _ in 0..cohort.patients_per_clinic {
             patients.push((clinic_id, master.random::<u64>()));
         }
@@ -212,7 +217,7 @@ const DIAGNOSES: &[(v1::CodeSystem, &str)] = &[
 
 /// Drives one patient's course through the API, recording what was accepted.
 struct Writer {
-    client: ClinicalRecordsServiceClient<Channel>,
+    client: Client,
     clinic_id: Uuid,
     rng: ChaCha8Rng,
     report: Arc<Mutex<Report>>,
@@ -245,7 +250,7 @@ mod course;
 
 impl Writer {
     fn new(
-        client: ClinicalRecordsServiceClient<Channel>,
+        client: Client,
         clinic_id: Uuid,
         rng: ChaCha8Rng,
         report: Arc<Mutex<Report>>,

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use spineledger_api::client::BearerToken;
 use spineledger_api::v1;
 use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
 use spineledger_readmodels::statistics::Dimension;
@@ -11,7 +12,7 @@ use uuid::Uuid;
 /// Which statistics to ask for.
 #[derive(Debug, Clone, Default)]
 pub struct StatsQuery {
-    /// Empty: every clinic.
+    /// Empty: every clinic the token grants.
     pub clinics: Vec<Uuid>,
     /// The dimensions to group by; empty: one group.
     pub group_by: Vec<Dimension>,
@@ -34,12 +35,15 @@ pub enum Format {
 /// No connection, or the server's refusal (its code and message).
 pub async fn fetch_and_render(
     target: &str,
+    token: &BearerToken,
     query: &StatsQuery,
     format: Format,
 ) -> anyhow::Result<String> {
-    let mut client = OutcomeStatisticsServiceClient::connect(target.to_owned())
+    let channel = tonic::transport::Channel::from_shared(target.to_owned())?
+        .connect()
         .await
         .map_err(|error| anyhow::anyhow!("cannot connect to {target}: {error}"))?;
+    let mut client = OutcomeStatisticsServiceClient::with_interceptor(channel, token.clone());
     let request = v1::GetOutcomeStatisticsRequest {
         clinic_ids: query.clinics.iter().map(Uuid::to_string).collect(),
         group_by: query

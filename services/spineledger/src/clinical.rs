@@ -8,24 +8,28 @@
 //! ALREADY_EXISTS; a stale expected version is ABORTED with the actual version. Any
 //! rejection appends nothing.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use spineledger_api::convert::correction;
 use spineledger_api::convert::{self, ValidCommand, ValidHeader};
 use spineledger_api::error::{ApiError, FieldViolations};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsService;
+use spineledger_auth::Principal;
 use spineledger_domain::{
     Episode, EpisodeCommand, EpisodeEvent, EpisodeId, PatientEvent, PatientFacts, PatientState,
     RegisterPatient,
 };
 use spineledger_store::{
-    EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, StreamKey,
+    EventMetadata, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent, RecordedPrincipal,
+    StreamKey,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::App;
 use crate::telemetry::trace_id_from_traceparent;
+use crate::{App, auth};
 
 /// The `ClinicalRecordsService` implementation.
 #[derive(Debug, Clone)]
@@ -75,9 +79,14 @@ impl RequestContext {
         }
     }
 
-    fn metadata(&self, header: &ValidHeader) -> EventMetadata {
+    fn metadata(&self, header: &ValidHeader, principal: &Principal) -> EventMetadata {
         EventMetadata {
             actor: header.actor.clone(),
+            principal: Some(RecordedPrincipal {
+                subject: principal.subject.clone(),
+                issuer: principal.issuer.clone(),
+                role: principal.role.name().to_owned(),
+            }),
             command_id: header.command_id,
             correlation_id: header.correlation_id,
             causation_id: header.causation_id,
@@ -86,6 +95,60 @@ impl RequestContext {
             trace_id: self.trace_id.clone(),
         }
     }
+}
+
+/// Who writes, through what, and by when the write must be done.
+struct Caller {
+    principal: Principal,
+    deadline: Option<Instant>,
+    context: RequestContext,
+}
+
+impl Caller {
+    /// The authenticated caller of `request` (see [`auth::principal`]) and its deadline.
+    fn of<T>(request: &Request<T>) -> Result<Self, ApiError> {
+        Ok(Self {
+            principal: auth::principal(request)?,
+            deadline: request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|value| value.to_str().ok())
+                .and_then(grpc_timeout)
+                .map(|timeout| Instant::now() + timeout),
+            context: RequestContext::of(request),
+        })
+    }
+
+    /// DEADLINE_EXCEEDED once the client's deadline has passed: checked before reading
+    /// and again under the stream's lock right before the insert, so a command whose
+    /// client has given up is not written. (tonic also drops the handler at the deadline;
+    /// a drop before COMMIT rolls the transaction back.)
+    fn check_deadline(&self) -> Result<(), ApiError> {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(ApiError::DeadlinePassed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `grpc-timeout` header's duration: at most 8 digits and a unit (H, M, S, m, u, n),
+/// as the gRPC HTTP/2 protocol defines it; `None` for anything else.
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at_checked(split)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 impl ClinicalRecords {
@@ -100,8 +163,10 @@ impl ClinicalRecords {
         )
             -> Result<(EpisodeId, ValidCommand<EpisodeCommand>), FieldViolations>,
     ) -> Result<v1::WriteResult, ApiError> {
-        let context = RequestContext::of(&request);
+        let caller = Caller::of(&request)?;
         let (episode, valid) = validate(request.into_inner(), self.app.clock.now())?;
+        auth::require_writer(&caller.principal, &valid.header)?;
+        caller.check_deadline()?;
         let stream = StreamKey::new(valid.header.clinic_id.0, episode.stream_id());
         let span = tracing::info_span!(
             "episode_command",
@@ -110,14 +175,14 @@ impl ClinicalRecords {
             command = valid.command.name(),
             command_id = %valid.header.command_id,
         );
-        self.decide_and_append(&context, &stream, &valid)
+        self.decide_and_append(&caller, &stream, &valid)
             .instrument(span)
             .await
     }
 
     async fn decide_and_append(
         &self,
-        context: &RequestContext,
+        caller: &Caller,
         stream: &StreamKey,
         valid: &ValidCommand<EpisodeCommand>,
     ) -> Result<v1::WriteResult, ApiError> {
@@ -139,7 +204,7 @@ impl ClinicalRecords {
         };
         let policy = &self.app.policy;
         self.record(
-            context,
+            caller,
             &valid.header,
             valid.occurred_at,
             stream,
@@ -161,7 +226,7 @@ impl ClinicalRecords {
     /// response, a reused command id ALREADY_EXISTS; a refusal appends nothing.
     async fn record(
         &self,
-        context: &RequestContext,
+        caller: &Caller,
         header: &ValidHeader,
         occurred_at: DateTime<Utc>,
         stream: &StreamKey,
@@ -171,13 +236,14 @@ impl ClinicalRecords {
         let expected = header
             .expected_version
             .map_or(ExpectedVersion::Any, ExpectedVersion::Exact);
-        let metadata = context.metadata(header);
+        let metadata = caller.context.metadata(header, &caller.principal);
         let request = [(header.command_id, fingerprint)];
         let outcome = self
             .app
             .store
             .append_decided(stream, expected, &request, |history| {
                 let (event_type, payload) = decide(history)?;
+                caller.check_deadline()?;
                 Ok::<_, ApiError>(vec![NewEvent {
                     event_id: header.command_id,
                     event_type: event_type.to_owned(),
@@ -227,13 +293,15 @@ impl ClinicalRecords {
         &self,
         request: Request<v1::RegisterPatientRequest>,
     ) -> Result<v1::WriteResult, ApiError> {
-        let context = RequestContext::of(&request);
+        let caller = Caller::of(&request)?;
         let valid = convert::register_patient(request.into_inner(), self.app.clock.now())?;
+        auth::require_writer(&caller.principal, &valid.header)?;
+        caller.check_deadline()?;
         let command: &RegisterPatient = &valid.command;
         let stream = StreamKey::new(valid.header.clinic_id.0, command.patient_id.stream_id());
         let fingerprint = fingerprint(&stream, command)?;
         self.record(
-            &context,
+            &caller,
             &valid.header,
             valid.occurred_at,
             &stream,
@@ -400,6 +468,20 @@ mod tests {
                 trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
             }
         );
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_defines_them() {
+        assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "S", "5", "123456789S", "5s", "-5S", "5 S", "é"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `spineledger`: one binary, one subcommand per job. With no subcommand it serves.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use spineledger::{App, ReadSettings, database, server, telemetry};
+use spineledger_auth::{DevKey, Role, TokenRequest, TrustedIssuer, Verifier, dev};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
 use spineledger_readmodels::MinCell;
 
@@ -36,10 +39,132 @@ enum Command {
     Projector(ProjectorArgs),
     /// Rebuild read models from position zero into fresh tables, compare, swap.
     Rebuild(RebuildArgs),
+    /// Development tokens signed with the local development key.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The client tools: simulate, stats, bench.
     #[cfg(feature = "tools")]
     #[command(flatten)]
     Tool(spineledger_tools::cli::Tool),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Sign a token with the local development key (created if missing) and print it on
+    /// the last line of standard output. Only a server that trusts the development key
+    /// accepts it (by default, one listening on loopback).
+    Issue(TokenIssueArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenIssueArgs {
+    /// The role: clinician, integration, analyst, auditor or admin.
+    #[arg(long, value_parser = |name: &str| name.parse::<Role>())]
+    role: Role,
+    /// A clinic the token grants (repeatable).
+    #[arg(long = "clinic", required_unless_present = "all_clinics")]
+    clinics: Vec<uuid::Uuid>,
+    /// Grant every clinic (analyst and auditor tokens only).
+    #[arg(long, conflicts_with = "clinics")]
+    all_clinics: bool,
+    /// The subject (who the token is for). Default: dev-<role>.
+    #[arg(long)]
+    subject: Option<String>,
+    /// How long the token is valid, e.g. 30m, 8h, 7d (at most 30 days).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// The audience the token names; the server's --jwt-audience must match.
+    #[arg(long, env = "SPINELEDGER_JWT_AUDIENCE", default_value = dev::DEFAULT_AUDIENCE)]
+    audience: String,
+    #[command(flatten)]
+    dev_key: DevKeyArgs,
+}
+
+#[derive(Debug, Args)]
+struct DevKeyArgs {
+    /// The development signing key (Ed25519, PKCS#8 PEM), created on first use. Default:
+    /// $XDG_CONFIG_HOME/spineledger/dev-signing-key.pem (else ~/.config/spineledger/…).
+    #[arg(long, env = "SPINELEDGER_DEV_KEY_FILE")]
+    dev_key_file: Option<PathBuf>,
+}
+
+impl DevKeyArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        self.dev_key_file
+            .clone()
+            .or_else(dev::default_path)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no place for the development key: set HOME, XDG_CONFIG_HOME or --dev-key-file"
+                )
+            })
+    }
+}
+
+/// Whether `serve` accepts tokens signed with the development key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TrustDevKey {
+    /// Only when listening on a loopback address (the default).
+    Auto,
+    /// Always (never on a server other machines can reach unless you mean it).
+    True,
+    /// Never.
+    False,
+}
+
+#[derive(Debug, Args)]
+struct AuthArgs {
+    /// Your identity provider's signing keys as a JWKS file (what it publishes at its
+    /// jwks_uri); re-read when it changes, so keys rotate by replacing the file.
+    #[arg(long, env = "SPINELEDGER_JWKS_FILE", requires = "jwt_issuer")]
+    jwks_file: Option<PathBuf>,
+    /// The issuer (`iss`) of the tokens the JWKS file's keys sign.
+    #[arg(long, env = "SPINELEDGER_JWT_ISSUER", requires = "jwks_file")]
+    jwt_issuer: Option<String>,
+    /// The audience (`aud`) every token must name.
+    #[arg(long, env = "SPINELEDGER_JWT_AUDIENCE", default_value = dev::DEFAULT_AUDIENCE)]
+    jwt_audience: String,
+    /// Accept tokens signed with the local development key (`spineledger token issue`).
+    #[arg(long, env = "SPINELEDGER_TRUST_DEV_KEY", value_enum, default_value_t = TrustDevKey::Auto)]
+    trust_dev_key: TrustDevKey,
+    #[command(flatten)]
+    dev_key: DevKeyArgs,
+}
+
+impl AuthArgs {
+    /// The verifier `serve` uses for a listener on `listen`.
+    fn verifier(&self, listen: SocketAddr) -> anyhow::Result<Verifier> {
+        let mut verifier = Verifier::new(self.jwt_audience.clone());
+        if let (Some(path), Some(issuer)) = (&self.jwks_file, &self.jwt_issuer) {
+            verifier = verifier.trust(TrustedIssuer::jwks_file(issuer.clone(), path)?)?;
+            tracing::info!(issuer = %issuer, jwks = %path.display(), "trusting the identity provider");
+        }
+        let trust_dev_key = match self.trust_dev_key {
+            TrustDevKey::Auto => listen.ip().is_loopback(),
+            TrustDevKey::True => true,
+            TrustDevKey::False => false,
+        };
+        if trust_dev_key {
+            let path = self.dev_key.path()?;
+            let (key, created) = DevKey::load_or_create(&path)?;
+            if created {
+                tracing::info!(path = %path.display(), "created the development signing key");
+            }
+            verifier = verifier.trust(key.trusted_issuer()?)?;
+            tracing::info!(
+                issuer = dev::DEV_ISSUER,
+                "trusting development tokens (spineledger token issue)"
+            );
+        }
+        anyhow::ensure!(
+            verifier.issuers().next().is_some(),
+            "no token issuer is trusted, so every call would be refused: give --jwks-file and \
+             --jwt-issuer, or --trust-dev-key=true for development tokens"
+        );
+        Ok(verifier)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +208,8 @@ struct ServeArgs {
     max_in_flight: usize,
     #[command(flatten)]
     projector: ProjectorSettings,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +317,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Projector(args)) => projector(args).await,
         Some(Command::Rebuild(args)) => rebuild(args).await,
+        Some(Command::Token {
+            command: TokenCommand::Issue(args),
+        }) => issue_token(&args),
         #[cfg(feature = "tools")]
         Some(Command::Tool(tool)) => tool.run().await,
     }
@@ -217,6 +347,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
          accept unencrypted patient records on the network",
         args.listen
     );
+    let verifier = args.auth.verifier(args.listen)?;
     let (store, config) =
         database::open(args.database.database_url.as_deref(), args.pool_size).await?;
     let listener = TcpListener::bind(args.listen)
@@ -238,6 +369,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         projector: (!args.no_projector).then(|| args.projector.config()),
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
+        verifier: Arc::new(verifier),
         ..server::ServeSettings::default()
     };
     server::serve(
@@ -249,6 +381,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The longest a development token may live.
+const MAX_DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.ttl.is_zero() && args.ttl <= MAX_DEV_TOKEN_TTL,
+        "--ttl must be more than 0 and at most 30 days"
+    );
+    let path = args.dev_key.path()?;
+    let (key, created) = DevKey::load_or_create(&path)?;
+    if created {
+        eprintln!("created the development signing key at {}", path.display());
+    }
+    let request = TokenRequest {
+        role: args.role,
+        clinics: args.clinics.clone(),
+        every_clinic: args.all_clinics,
+        subject: args
+            .subject
+            .clone()
+            .unwrap_or_else(|| format!("dev-{}", args.role)),
+        ttl: args.ttl,
+        audience: args.audience.clone(),
+    };
+    let token = key.issue(&request)?;
+    // Check the claims the way the server will, so a token it would refuse (e.g. an
+    // every-clinic grant for a clinician) is refused here, with the reason.
+    let verifier = Verifier::new(args.audience.clone()).trust(key.trusted_issuer()?)?;
+    verifier.verify(&token)?;
+    eprintln!(
+        "{} token for {}, valid {}, issuer {}",
+        args.role,
+        request.subject,
+        humantime::format_duration(args.ttl),
+        dev::DEV_ISSUER
+    );
+    println!("{token}");
     Ok(())
 }
 

@@ -16,7 +16,8 @@ use spineledger_readmodels::statistics::{MinCell, aggregate};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::App;
+use crate::{App, auth};
+use spineledger_auth::Principal;
 
 /// Settings of the query side.
 #[derive(Debug, Clone)]
@@ -84,14 +85,20 @@ impl TreatmentPlanService for ReadModels {
         &self,
         request: Request<v1::GetTreatmentPlanRequest>,
     ) -> Result<Response<v1::GetTreatmentPlanResponse>, Status> {
-        Ok(Response::new(self.plan(request.into_inner()).await?))
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.plan(&principal, request.into_inner()).await?,
+        ))
     }
 
     async fn list_treatment_plans(
         &self,
         request: Request<v1::ListTreatmentPlansRequest>,
     ) -> Result<Response<v1::ListTreatmentPlansResponse>, Status> {
-        Ok(Response::new(self.plans(request.into_inner()).await?))
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.plans(&principal, request.into_inner()).await?,
+        ))
     }
 }
 
@@ -101,16 +108,21 @@ impl OutcomeStatisticsService for ReadModels {
         &self,
         request: Request<v1::GetOutcomeStatisticsRequest>,
     ) -> Result<Response<v1::GetOutcomeStatisticsResponse>, Status> {
-        Ok(Response::new(self.statistics(request.into_inner()).await?))
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.statistics(&principal, request.into_inner()).await?,
+        ))
     }
 }
 
 impl ReadModels {
     async fn plan(
         &self,
+        principal: &Principal,
         request: v1::GetTreatmentPlanRequest,
     ) -> Result<v1::GetTreatmentPlanResponse, ApiError> {
         let query = PlanQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         self.catch_up(
             Projection::TreatmentPlans,
             &[query.clinic_id],
@@ -128,9 +140,11 @@ impl ReadModels {
 
     async fn plans(
         &self,
+        principal: &Principal,
         request: v1::ListTreatmentPlansRequest,
     ) -> Result<v1::ListTreatmentPlansResponse, ApiError> {
         let query = PlanListQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         self.catch_up(
             Projection::TreatmentPlans,
             &[query.clinic_id],
@@ -177,9 +191,21 @@ impl ReadModels {
 
     async fn statistics(
         &self,
+        principal: &Principal,
         request: v1::GetOutcomeStatisticsRequest,
     ) -> Result<v1::GetOutcomeStatisticsResponse, ApiError> {
-        let query = StatisticsQuery::try_from(request)?;
+        let mut query = StatisticsQuery::try_from(request)?;
+        // No clinic named: every clinic the token grants. A named clinic must be granted.
+        match principal.granted_clinics() {
+            Some(granted) if query.clinic_ids.is_empty() => {
+                query.clinic_ids = granted.iter().copied().collect();
+            }
+            _ => {
+                for clinic in &query.clinic_ids {
+                    auth::require_clinic(principal, *clinic, "clinic_ids")?;
+                }
+            }
+        }
         self.catch_up(
             Projection::OutcomeStatistics,
             &query.clinic_ids,

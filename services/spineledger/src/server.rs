@@ -9,6 +9,7 @@
 //! context of the caller.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::global;
@@ -25,6 +26,7 @@ use crate::telemetry::HeaderExtractor;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsServiceServer;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsServiceServer;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
+use spineledger_auth::Verifier;
 use spineledger_projections::{Projector, ProjectorConfig};
 
 /// What runs beside the gRPC server.
@@ -41,6 +43,9 @@ pub struct ServeSettings {
     /// The most requests served at once, over all connections; one more is refused at
     /// once with RESOURCE_EXHAUSTED instead of queueing without bound.
     pub max_in_flight: usize,
+    /// Verifies the bearer token of every call but health and reflection (see
+    /// [`crate::auth`]).
+    pub verifier: Arc<Verifier>,
 }
 
 /// The default of [`ServeSettings::max_in_flight`]: well above what the database pool
@@ -57,6 +62,8 @@ impl Default for ServeSettings {
             notify_interval: Duration::from_millis(5),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            // Trusts no issuer: every authenticated call is refused until one is given.
+            verifier: Arc::new(Verifier::new(spineledger_auth::dev::DEFAULT_AUDIENCE)),
         }
     }
 }
@@ -159,10 +166,13 @@ async fn run(
     let max_message_bytes = settings.max_message_bytes;
     // Shed, don't queue: past the limit a request is refused at once (tonic turns the
     // load-shed error into RESOURCE_EXHAUSTED), so a flood cannot pile up unbounded work;
-    // health checks are always answered.
+    // health checks are always answered. Then authenticate, before anything is decoded.
     Server::builder()
         .trace_fn(rpc_span)
         .layer(crate::shed::ShedOutsideHealth::new(settings.max_in_flight))
+        .layer(crate::auth::Authenticate::new(Arc::clone(
+            &settings.verifier,
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
