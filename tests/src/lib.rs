@@ -2,7 +2,10 @@
 //! server in-process on an ephemeral port, a gRPC channel to it.
 
 pub mod oracle;
+pub mod raw;
 pub mod requests;
+
+pub use raw::RawCodec;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -4,8 +4,8 @@ use chrono::{Duration, Utc};
 use spineledger_api::v1;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_e2e::AuthChannel as Channel;
-use spineledger_e2e::Harness;
 use spineledger_e2e::requests::{EpisodeScript, newtons};
+use spineledger_e2e::{Harness, RawCodec};
 use spineledger_store::StreamKey;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -958,55 +958,6 @@ async fn a_nul_in_any_free_text_field_is_invalid_argument_naming_it_and_appends_
         .await
         .expect("multi-line text");
     assert_eq!(event_types(&harness, &script).await.len(), 3);
-}
-
-/// Sends and receives the bytes of a message as they are, so a test can send what no
-/// prost message encodes (a `string` field that is not UTF-8).
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Self;
-    type Decoder = Self;
-
-    fn encoder(&mut self) -> Self {
-        Self
-    }
-
-    fn decoder(&mut self) -> Self {
-        Self
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        prost::bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let remaining = prost::bytes::Buf::remaining(src);
-        Ok(Some(
-            prost::bytes::Buf::copy_to_bytes(src, remaining).to_vec(),
-        ))
-    }
 }
 
 /// `message` encoded, with the first byte of the first `marker` replaced by 0xFF (never
