@@ -94,7 +94,8 @@ CREATE POLICY projector_all_clinics ON streams FOR SELECT TO spineledger_project
 -- definition, so the migration and the rebuild cannot drift apart. Only the owner of
 -- the table can run it (ALTER TABLE needs ownership).
 CREATE FUNCTION spineledger_protect_read_model(target regclass) RETURNS void
-LANGUAGE plpgsql AS $$
+-- (Quiet: "policy does not exist, skipping" on a fresh table is no news.)
+LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
     EXECUTE format('DROP POLICY IF EXISTS app_clinics ON %s', target);
