@@ -81,3 +81,46 @@ fn serve_refuses_plaintext_on_an_address_other_machines_can_reach() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
 }
+
+#[test]
+fn serve_given_only_the_app_url_does_not_create_the_database_it_names() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // A throw-away database, only to learn the test server's address and to ask it
+    // afterwards whether the absent database was created.
+    let database = runtime.block_on(spineledger_testkit::TestDatabase::create_unmigrated());
+    let absent = format!("spineledger_absent_{}", std::process::id());
+    let app_url = spineledger_store::describe(&spineledger_store::as_role(
+        &spineledger_store::with_dbname(database.config(), &absent),
+        spineledger_store::APP_ROLE,
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_spineledger"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-database-url",
+            &app_url,
+        ])
+        .env_remove("DATABASE_URL")
+        .env_remove("SPINELEDGER_PROJECTOR_DATABASE_URL")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run spineledger");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&absent), "{stderr}");
+    let created = runtime.block_on(async {
+        database
+            .owner_client()
+            .await
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&absent])
+            .await
+            .expect("pg_database")
+            .is_some()
+    });
+    assert!(
+        !created,
+        "serve created a database it was not given the owner of"
+    );
+    runtime.block_on(async move { drop(database) });
+}
