@@ -133,7 +133,7 @@ impl Harness {
             verifier: Arc::new(verifier),
             ..settings
         };
-        let config = database.config().clone();
+        let config = database.projector_config();
         let server = tokio::spawn(async move {
             spineledger::server::serve(listener, app, &config, settings, async {
                 let _ = stopped.await;
@@ -202,11 +202,12 @@ impl Harness {
         }
     }
 
-    /// A projector on this harness's database (not started).
+    /// A projector on this harness's database (not started), logging in as the projector
+    /// role as `spineledger projector` does.
     pub fn projector(&self) -> Projector {
         Projector::new(
-            self.database.store().pool().clone(),
-            self.database.config().clone(),
+            self.database.projector_pool().clone(),
+            self.database.projector_config(),
             Self::projector_config(),
         )
     }
@@ -255,15 +256,10 @@ impl Harness {
             .expect("read the episode stream")
     }
 
-    /// The outcome facts of `script`'s episode, as an analyst's SQL reads them.
+    /// The outcome facts of `script`'s episode, as an analyst's SQL (here with the
+    /// owner's view of every clinic) reads them.
     pub async fn outcome_facts(&self, script: &requests::EpisodeScript) -> serde_json::Value {
-        let client = self
-            .database
-            .store()
-            .pool()
-            .get()
-            .await
-            .expect("connection");
+        let client = self.database.owner_client().await;
         client
             .query_one(
                 "SELECT facts FROM outcome_episodes WHERE clinic_id = $1 AND episode_id = $2",

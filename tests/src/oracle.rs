@@ -16,7 +16,8 @@ use serde_json::Value as Json;
 use spineledger_domain::EpisodeEvent;
 use spineledger_domain::measures::{CodeSystem, Frequency};
 use spineledger_projections::{Projection, ProjectorConfig};
-use spineledger_store::{ClinicShard, EventStore, GlobalCursor, RecordedEvent};
+use spineledger_store::deadpool_postgres::Pool;
+use spineledger_store::{ClinicShard, GlobalCursor, RecordedEvent};
 use uuid::Uuid;
 
 /// The settings of the clinically last session.
@@ -78,15 +79,16 @@ pub struct ExpectedOutcome {
 }
 
 /// Every event of the log, in global order (waiting out other tests' open transactions
-/// until `expected` events are visible, if given).
-pub async fn all_events(store: &EventStore, expected: Option<usize>) -> Vec<RecordedEvent> {
+/// until `expected` events are visible, if given), read through `pool`, which must see
+/// every clinic (the projector role's, as in `TestDatabase::projector_pool`).
+pub async fn all_events(pool: &Pool, expected: Option<usize>) -> Vec<RecordedEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let mut cursor = GlobalCursor::START;
         let mut events = Vec::new();
         loop {
-            let page = store
-                .read_all_after(cursor, 2000)
+            let client = pool.get().await.expect("connection");
+            let page = spineledger_store::read_all_after(&client, cursor, 2000, ClinicShard::ALL)
                 .await
                 .expect("read the log");
             let Some(last) = page.last() else { break };
@@ -416,11 +418,7 @@ impl ExpectedOutcome {
 
 /// Waits until every (projection, shard) checkpoint has reached the last event of its
 /// shard in `events`.
-pub async fn wait_until_projected(
-    store: &EventStore,
-    config: &ProjectorConfig,
-    events: &[RecordedEvent],
-) {
+pub async fn wait_until_projected(pool: &Pool, config: &ProjectorConfig, events: &[RecordedEvent]) {
     let mut targets: BTreeMap<u8, GlobalCursor> = BTreeMap::new();
     for event in events {
         let shard = ClinicShard::of(event.clinic_id, config.shards).index();
@@ -429,7 +427,7 @@ pub async fn wait_until_projected(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let client = store.pool().get().await.expect("connection");
+        let client = pool.get().await.expect("connection");
         let mut behind = BTreeSet::new();
         for projection in &config.projections {
             for (shard, target) in &targets {
@@ -452,9 +450,10 @@ pub async fn wait_until_projected(
     }
 }
 
-/// What the projected tables say, in the oracle's terms.
-pub async fn projected_episodes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), ExpectedEpisode> {
-    let client = store.pool().get().await.expect("connection");
+/// What the projected tables say, in the oracle's terms, read through `pool` (one that
+/// sees every clinic).
+pub async fn projected_episodes(pool: &Pool) -> BTreeMap<(Uuid, Uuid), ExpectedEpisode> {
+    let client = pool.get().await.expect("connection");
     let plans = client
         .query(
             "SELECT clinic_id, episode_id, view FROM treatment_plans",
@@ -507,8 +506,8 @@ pub async fn projected_episodes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
 }
 
 /// The outcome facts' view of the same things (they must agree with the oracle too).
-pub async fn projected_outcomes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), ExpectedOutcome> {
-    let client = store.pool().get().await.expect("connection");
+pub async fn projected_outcomes(pool: &Pool) -> BTreeMap<(Uuid, Uuid), ExpectedOutcome> {
+    let client = pool.get().await.expect("connection");
     let rows = client
         .query(
             "SELECT clinic_id, episode_id, facts FROM outcome_episodes",
@@ -550,15 +549,15 @@ pub async fn projected_outcomes(store: &EventStore) -> BTreeMap<(Uuid, Uuid), Ex
 }
 
 /// Asserts both read models agree with the oracle over `events`.
-pub async fn assert_models_match_oracle(store: &EventStore, events: &[RecordedEvent]) {
+pub async fn assert_models_match_oracle(pool: &Pool, events: &[RecordedEvent]) {
     let expected = expected_episodes(events);
-    let projected = projected_episodes(store).await;
+    let projected = projected_episodes(pool).await;
     assert_eq!(projected.len(), expected.len(), "episode count differs");
     for (key, want) in &expected {
         assert_eq!(projected.get(key), Some(want), "treatment plan of {key:?}");
     }
     let expected = expected_outcomes(events);
-    let outcomes = projected_outcomes(store).await;
+    let outcomes = projected_outcomes(pool).await;
     assert_eq!(outcomes.len(), expected.len());
     for (key, want) in &expected {
         assert_eq!(outcomes.get(key), Some(want), "outcome facts of {key:?}");

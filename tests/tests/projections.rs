@@ -62,10 +62,14 @@ async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
     let harness = Harness::start().await;
     let appended = simulate_into(&harness, &cohort(5, 120, 11)).await;
     assert!(appended >= 10_000, "only {appended} events");
-    let store = harness.database().store();
-    let events = all_events(store, Some(usize::try_from(appended).expect("count"))).await;
-    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
-    oracle::assert_models_match_oracle(store, &events).await;
+    let db = harness.database();
+    let events = all_events(
+        db.projector_pool(),
+        Some(usize::try_from(appended).expect("count")),
+    )
+    .await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
+    oracle::assert_models_match_oracle(db.projector_pool(), &events).await;
 
     // The statistics API agrees with the oracle on the cohort's shape.
     let expected = oracle::expected_episodes(&events);
@@ -161,7 +165,7 @@ async fn simulated_log(clinics: usize, patients: usize, seed: u64) -> Vec<Record
     let source = Harness::start_at(Utc::now()).await;
     let appended = simulate_into(&source, &cohort(clinics, patients, seed)).await;
     let events = all_events(
-        source.database().store(),
+        source.database().projector_pool(),
         Some(usize::try_from(appended).expect("n")),
     )
     .await;
@@ -228,8 +232,8 @@ async fn concurrent_long_and_short_writers_while_projecting_miss_nothing_and_app
     let log = simulated_log(3, 60, 21).await;
     let db = TestDatabase::create().await;
     let projector = Projector::new(
-        db.store().pool().clone(),
-        db.config().clone(),
+        db.projector_pool().clone(),
+        db.projector_config(),
         Harness::projector_config(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -237,10 +241,10 @@ async fn concurrent_long_and_short_writers_while_projecting_miss_nothing_and_app
         let _ = stopped.await;
     }));
     replay_concurrently(&db, &log, 8, 5).await;
-    let events = all_events(db.store(), Some(log.len())).await;
+    let events = all_events(db.projector_pool(), Some(log.len())).await;
     assert_eq!(events.len(), log.len());
-    oracle::wait_until_projected(db.store(), &Harness::projector_config(), &events).await;
-    oracle::assert_models_match_oracle(db.store(), &events).await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
+    oracle::assert_models_match_oracle(db.projector_pool(), &events).await;
     let _ = stop.send(());
     running.await.expect("task").expect("projector");
 }
@@ -274,8 +278,8 @@ async fn a_projector_killed_and_failing_at_random_points_still_equals_the_oracle
     for round in 0..8_u64 {
         let faults = Arc::new(RandomFaults(Mutex::new(StdRng::seed_from_u64(round))));
         let projector = Projector::new(
-            db.store().pool().clone(),
-            db.config().clone(),
+            db.projector_pool().clone(),
+            db.projector_config(),
             config.clone(),
         )
         .with_faults(faults);
@@ -286,18 +290,18 @@ async fn a_projector_killed_and_failing_at_random_points_still_equals_the_oracle
     }
     writer.await.expect("writer");
 
-    let events = all_events(db.store(), Some(log.len())).await;
+    let events = all_events(db.projector_pool(), Some(log.len())).await;
     let survivor = Projector::new(
-        db.store().pool().clone(),
-        db.config().clone(),
+        db.projector_pool().clone(),
+        db.projector_config(),
         config.clone(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(survivor.run(async {
         let _ = stopped.await;
     }));
-    oracle::wait_until_projected(db.store(), &config, &events).await;
-    oracle::assert_models_match_oracle(db.store(), &events).await;
+    oracle::wait_until_projected(db.projector_pool(), &config, &events).await;
+    oracle::assert_models_match_oracle(db.projector_pool(), &events).await;
     let _ = stop.send(());
     running.await.expect("task").expect("projector");
 }
@@ -306,16 +310,20 @@ async fn a_projector_killed_and_failing_at_random_points_still_equals_the_oracle
 async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     let harness = Harness::start().await;
     let appended = simulate_into(&harness, &cohort(3, 40, 41)).await;
-    let store = harness.database().store();
-    let events = all_events(store, Some(usize::try_from(appended).expect("n"))).await;
-    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    let db = harness.database();
+    let events = all_events(
+        db.projector_pool(),
+        Some(usize::try_from(appended).expect("n")),
+    )
+    .await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
 
     // Rebuild while clinics keep writing and the live projector keeps projecting.
     let target = format!("http://{}", harness.address());
     let late = cohort(2, 20, 42);
     let token = cohort_token(&harness, &late);
     let writing = tokio::spawn(async move { simulate::run(&target, &token, &late).await });
-    let owner = spineledger_store::owner_pool(harness.database().config(), 2).expect("owner pool");
+    let owner = spineledger_store::pool(harness.database().config(), 2).expect("owner pool");
     for projection in Projection::ALL {
         let report = spineledger_projections::rebuild::rebuild(
             &owner,
@@ -332,13 +340,13 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     let more = writing.await.expect("writer").expect("simulate");
     assert_eq!(more.total_rejected(), 0);
     let events = all_events(
-        store,
+        db.projector_pool(),
         Some(events.len() + usize::try_from(more.total_accepted()).expect("n")),
     )
     .await;
-    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
     // The swapped-in tables keep serving and keep being projected into.
-    oracle::assert_models_match_oracle(store, &events).await;
+    oracle::assert_models_match_oracle(db.projector_pool(), &events).await;
     let (script, position) = evaluated_episode(&harness).await;
     let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
     let plan = plans
@@ -355,7 +363,7 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
 #[tokio::test]
 async fn a_rebuild_that_fails_early_releases_its_lock() {
     let db = TestDatabase::create().await;
-    let owner = spineledger_store::owner_pool(db.config(), 2).expect("owner pool");
+    let owner = spineledger_store::pool(db.config(), 2).expect("owner pool");
     // A view where the rebuild's fresh table goes makes its first step fail.
     owner
         .get()
@@ -431,13 +439,13 @@ async fn two_workers_share_the_leases_and_a_dead_workers_leases_are_taken_over()
     config.lease_ttl = Duration::from_secs(3);
     let total = i64::from(config.shards) * i64::try_from(config.projections.len()).expect("n");
     let first = Projector::new(
-        db.store().pool().clone(),
-        db.config().clone(),
+        db.projector_pool().clone(),
+        db.projector_config(),
         config.clone(),
     );
     let second = Projector::new(
-        db.store().pool().clone(),
-        db.config().clone(),
+        db.projector_pool().clone(),
+        db.projector_config(),
         config.clone(),
     );
     let (first_owner, second_owner) = (first.owner(), second.owner());
@@ -497,8 +505,8 @@ async fn two_workers_share_the_leases_and_a_dead_workers_leases_are_taken_over()
             .await
             .expect("append");
     }
-    let events = all_events(db.store(), Some(first_episode.len())).await;
-    oracle::wait_until_projected(db.store(), &config, &events).await;
+    let events = all_events(db.projector_pool(), Some(first_episode.len())).await;
+    oracle::wait_until_projected(db.projector_pool(), &config, &events).await;
     let _ = stop.send(());
     second_task.await.expect("task").expect("projector");
 }
@@ -508,9 +516,13 @@ async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
     let harness = Harness::start().await;
     let mut total = simulate_into(&harness, &cohort(1, 12, 61)).await;
     total += simulate_into(&harness, &cohort(1, 3, 62)).await;
-    let store = harness.database().store();
-    let events = all_events(store, Some(usize::try_from(total).expect("n"))).await;
-    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    let db = harness.database();
+    let events = all_events(
+        db.projector_pool(),
+        Some(usize::try_from(total).expect("n")),
+    )
+    .await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
 
     let mut stats = OutcomeStatisticsServiceClient::new(harness.channel().await);
     let response = stats
@@ -532,18 +544,21 @@ async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
     assert!(hidden[0].statistics.is_none());
 
     // A query broader than the limit is refused rather than loaded.
-    let client = store.pool().get().await.expect("connection");
+    let pool = db.store().pool();
+    let clinics = spineledger_projections::queries::known_clinics(pool)
+        .await
+        .expect("clinics");
+    assert_eq!(clinics.len(), 2);
     let too_broad =
-        spineledger_projections::queries::outcome_episodes(&client, &[], None, None, 14).await;
+        spineledger_projections::queries::outcome_episodes(pool, &clinics, None, None, 14).await;
     assert!(
         matches!(too_broad, Err(ProjectionError::QueryTooBroad { limit: 14 })),
         "{too_broad:?}"
     );
-    let enough = spineledger_projections::queries::outcome_episodes(&client, &[], None, None, 15)
+    let enough = spineledger_projections::queries::outcome_episodes(pool, &clinics, None, None, 15)
         .await
         .expect("15 episodes fit a limit of 15");
     assert_eq!(enough.len(), 15);
-    drop(client);
 
     let bad = stats
         .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {
@@ -630,7 +645,7 @@ async fn a_read_waiting_for_a_position_the_projection_never_reaches_is_unavailab
     // Checkpoints exist but no projector runs: the wait times out.
     let harness = Harness::start_with(Utc::now(), Duration::from_millis(500)).await;
     spineledger_projections::ensure_checkpoints(
-        harness.database().store().pool(),
+        harness.database().projector_pool(),
         &Harness::projector_config(),
     )
     .await
@@ -649,9 +664,13 @@ async fn a_read_waiting_for_a_position_the_projection_never_reaches_is_unavailab
 async fn plans_are_listed_per_clinic_with_filters_and_pages() {
     let harness = Harness::start().await;
     let appended = simulate_into(&harness, &cohort(2, 30, 71)).await;
-    let store = harness.database().store();
-    let events = all_events(store, Some(usize::try_from(appended).expect("n"))).await;
-    oracle::wait_until_projected(store, &Harness::projector_config(), &events).await;
+    let db = harness.database();
+    let events = all_events(
+        db.projector_pool(),
+        Some(usize::try_from(appended).expect("n")),
+    )
+    .await;
+    oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
     let expected = oracle::expected_episodes(&events);
     let clinic = expected.keys().next().expect("an episode").0;
     let in_clinic: Vec<_> = expected.iter().filter(|((c, _), _)| *c == clinic).collect();
@@ -735,12 +754,12 @@ async fn plans_are_listed_per_clinic_with_filters_and_pages() {
 #[tokio::test]
 async fn a_worker_configured_with_another_shard_count_refuses_to_start() {
     let db = TestDatabase::create().await;
-    spineledger_projections::ensure_checkpoints(db.store().pool(), &Harness::projector_config())
+    spineledger_projections::ensure_checkpoints(db.projector_pool(), &Harness::projector_config())
         .await
         .expect("checkpoints");
     let mut config = Harness::projector_config();
     config.shards = 2;
-    let projector = Projector::new(db.store().pool().clone(), db.config().clone(), config);
+    let projector = Projector::new(db.projector_pool().clone(), db.projector_config(), config);
     let refused = projector.run(std::future::pending()).await;
     assert!(
         matches!(
@@ -766,11 +785,11 @@ async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
         ..Harness::projector_config()
     };
     let projector = Projector::new(
-        db.store().pool().clone(),
-        db.config().clone(),
+        db.projector_pool().clone(),
+        db.projector_config(),
         config.clone(),
     );
-    spineledger_projections::ensure_checkpoints(db.store().pool(), &config)
+    spineledger_projections::ensure_checkpoints(db.projector_pool(), &config)
         .await
         .expect("checkpoints");
     // Patient streams of clinics that all fall in shard 0, spanning more positions than an
@@ -800,7 +819,7 @@ async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
         );
     }
     let last = last.expect("appended").events[0].cursor;
-    let events = all_events(db.store(), Some(count)).await;
+    let events = all_events(db.projector_pool(), Some(count)).await;
     assert_eq!(events.last().map(|e| e.cursor), Some(last));
     // Taken after the appends, however long they took, and just before the batches.
     projector.balance_leases().await.expect("leases");

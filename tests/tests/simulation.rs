@@ -72,9 +72,9 @@ async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_corre
         .await
         .expect("simulate");
     assert_eq!(report.total_rejected(), 0, "{}", report.render());
-    let store = harness.database().store();
+    let log = harness.database().projector_pool();
     let accepted = usize::try_from(report.total_accepted()).expect("n");
-    let events = all_events(store, Some(accepted)).await;
+    let events = all_events(log, Some(accepted)).await;
 
     let mut streams: BTreeMap<(Uuid, &str), Vec<&RecordedEvent>> = BTreeMap::new();
     for event in events
@@ -154,7 +154,7 @@ async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_corre
         .expect("simulate again");
     assert_eq!(again.total_rejected(), 0, "{}", again.render());
     assert_eq!(again.total_accepted(), report.total_accepted());
-    let after = all_events(store, None).await;
+    let after = all_events(log, None).await;
     assert_eq!(after.len(), events.len(), "a second run appended events");
     harness.stop().await;
 }

@@ -1,26 +1,36 @@
 //! What the query API reads from the read models. Every query is scoped to clinics the
-//! caller names; nothing here crosses a clinic boundary on its own.
+//! caller names; nothing here crosses a clinic boundary on its own. Each runs in a
+//! transaction of its own on the app role's pool whose clinic context (row-level
+//! security) is those clinics, set with its first statement (`spineledger_store::scoped`):
+//! a query's `WHERE clinic_id` and the database's wall say the same thing.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Pool};
 use spineledger_readmodels::plan::OVERDUE_GRACE;
 use spineledger_readmodels::{EpisodeOutcome, TreatmentPlanView};
+use spineledger_store::{ClinicScope, scoped};
 use uuid::Uuid;
 
 use crate::ProjectionError;
 
 /// One episode's treatment plan, if the projection has seen the episode.
 pub async fn treatment_plan(
-    client: &impl GenericClient,
+    pool: &Pool,
     clinic_id: Uuid,
     episode_id: Uuid,
 ) -> Result<Option<TreatmentPlanView>, ProjectionError> {
-    let statement = client
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let statement = transaction
         .prepare_cached("SELECT view FROM treatment_plans WHERE clinic_id = $1 AND episode_id = $2")
         .await?;
-    let row = client
-        .query_opt(&statement, &[&clinic_id, &episode_id])
-        .await?;
+    let row = scoped(
+        &transaction,
+        &ClinicScope::one(clinic_id),
+        transaction.query_opt(&statement, &[&clinic_id, &episode_id]),
+    )
+    .await?;
+    transaction.commit().await?;
     row.map(|row| decode(row.try_get(0)?)).transpose()
 }
 
@@ -76,6 +86,26 @@ pub struct ListedPlan {
 /// index range scan in list order (`treatment_plans_due`, or the phase or patient index
 /// when filtered by those): the second only when the first does not fill the page.
 pub async fn list_treatment_plans(
+    pool: &Pool,
+    clinic_id: Uuid,
+    filter: &PlanFilter,
+    after: Option<PlanCursor>,
+    limit: i64,
+) -> Result<Vec<ListedPlan>, ProjectionError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let plans = scoped(
+        &transaction,
+        &ClinicScope::one(clinic_id),
+        list_in(&transaction, clinic_id, filter, after, limit),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(plans)
+}
+
+/// [`list_treatment_plans`] inside a transaction whose context is set.
+async fn list_in(
     client: &impl GenericClient,
     clinic_id: Uuid,
     filter: &PlanFilter,
@@ -196,21 +226,23 @@ async fn plans_page(
 /// narrowed (clinics, dates) rather than exhaust the server's memory.
 pub const MAX_EPISODES_PER_QUERY: usize = 100_000;
 
-/// The outcome facts of the episodes of `clinics` (every clinic when empty) first
-/// evaluated in `[from, to)`; [`ProjectionError::QueryTooBroad`] beyond `max_episodes`.
-/// Rows are streamed and decoded one by one.
+/// The outcome facts of the episodes of `clinics` (none when empty: see
+/// [`known_clinics`] for every clinic) first evaluated in `[from, to)`;
+/// [`ProjectionError::QueryTooBroad`] beyond `max_episodes`. Rows are streamed and
+/// decoded one by one.
 pub async fn outcome_episodes(
-    client: &impl GenericClient,
+    pool: &Pool,
     clinics: &[Uuid],
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     max_episodes: usize,
 ) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
-    use futures::TryStreamExt;
-    let statement = client
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let statement = transaction
         .prepare_cached(
             "SELECT facts FROM outcome_episodes \
-             WHERE (cardinality($1::uuid[]) = 0 OR clinic_id = ANY($1)) \
+             WHERE clinic_id = ANY($1) \
                AND ($2::timestamptz IS NULL OR evaluated_at >= $2) \
                AND ($3::timestamptz IS NULL OR evaluated_at < $3) \
              ORDER BY clinic_id, episode_id LIMIT $4",
@@ -218,7 +250,25 @@ pub async fn outcome_episodes(
         .await?;
     let limit = i64::try_from(max_episodes.saturating_add(1)).unwrap_or(i64::MAX);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&clinics, &from, &to, &limit];
-    let rows = client.query_raw(&statement, params).await?;
+    let episodes = scoped(
+        &transaction,
+        &ClinicScope::of(clinics),
+        collect_outcomes(&transaction, &statement, params, max_episodes),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(episodes)
+}
+
+/// The rows of [`outcome_episodes`]' statement, decoded one by one as they arrive.
+async fn collect_outcomes(
+    client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    params: [&(dyn tokio_postgres::types::ToSql + Sync); 4],
+    max_episodes: usize,
+) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
+    use futures::TryStreamExt;
+    let rows = client.query_raw(statement, params).await?;
     futures::pin_mut!(rows);
     let mut episodes = Vec::new();
     while let Some(row) = rows.try_next().await? {
@@ -230,6 +280,23 @@ pub async fn outcome_episodes(
         episodes.push(decode(row.try_get(0)?)?);
     }
     Ok(episodes)
+}
+
+/// Every clinic with events, for statistics over every clinic when a request names
+/// none. Only the ids: the one thing the app role may learn without a clinic context
+/// (through the owner's function `spineledger_known_clinics()`); a caller whose clinics
+/// come from its credentials should name those instead.
+pub async fn known_clinics(pool: &Pool) -> Result<Vec<Uuid>, ProjectionError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT clinic_id FROM spineledger_known_clinics() AS c(clinic_id)")
+        .await?;
+    client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get(0)?))
+        .collect()
 }
 
 /// Adds a statement parameter; returns its placeholder (`$n`).

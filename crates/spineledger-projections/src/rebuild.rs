@@ -131,12 +131,14 @@ async fn rebuild_locked(
     let shadow = format!("{table}_rebuild");
     {
         let client = owner_pool.get().await?;
+        // LIKE copies columns, defaults, constraints and indexes, but not row-level
+        // security, its policies or the grants: the migrations' own function adds them,
+        // so the table that is swapped in is walled exactly like the one it replaces.
         client
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS {shadow}; \
                  CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
-                 GRANT SELECT, INSERT, UPDATE, DELETE ON {shadow} TO {role};",
-                role = spineledger_store::APP_ROLE
+                 SELECT spineledger_protect_read_model('{shadow}');"
             ))
             .await?;
     }

@@ -123,9 +123,10 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// `listen_config` opens the worker's own connections: the LISTEN connection (as the
-    /// login user; it only listens) and the lease connection (which switches to the app
-    /// role).
+    /// `pool` and `listen_config` log in as the projector role
+    /// (`spineledger_store::PROJECTOR_ROLE`), which sees every clinic's events and writes
+    /// the read models; `listen_config` opens the worker's own connections (LISTEN, and
+    /// lease renewal).
     pub fn new(pool: Pool, listen_config: tokio_postgres::Config, config: ProjectorConfig) -> Self {
         Self {
             pool,
@@ -470,16 +471,9 @@ impl Projector {
         Ok(held)
     }
 
-    /// A connection of its own for lease renewal, running as the app role.
+    /// A connection of its own for lease renewal (as the projector role).
     async fn lease_connection(&self) -> Result<tokio_postgres::Client, ProjectionError> {
-        let client = spineledger_store::connect(&self.listen_config).await?;
-        client
-            .batch_execute(&format!(
-                "SET ROLE {}",
-                spineledger_store::quote_identifier(spineledger_store::APP_ROLE)
-            ))
-            .await?;
-        Ok(client)
+        Ok(spineledger_store::connect(&self.listen_config).await?)
     }
 
     /// Gives every lease back (graceful shutdown), so others take over at once.
@@ -646,8 +640,10 @@ pub async fn checkpoint(
 }
 
 /// Read-your-writes: waits (bounded) until `projection` has applied the event at
-/// `position`, which must belong to one of `clinics` (any clinic when empty). `Ok(false)`
-/// when no such event exists: another clinic's events are not waited for (nor revealed).
+/// `position`, which must belong to one of `clinics`. `Ok(false)` when no such event
+/// exists: another clinic's events are not waited for (nor revealed), and with no clinic
+/// there is nothing to wait for. The event is looked up in the clinics' context; the
+/// checkpoints it then polls hold no clinical data and need none.
 pub async fn wait_for_position(
     store: &EventStore,
     projection: Projection,
@@ -655,10 +651,10 @@ pub async fn wait_for_position(
     position: i64,
     timeout: Duration,
 ) -> Result<bool, ProjectionError> {
-    let Some((clinic_id, target)) = store.event_at_position(position).await? else {
+    let Some((clinic_id, target)) = store.event_at_position(clinics, position).await? else {
         return Ok(false);
     };
-    if !clinics.is_empty() && !clinics.contains(&clinic_id) {
+    if !clinics.contains(&clinic_id) {
         return Ok(false);
     }
     let deadline = tokio::time::Instant::now() + timeout;

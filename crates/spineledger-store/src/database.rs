@@ -4,11 +4,16 @@
 //! current OS user (falling back to `postgres`), database `spineledger`, created if
 //! missing. Migrations are embedded in the binary and serialised across processes by an
 //! advisory lock, so two processes starting at once migrate exactly once.
+//!
+//! Three logins, three jobs: the owner (the configured or default login user) creates the
+//! database, migrates and rebuilds; the service logs in as [`APP_ROLE`] and projector
+//! workers as [`PROJECTOR_ROLE`], roles the migrations create that own nothing and see
+//! clinical rows only as row-level security allows (see `migrations/V4__clinic_walls.sql`).
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -17,9 +22,13 @@ use crate::StoreError;
 
 /// The database a default installation uses.
 pub const DEFAULT_DATABASE: &str = "spineledger";
-/// The role every pooled connection switches to after migration: it may insert and read
-/// events but never change them (see the migrations for its grants).
+/// The role the service logs in as: it may append and read events of the clinics a
+/// transaction names, never change them, and only read the read models (see the
+/// migrations for its grants and policies).
 pub const APP_ROLE: &str = "spineledger_app";
+/// The role projector workers log in as: it reads every clinic's events and writes the
+/// read models and the projector bookkeeping.
+pub const PROJECTOR_ROLE: &str = "spineledger_projector";
 /// Advisory lock key that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x5350_494e_454c_4544; // "SPINELED"
 
@@ -90,6 +99,58 @@ fn local_candidates() -> Vec<Config> {
             config
         })
         .collect()
+}
+
+/// The same server, database and connection options, logging in as `role` without a
+/// password: how the service reaches [`APP_ROLE`] and [`PROJECTOR_ROLE`] when no URL of
+/// their own is configured (trust, peer or certificate authentication; an operator who
+/// gives the roles passwords configures their URLs instead).
+pub fn as_role(config: &Config, role: &str) -> Config {
+    let mut derived = Config::new();
+    derived.user(role);
+    for host in config.get_hosts() {
+        match host {
+            Host::Tcp(name) => derived.host(name),
+            #[cfg(unix)]
+            Host::Unix(path) => derived.host_path(path),
+        };
+    }
+    for address in config.get_hostaddrs() {
+        derived.hostaddr(*address);
+    }
+    for port in config.get_ports() {
+        derived.port(*port);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        derived.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        derived.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        derived.application_name(name);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        derived.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        derived.tcp_user_timeout(*timeout);
+    }
+    if let Some(interval) = config.get_keepalives_interval() {
+        derived.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        derived.keepalives_retries(retries);
+    }
+    derived
+        .ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle())
+        .target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding())
+        .load_balance_hosts(config.get_load_balance_hosts());
+    derived
 }
 
 /// The same server and credentials, another database.
@@ -179,26 +240,37 @@ pub async fn migrate(config: &Config) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
-/// A pool whose connections run as [`APP_ROLE`]: the least privilege the service needs.
-pub fn pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
-    pool_builder(config, max_size)
-        .post_create(Hook::async_fn(|client, _metrics| {
-            Box::pin(async move {
-                client
-                    .batch_execute(&format!("SET ROLE {}", quote_identifier(APP_ROLE)))
-                    .await
-                    .map_err(|error| {
-                        HookError::message(format!("cannot SET ROLE {APP_ROLE}: {error}"))
-                    })
-            })
-        }))
-        .build()
-        .map_err(|error| StoreError::Configuration(format!("cannot build the pool: {error}")))
+/// Refuses a service login that row-level security would not hold: a superuser, a role
+/// with BYPASSRLS, or one that owns (or inherits the owner of) a clinical table. Those
+/// see every clinic whatever the transaction's context says, so the service must not
+/// run as them (it would still work, with one wall less). Also proves the pool answers.
+pub async fn ensure_walled(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT current_user::text, r.rolsuper OR r.rolbypassrls OR EXISTS ( \
+                 SELECT 1 FROM pg_class c \
+                 WHERE c.oid IN (to_regclass('events'), to_regclass('streams'), \
+                                 to_regclass('treatment_plans'), to_regclass('outcome_episodes')) \
+                   AND pg_has_role(r.oid, c.relowner, 'USAGE')) \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (user, unwalled): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
+    if unwalled {
+        return Err(StoreError::Configuration(format!(
+            "the service's login {user} bypasses row-level security (superuser, BYPASSRLS or \
+             owner of the clinical tables): log in as {APP_ROLE} (--app-database-url)"
+        )));
+    }
+    Ok(())
 }
 
-/// A pool of connections as the login user (the schema owner), for maintenance that
-/// creates, renames or drops tables (projection rebuilds). Never used to serve requests.
-pub fn owner_pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
+/// A pool of connections logging in as `config` says: the owner for maintenance
+/// (rebuilds), [`APP_ROLE`] for the service, [`PROJECTOR_ROLE`] for projectors. Nothing
+/// is switched after connecting: a connection is exactly as privileged as its login.
+pub fn pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
     pool_builder(config, max_size)
         .build()
         .map_err(|error| StoreError::Configuration(format!("cannot build the pool: {error}")))
@@ -217,4 +289,30 @@ fn pool_builder(config: &Config, max_size: usize) -> deadpool_postgres::PoolBuil
         .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(10)))
         .runtime(deadpool_postgres::Runtime::Tokio1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_login_keeps_the_server_and_database_and_drops_the_password() {
+        let owner = parse_url(
+            "postgres://owner:s3cret@db.example:6543/records?sslmode=require&application_name=x&connect_timeout=7",
+        )
+        .expect("url");
+        let app = as_role(&owner, APP_ROLE);
+        assert_eq!(app.get_user(), Some(APP_ROLE));
+        assert_eq!(app.get_password(), None);
+        assert_eq!(app.get_hosts(), owner.get_hosts());
+        assert_eq!(app.get_ports(), [6543]);
+        assert_eq!(app.get_dbname(), Some("records"));
+        assert_eq!(app.get_ssl_mode(), owner.get_ssl_mode());
+        assert_eq!(app.get_application_name(), Some("x"));
+        assert_eq!(app.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(
+            describe(&as_role(&owner, PROJECTOR_ROLE)),
+            "postgres://spineledger_projector@db.example:6543/records"
+        );
+    }
 }

@@ -5,24 +5,28 @@
 //! - the event id is the idempotency key: a retry gets the original result, a reused id
 //!   with other content is an error, also under concurrent retries;
 //! - readers of the global order never skip an event (xid8 + snapshot xmin rule);
-//! - events are immutable (grants and a trigger reject UPDATE, DELETE and TRUNCATE).
+//! - events are immutable (grants and a trigger reject UPDATE, DELETE and TRUNCATE);
+//! - the app role sees and writes only the clinics its transaction names (row-level
+//!   security; [`ClinicScope`], [`scoped`]).
 
 #![warn(missing_docs)]
 
 mod database;
 mod error;
 mod model;
+mod scope;
 mod store;
 
 pub use database::{
-    APP_ROLE, DEFAULT_DATABASE, connect, describe, ensure_database, migrate, owner_pool, parse_url,
-    pool, quote_identifier, resolve, with_dbname,
+    APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,
+    ensure_walled, migrate, parse_url, pool, quote_identifier, resolve, with_dbname,
 };
 pub use error::StoreError;
 pub use model::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, RecordedPrincipal, StreamKey,
 };
+pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
     EventStore, append_in, idle_shard_horizon, read_all_after, read_streams_upto, request_keys,
 };

@@ -17,6 +17,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
+use crate::scope::{ClinicScope, scoped};
 use crate::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, StoreError, StreamKey,
@@ -39,7 +40,9 @@ const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type
      schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
      position, fingerprint";
 
-/// The event store over a PostgreSQL connection pool.
+/// The event store over a PostgreSQL connection pool whose connections log in as the app
+/// role. Every method runs in a transaction whose clinic context (row-level security) is
+/// the clinic it is about: the stream's, or the clinics a caller names.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: Pool,
@@ -48,7 +51,7 @@ pub struct EventStore {
 }
 
 impl EventStore {
-    /// The store over `pool` (connections that run as the application role).
+    /// The store over `pool` (connections that log in as the app role).
     pub fn new(pool: Pool) -> Self {
         Self {
             pool,
@@ -79,7 +82,8 @@ impl EventStore {
         })
     }
 
-    /// The connection pool, for callers that work inside their own transactions.
+    /// The connection pool, for callers that work inside their own transactions (which
+    /// must set their clinic context first: [`crate::scoped`]).
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -121,13 +125,18 @@ impl EventStore {
 
     /// The current version of a stream; 0 if it does not exist.
     pub async fn stream_version(&self, stream: &StreamKey) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction
             .prepare_cached("SELECT version FROM streams WHERE clinic_id = $1 AND stream_id = $2")
             .await?;
-        let row = client
-            .query_opt(&statement, &[&stream.clinic_id, &stream.stream_id])
-            .await?;
+        let row = scoped(
+            &transaction,
+            &ClinicScope::one(stream.clinic_id),
+            transaction.query_opt(&statement, &[&stream.clinic_id, &stream.stream_id]),
+        )
+        .await?;
+        transaction.commit().await?;
         row.map_or(Ok(0), |row| to_version(row.try_get(0)?))
     }
 
@@ -139,25 +148,26 @@ impl EventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events \
                  WHERE clinic_id = $1 AND stream_id = $2 AND version >= $3 \
                  ORDER BY version LIMIT $4"
             ))
             .await?;
-        let rows = client
-            .query(
+        let (from_version, limit) = (to_sql_count(from_version)?, to_sql_count(limit as u64)?);
+        let rows = scoped(
+            &transaction,
+            &ClinicScope::one(stream.clinic_id),
+            transaction.query(
                 &statement,
-                &[
-                    &stream.clinic_id,
-                    &stream.stream_id,
-                    &to_sql_count(from_version)?,
-                    &to_sql_count(limit as u64)?,
-                ],
-            )
-            .await?;
+                &[&stream.clinic_id, &stream.stream_id, &from_version, &limit],
+            ),
+        )
+        .await?;
+        transaction.commit().await?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -179,30 +189,27 @@ impl EventStore {
         }
     }
 
-    /// Up to `limit` events strictly after `cursor` in global order, never skipping one:
-    /// only events of transactions older than every transaction still running are
-    /// returned, so nothing can later commit before the returned ones.
-    pub async fn read_all_after(
-        &self,
-        cursor: GlobalCursor,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let client = self.pool.get().await?;
-        read_all_after(&client, cursor, limit, ClinicShard::ALL).await
-    }
-
-    /// The clinic and global cursor of the event at `position`, if it exists.
+    /// The clinic and global cursor of the event at `position`, if it exists and belongs
+    /// to one of `clinics` (another clinic's event is not revealed: `None`).
     pub async fn event_at_position(
         &self,
+        clinics: &[Uuid],
         position: i64,
     ) -> Result<Option<(Uuid, GlobalCursor)>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction
             .prepare_cached(
                 "SELECT clinic_id, xid::text::bigint, position FROM events WHERE position = $1",
             )
             .await?;
-        let row = client.query_opt(&statement, &[&position]).await?;
+        let row = scoped(
+            &transaction,
+            &ClinicScope::of(clinics),
+            transaction.query_opt(&statement, &[&position]),
+        )
+        .await?;
+        transaction.commit().await?;
         row.map(|row| {
             Ok((
                 row.try_get(0)?,
@@ -213,8 +220,13 @@ impl EventStore {
     }
 }
 
-/// [`EventStore::read_all_after`] on a given connection or transaction, restricted to the
-/// clinics of one shard (the global order restricted to a subset stays gap-free).
+/// Up to `limit` events strictly after `cursor` in global order, restricted to the clinics
+/// of one shard (the global order restricted to a subset stays gap-free), never skipping
+/// one: only events of transactions older than every transaction still running are
+/// returned, so nothing can later commit before the returned ones.
+///
+/// A projector's read: through the app role it sees only the clinics of the current
+/// transaction's context; the projector role sees every clinic.
 pub async fn read_all_after(
     client: &impl deadpool_postgres::GenericClient,
     cursor: GlobalCursor,
@@ -313,7 +325,8 @@ pub async fn idle_shard_horizon(
         .transpose()
 }
 
-/// Appends inside a transaction the caller owns and commits. This is the building block
+/// Appends inside a transaction the caller owns and commits, setting the transaction's
+/// clinic context to the stream's clinic first. This is the building block
 /// of [`EventStore::append`] and of callers that must do more in the same transaction
 /// (group commit, tests that hold a transaction open).
 ///
@@ -326,7 +339,13 @@ pub async fn append_in(
     events: &[NewEvent],
 ) -> Result<AppendOutcome, StoreError> {
     validate_batch(events)?;
-    let current = lock_stream(transaction, stream).await?;
+    // The clinic context rides with the lock: no extra round trip.
+    let current = scoped(
+        transaction,
+        &ClinicScope::one(stream.clinic_id),
+        lock_stream(transaction, stream),
+    )
+    .await?;
     // A retry is recognised before the version check: the original append moved the
     // version on, and the retry must still get the original result.
     if let Some(replayed) = find_retry(transaction, stream, &request_keys(events)).await? {
@@ -398,9 +417,10 @@ async fn decide_in<E>(
     request: &[(Uuid, Fingerprint)],
     decide: &mut impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
 ) -> Result<Result<AppendOutcome, E>, StoreError> {
-    // Pipelined: the statements are prepared first, then the three queries go out
-    // together and run in order on the server, so the retry lookup and the history read
-    // both see the world as it is once the lock was granted — one round trip, not three.
+    // Pipelined: the statements are prepared first, then the clinic context and the three
+    // queries go out together and run in order on the server, so the retry lookup and the
+    // history read both see the world as it is once the lock was granted — one round
+    // trip, not four.
     let lock = transaction.prepare_cached(LOCK_STREAM).await?;
     let retry = transaction.prepare_cached(FIND_RETRY).await?;
     let read = transaction
@@ -413,11 +433,15 @@ async fn decide_in<E>(
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&stream.clinic_id, &stream.stream_id];
     let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream.clinic_id, &ids];
-    let (locked, retried, history) = futures::try_join!(
-        transaction.query_one(&lock, &stream_params),
-        transaction.query(&retry, &retry_params),
-        transaction.query(&read, &stream_params),
-    )?;
+    let (locked, retried, history) =
+        scoped(transaction, &ClinicScope::one(stream.clinic_id), async {
+            futures::try_join!(
+                transaction.query_one(&lock, &stream_params),
+                transaction.query(&retry, &retry_params),
+                transaction.query(&read, &stream_params),
+            )
+        })
+        .await?;
     let current = to_version(locked.try_get(0)?)?;
     if let Some(replayed) = classify_retry(stream, request, &retried)? {
         return Ok(Ok(replayed));

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
+use spineledger_store::deadpool_postgres::Pool;
 use spineledger_store::{
-    EventMetadata, EventStore, ExpectedVersion, Fingerprint, GlobalCursor, NewEvent, StoreError,
+    ClinicShard, EventMetadata, ExpectedVersion, Fingerprint, GlobalCursor, NewEvent, StoreError,
     StreamKey,
 };
 use spineledger_testkit::TestDatabase;
@@ -427,11 +428,8 @@ async fn a_rolled_back_append_leaves_nothing_visible() {
             .is_empty()
     );
     assert!(
-        db.store()
-            .read_all_after(GlobalCursor::START, 100)
-            .await
-            .expect("read all")
-            .is_empty()
+        read_everything(db.projector_pool(), 100).await.is_empty(),
+        "nothing of the rolled-back append is in the log"
     );
 }
 
@@ -474,15 +472,19 @@ async fn global_reads_page_through_all_events_in_order() {
             .await
             .expect("append");
     }
-    let read = read_until(db.store(), 7, written.len()).await;
+    let read = read_until(db.projector_pool(), 7, written.len()).await;
     assert_eq!(read.iter().map(|(_, id)| *id).collect::<Vec<_>>(), written);
 }
 
-async fn read_everything(store: &EventStore, page: usize) -> Vec<(GlobalCursor, Uuid)> {
+/// The whole log in pages, read as the projector role (which sees every clinic).
+async fn read_everything(pool: &Pool, page: usize) -> Vec<(GlobalCursor, Uuid)> {
     let mut cursor = GlobalCursor::START;
     let mut seen = Vec::new();
     loop {
-        let events = store.read_all_after(cursor, page).await.expect("read all");
+        let client = pool.get().await.expect("connection");
+        let events = spineledger_store::read_all_after(&client, cursor, page, ClinicShard::ALL)
+            .await
+            .expect("read all");
         let Some(last) = events.last() else {
             return seen;
         };
@@ -493,10 +495,10 @@ async fn read_everything(store: &EventStore, page: usize) -> Vec<(GlobalCursor, 
 
 /// Reads until `count` events are visible. Transactions of other tests (xids are
 /// cluster-wide) may hold the snapshot xmin back for a moment; that delays, never skips.
-async fn read_until(store: &EventStore, page: usize, count: usize) -> Vec<(GlobalCursor, Uuid)> {
+async fn read_until(pool: &Pool, page: usize, count: usize) -> Vec<(GlobalCursor, Uuid)> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let seen = read_everything(store, page).await;
+        let seen = read_everything(pool, page).await;
         if seen.len() >= count || tokio::time::Instant::now() > deadline {
             return seen;
         }
@@ -533,7 +535,7 @@ async fn a_reader_does_not_pass_a_transaction_that_is_still_open() {
         .await
         .expect("fast append");
 
-    let seen_while_open = read_everything(db.store(), 10).await;
+    let seen_while_open = read_everything(db.projector_pool(), 10).await;
     assert!(
         seen_while_open
             .iter()
@@ -541,7 +543,7 @@ async fn a_reader_does_not_pass_a_transaction_that_is_still_open() {
         "the fast event must wait for the older open transaction"
     );
     slow.commit().await.expect("commit");
-    let seen = read_until(db.store(), 10, 2).await;
+    let seen = read_until(db.projector_pool(), 10, 2).await;
     let ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
     assert!(ids.contains(&slow_event.event_id) && ids.contains(&fast_event.event_id));
 }
@@ -666,8 +668,8 @@ async fn shard_reads_partition_the_global_order_by_clinic() {
             .await
             .expect("append");
     }
-    let all = read_until(db.store(), 100, 24).await;
-    let client = db.store().pool().get().await.expect("connection");
+    let all = read_until(db.projector_pool(), 100, 24).await;
+    let client = db.projector_pool().get().await.expect("connection");
     let mut union = Vec::new();
     for index in 0..3 {
         let shard = spineledger_store::ClinicShard::new(index, 3).expect("shard");

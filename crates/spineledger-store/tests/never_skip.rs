@@ -14,8 +14,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
+use spineledger_store::deadpool_postgres::Pool;
 use spineledger_store::{
-    EventMetadata, EventStore, ExpectedVersion, Fingerprint, GlobalCursor, NewEvent, StreamKey,
+    ClinicShard, EventMetadata, EventStore, ExpectedVersion, Fingerprint, GlobalCursor, NewEvent,
+    RecordedEvent, StreamKey,
 };
 use spineledger_testkit::TestDatabase;
 use uuid::Uuid;
@@ -88,13 +90,23 @@ async fn write(store: EventStore, writer: u64) -> anyhow::Result<Vec<Uuid>> {
     Ok(committed)
 }
 
+/// One page of the whole log after `cursor`, read as the projector role (every clinic).
+async fn read_page(
+    log: &Pool,
+    cursor: GlobalCursor,
+    limit: usize,
+) -> anyhow::Result<Vec<RecordedEvent>> {
+    let client = log.get().await?;
+    Ok(spineledger_store::read_all_after(&client, cursor, limit, ClinicShard::ALL).await?)
+}
+
 /// Tails the log. Once the writers are done (`committed` holds their count), it goes on
 /// until it has seen that many events — other tests' open transactions anywhere in the
 /// cluster (xids are cluster-wide) may hold the snapshot xmin back for a while, which
 /// delays events but never loses them — and then polls a little longer to catch any
 /// extra or repeated delivery. A generous deadline turns a real loss into a failure.
 async fn tail(
-    store: EventStore,
+    log: Pool,
     committed: Arc<std::sync::atomic::AtomicUsize>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<(GlobalCursor, Uuid)>> {
@@ -103,7 +115,7 @@ async fn tail(
     let mut deadline = None;
     let mut extra_polls = 0;
     loop {
-        let page = store.read_all_after(cursor, 500).await?;
+        let page = read_page(&log, cursor, 500).await?;
         if let Some(last) = page.last() {
             anyhow::ensure!(last.cursor > cursor, "cursor went backwards");
             cursor = last.cursor;
@@ -132,7 +144,7 @@ async fn a_tailing_reader_sees_every_committed_event_exactly_once_in_a_stable_or
     let done = Arc::new(AtomicBool::new(false));
     let committed_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = tokio::spawn(tail(
-        db.store().clone(),
+        db.projector_pool().clone(),
         committed_count.clone(),
         done.clone(),
     ));
@@ -179,9 +191,7 @@ async fn a_tailing_reader_sees_every_committed_event_exactly_once_in_a_stable_or
     let mut cursor = GlobalCursor::START;
     let mut reread = Vec::with_capacity(tailed.len());
     loop {
-        let page = db
-            .store()
-            .read_all_after(cursor, 7_919)
+        let page = read_page(db.projector_pool(), cursor, 7_919)
             .await
             .expect("re-read");
         let Some(last) = page.last() else { break };

@@ -2,9 +2,14 @@
 //! run in parallel and twice in a row. There is no silent skip: when PostgreSQL is not
 //! reachable the test fails with the URL it tried (set `SPINELEDGER_TEST_DATABASE_URL` to
 //! point elsewhere; by default the local server as for `spineledger serve`).
+//!
+//! Like the service, a test database has three logins: the owner (the configured login
+//! user: migrations, rebuilds, checks of what the database itself allows), the app role
+//! (the [`TestDatabase::store`]) and the projector role ([`TestDatabase::projector_pool`]).
 
 #![warn(missing_docs)]
 
+use spineledger_store::deadpool_postgres::Pool;
 use spineledger_store::{EventStore, tokio_postgres};
 use tokio_postgres::Config;
 
@@ -14,6 +19,7 @@ pub struct TestDatabase {
     name: String,
     config: Config,
     store: EventStore,
+    projector_pool: Pool,
 }
 
 impl TestDatabase {
@@ -51,18 +57,39 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|error| panic!("cannot create test database {name}: {error}"));
         let config = spineledger_store::with_dbname(&server, &name);
-        let pool = spineledger_store::pool(&config, 8)
-            .unwrap_or_else(|error| panic!("cannot build a pool: {error}"));
+        let pool = |role: &str| {
+            spineledger_store::pool(&spineledger_store::as_role(&config, role), 8)
+                .unwrap_or_else(|error| panic!("cannot build a pool: {error}"))
+        };
+        // Pools connect on first use: after the migrations have made the roles LOGIN.
+        let store = EventStore::new(pool(spineledger_store::APP_ROLE));
+        let projector_pool = pool(spineledger_store::PROJECTOR_ROLE);
         Self {
             name,
             config,
-            store: EventStore::new(pool),
+            store,
+            projector_pool,
         }
     }
 
-    /// The connection settings of this database (as the login user, not the app role).
+    /// The connection settings of this database as the login user (the owner).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The connection settings of this database as the app role.
+    pub fn app_config(&self) -> Config {
+        spineledger_store::as_role(&self.config, spineledger_store::APP_ROLE)
+    }
+
+    /// The connection settings of this database as the projector role.
+    pub fn projector_config(&self) -> Config {
+        spineledger_store::as_role(&self.config, spineledger_store::PROJECTOR_ROLE)
+    }
+
+    /// A pool logging in as the projector role (every clinic's events, the read models).
+    pub fn projector_pool(&self) -> &Pool {
+        &self.projector_pool
     }
 
     /// A `postgres://` URL for this database (no password: tests use trust auth or
@@ -71,7 +98,7 @@ impl TestDatabase {
         spineledger_store::describe(&self.config)
     }
 
-    /// The event store on this database, its connections running as the app role.
+    /// The event store on this database, its connections logging in as the app role.
     pub fn store(&self) -> &EventStore {
         &self.store
     }
@@ -88,6 +115,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         self.store.pool().close();
+        self.projector_pool.close();
         let admin = spineledger_store::with_dbname(&self.config, "postgres");
         let name = self.name.clone();
         // Drop runs inside the test's runtime; a fresh thread with its own runtime can

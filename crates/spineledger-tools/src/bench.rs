@@ -549,7 +549,8 @@ async fn drive(
             concurrency: 32,
         };
         crate::simulate::run(&server.address, &server.token(&cohort.clinics)?, &cohort).await?;
-        let owner = spineledger_store::owner_pool(config, 2)?;
+        // As the owner: a rebuild creates, renames and drops tables.
+        let owner = spineledger_store::pool(config, 2)?;
         for projection in Projection::ALL {
             let rebuilt = spineledger_projections::rebuild::rebuild(
                 &owner,
@@ -568,7 +569,8 @@ async fn drive(
         .await?;
     report.service_single = appends(server, channel.clone(), 1, plan.seconds, None).await?;
 
-    let store = EventStore::new(spineledger_store::pool(config, 4)?);
+    let app_login = spineledger_store::as_role(config, spineledger_store::APP_ROLE);
+    let store = EventStore::new(spineledger_store::pool(&app_login, 4)?);
     let last_ack: LastAck = Arc::new(Mutex::new(None));
     let loading = Arc::new(AtomicBool::new(true));
     let monitor = {

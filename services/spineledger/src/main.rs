@@ -169,10 +169,37 @@ impl AuthArgs {
 
 #[derive(Debug, Args)]
 struct DatabaseArgs {
-    /// PostgreSQL URL. Default: the local server at 127.0.0.1:5432 as the current OS user
-    /// (or postgres), database `spineledger`, created if missing.
+    /// PostgreSQL URL of the owner (creates the database, migrates, rebuilds). Default:
+    /// the local server at 127.0.0.1:5432 as the current OS user (or postgres), database
+    /// `spineledger`, created if missing.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    #[command(flatten)]
+    owner: DatabaseArgs,
+    /// PostgreSQL URL the service logs in with (role spineledger_app). Default: the owner
+    /// URL with user spineledger_app and no password. Given without an owner URL, the
+    /// database is neither created nor migrated.
+    #[arg(long, env = "SPINELEDGER_APP_DATABASE_URL")]
+    app_database_url: Option<String>,
+    /// PostgreSQL URL projector workers log in with (role spineledger_projector).
+    /// Default: the owner URL (else the app URL) with user spineledger_projector and no
+    /// password.
+    #[arg(long, env = "SPINELEDGER_PROJECTOR_DATABASE_URL")]
+    projector_database_url: Option<String>,
+}
+
+impl LoginArgs {
+    fn urls(&self) -> database::DatabaseUrls {
+        database::DatabaseUrls {
+            owner: self.owner.database_url.clone(),
+            app: self.app_database_url.clone(),
+            projector: self.projector_database_url.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -186,7 +213,7 @@ struct ServeArgs {
     #[arg(long, env = "SPINELEDGER_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: LoginArgs,
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "SPINELEDGER_POOL_SIZE", default_value_t = 32)]
     pool_size: usize,
@@ -236,7 +263,7 @@ impl ProjectorSettings {
 #[derive(Debug, Args)]
 struct ProjectorArgs {
     #[command(flatten)]
-    database: DatabaseArgs,
+    database: LoginArgs,
     #[arg(long, env = "SPINELEDGER_POOL_SIZE", default_value_t = 8)]
     pool_size: usize,
     #[command(flatten)]
@@ -348,14 +375,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.listen
     );
     let verifier = args.auth.verifier(args.listen)?;
-    let (store, config) =
-        database::open(args.database.database_url.as_deref(), args.pool_size).await?;
+    let logins = args.database.urls().prepare().await?;
+    let store = logins.store(args.pool_size)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", args.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        database = %spineledger_store::describe(&config),
+        database = %spineledger_store::describe(&logins.app),
+        migrated = logins.owner.is_some(),
         projector = !args.no_projector,
         "spineledger serving"
     );
@@ -375,7 +403,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::serve(
         listener,
         app,
-        &config,
+        &logins.projector,
         settings,
         stopped(shutdown_channel()),
     )
@@ -425,17 +453,21 @@ fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
 }
 
 async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
-    let (store, config) =
-        database::open(args.database.database_url.as_deref(), args.pool_size).await?;
-    let projector = Projector::new(store.pool().clone(), config, args.projector.config());
+    let logins = args.database.urls().prepare().await?;
+    let projector = Projector::new(
+        logins.projector_pool(args.pool_size)?,
+        logins.projector,
+        args.projector.config(),
+    );
     tracing::info!(owner = %projector.owner(), "projector worker starting");
     projector.run(stopped(shutdown_channel())).await?;
     Ok(())
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let (_store, config) = database::open(args.database.database_url.as_deref(), 2).await?;
-    let owner = spineledger_store::owner_pool(&config, 2)?;
+    let (_applied, config) = database::migrate(args.database.database_url.as_deref()).await?;
+    // As the owner: a rebuild creates, renames and drops tables.
+    let owner = spineledger_store::pool(&config, 2)?;
     let projections = match (&args.projection, args.all) {
         (_, true) => Projection::ALL.to_vec(),
         (Some(name), false) => vec![Projection::from_name(name)?],

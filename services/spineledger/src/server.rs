@@ -69,15 +69,17 @@ impl Default for ServeSettings {
 }
 
 /// The service until `shutdown` completes: the append notifier, the in-process
-/// projectors (if any) and the gRPC server on `listener`; then the server drains its
-/// in-flight requests and the projectors stop after their current batch.
+/// projectors (if any, logging in with `projector_database`, the projector role's
+/// settings) and the gRPC server on `listener`; then the server drains its in-flight
+/// requests and the projectors stop after their current batch.
 ///
 /// # Errors
-/// The server's or a projector's failure.
+/// The server's or a projector's failure; an app login that could see past row-level
+/// security (see `spineledger_store::ensure_walled`).
 pub async fn serve(
     listener: TcpListener,
     app: App,
-    database: &spineledger_store::tokio_postgres::Config,
+    projector_database: &spineledger_store::tokio_postgres::Config,
     settings: ServeSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -90,10 +92,16 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let notifier = app.store.spawn_notifier(settings.notify_interval);
-    let projector = settings.projector.clone().map(|config| {
-        let projector = Projector::new(app.store.pool().clone(), database.clone(), config);
-        tokio::spawn(projector.run(when_stopped(stopped.clone())))
-    });
+    let projector = match settings.projector.clone() {
+        Some(config) => {
+            // A connection per lease task, one for the rest (checkpoints, release).
+            let size = config.projections.len() * usize::from(config.shards) + 1;
+            let pool = spineledger_store::pool(projector_database, size)?;
+            let projector = Projector::new(pool, projector_database.clone(), config);
+            Some(tokio::spawn(projector.run(when_stopped(stopped.clone()))))
+        }
+        None => None,
+    };
     let served = run(listener, app, &settings, when_stopped(stopped)).await;
     notifier.abort();
     if let Some(projector) = projector {
@@ -130,8 +138,9 @@ async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    // Ready means the store answers as the app role; only then report SERVING.
-    drop(app.store.pool().get().await?);
+    // Ready means the store answers, as a login row-level security holds; only then
+    // report SERVING.
+    spineledger_store::ensure_walled(app.store.pool()).await?;
     health
         .set_serving::<ClinicalRecordsServiceServer<ClinicalRecords>>()
         .await;
