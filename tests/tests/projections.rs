@@ -50,7 +50,7 @@ fn cohort_token(harness: &Harness, cohort: &Cohort) -> spineledger_api::client::
 
 async fn simulate_into(harness: &Harness, cohort: &Cohort) -> u64 {
     let token = cohort_token(harness, cohort);
-    let report = simulate::run(&format!("http://{}", harness.address()), &token, cohort)
+    let report = simulate::run(harness.plain_channel().await, &token, cohort)
         .await
         .expect("simulate");
     assert_eq!(report.total_rejected(), 0, "{}", report.render());
@@ -319,10 +319,10 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
 
     // Rebuild while clinics keep writing and the live projector keeps projecting.
-    let target = format!("http://{}", harness.address());
     let late = cohort(2, 20, 42);
     let token = cohort_token(&harness, &late);
-    let writing = tokio::spawn(async move { simulate::run(&target, &token, &late).await });
+    let channel = harness.plain_channel().await;
+    let writing = tokio::spawn(async move { simulate::run(channel, &token, &late).await });
     let owner = spineledger_store::pool(harness.database().config(), 2).expect("owner pool");
     for projection in Projection::ALL {
         let report = spineledger_projections::rebuild::rebuild(

@@ -66,9 +66,8 @@ fn occurred_at(event: &RecordedEvent) -> DateTime<Utc> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_correction() {
     let harness = Harness::start_at(Utc::now()).await;
-    let target = format!("http://{}", harness.address());
     let token = harness.bearer(spineledger_auth::Role::Integration, &README_CLINICS);
-    let report = simulate::run(&target, &token, &readme_cohort())
+    let report = simulate::run(harness.plain_channel().await, &token, &readme_cohort())
         .await
         .expect("simulate");
     assert_eq!(report.total_rejected(), 0, "{}", report.render());
@@ -149,7 +148,7 @@ async fn a_simulated_cohort_has_late_entries_back_dated_sessions_and_every_corre
     assert!(missing.is_empty(), "never corrected: {missing:?}");
 
     // The same seed again: the same commands, recognised as retries, append nothing.
-    let again = simulate::run(&target, &token, &readme_cohort())
+    let again = simulate::run(harness.plain_channel().await, &token, &readme_cohort())
         .await
         .expect("simulate again");
     assert_eq!(again.total_rejected(), 0, "{}", again.render());

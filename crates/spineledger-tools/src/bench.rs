@@ -548,7 +548,10 @@ async fn drive(
             start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap_or_default(),
             concurrency: 32,
         };
-        crate::simulate::run(&server.address, &server.token(&cohort.clinics)?, &cohort).await?;
+        let channel = Channel::from_shared(server.address.clone())?
+            .connect()
+            .await?;
+        crate::simulate::run(channel, &server.token(&cohort.clinics)?, &cohort).await?;
         // As the owner: a rebuild creates, renames and drops tables.
         let owner = spineledger_store::pool(config, 2)?;
         for projection in Projection::ALL {

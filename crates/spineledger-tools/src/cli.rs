@@ -3,7 +3,10 @@
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use std::path::PathBuf;
+
 use spineledger_api::client::BearerToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::stats::{Format, StatsQuery};
 
@@ -49,10 +52,11 @@ impl Tool {
                     FormatArg::Csv => Format::Csv,
                     FormatArg::Json => Format::Json,
                 };
-                let token = args.token.bearer()?;
+                let token = args.server.bearer()?;
+                let channel = args.server.channel().await?;
                 print!(
                     "{}",
-                    crate::stats::fetch_and_render(&args.target, &token, &query, format).await?
+                    crate::stats::fetch_and_render(channel, &token, &query, format).await?
                 );
                 Ok(())
             }
@@ -84,13 +88,10 @@ pub struct BenchArgs {
 /// The arguments of `simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// The server, e.g. http://127.0.0.1:50051.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
-    /// An integration token (`spineledger token issue --role integration --clinic …`): the
-    /// cohort is simulated at every clinic it grants.
+    /// The server and an integration token (`spineledger token issue --role integration
+    /// --clinic …`): the cohort is simulated at every clinic the token grants.
     #[command(flatten)]
-    token: TokenArg,
+    server: ServerArgs,
     #[arg(long, default_value_t = 20)]
     patients_per_clinic: usize,
     /// Everything (ids, values, dates) derives from the seed: the same seed twice appends
@@ -109,13 +110,10 @@ pub struct SimulateArgs {
 /// The arguments of `stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// The server, e.g. http://127.0.0.1:50051.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
-    /// An analyst token (`spineledger token issue --role analyst --clinic …`), or a
-    /// clinician's or integration's for its own clinics.
+    /// The server and an analyst token (`spineledger token issue --role analyst --clinic
+    /// …`), or a clinician's or integration's for its own clinics.
     #[command(flatten)]
-    token: TokenArg,
+    server: ServerArgs,
     /// Only these clinics (repeatable); default: every clinic the token grants.
     #[arg(long = "clinic")]
     clinics: Vec<uuid::Uuid>,
@@ -138,24 +136,64 @@ pub enum FormatArg {
     Json,
 }
 
-/// The bearer token a tool sends.
+/// The server a tool talks to, and how.
 #[derive(Debug, Args)]
-pub struct TokenArg {
+pub struct ServerArgs {
+    /// The server: http://host:port, or https://host:port for TLS.
+    #[arg(
+        long,
+        env = "SPINELEDGER_TARGET",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    target: String,
     /// The bearer token (or set SPINELEDGER_TOKEN).
     #[arg(long = "token", env = "SPINELEDGER_TOKEN", hide_env_values = true)]
     token: String,
+    /// The CA certificate (PEM) that signed the server's TLS certificate.
+    #[arg(long, env = "SPINELEDGER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), for a server that requires mutual TLS.
+    #[arg(long, env = "SPINELEDGER_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    tls_client_cert: Option<PathBuf>,
+    /// The private key of --tls-client-cert (PEM).
+    #[arg(long, env = "SPINELEDGER_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
 }
 
-impl TokenArg {
+impl ServerArgs {
     fn bearer(&self) -> anyhow::Result<BearerToken> {
         BearerToken::new(&self.token).map_err(|_| {
             anyhow::anyhow!("the token is not a JWT (it has characters a header cannot carry)")
         })
     }
+
+    /// A channel to the target, over TLS for an https:// target.
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))
+        };
+        let mut endpoint = Channel::from_shared(self.target.clone())
+            .map_err(|error| anyhow::anyhow!("--target {}: {error}", self.target))?;
+        if self.target.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.tls_ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot connect to {}: {error}", self.target))
+    }
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let clinics = spineledger_auth::principal::claimed_clinics(&args.token.token)
+    let clinics = spineledger_auth::principal::claimed_clinics(&args.server.token)
         .filter(|clinics| !clinics.is_empty())
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -163,7 +201,8 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
                  `spineledger token issue --role integration --clinic <uuid> …`"
             )
         })?;
-    let token = args.token.bearer()?;
+    let token = args.server.bearer()?;
+    let channel = args.server.channel().await?;
     let cohort = crate::simulate::Cohort {
         clinics: clinics.clone(),
         patients_per_clinic: args.patients_per_clinic,
@@ -172,7 +211,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
     };
     let started = std::time::Instant::now();
-    let report = crate::simulate::run(&args.target, &token, &cohort).await?;
+    let report = crate::simulate::run(channel, &token, &cohort).await?;
     print!("{}", report.render());
     println!(
         "{} clinics x {} patients, seed {}, in {:.1} s",

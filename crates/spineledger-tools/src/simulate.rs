@@ -102,8 +102,8 @@ impl Report {
     }
 }
 
-/// Runs the cohort against `target` (e.g. `http://127.0.0.1:50051`).
-pub async fn run(target: &str, token: &BearerToken, cohort: &Cohort) -> anyhow::Result<Report> {
+/// Runs the cohort over `channel` (connected to the server), sending `token`.
+pub async fn run(channel: Channel, token: &BearerToken, cohort: &Cohort) -> anyhow::Result<Report> {
     let start = cohort
         .start_date
         .and_hms_opt(8, 0, 0)
@@ -116,10 +116,6 @@ pub async fn run(target: &str, token: &BearerToken, cohort: &Cohort) -> anyhow::
          start date must be at least {WINDOW_DAYS} days ago",
         cohort.start_date
     );
-    let channel = Channel::from_shared(target.to_owned())?
-        .connect()
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot connect to {target}: {error}"))?;
     let client = ClinicalRecordsServiceClient::with_interceptor(channel, token.clone());
 
     // Seeds are drawn up front, in order, so each patient's story is the same whatever the

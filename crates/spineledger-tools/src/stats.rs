@@ -29,20 +29,16 @@ pub enum Format {
     Json,
 }
 
-/// Asks the server at `target` for the statistics and renders them.
+/// Asks the server over `channel` for the statistics and renders them.
 ///
 /// # Errors
 /// No connection, or the server's refusal (its code and message).
 pub async fn fetch_and_render(
-    target: &str,
+    channel: tonic::transport::Channel,
     token: &BearerToken,
     query: &StatsQuery,
     format: Format,
 ) -> anyhow::Result<String> {
-    let channel = tonic::transport::Channel::from_shared(target.to_owned())?
-        .connect()
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot connect to {target}: {error}"))?;
     let mut client = OutcomeStatisticsServiceClient::with_interceptor(channel, token.clone());
     let request = v1::GetOutcomeStatisticsRequest {
         clinic_ids: query.clinics.iter().map(Uuid::to_string).collect(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use spineledger::{App, ReadSettings, database, server, telemetry};
 use spineledger_auth::{DevKey, Role, TokenRequest, TrustedIssuer, Verifier, dev};
@@ -115,6 +116,39 @@ enum TrustDevKey {
 }
 
 #[derive(Debug, Args)]
+struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM).
+    #[arg(long, env = "SPINELEDGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SPINELEDGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM): mutual TLS, for integrations
+    /// that want the connection itself authenticated too (tokens are still required).
+    #[arg(long, env = "SPINELEDGER_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The server's TLS configuration, if a certificate is given.
+    fn config(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))
+        };
+        let mut config =
+            ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = &self.tls_client_ca {
+            config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(config))
+    }
+}
+
+#[derive(Debug, Args)]
 struct AuthArgs {
     /// Your identity provider's signing keys as a JWKS file (what it publishes at its
     /// jwks_uri); re-read when it changes, so keys rotate by replacing the file.
@@ -208,10 +242,12 @@ struct ServeArgs {
     #[arg(long, env = "SPINELEDGER_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     /// Serve plaintext gRPC on an address other machines can reach. Without it, serve
-    /// refuses to listen anywhere but loopback: patient records must not cross a network
-    /// unencrypted by accident (TLS is the tenancy issue's work).
+    /// refuses to listen anywhere but loopback without TLS: patient records must not cross
+    /// a network unencrypted by accident.
     #[arg(long, env = "SPINELEDGER_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     database: LoginArgs,
     /// Maximum PostgreSQL connections in the pool.
@@ -367,11 +403,13 @@ async fn stopped(mut receiver: watch::Receiver<bool>) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = args.tls.config()?;
     anyhow::ensure!(
-        args.listen.ip().is_loopback() || args.insecure_plaintext,
-        "refusing to serve plaintext gRPC on {}, which other machines can reach: listen on \
-         loopback, or pass --insecure-plaintext (SPINELEDGER_INSECURE_PLAINTEXT=true) to \
-         accept unencrypted patient records on the network",
+        args.listen.ip().is_loopback() || tls.is_some() || args.insecure_plaintext,
+        "refusing to serve plaintext gRPC on {}, which other machines can reach: give \
+         --tls-cert and --tls-key, listen on loopback, or pass --insecure-plaintext \
+         (SPINELEDGER_INSECURE_PLAINTEXT=true) to accept unencrypted patient records on the \
+         network",
         args.listen
     );
     let verifier = args.auth.verifier(args.listen)?;
@@ -398,6 +436,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
         verifier: Arc::new(verifier),
+        tls,
         ..server::ServeSettings::default()
     };
     server::serve(

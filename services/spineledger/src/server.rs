@@ -15,7 +15,7 @@ use std::time::Duration;
 use opentelemetry::global;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -46,6 +46,9 @@ pub struct ServeSettings {
     /// Verifies the bearer token of every call but health and reflection (see
     /// [`crate::auth`]).
     pub verifier: Arc<Verifier>,
+    /// TLS (rustls) with the server's certificate, and optionally the CA whose client
+    /// certificates it requires (mTLS); `None` serves plaintext.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 /// The default of [`ServeSettings::max_in_flight`]: well above what the database pool
@@ -64,6 +67,7 @@ impl Default for ServeSettings {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             // Trusts no issuer: every authenticated call is refused until one is given.
             verifier: Arc::new(Verifier::new(spineledger_auth::dev::DEFAULT_AUDIENCE)),
+            tls: None,
         }
     }
 }
@@ -176,7 +180,11 @@ async fn run(
     // Shed, don't queue: past the limit a request is refused at once (tonic turns the
     // load-shed error into RESOURCE_EXHAUSTED), so a flood cannot pile up unbounded work;
     // health checks are always answered. Then authenticate, before anything is decoded.
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = settings.tls.clone() {
+        server = server.tls_config(tls)?;
+    }
+    server
         .trace_fn(rpc_span)
         .layer(crate::shed::ShedOutsideHealth::new(settings.max_in_flight))
         .layer(crate::auth::Authenticate::new(Arc::clone(
