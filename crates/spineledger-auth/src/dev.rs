@@ -102,8 +102,8 @@ impl DevKey {
             path: path.to_owned(),
             reason,
         };
-        match std::fs::read_to_string(path) {
-            Ok(pem) => return Ok((Self::from_pem(&pem).map_err(failed)?, false)),
+        match Self::load(path) {
+            Ok(key) => return Ok((key, false)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(failed(error.to_string())),
         }
@@ -114,21 +114,49 @@ impl DevKey {
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|error| failed(error.to_string()))?;
-        match create_private_file(path) {
-            Ok(mut file) => {
+        // Written whole to a private file of our own, then linked into place: the key file
+        // appears complete or not at all, and a concurrent creator's link wins or ours.
+        let staging = path.with_extension(format!("pem.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let written = create_private_file(&staging)
+            .and_then(|mut file| {
                 file.write_all(pem.as_bytes())
                     .and_then(|()| file.sync_all())
-                    .map_err(|error| failed(error.to_string()))?;
-                Ok((Self::from_signing_key(&key).map_err(failed)?, true))
-            }
-            // Another process created it first: use theirs.
+            })
+            .and_then(|()| std::fs::hard_link(&staging, path));
+        let _ = std::fs::remove_file(&staging);
+        match written {
+            Ok(()) => Ok((Self::from_signing_key(&key).map_err(failed)?, true)),
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let pem =
-                    std::fs::read_to_string(path).map_err(|error| failed(error.to_string()))?;
-                Ok((Self::from_pem(&pem).map_err(failed)?, false))
+                let key = Self::load(path).map_err(|error| failed(error.to_string()))?;
+                Ok((key, false))
             }
             Err(error) => Err(failed(error.to_string())),
         }
+    }
+
+    /// The key in `path`, which must be a regular file only its owner can read or write
+    /// (a key anyone else could replace would let them mint tokens).
+    fn load(path: &Path) -> std::io::Result<Self> {
+        let metadata = std::fs::symlink_metadata(path)?;
+        let invalid = |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidData, reason);
+        if !metadata.is_file() {
+            return Err(invalid(
+                "not a regular file (a symbolic link is not accepted)".into(),
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(invalid(format!(
+                    "its mode is {:o}: others may read or change it (chmod 600)",
+                    mode & 0o777
+                )));
+            }
+        }
+        let pem = std::fs::read_to_string(path)?;
+        Self::from_pem(&pem).map_err(invalid)
     }
 
     fn generate_signing_key() -> SigningKey {
@@ -199,7 +227,7 @@ impl DevKey {
     ///
     /// # Errors
     /// The signature cannot be made.
-    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+    pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String, AuthError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)

@@ -36,7 +36,8 @@ pub struct Claims {
     /// Issued at, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
-    /// The spineledger role (see [`Role`]).
+    /// The spineledger role (see [`Role`]); a token without one grants nothing.
+    #[serde(default)]
     pub role: String,
     /// The clinics (UUIDs) the token grants, or [`EVERY_CLINIC`].
     #[serde(default)]
@@ -82,12 +83,7 @@ impl Principal {
     /// The principal of verified `claims`, refused when the spineledger claims are not
     /// usable (unknown role, a clinic that is not a UUID, a grant the role may not hold).
     pub fn from_claims(claims: Claims) -> Result<Self, AuthError> {
-        let role: Role = claims
-            .role
-            .parse()
-            .map_err(|error: crate::role::UnknownRole| {
-                AuthError::UnusableClaims(error.to_string())
-            })?;
+        let role: Role = claims.role.parse()?;
         for (name, value) in [("sub", &claims.sub), ("iss", &claims.iss)] {
             if value.is_empty()
                 || value.chars().count() > MAX_NAME_CHARS

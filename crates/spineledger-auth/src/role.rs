@@ -9,6 +9,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::AuthError;
+
 /// What a caller is, as its token says (claim `role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -69,19 +71,21 @@ impl fmt::Display for Role {
     }
 }
 
-/// A `role` claim that names no role.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected clinician, integration, analyst, auditor or admin")]
-pub struct UnknownRole(pub String);
-
 impl FromStr for Role {
-    type Err = UnknownRole;
+    type Err = AuthError;
 
+    /// The role named `name`; a name that is none is [`AuthError::UnusableClaims`].
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|role| role.name() == name)
-            .ok_or_else(|| UnknownRole(name.chars().take(40).collect()))
+            .ok_or_else(|| {
+                AuthError::UnusableClaims(format!(
+                    "unknown role {:?}: expected clinician, integration, analyst, auditor or \
+                     admin",
+                    name.chars().take(40).collect::<String>()
+                ))
+            })
     }
 }
 

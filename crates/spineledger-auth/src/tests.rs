@@ -87,6 +87,13 @@ fn every_kind_of_bad_token_is_refused_for_its_reason() {
         ..claims()
     };
     assert!(matches!(refused(role), Err(AuthError::UnusableClaims(_))));
+    // An identity provider's token without the role claim: verified, but grants nothing.
+    let mut no_role = serde_json::to_value(claims()).expect("json");
+    no_role.as_object_mut().expect("object").remove("role");
+    assert!(matches!(
+        verifier.verify(&key.sign(&no_role).expect("signed")),
+        Err(AuthError::UnusableClaims(_))
+    ));
     // Within the leeway is still valid.
     let skewed = Claims {
         exp: now() - 5,
@@ -299,5 +306,23 @@ fn the_dev_key_file_is_created_once_privately_and_reused() {
         .expect("issuer");
     let principal = verifier.verify(&token).expect("verified");
     assert_eq!(principal.clinics, ClinicGrant::Every);
+
+    // A key file others could read or replace is refused, not used.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            DevKey::load_or_create(&path),
+            Err(AuthError::KeyFile { .. })
+        ));
+        let link = directory.join("linked.pem");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(matches!(
+            DevKey::load_or_create(&link),
+            Err(AuthError::KeyFile { .. })
+        ));
+    }
     let _ = std::fs::remove_dir_all(&directory);
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 
 use crate::AuthError;
@@ -44,8 +44,8 @@ const RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// One public key of an issuer.
 struct TrustedKey {
     kid: Option<String>,
-    /// The algorithm the JWK pins (`alg`), if it does.
-    algorithm: Option<Algorithm>,
+    /// The one algorithm the key verifies (its `alg`, or implied by its type).
+    algorithm: Algorithm,
     key: DecodingKey,
 }
 
@@ -55,9 +55,7 @@ impl TrustedKey {
             Some(kid) => self.kid.as_deref() == Some(kid),
             None => true,
         };
-        kid_matches
-            && self.algorithm.is_none_or(|pinned| pinned == algorithm)
-            && self.key.family() == algorithm.family()
+        kid_matches && self.algorithm == algorithm && self.key.family() == algorithm.family()
     }
 }
 
@@ -75,14 +73,23 @@ fn parse_jwks(json: &str) -> Result<Vec<TrustedKey>, String> {
         if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
             return Err("symmetric (oct) keys are not accepted".into());
         }
+        // One algorithm per key (RFC 8725 3.1): the one the JWK names, else the one its
+        // key type implies (RS256 for RSA, the JOSE default; a PS* key must say so).
         let algorithm = match jwk.common.key_algorithm {
-            Some(algorithm) => Some(
-                Algorithm::try_from(algorithm)
-                    .ok()
-                    .filter(|algorithm| ACCEPTED_ALGORITHMS.contains(algorithm))
-                    .ok_or_else(|| format!("key algorithm {algorithm} is not accepted"))?,
-            ),
-            None => None,
+            Some(algorithm) => Algorithm::try_from(algorithm)
+                .ok()
+                .filter(|algorithm| ACCEPTED_ALGORITHMS.contains(algorithm))
+                .ok_or_else(|| format!("key algorithm {algorithm} is not accepted"))?,
+            None => match &jwk.algorithm {
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                    EllipticCurve::P256 => Algorithm::ES256,
+                    EllipticCurve::P384 => Algorithm::ES384,
+                    _ => return Err("an EC key without alg must be on P-256 or P-384".into()),
+                },
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                _ => return Err("a key of a type the service does not accept".into()),
+            },
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|error| format!("unusable key: {error}"))?;
         keys.push(TrustedKey {

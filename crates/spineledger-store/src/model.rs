@@ -106,7 +106,8 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// Who recorded an event, on whose behalf and through what. Never personal data.
+/// Who recorded an event, on whose behalf and through what: identifiers of staff and
+/// software (a subject may be a staff member's login), never a patient's data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EventMetadata {
     /// The user the client says recorded the fact (a provider or user id of the clinic's

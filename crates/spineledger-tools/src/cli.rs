@@ -136,6 +136,24 @@ pub enum FormatArg {
     Json,
 }
 
+/// A bearer token as given; its `Debug` does not show it (a token is a credential).
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        Ok(Self(token.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
 /// The server a tool talks to, and how.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -146,9 +164,10 @@ pub struct ServerArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     target: String,
-    /// The bearer token (or set SPINELEDGER_TOKEN).
+    /// The bearer token (better: set SPINELEDGER_TOKEN, which `ps` and shell history do
+    /// not show).
     #[arg(long = "token", env = "SPINELEDGER_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Token,
     /// The CA certificate (PEM) that signed the server's TLS certificate.
     #[arg(long, env = "SPINELEDGER_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -162,7 +181,7 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     fn bearer(&self) -> anyhow::Result<BearerToken> {
-        BearerToken::new(&self.token).map_err(|_| {
+        BearerToken::new(&self.token.0).map_err(|_| {
             anyhow::anyhow!("the token is not a JWT (it has characters a header cannot carry)")
         })
     }
@@ -193,7 +212,7 @@ impl ServerArgs {
 }
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let clinics = spineledger_auth::principal::claimed_clinics(&args.server.token)
+    let clinics = spineledger_auth::principal::claimed_clinics(&args.server.token.0)
         .filter(|clinics| !clinics.is_empty())
         .ok_or_else(|| {
             anyhow::anyhow!(

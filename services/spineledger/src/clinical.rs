@@ -119,10 +119,13 @@ impl Caller {
         })
     }
 
-    /// DEADLINE_EXCEEDED once the client's deadline has passed: checked before reading
-    /// and again under the stream's lock right before the insert, so a command whose
-    /// client has given up is not written. (tonic also drops the handler at the deadline;
-    /// a drop before COMMIT rolls the transaction back.)
+    /// DEADLINE_EXCEEDED once the client's deadline has passed: checked before reading and
+    /// again under the stream's lock right before the insert. tonic also drops a handler
+    /// whose deadline passes, which rolls its open transaction back. Either way nothing is
+    /// appended for a call that ends past its deadline before COMMIT is sent; a deadline
+    /// passing in the instant between COMMIT and the answer can leave the client without
+    /// the answer to a write that happened, which a retry with the same command id then
+    /// returns.
     fn check_deadline(&self) -> Result<(), ApiError> {
         match self.deadline {
             Some(deadline) if Instant::now() >= deadline => Err(ApiError::DeadlinePassed),

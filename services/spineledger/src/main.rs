@@ -107,7 +107,7 @@ impl DevKeyArgs {
 /// Whether `serve` accepts tokens signed with the development key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TrustDevKey {
-    /// Only when listening on a loopback address (the default).
+    /// Only when listening on a loopback address with no --jwks-file (the default).
     Auto,
     /// Always (never on a server other machines can reach unless you mean it).
     True,
@@ -176,7 +176,9 @@ impl AuthArgs {
             tracing::info!(issuer = %issuer, jwks = %path.display(), "trusting the identity provider");
         }
         let trust_dev_key = match self.trust_dev_key {
-            TrustDevKey::Auto => listen.ip().is_loopback(),
+            // A server given its identity provider's keys is a real deployment, even
+            // behind a local proxy: development tokens only when asked for.
+            TrustDevKey::Auto => listen.ip().is_loopback() && self.jwks_file.is_none(),
             TrustDevKey::True => true,
             TrustDevKey::False => false,
         };

@@ -197,6 +197,12 @@ impl ReadModels {
         // No clinic named: every clinic the token grants. A named clinic must be granted.
         match principal.granted_clinics() {
             Some(granted) if query.clinic_ids.is_empty() => {
+                // An empty grant must never widen to "every clinic" below.
+                if granted.is_empty() {
+                    return Err(ApiError::ClinicNotGranted {
+                        field: "clinic_ids",
+                    });
+                }
                 query.clinic_ids = granted.iter().copied().collect();
             }
             _ => {
