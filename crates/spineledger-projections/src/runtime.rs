@@ -24,7 +24,7 @@ use spineledger_store::{
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use crate::{Projection, ProjectionError};
@@ -688,7 +688,11 @@ pub async fn wait_for_position(
 /// covers the gaps.
 async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
     loop {
-        match config.connect(NoTls).await {
+        let connected = match spineledger_store::tls::connector() {
+            Ok(tls) => config.connect(tls).await.map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match connected {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let listening = async {

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::Host;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::StoreError;
 
@@ -38,7 +39,7 @@ mod embedded {
 
 /// Parses a `postgres://` URL or a key=value connection string.
 pub fn parse_url(url: &str) -> Result<Config, StoreError> {
-    Config::from_str(url).map_err(|source| StoreError::Unreachable {
+    Config::from_str(&crate::tls::libpq_url(url)?).map_err(|source| StoreError::Unreachable {
         url: "<unparseable DATABASE_URL>".into(),
         source,
     })
@@ -95,7 +96,9 @@ fn local_candidates() -> Vec<Config> {
                 .user(&user)
                 .dbname(DEFAULT_DATABASE)
                 .application_name("spineledger")
-                .connect_timeout(Duration::from_secs(5));
+                .connect_timeout(Duration::from_secs(5))
+                // The local default is loopback: nothing to encrypt against.
+                .ssl_mode(SslMode::Disable);
             config
         })
         .collect()
@@ -164,7 +167,7 @@ pub fn with_dbname(config: &Config, dbname: &str) -> Config {
 pub async fn connect(config: &Config) -> Result<Client, StoreError> {
     let (client, connection) =
         config
-            .connect(NoTls)
+            .connect(crate::tls::connector()?)
             .await
             .map_err(|source| StoreError::Unreachable {
                 url: describe(config),
@@ -271,24 +274,27 @@ pub async fn ensure_walled(pool: &Pool) -> Result<(), StoreError> {
 /// (rebuilds), [`APP_ROLE`] for the service, [`PROJECTOR_ROLE`] for projectors. Nothing
 /// is switched after connecting: a connection is exactly as privileged as its login.
 pub fn pool(config: &Config, max_size: usize) -> Result<Pool, StoreError> {
-    pool_builder(config, max_size)
+    pool_builder(config, max_size)?
         .build()
         .map_err(|error| StoreError::Configuration(format!("cannot build the pool: {error}")))
 }
 
-fn pool_builder(config: &Config, max_size: usize) -> deadpool_postgres::PoolBuilder {
+fn pool_builder(
+    config: &Config,
+    max_size: usize,
+) -> Result<deadpool_postgres::PoolBuilder, StoreError> {
     let manager = Manager::from_config(
         config.clone(),
-        NoTls,
+        crate::tls::connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    Ok(Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(10)))
-        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .runtime(deadpool_postgres::Runtime::Tokio1))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod error;
 mod model;
 mod scope;
 mod store;
+pub mod tls;
 
 pub use database::{
     APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,

@@ -319,6 +319,18 @@ fn libpq_settings(command: &mut tokio::process::Command, config: &Config) {
     if let Some(dbname) = config.get_dbname() {
         command.env("PGDATABASE", dbname);
     }
+    // The raw baseline and the service connect alike: both with TLS or both without.
+    command.env("PGSSLMODE", ssl_mode(config));
+}
+
+/// The connection's sslmode in libpq's words.
+fn ssl_mode(config: &Config) -> &'static str {
+    use spineledger_store::tokio_postgres::config::SslMode;
+    match config.get_ssl_mode() {
+        SslMode::Disable => "disable",
+        SslMode::Require => "require",
+        _ => "prefer",
+    }
 }
 
 /// The service as a child process on a free port.
@@ -437,9 +449,10 @@ impl Server {
     }
 }
 
-/// A URL for the child, with the password if there is one (never printed).
+/// A URL for the child, with the password if there is one (never printed) and the same
+/// sslmode.
 fn with_password(config: &Config) -> String {
-    let described = describe(config);
+    let described = format!("{}?sslmode={}", describe(config), ssl_mode(config));
     match config.get_password() {
         Some(password) => described.replacen(
             "@",

@@ -210,6 +210,21 @@ struct DatabaseArgs {
     /// `spineledger`, created if missing.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// The CA (PEM) that issued PostgreSQL's certificate: every TLS connection to it then
+    /// verifies the certificate and the host name (libpq's sslmode=verify-full). Without
+    /// it, sslmode=prefer/require encrypt without verifying, as libpq does.
+    #[arg(long, env = "PGSSLROOTCERT")]
+    database_ca: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    /// The owner URL, once the PostgreSQL CA (if any) is in force.
+    fn owner_url(&self) -> anyhow::Result<Option<&str>> {
+        if let Some(ca) = &self.database_ca {
+            spineledger_store::tls::trust_server_ca(ca)?;
+        }
+        Ok(self.database_url.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -229,12 +244,12 @@ struct LoginArgs {
 }
 
 impl LoginArgs {
-    fn urls(&self) -> database::DatabaseUrls {
-        database::DatabaseUrls {
-            owner: self.owner.database_url.clone(),
+    fn urls(&self) -> anyhow::Result<database::DatabaseUrls> {
+        Ok(database::DatabaseUrls {
+            owner: self.owner.owner_url()?.map(str::to_owned),
             app: self.app_database_url.clone(),
             projector: self.projector_database_url.clone(),
-        }
+        })
     }
 }
 
@@ -376,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Migrate(args)) => {
-            let (applied, config) = database::migrate(args.database_url.as_deref()).await?;
+            let (applied, config) = database::migrate(args.owner_url()?).await?;
             tracing::info!(applied, database = %spineledger_store::describe(&config), "migrations up to date");
             Ok(())
         }
@@ -415,7 +430,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.listen
     );
     let verifier = args.auth.verifier(args.listen)?;
-    let logins = args.database.urls().prepare().await?;
+    let logins = args.database.urls()?.prepare().await?;
     let store = logins.store(args.pool_size)?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -494,7 +509,7 @@ fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
 }
 
 async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
-    let logins = args.database.urls().prepare().await?;
+    let logins = args.database.urls()?.prepare().await?;
     let projector = Projector::new(
         logins.projector_pool(args.pool_size)?,
         logins.projector,
@@ -506,7 +521,7 @@ async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let (_applied, config) = database::migrate(args.database.database_url.as_deref()).await?;
+    let (_applied, config) = database::migrate(args.database.owner_url()?).await?;
     // As the owner: a rebuild creates, renames and drops tables.
     let owner = spineledger_store::pool(&config, 2)?;
     let projections = match (&args.projection, args.all) {
