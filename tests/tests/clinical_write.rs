@@ -1042,3 +1042,59 @@ async fn a_string_that_is_not_utf8_is_invalid_argument_naming_the_field() {
 
     assert!(event_types(&harness, &script).await.is_empty());
 }
+
+#[tokio::test]
+async fn strings_that_look_like_sql_are_stored_and_returned_as_data() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = harness.script();
+    let at = Utc::now() - Duration::days(2);
+    let actor = "Robert'); DROP TABLE events;--";
+    let notes = "' OR 1=1; DELETE FROM streams WHERE ''='; SELECT pg_sleep(10); --\\x00";
+    let mut register = script.register_patient(at);
+    if let Some(header) = register.header.as_mut() {
+        header.actor = actor.into();
+    }
+    client.register_patient(register).await.expect("register");
+    let mut evaluation = script.evaluation(at + Duration::hours(1));
+    evaluation.posture_notes = Some(notes.into());
+    client
+        .record_evaluation(evaluation)
+        .await
+        .expect("evaluation");
+
+    let patient = harness
+        .database()
+        .store()
+        .read_whole_stream(&StreamKey::new(
+            script.clinic_id,
+            format!("patient-{}", script.patient_id),
+        ))
+        .await
+        .expect("patient stream");
+    assert_eq!(patient[0].metadata.actor, actor);
+    let episode = harness
+        .database()
+        .store()
+        .read_whole_stream(&episode_stream(&script))
+        .await
+        .expect("episode stream");
+    assert_eq!(
+        episode[0]
+            .payload
+            .get("posture_notes")
+            .and_then(|v| v.as_str()),
+        Some(notes)
+    );
+    // Nothing was dropped, deleted or delayed: both streams and their events are there.
+    let owner = harness.database().owner_client().await;
+    let counts = owner
+        .query_one(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM streams)",
+            &[],
+        )
+        .await
+        .expect("counts");
+    assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (2, 2));
+    harness.stop().await;
+}
