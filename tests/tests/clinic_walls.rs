@@ -315,6 +315,33 @@ async fn the_login_roles_own_nothing_bypass_nothing_and_cannot_become_anyone_els
         );
     }
 
+    // Neither login may create objects in the schema (which could shadow what the owner
+    // calls), and the app role may change a stream's version only, never its clinic.
+    for (client, role) in [
+        (&app, spineledger_store::APP_ROLE),
+        (&projector, spineledger_store::PROJECTOR_ROLE),
+    ] {
+        let error = client
+            .batch_execute("CREATE TABLE public.planted (id int)")
+            .await
+            .expect_err("CREATE in public");
+        assert_eq!(
+            error.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{role}: {error:?}"
+        );
+    }
+    app.batch_execute("BEGIN").await.expect("begin");
+    set_clinics(&app, &[a, b]).await;
+    let moved = app
+        .execute(
+            "UPDATE streams SET clinic_id = $2 WHERE clinic_id = $1",
+            &[&a, &b],
+        )
+        .await;
+    refused(moved, "the app role moves a stream to another clinic");
+    app.batch_execute("ROLLBACK").await.expect("rollback");
+
     // The projector role folds every clinic: it sees both without any context.
     for table in CLINICAL_TABLES {
         let (of_a, of_b, _) = visible(&projector, table, a, b).await;

@@ -138,7 +138,7 @@ async fn rebuild_locked(
             .batch_execute(&format!(
                 "DROP TABLE IF EXISTS {shadow}; \
                  CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
-                 SELECT spineledger_protect_read_model('{shadow}');"
+                 SELECT spineledger_protect_read_model('{shadow}'::regclass);"
             ))
             .await?;
     }

@@ -689,7 +689,10 @@ pub async fn wait_for_position(
 async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
     loop {
         let connected = match spineledger_store::tls::connector() {
-            Ok(tls) => config.connect(tls).await.map_err(|error| error.to_string()),
+            Ok(tls) => spineledger_store::tls::effective(&config)
+                .connect(tls)
+                .await
+                .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
         match connected {

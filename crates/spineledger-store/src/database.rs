@@ -165,14 +165,13 @@ pub fn with_dbname(config: &Config, dbname: &str) -> Config {
 
 /// One plain connection (its driver task runs in the background).
 pub async fn connect(config: &Config) -> Result<Client, StoreError> {
-    let (client, connection) =
-        config
-            .connect(crate::tls::connector()?)
-            .await
-            .map_err(|source| StoreError::Unreachable {
-                url: describe(config),
-                source,
-            })?;
+    let (client, connection) = crate::tls::effective(config)
+        .connect(crate::tls::connector()?)
+        .await
+        .map_err(|source| StoreError::Unreachable {
+            url: describe(config),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "database connection closed");
@@ -251,11 +250,18 @@ pub async fn ensure_walled(pool: &Pool) -> Result<(), StoreError> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "SELECT current_user::text, r.rolsuper OR r.rolbypassrls OR EXISTS ( \
-                 SELECT 1 FROM pg_class c \
-                 WHERE c.oid IN (to_regclass('events'), to_regclass('streams'), \
-                                 to_regclass('treatment_plans'), to_regclass('outcome_episodes')) \
-                   AND pg_has_role(r.oid, c.relowner, 'USAGE')) \
+            // MEMBER, not USAGE: a membership without inherit still lets a login SET ROLE.
+            "SELECT current_user::text, \
+                 r.rolsuper OR r.rolbypassrls \
+                 OR EXISTS (SELECT 1 FROM pg_roles p \
+                            WHERE (p.rolsuper OR p.rolbypassrls) \
+                              AND pg_has_role(r.oid, p.oid, 'MEMBER')) \
+                 OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid IN ( \
+                                to_regclass('events'), to_regclass('streams'), \
+                                to_regclass('treatment_plans'), to_regclass('outcome_episodes')) \
+                            AND (pg_has_role(r.oid, c.relowner, 'MEMBER') \
+                                 OR NOT c.relrowsecurity)) \
+                 OR has_schema_privilege(r.oid, 'public', 'CREATE') \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -263,8 +269,10 @@ pub async fn ensure_walled(pool: &Pool) -> Result<(), StoreError> {
     let (user, unwalled): (String, bool) = (row.try_get(0)?, row.try_get(1)?);
     if unwalled {
         return Err(StoreError::Configuration(format!(
-            "the service's login {user} bypasses row-level security (superuser, BYPASSRLS or \
-             owner of the clinical tables): log in as {APP_ROLE} (--app-database-url)"
+            "the service's login {user} can get past row-level security (it is, or can become, \
+             a superuser, a BYPASSRLS role or the clinical tables' owner; a clinical table \
+             has row-level security off; or it may create objects in schema public): log in \
+             as {APP_ROLE} (--app-database-url) on a database migrated by spineledger"
         )));
     }
     Ok(())
@@ -284,7 +292,7 @@ fn pool_builder(
     max_size: usize,
 ) -> Result<deadpool_postgres::PoolBuilder, StoreError> {
     let manager = Manager::from_config(
-        config.clone(),
+        crate::tls::effective(config).into_owned(),
         crate::tls::connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,

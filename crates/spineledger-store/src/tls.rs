@@ -11,9 +11,11 @@
 //! from eavesdroppers, not from an impostor); `verify-full` needs the CA that issued the
 //! server's certificate: `sslrootcert=<file>` in the URL, or [`trust_server_ca`] (the
 //! binary's `--database-ca`, or `PGSSLROOTCERT` as for libpq). Once a CA is configured,
-//! every TLS connection of the process verifies against it, as libpq's `require` does
-//! when a root certificate file is present. (`verify-ca`, which checks the chain but not
-//! the name, is not offered: with a CA at hand, checking the name costs nothing.)
+//! the process is stricter than libpq: every connection that is not `disable` requires
+//! TLS (a `prefer` cannot fall back to plaintext when an attacker answers "no TLS") and
+//! verifies the certificate chain and the host name. (`verify-ca`, which checks the
+//! chain but not the name, is not offered: with a CA at hand, checking the name costs
+//! nothing.)
 //!
 //! tokio-postgres parses only `disable`, `prefer` and `require`, so [`libpq_url`] turns
 //! `verify-full` into `require` plus the CA requirement before parsing.
@@ -26,6 +28,8 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::Config;
+use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::StoreError;
@@ -88,6 +92,23 @@ fn trust_server_ca_is(path: &Path) -> Result<(), StoreError> {
 /// Whether a server CA is configured.
 pub fn server_ca_configured() -> bool {
     SERVER_CA.get().is_some()
+}
+
+/// The configured server CA's file, if any.
+pub fn server_ca_path() -> Option<&'static Path> {
+    SERVER_CA.get().map(|(path, _)| path.as_path())
+}
+
+/// `config` as it is connected with: once a CA is configured, `prefer` becomes
+/// `require`, so a verified connection can never quietly become a plaintext one.
+pub fn effective(config: &Config) -> std::borrow::Cow<'_, Config> {
+    if server_ca_configured() && config.get_ssl_mode() == SslMode::Prefer {
+        let mut strict = config.clone();
+        strict.ssl_mode(SslMode::Require);
+        std::borrow::Cow::Owned(strict)
+    } else {
+        std::borrow::Cow::Borrowed(config)
+    }
 }
 
 /// The connector every connection uses (pools, single connections, the projectors'
@@ -164,33 +185,42 @@ impl ServerCertVerifier for EncryptOnly {
 
 /// A URL (or key=value string) tokio-postgres can parse, from one in libpq's terms:
 /// `sslmode=verify-full` becomes `require` and needs a CA, `sslrootcert=<file>` is taken
-/// out and configured with [`trust_server_ca`].
+/// out and configured with [`trust_server_ca`]. Everything else is passed on untouched.
 ///
 /// # Errors
 /// `verify-full` with no CA configured or given, `verify-ca`, or an unusable CA file.
 pub fn libpq_url(url: &str) -> Result<String, StoreError> {
-    let (base, separator, parameters): (&str, char, Vec<&str>) = match url.split_once('?') {
-        Some((base, query)) => (base, '&', query.split('&').collect()),
-        None if url.contains("://") => (url, '&', Vec::new()),
-        None => ("", ' ', url.split_whitespace().collect()),
-    };
-    let mut kept = Vec::with_capacity(parameters.len());
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let mut verify_full = false;
-    for parameter in parameters {
-        match parameter.split_once('=') {
-            Some(("sslmode", "verify-full")) => {
-                verify_full = true;
-                kept.push("sslmode=require");
+    let translated = if is_url {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok(url.to_owned());
+        };
+        let mut kept = Vec::new();
+        for parameter in query.split('&') {
+            let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            match translate(key, &percent_decode(value), &mut verify_full)? {
+                Translated::Keep => kept.push(parameter.to_owned()),
+                Translated::Replace(value) => kept.push(format!("{key}={value}")),
+                Translated::Drop => {}
             }
-            Some(("sslmode", "verify-ca")) => {
-                return Err(StoreError::Configuration(
-                    "sslmode=verify-ca is not supported: use verify-full".into(),
-                ));
-            }
-            Some(("sslrootcert", path)) => trust_server_ca(Path::new(path))?,
-            _ => kept.push(parameter),
         }
-    }
+        if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (key, value, raw) in key_values(url)? {
+            match translate(&key, &value, &mut verify_full)? {
+                Translated::Keep => kept.push(raw),
+                Translated::Replace(value) => kept.push(format!("{key}={value}")),
+                Translated::Drop => {}
+            }
+        }
+        kept.join(" ")
+    };
     if verify_full && !server_ca_configured() {
         return Err(StoreError::Configuration(
             "sslmode=verify-full needs the server's CA: sslrootcert=<file> in the URL, \
@@ -198,12 +228,100 @@ pub fn libpq_url(url: &str) -> Result<String, StoreError> {
                 .into(),
         ));
     }
-    let joined = kept.join(&separator.to_string());
-    Ok(match (base.is_empty(), joined.is_empty()) {
-        (true, _) => joined,
-        (false, true) => base.to_owned(),
-        (false, false) => format!("{base}?{joined}"),
-    })
+    Ok(translated)
+}
+
+enum Translated {
+    Keep,
+    Replace(&'static str),
+    Drop,
+}
+
+fn translate(key: &str, value: &str, verify_full: &mut bool) -> Result<Translated, StoreError> {
+    match (key, value) {
+        ("sslmode", "verify-full") => {
+            *verify_full = true;
+            Ok(Translated::Replace("require"))
+        }
+        ("sslmode", "verify-ca") => Err(StoreError::Configuration(
+            "sslmode=verify-ca is not supported: use verify-full".into(),
+        )),
+        // A later sslmode overrides an earlier verify-full, as in libpq.
+        ("sslmode", _) => {
+            *verify_full = false;
+            Ok(Translated::Keep)
+        }
+        ("sslrootcert", path) => {
+            trust_server_ca(Path::new(path))?;
+            Ok(Translated::Drop)
+        }
+        _ => Ok(Translated::Keep),
+    }
+}
+
+/// `%XX` escapes decoded (a path in a URL); an invalid escape is kept as written.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| value.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// The `key=value` pairs of a libpq key/value string (spaces around `=` allowed, values
+/// optionally in single quotes with `\` escapes): (key, value, the pair as written).
+fn key_values(text: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+    let malformed = || StoreError::Configuration("a malformed key=value connection string".into());
+    let mut pairs = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let start = rest;
+        let equals = rest.find('=').ok_or_else(malformed)?;
+        let key = rest[..equals].trim().to_owned();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(malformed());
+        }
+        rest = rest[equals + 1..].trim_start();
+        let mut value = String::new();
+        if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((at, c)) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                    '\'' => {
+                        end = Some(at + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            rest = &quoted[end.ok_or_else(malformed)?..];
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value.push_str(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let raw = start[..start.len() - rest.len()].trim().to_owned();
+        pairs.push((key, value, raw));
+        rest = rest.trim_start();
+    }
+    Ok(pairs)
 }
 
 #[cfg(test)]
@@ -225,5 +343,15 @@ mod tests {
         assert!(libpq_url("postgres://a@h/db?sslmode=verify-full").is_err());
         assert!(libpq_url("host=h sslmode=verify-full").is_err());
         assert!(libpq_url("postgres://a@h/db?sslrootcert=/nonexistent/ca.pem").is_err());
+        // A later sslmode wins, as in libpq.
+        assert!(libpq_url("postgres://a@h/db?sslmode=verify-full&sslmode=disable").is_ok());
+        // Quoted values keep their spaces; a '?' in a key=value password is no URL.
+        assert_eq!(
+            libpq_url("host=h password='a ? b  c' sslmode = require").ok(),
+            Some("host=h password='a ? b  c' sslmode = require".to_owned())
+        );
+        assert!(libpq_url("host=h password='unterminated").is_err());
+        assert_eq!(percent_decode("/etc/ssl/my%20ca.pem"), "/etc/ssl/my ca.pem");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 }

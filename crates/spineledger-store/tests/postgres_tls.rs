@@ -7,6 +7,18 @@
 use spineledger_store::tokio_postgres::config::Host;
 use spineledger_store::{StoreError, connect, parse_url, resolve, tls};
 
+/// The whole chain of an error, for matching on its cause.
+fn chain(error: &StoreError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether the connection of `url` runs over TLS, as the server sees it.
 async fn encrypted(url: &str) -> Result<bool, StoreError> {
     let client = connect(&parse_url(url)?).await?;
@@ -67,11 +79,23 @@ async fn sslmode_disable_prefer_require_and_verify_full_behave_as_in_libpq() {
     );
     assert!(encrypted(&named).await.expect("verified by name"));
     // The same server reached as 127.0.0.1: the certificate does not name it.
+    let refused = encrypted(&at("sslmode=verify-full"))
+        .await
+        .expect_err("a certificate for another name was accepted");
     assert!(
-        encrypted(&at("sslmode=verify-full")).await.is_err(),
-        "a certificate for another name was accepted"
+        chain(&refused).contains("certificate"),
+        "{}",
+        chain(&refused)
     );
-    // Once a CA is configured, require verifies too (libpq with a root certificate file).
-    assert!(encrypted(&at("sslmode=require")).await.is_err());
-    assert!(encrypted(&at("sslmode=disable")).await.is_ok());
+    // Once a CA is configured, require and prefer verify too, and prefer no longer falls
+    // back to plaintext.
+    for mode in ["sslmode=require", "sslmode=prefer"] {
+        let refused = encrypted(&at(mode)).await.expect_err(mode);
+        assert!(
+            chain(&refused).contains("certificate"),
+            "{mode}: {}",
+            chain(&refused)
+        );
+    }
+    assert!(!encrypted(&at("sslmode=disable")).await.expect("disable"));
 }

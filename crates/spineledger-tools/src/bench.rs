@@ -321,13 +321,18 @@ fn libpq_settings(command: &mut tokio::process::Command, config: &Config) {
     }
     // The raw baseline and the service connect alike: both with TLS or both without.
     command.env("PGSSLMODE", ssl_mode(config));
+    if let Some(ca) = spineledger_store::tls::server_ca_path() {
+        command.env("PGSSLROOTCERT", ca);
+    }
 }
 
-/// The connection's sslmode in libpq's words.
+/// The connection's sslmode in libpq's words: verify-full whenever a CA is configured
+/// (as the service then connects).
 fn ssl_mode(config: &Config) -> &'static str {
     use spineledger_store::tokio_postgres::config::SslMode;
     match config.get_ssl_mode() {
         SslMode::Disable => "disable",
+        _ if spineledger_store::tls::server_ca_configured() => "verify-full",
         SslMode::Require => "require",
         _ => "prefer",
     }
@@ -369,6 +374,11 @@ impl Server {
             .args(["--trust-dev-key", "true", "--dev-key-file"])
             .arg(&key_file)
             .args(["--shards", &SHARDS.to_string()])
+            .args(
+                spineledger_store::tls::server_ca_path()
+                    .map(|ca| vec![std::ffi::OsString::from("--database-ca"), ca.into()])
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

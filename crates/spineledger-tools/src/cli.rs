@@ -31,6 +31,9 @@ impl Tool {
         match self {
             Self::Simulate(args) => simulate(args).await,
             Self::Bench(args) => {
+                if let Some(ca) = &args.database_ca {
+                    spineledger_store::tls::trust_server_ca(ca)?;
+                }
                 let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
                 let plan = crate::bench::BenchPlan {
                     seconds: args.seconds,
@@ -71,6 +74,9 @@ pub struct BenchArgs {
     /// created there (and dropped afterwards). Default: the local server.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// PostgreSQL's CA (PEM), as for `serve`: the service and pgbench then both verify.
+    #[arg(long, env = "PGSSLROOTCERT")]
+    database_ca: Option<PathBuf>,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -195,14 +201,21 @@ impl ServerArgs {
         let mut endpoint = Channel::from_shared(self.target.clone())
             .map_err(|error| anyhow::anyhow!("--target {}: {error}", self.target))?;
         if self.target.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &self.tls_ca {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
+            // The given CA, else the public web PKI's roots (Mozilla's list).
+            let mut tls = match &self.tls_ca {
+                Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?)),
+                None => ClientTlsConfig::new().with_webpki_roots(),
+            };
             if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
                 tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
             }
             endpoint = endpoint.tls_config(tls)?;
+        } else {
+            anyhow::ensure!(
+                self.tls_ca.is_none() && self.tls_client_cert.is_none(),
+                "TLS options were given for a plaintext target {}: use https://",
+                self.target
+            );
         }
         endpoint
             .connect()

@@ -115,6 +115,9 @@ enum TrustDevKey {
     False,
 }
 
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Args)]
 struct TlsArgs {
     /// Serve TLS with this certificate chain (PEM).
@@ -139,8 +142,11 @@ impl TlsArgs {
             std::fs::read(path)
                 .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))
         };
-        let mut config =
-            ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        // A handshake that has not finished in 10 s is dropped: handshakes are not
+        // requests, so the in-flight limit does not bound them.
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(cert)?, read(key)?))
+            .timeout(TLS_HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.tls_client_ca {
             config = config.client_ca_root(Certificate::from_pem(read(ca)?));
         }
@@ -210,9 +216,10 @@ struct DatabaseArgs {
     /// `spineledger`, created if missing.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// The CA (PEM) that issued PostgreSQL's certificate: every TLS connection to it then
-    /// verifies the certificate and the host name (libpq's sslmode=verify-full). Without
-    /// it, sslmode=prefer/require encrypt without verifying, as libpq does.
+    /// The CA (PEM) that issued PostgreSQL's certificate. With it, every connection that
+    /// is not sslmode=disable requires TLS and verifies the certificate and the host name
+    /// (libpq's verify-full); without it, prefer/require encrypt without verifying, as
+    /// libpq does.
     #[arg(long, env = "PGSSLROOTCERT")]
     database_ca: Option<PathBuf>,
 }
