@@ -137,3 +137,127 @@ fn serve_given_only_the_app_url_does_not_create_the_database_it_names() {
     );
     runtime.block_on(async move { drop(database) });
 }
+
+/// A CA and a certificate for `localhost` it signed, written as PEM files in `directory`:
+/// (CA, certificate, key).
+fn localhost_certificate(
+    directory: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let certificate = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("certificate");
+    std::fs::create_dir_all(directory).expect("directory");
+    let paths = (
+        directory.join("ca.pem"),
+        directory.join("server.pem"),
+        directory.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).expect("write");
+    std::fs::write(&paths.1, certificate.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+/// Kills the child when dropped (a failed assertion must not leave a server running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_with_a_certificate_speaks_tls_and_accepts_an_issued_token() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database = runtime.block_on(spineledger_testkit::TestDatabase::create());
+    let directory =
+        std::env::temp_dir().join(format!("spineledger-cli-tls-{}", std::process::id()));
+    let (ca, certificate, key) = localhost_certificate(&directory);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port")
+        .port();
+    let _server = Running(
+        spineledger()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &spineledger_store::describe(database.config()),
+            ])
+            .arg("--tls-cert")
+            .arg(&certificate)
+            .arg("--tls-key")
+            .arg(&key)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start serve"),
+    );
+    let clinic = uuid::Uuid::new_v4();
+    let issued = spineledger()
+        .args([
+            "token",
+            "issue",
+            "--role",
+            "integration",
+            "--clinic",
+            &clinic.to_string(),
+        ])
+        .output()
+        .expect("token issue");
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let token = String::from_utf8_lossy(&issued.stdout)
+        .lines()
+        .last()
+        .expect("the token on the last line")
+        .to_owned();
+
+    runtime.block_on(async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                std::fs::read(&ca).expect("CA"),
+            ))
+            .domain_name("localhost");
+        let endpoint = tonic::transport::Channel::from_shared(format!("https://localhost:{port}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("TLS");
+        let mut channel = None;
+        for _ in 0..150 {
+            if let Ok(connected) = endpoint.connect().await {
+                channel = Some(connected);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let channel = channel.expect("serve answers over TLS");
+        let mut plans = spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient::with_interceptor(
+            channel,
+            spineledger_api::client::BearerToken::new(&token).expect("header"),
+        );
+        let status = plans
+            .get_treatment_plan(spineledger_api::v1::GetTreatmentPlanRequest {
+                clinic_id: clinic.to_string(),
+                episode_id: uuid::Uuid::new_v4().to_string(),
+                min_position: None,
+            })
+            .await
+            .expect_err("no such plan");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    });
+    let _ = std::fs::remove_dir_all(&directory);
+}
