@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 mod database;
 mod error;
 mod model;
