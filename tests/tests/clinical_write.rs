@@ -1098,3 +1098,41 @@ async fn strings_that_look_like_sql_are_stored_and_returned_as_data() {
     assert_eq!((counts.get::<_, i64>(0), counts.get::<_, i64>(1)), (2, 2));
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_write_returns_the_events_hash_as_a_receipt_and_a_retry_the_same_one() {
+    let harness = Harness::start().await;
+    let mut client = client(&harness).await;
+    let script = harness.script();
+    let request = script.register_patient(Utc::now() - Duration::days(1));
+    let first = client
+        .register_patient(request.clone())
+        .await
+        .expect("register")
+        .into_inner()
+        .result
+        .expect("result");
+    let retried = client
+        .register_patient(request)
+        .await
+        .expect("retry")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(first.event_hash.len(), 64, "{first:?}");
+    assert_eq!(retried.event_hash, first.event_hash);
+    let stored = harness
+        .database()
+        .store()
+        .read_whole_stream(&StreamKey::new(
+            script.clinic_id,
+            format!("patient-{}", script.patient_id),
+        ))
+        .await
+        .expect("stream");
+    assert_eq!(
+        stored[0].hash.map(|hash| hash.to_hex()),
+        Some(first.event_hash)
+    );
+    harness.stop().await;
+}

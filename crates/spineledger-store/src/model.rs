@@ -1,5 +1,6 @@
 //! The vocabulary of the event store: what a writer hands in and what a reader gets back.
 
+use crate::chain::EventHash;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -212,6 +213,11 @@ pub struct RecordedEvent {
     pub cursor: GlobalCursor,
     /// The fingerprint of the request that wrote it (for idempotency).
     pub fingerprint: Fingerprint,
+    /// The hash of the stream's previous event, as this one names it; `None` only for
+    /// events recorded before the chain existed.
+    pub previous_hash: Option<EventHash>,
+    /// This event's hash (see [`crate::chain`]); `None` only before the chain existed.
+    pub hash: Option<EventHash>,
 }
 
 /// Where one appended event landed.
@@ -223,6 +229,9 @@ pub struct AppendedEvent {
     pub version: u64,
     /// Its place in the global order.
     pub cursor: GlobalCursor,
+    /// Its hash: the receipt a client keeps. `None` only for an event recorded before
+    /// the chain existed (a retry of one).
+    pub hash: Option<EventHash>,
 }
 
 /// The result of an append. A retry of an earlier append gets the original result with

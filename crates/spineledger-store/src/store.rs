@@ -6,6 +6,7 @@
 //! the whole transaction is then retried and the second attempt sees the winner's rows,
 //! so a concurrent retry of one command gets the original result, never a duplicate.
 
+use crate::chain::{EventHash, Hashed};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -30,15 +31,15 @@ const UNIQUE_VIOLATION_RETRIES: usize = 5;
 /// Locks the stream row, creating it at version 0 if new; returns the version.
 const LOCK_STREAM: &str = "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
      ON CONFLICT (clinic_id, stream_id) DO UPDATE SET version = streams.version \
-     RETURNING version";
+     RETURNING version, head_hash, transaction_timestamp()";
 
 /// The stored events under a request's event ids (to recognise a retry).
 const FIND_RETRY: &str = "SELECT event_id, stream_id, version, xid::text::bigint, position, \
-     fingerprint FROM events WHERE clinic_id = $1 AND event_id = ANY($2)";
+     fingerprint, hash FROM events WHERE clinic_id = $1 AND event_id = ANY($2)";
 
 const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
      schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
-     position, fingerprint";
+     position, fingerprint, prev_hash, hash";
 
 /// The event store over a PostgreSQL connection pool whose connections log in as the app
 /// role. Every method runs in a transaction whose clinic context (row-level security) is
@@ -340,7 +341,7 @@ pub async fn append_in(
 ) -> Result<AppendOutcome, StoreError> {
     validate_batch(events)?;
     // The clinic context rides with the lock: no extra round trip.
-    let current = scoped(
+    let head = scoped(
         transaction,
         &ClinicScope::one(stream.clinic_id),
         lock_stream(transaction, stream),
@@ -351,8 +352,8 @@ pub async fn append_in(
     if let Some(replayed) = find_retry(transaction, stream, &request_keys(events)).await? {
         return Ok(replayed);
     }
-    expected.check(current)?;
-    insert_events(transaction, stream, current, events).await
+    expected.check(head.version)?;
+    insert_events(transaction, stream, &head, events).await
 }
 
 /// The ids and fingerprints that identify a request, for recognising its retries.
@@ -442,11 +443,11 @@ async fn decide_in<E>(
             )
         })
         .await?;
-    let current = to_version(locked.try_get(0)?)?;
+    let head = StreamHead::of(&locked)?;
     if let Some(replayed) = classify_retry(stream, request, &retried)? {
         return Ok(Ok(replayed));
     }
-    expected.check(current)?;
+    expected.check(head.version)?;
     let history = history
         .iter()
         .map(decode_event)
@@ -461,28 +462,58 @@ async fn decide_in<E>(
             "decided events differ from the request's ids and fingerprints",
         ));
     }
-    insert_events(transaction, stream, current, &events)
+    insert_events(transaction, stream, &head, &events)
         .await
         .map(Ok)
 }
 
+/// A locked stream as the appending transaction found it.
+struct StreamHead {
+    /// Its version (0: new).
+    version: u64,
+    /// The hash of its last event ([`EventHash::GENESIS`] for a new stream, or one whose
+    /// events predate the chain).
+    hash: EventHash,
+    /// The transaction's start: every event it inserts is recorded at this time.
+    recorded_at: DateTime<Utc>,
+}
+
+impl StreamHead {
+    fn of(row: &Row) -> Result<Self, StoreError> {
+        Ok(Self {
+            version: to_version(row.try_get(0)?)?,
+            hash: row
+                .try_get::<_, Option<&[u8]>>(1)?
+                .map(EventHash::from_slice)
+                .transpose()?
+                .unwrap_or(EventHash::GENESIS),
+            recorded_at: row.try_get(2)?,
+        })
+    }
+}
+
 /// Locks the stream row (creating it at version 0 if new): appends to one stream are
 /// serialised from here to commit, and the version read is the latest committed one.
-async fn lock_stream(transaction: &Transaction<'_>, stream: &StreamKey) -> Result<u64, StoreError> {
+async fn lock_stream(
+    transaction: &Transaction<'_>,
+    stream: &StreamKey,
+) -> Result<StreamHead, StoreError> {
     let lock = transaction.prepare_cached(LOCK_STREAM).await?;
     let row = transaction
         .query_one(&lock, &[&stream.clinic_id, &stream.stream_id])
         .await?;
-    to_version(row.try_get(0)?)
+    StreamHead::of(&row)
 }
 
-/// Inserts `events` after version `current` and moves the stream's version on.
+/// Inserts `events` after the stream's head, each hashed onto the one before it, and
+/// moves the stream's version and head hash on.
 async fn insert_events(
     transaction: &Transaction<'_>,
     stream: &StreamKey,
-    current: u64,
+    head: &StreamHead,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, StoreError> {
+    let current = head.version;
     let count = events.len() as u64;
     let versions: Vec<i64> = (1..=count)
         .map(|offset| to_sql_count(current + offset))
@@ -494,8 +525,44 @@ async fn insert_events(
         .collect();
     let schema_versions: Vec<i32> = events.iter().map(|event| event.schema_version).collect();
     let payloads: Vec<&serde_json::Value> = events.iter().map(|event| &event.payload).collect();
-    let metadata: Vec<Json<&EventMetadata>> =
-        events.iter().map(|event| Json(&event.metadata)).collect();
+    // The metadata as it will be stored: the hash covers exactly this value.
+    let metadata: Vec<serde_json::Value> = events
+        .iter()
+        .map(|event| serde_json::to_value(&event.metadata))
+        .collect::<Result<_, _>>()
+        .map_err(|error| {
+            StoreError::InvalidBatch(if error.is_data() {
+                "metadata that is not JSON"
+            } else {
+                "metadata that cannot be serialised"
+            })
+        })?;
+    let mut previous = head.hash;
+    let mut previous_hashes: Vec<&[u8]> = Vec::with_capacity(events.len());
+    let mut hashes: Vec<EventHash> = Vec::with_capacity(events.len());
+    for ((event, version), metadata) in events.iter().zip(current + 1..).zip(&metadata) {
+        let hash = Hashed {
+            clinic_id: stream.clinic_id,
+            stream_id: &stream.stream_id,
+            version,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+            metadata,
+            occurred_at: event.occurred_at,
+            recorded_at: head.recorded_at,
+            previous,
+        }
+        .hash();
+        hashes.push(hash);
+        previous = hash;
+    }
+    let prior = std::iter::once(&head.hash).chain(&hashes);
+    for hash in prior.take(events.len()) {
+        previous_hashes.push(hash.0.as_slice());
+    }
+    let own_hashes: Vec<&[u8]> = hashes.iter().map(|hash| hash.0.as_slice()).collect();
     let fingerprints: Vec<&[u8]> = events
         .iter()
         .map(|event| event.fingerprint.as_bytes().as_slice())
@@ -506,24 +573,28 @@ async fn insert_events(
     let insert = transaction
         .prepare_cached(
             "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
-                 schema_version, payload, metadata, fingerprint, occurred_at) \
+                 schema_version, payload, metadata, fingerprint, occurred_at, prev_hash, hash) \
              SELECT $1, $2, e.version, e.event_id, e.event_type, e.schema_version, \
-                 e.payload, e.metadata, e.fingerprint, e.occurred_at \
+                 e.payload, e.metadata, e.fingerprint, e.occurred_at, e.prev_hash, e.hash \
              FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], \
-                 $8::jsonb[], $9::bytea[], $10::timestamptz[]) WITH ORDINALITY \
+                 $8::jsonb[], $9::bytea[], $10::timestamptz[], $11::bytea[], $12::bytea[]) \
+                 WITH ORDINALITY \
                  AS e(version, event_id, event_type, schema_version, payload, metadata, \
-                      fingerprint, occurred_at, ordinal) \
+                      fingerprint, occurred_at, prev_hash, hash, ordinal) \
              ORDER BY e.ordinal \
-             RETURNING event_id, version, xid::text::bigint, position",
+             RETURNING event_id, version, xid::text::bigint, position, hash",
         )
         .await?;
     let bump = transaction
-        .prepare_cached("UPDATE streams SET version = $3 WHERE clinic_id = $1 AND stream_id = $2")
+        .prepare_cached(
+            "UPDATE streams SET version = $3, head_hash = $4 \
+             WHERE clinic_id = $1 AND stream_id = $2",
+        )
         .await?;
     let new_version = to_sql_count(current + count)?;
     // Pipelined, in order: if the insert fails (a unique violation the caller retries),
     // its error is the one reported — it arrives before the bump's "transaction aborted".
-    let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+    let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
         &stream.clinic_id,
         &stream.stream_id,
         &versions,
@@ -534,9 +605,16 @@ async fn insert_events(
         &metadata,
         &fingerprints,
         &occurred,
+        &previous_hashes,
+        &own_hashes,
     ];
-    let bump_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&stream.clinic_id, &stream.stream_id, &new_version];
+    let head_hash = previous.0.as_slice();
+    let bump_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &stream.clinic_id,
+        &stream.stream_id,
+        &new_version,
+        &head_hash,
+    ];
     let (rows, _bumped) = futures::try_join!(
         transaction.query(&insert, &insert_params),
         transaction.execute(&bump, &bump_params),
@@ -548,6 +626,7 @@ async fn insert_events(
                 event_id: row.try_get(0)?,
                 version: to_version(row.try_get(1)?)?,
                 cursor: decode_cursor(row.try_get(2)?, row.try_get(3)?)?,
+                hash: decode_hash(row.try_get(4)?)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -623,6 +702,7 @@ fn classify_retry(
             event_id,
             version: to_version(row.try_get(2)?)?,
             cursor: decode_cursor(row.try_get(3)?, row.try_get(4)?)?,
+            hash: decode_hash(row.try_get(6)?)?,
         });
     }
     if stored.len() != request.len() {
@@ -655,7 +735,13 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         recorded_at: row.try_get(9)?,
         cursor: decode_cursor(row.try_get(10)?, row.try_get(11)?)?,
         fingerprint: Fingerprint::from_slice(row.try_get(12)?)?,
+        previous_hash: decode_hash(row.try_get(13)?)?,
+        hash: decode_hash(row.try_get(14)?)?,
     })
+}
+
+fn decode_hash(bytes: Option<&[u8]>) -> Result<Option<EventHash>, StoreError> {
+    bytes.map(EventHash::from_slice).transpose()
 }
 
 fn decode_cursor(xid: i64, position: i64) -> Result<GlobalCursor, StoreError> {

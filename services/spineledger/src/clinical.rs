@@ -379,7 +379,11 @@ fn undecodable(stored: &RecordedEvent) -> ApiError {
     }
 }
 
-/// The idempotency fingerprint: the stream and the command exactly as validated.
+/// The idempotency fingerprint, version 1: SHA-256 of the `serde_json` serialisation of
+/// (stream id, the command exactly as validated). A retry across a deploy must stay a
+/// retry, so this must not change silently: tests pin the fingerprints of known
+/// commands. A change to a command's serialised form (a renamed or added field) is a new
+/// version, and retries must then be recognised by either version.
 fn fingerprint<T: serde::Serialize>(
     stream: &StreamKey,
     command: &T,
@@ -399,6 +403,7 @@ fn write_result(
         stream_id: stream.stream_id.clone(),
         stream_version: clamp(event.version),
         global_position: event.cursor.position,
+        event_hash: event.hash.map(|hash| hash.to_hex()).unwrap_or_default(),
     })
 }
 
@@ -472,6 +477,86 @@ mod tests {
             }
         );
     }
+
+    /// Version 1 of the fingerprint, pinned: if this fails, retries of commands sent
+    /// before the change would be refused as reused command ids. Do not update the
+    /// constants; add a fingerprint version instead.
+    #[test]
+    fn command_fingerprints_are_pinned() {
+        let now = DateTime::from_timestamp(1_793_000_000, 0).expect("time");
+        let header = || {
+            Some(v1::CommandHeader {
+                clinic_id: "7d8e4a52-3b1f-4c7a-9a43-1f2d5c6b7e80".into(),
+                command_id: "0b6f1c9e-2d4a-4f8b-9c3e-5a7d1e2f3b4c".into(),
+                expected_version: None,
+                correlation_id: String::new(),
+                causation_id: String::new(),
+                actor: "provider-7".into(),
+            })
+        };
+        let at = Some(prost_types::Timestamp {
+            seconds: 1_792_990_000,
+            nanos: 0,
+        });
+        let registration = convert::register_patient(
+            v1::RegisterPatientRequest {
+                header: header(),
+                occurred_at: at,
+                patient_id: "3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41".into(),
+                birth_year: Some(1971),
+                sex: v1::Sex::Female as i32,
+            },
+            now,
+        )
+        .expect("valid");
+        let stream = StreamKey::new(
+            registration.header.clinic_id.0,
+            registration.command.patient_id.stream_id(),
+        );
+        let registered = fingerprint(&stream, &registration.command).expect("fingerprint");
+        assert_eq!(hex(registered.as_bytes()), PINNED_REGISTRATION);
+
+        let (episode, session) = convert::record_session(
+            v1::RecordSessionRequest {
+                header: header(),
+                occurred_at: at,
+                episode_id: "5f0c8a8e-1b2d-4c3e-9f4a-6b7c8d9e0f1a".into(),
+                mode: v1::SessionMode::Intermittent as i32,
+                peak_force: Some(v1::Force {
+                    value: 300.0,
+                    unit: v1::ForceUnit::Newton as i32,
+                }),
+                rest_force: Some(v1::Force {
+                    value: 150.0,
+                    unit: v1::ForceUnit::Newton as i32,
+                }),
+                hold_seconds: 60,
+                relax_seconds: 30,
+                cycles: 15,
+                duration_minutes: 25,
+                angle_degrees: 10,
+                levels: vec![v1::SpinalLevel::L4 as i32, v1::SpinalLevel::L5 as i32],
+                pain_before: 6,
+                pain_after: 4,
+                tolerance: v1::Tolerance::Good as i32,
+                adverse_event: None,
+                provider_id: "provider-7".into(),
+            },
+            now,
+        )
+        .expect("valid");
+        let stream = StreamKey::new(session.header.clinic_id.0, episode.stream_id());
+        let recorded = fingerprint(&stream, &session.command).expect("fingerprint");
+        assert_eq!(hex(recorded.as_bytes()), PINNED_SESSION);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    const PINNED_REGISTRATION: &str =
+        "4966776038809d0b84bfe3a8014bb1aac7560b6332cdec64309b2541defcd5ff";
+    const PINNED_SESSION: &str = "fb15db996769e0e8720f19c2f9b72ee03f94879bbebb6ccf01dafc4b1bae4982";
 
     #[test]
     fn grpc_timeouts_parse_as_the_protocol_defines_them() {
