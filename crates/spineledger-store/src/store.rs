@@ -485,7 +485,8 @@ impl StreamHead {
             hash: row
                 .try_get::<_, Option<&[u8]>>(1)?
                 .map(EventHash::from_slice)
-                .transpose()?
+                .transpose()
+                .map_err(|error| StoreError::Malformed(error.to_string()))?
                 .unwrap_or(EventHash::GENESIS),
             recorded_at: row.try_get(2)?,
         })
@@ -741,7 +742,10 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 fn decode_hash(bytes: Option<&[u8]>) -> Result<Option<EventHash>, StoreError> {
-    bytes.map(EventHash::from_slice).transpose()
+    bytes
+        .map(EventHash::from_slice)
+        .transpose()
+        .map_err(|error| StoreError::Malformed(error.to_string()))
 }
 
 fn decode_cursor(xid: i64, position: i64) -> Result<GlobalCursor, StoreError> {

@@ -51,14 +51,14 @@ impl EventHash {
         hex::encode(self.0)
     }
 
-    /// A hash read back from the store.
+    /// A hash read back from storage.
     ///
     /// # Errors
     /// The bytes are not 32 long.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, crate::StoreError> {
-        <[u8; 32]>::try_from(bytes).map(Self).map_err(|_| {
-            crate::StoreError::Malformed(format!("an event hash of {} bytes", bytes.len()))
-        })
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, crate::VerifyError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| crate::VerifyError::HashLength(bytes.len()))
     }
 }
 
