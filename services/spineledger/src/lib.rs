@@ -11,6 +11,7 @@ pub mod reads;
 pub mod server;
 pub mod shed;
 pub mod telemetry;
+pub mod verify;
 
 use std::sync::Arc;
 

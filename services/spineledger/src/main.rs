@@ -40,6 +40,9 @@ enum Command {
     Projector(ProjectorArgs),
     /// Rebuild read models from position zero into fresh tables, compare, swap.
     Rebuild(RebuildArgs),
+    /// Check every stream's hash chain (versions, hashes, links, heads) and name the first
+    /// broken link of each damaged stream; exits non-zero if any.
+    Verify(VerifyArgs),
     /// Development tokens signed with the local development key.
     Token {
         #[command(subcommand)]
@@ -49,6 +52,15 @@ enum Command {
     #[cfg(feature = "tools")]
     #[command(flatten)]
     Tool(spineledger_tools::cli::Tool),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Only this clinic's streams.
+    #[arg(long)]
+    clinic: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Projector(args)) => projector(args).await,
         Some(Command::Rebuild(args)) => rebuild(args).await,
+        Some(Command::Verify(args)) => verify(&args).await,
         Some(Command::Token {
             command: TokenCommand::Issue(args),
         }) => issue_token(&args),
@@ -472,6 +485,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Verifies and prints a line per damaged stream and a summary; an error when any stream
+/// is damaged (so the exit status says so).
+async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let config = spineledger_store::resolve(args.database.owner_url()?).await?;
+    let client = spineledger_store::connect(&config).await?;
+    let report = spineledger::verify::verify(&client, args.clinic).await?;
+    for broken in &report.breaks {
+        println!("BROKEN {broken}");
+    }
+    println!(
+        "checked {} events in {} streams of {} clinics: {} damaged streams{}",
+        report.events,
+        report.streams,
+        report.clinics,
+        report.breaks.len(),
+        if report.unhashed > 0 {
+            format!(
+                "; {} events were recorded before the hash chain and have no hashes",
+                report.unhashed
+            )
+        } else {
+            String::new()
+        }
+    );
+    anyhow::ensure!(
+        report.breaks.is_empty(),
+        "{} damaged streams (listed above)",
+        report.breaks.len()
+    );
     Ok(())
 }
 

@@ -261,3 +261,74 @@ fn serve_with_a_certificate_speaks_tls_and_accepts_an_issued_token() {
     });
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[test]
+fn verify_exits_non_zero_naming_the_first_broken_link() {
+    use spineledger_store::{EventMetadata, ExpectedVersion, Fingerprint, NewEvent, StreamKey};
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let database = runtime.block_on(spineledger_testkit::TestDatabase::create());
+    let stream = StreamKey::new(uuid::Uuid::new_v4(), "episode-verify".to_owned());
+    runtime.block_on(async {
+        for n in 1..=3 {
+            let payload = serde_json::json!({ "n": n });
+            let event_id = uuid::Uuid::new_v4();
+            let event = NewEvent {
+                event_id,
+                event_type: "SessionRecorded".into(),
+                schema_version: 1,
+                fingerprint: Fingerprint::of(&payload).expect("fingerprint"),
+                payload,
+                metadata: EventMetadata {
+                    actor: "provider-7".into(),
+                    command_id: event_id,
+                    ..EventMetadata::default()
+                },
+                occurred_at: None,
+            };
+            database
+                .store()
+                .append(&stream, ExpectedVersion::Any, &[event])
+                .await
+                .expect("append");
+        }
+    });
+    let url = spineledger_store::describe(database.config());
+    let sound = spineledger()
+        .args(["verify", "--database-url", &url])
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&sound.stdout);
+    assert!(sound.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("checked 3 events in 1 streams of 1 clinics: 0 damaged"),
+        "{stdout}"
+    );
+
+    runtime.block_on(async {
+        let owner = database.owner_client().await;
+        owner
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .expect("bypass");
+        owner
+            .execute(
+                "UPDATE events SET payload = '{\"n\": 20}' WHERE stream_id = $1 AND version = 2",
+                &[&stream.stream_id],
+            )
+            .await
+            .expect("tamper");
+    });
+    let damaged = spineledger()
+        .args(["verify", "--database-url", &url])
+        .output()
+        .expect("verify");
+    let stdout = String::from_utf8_lossy(&damaged.stdout);
+    assert!(!damaged.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "BROKEN hash mismatch: clinic {} stream episode-verify version 2 position",
+            stream.clinic_id
+        )),
+        "{stdout}"
+    );
+}
