@@ -19,6 +19,7 @@ use uuid::Uuid;
 const WRITE: &str = "/spineledger.v1.ClinicalRecordsService/";
 const PLANS: &str = "/spineledger.v1.TreatmentPlanService/";
 const STATISTICS: &str = "/spineledger.v1.OutcomeStatisticsService/GetOutcomeStatistics";
+const AUDIT: &str = "/spineledger.v1.AuditService/";
 
 /// One valid request of every RPC for `script`'s clinic and episode, by path.
 fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
@@ -93,6 +94,26 @@ fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
+        (
+            format!("{AUDIT}ListStreamEvents"),
+            v1::ListStreamEventsRequest {
+                clinic_id: script.clinic_id.to_string(),
+                stream_id: format!("episode-{}", script.episode_id),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            format!("{AUDIT}GetTreatmentPlanAsOf"),
+            v1::GetTreatmentPlanAsOfRequest {
+                clinic_id: script.clinic_id.to_string(),
+                episode_id: script.episode_id.to_string(),
+                as_of: Some(v1::get_treatment_plan_as_of_request::AsOf::GlobalPosition(
+                    i64::MAX,
+                )),
+            }
+            .encode_to_vec(),
+        ),
     ]
 }
 
@@ -158,6 +179,8 @@ fn roles_for(path: &str) -> (Role, Vec<Role>) {
         .collect();
     let admitted = if path == STATISTICS {
         Role::Analyst
+    } else if path.starts_with(AUDIT) {
+        Role::Auditor
     } else {
         Role::Integration
     };

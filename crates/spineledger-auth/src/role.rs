@@ -110,6 +110,8 @@ impl Access {
 
 /// Those who write and read a clinic's records.
 const RECORD_KEEPERS: &[Role] = &[Role::Clinician, Role::Integration];
+/// Those who read the history and replay the record.
+const AUDITORS: &[Role] = &[Role::Auditor];
 /// Those who read outcome statistics: analysts, and the clinics' own staff and software
 /// for their own clinics.
 const STATISTICS_READERS: &[Role] = &[Role::Analyst, Role::Clinician, Role::Integration];
@@ -175,6 +177,14 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     (
         "/spineledger.v1.OutcomeStatisticsService/GetOutcomeStatistics",
         Access::Roles(STATISTICS_READERS),
+    ),
+    (
+        "/spineledger.v1.AuditService/ListStreamEvents",
+        Access::Roles(AUDITORS),
+    ),
+    (
+        "/spineledger.v1.AuditService/GetTreatmentPlanAsOf",
+        Access::Roles(AUDITORS),
     ),
 ];
 

@@ -14,7 +14,7 @@ pub mod rebuild;
 pub mod runtime;
 
 pub use error::ProjectionError;
-pub use models::Projection;
+pub use models::{Projection, treatment_plan_of};
 pub use runtime::{
     BatchOutcome, DEFAULT_SHARDS, FaultInjector, NoFaults, Projector, ProjectorConfig, Stage,
     checkpoint, ensure_checkpoints, wait_for_position,

@@ -149,6 +149,30 @@ fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, P
     Ok(facts)
 }
 
+/// An episode's treatment plan folded from `events` (one episode stream's stored events,
+/// in version order, however many of them: all, or those up to a moment), with the
+/// projector's own fold: what the read model said, or would have said, after them.
+/// `None` when they hold no episode fact.
+///
+/// # Errors
+/// An event that does not decode.
+pub fn treatment_plan_of(
+    clinic_id: Uuid,
+    episode_id: Uuid,
+    events: &[RecordedEvent],
+) -> Result<Option<TreatmentPlanView>, ProjectionError> {
+    let facts = decode_episode_events(events)?;
+    if facts.is_empty() {
+        return Ok(None);
+    }
+    let chart = Chart::new(
+        facts
+            .into_iter()
+            .map(|fact| (fact.event_id, fact.version, fact.event)),
+    );
+    Ok(Some(derive(clinic_id, episode_id, &chart)))
+}
+
 /// The charts of `episodes` from their events up to `upto` in the global order.
 async fn read_charts(
     client: &impl GenericClient,

@@ -20,9 +20,11 @@ use tonic_health::ServingStatus;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::App;
+use crate::audit::Audit;
 use crate::clinical::ClinicalRecords;
 use crate::reads::ReadModels;
 use crate::telemetry::HeaderExtractor;
+use spineledger_api::v1::audit_service_server::AuditServiceServer;
 use spineledger_api::v1::clinical_records_service_server::ClinicalRecordsServiceServer;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsServiceServer;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
@@ -154,6 +156,7 @@ async fn run(
     health
         .set_serving::<OutcomeStatisticsServiceServer<ReadModels>>()
         .await;
+    health.set_serving::<AuditServiceServer<Audit>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let draining = {
@@ -173,6 +176,7 @@ async fn run(
             health
                 .set_not_serving::<OutcomeStatisticsServiceServer<ReadModels>>()
                 .await;
+            health.set_not_serving::<AuditServiceServer<Audit>>().await;
         }
     };
 
@@ -202,8 +206,11 @@ async fn run(
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
-            OutcomeStatisticsServiceServer::new(ReadModels::new(app))
+            OutcomeStatisticsServiceServer::new(ReadModels::new(app.clone()))
                 .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            AuditServiceServer::new(Audit::new(app)).max_decoding_message_size(max_message_bytes),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
         .await?;

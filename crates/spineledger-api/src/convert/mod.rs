@@ -15,6 +15,7 @@ use spineledger_domain::commands::EpisodeCommand;
 use spineledger_domain::ids::{ClinicId, EpisodeId};
 use uuid::Uuid;
 
+pub mod audit;
 mod check;
 pub mod correction;
 pub mod enums;
@@ -26,6 +27,7 @@ mod reads;
 #[cfg(test)]
 mod test_support;
 
+pub use audit::{AsOf, PlanAsOfQuery, StreamEventsQuery};
 pub(crate) use check::Check;
 pub use check::unstorable_text;
 pub use correction::record_correction;

@@ -1,0 +1,165 @@
+//! The auditor's requests become validated queries here, with the same [`Check`] as the
+//! rest of the edge.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Check;
+use crate::error::FieldViolations;
+use crate::v1;
+
+/// Events per history page when the request leaves `page_size` 0.
+pub const DEFAULT_HISTORY_PAGE: u16 = 100;
+/// The largest history page.
+pub const MAX_HISTORY_PAGE: u16 = 500;
+
+/// A valid `ListStreamEventsRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEventsQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The stream, in canonical form (`patient-{uuid}` or `episode-{uuid}`).
+    pub stream_id: String,
+    /// The page starts after this version.
+    pub after_version: u64,
+    /// Events per page, 1-[`MAX_HISTORY_PAGE`].
+    pub page_size: u16,
+}
+
+/// Up to when an as-of view folds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Events recorded at or before this time.
+    RecordedAt(DateTime<Utc>),
+    /// Events at or before this global position.
+    Position(i64),
+}
+
+/// A valid `GetTreatmentPlanAsOfRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanAsOfQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The episode.
+    pub episode_id: Uuid,
+    /// Up to when.
+    pub as_of: AsOf,
+}
+
+/// `patient-{uuid}` or `episode-{uuid}`, written canonically.
+fn stream_id(check: &mut Check, raw: &str) -> Option<String> {
+    let parsed = raw
+        .trim()
+        .split_once('-')
+        .filter(|(kind, _)| matches!(*kind, "patient" | "episode"))
+        .and_then(|(kind, id)| Uuid::parse_str(id).ok().map(|id| (kind, id)))
+        .filter(|(_, id)| !id.is_nil());
+    match parsed {
+        Some((kind, id)) => Some(format!("{kind}-{id}")),
+        None => {
+            check.add("stream_id", "must be patient-{uuid} or episode-{uuid}");
+            None
+        }
+    }
+}
+
+impl TryFrom<v1::ListStreamEventsRequest> for StreamEventsQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::ListStreamEventsRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let stream_id = stream_id(&mut check, &req.stream_id);
+        let after_version = u64::try_from(req.after_version).ok().or_else(|| {
+            check.add("after_version", "must not be negative");
+            None
+        });
+        let page_size = match u16::try_from(req.page_size) {
+            Ok(0) => Some(DEFAULT_HISTORY_PAGE),
+            Ok(size) if size <= MAX_HISTORY_PAGE => Some(size),
+            _ => {
+                check.add("page_size", format!("must be 0-{MAX_HISTORY_PAGE}"));
+                None
+            }
+        };
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                stream_id: stream_id?,
+                after_version: after_version?,
+                page_size: page_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::GetTreatmentPlanAsOfRequest> for PlanAsOfQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetTreatmentPlanAsOfRequest) -> Result<Self, FieldViolations> {
+        use v1::get_treatment_plan_as_of_request::AsOf as Raw;
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let episode_id = check.uuid("episode_id", &req.episode_id);
+        let as_of = match req.as_of {
+            Some(Raw::RecordedAt(at)) => check.timestamp("recorded_at", at).map(AsOf::RecordedAt),
+            Some(Raw::GlobalPosition(position)) if position >= 1 => Some(AsOf::Position(position)),
+            Some(Raw::GlobalPosition(_)) => {
+                check.add("global_position", "must be a positive global position");
+                None
+            }
+            None => {
+                check.add("as_of", "name recorded_at or global_position");
+                None
+            }
+        };
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                episode_id: episode_id?,
+                as_of: as_of?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_are_patient_or_episode_uuids_in_canonical_form() {
+        let mut check = Check::new();
+        let id = "3C2B1A09-8F7E-4D6C-B5A4-9E8D7C6B5A41";
+        assert_eq!(
+            stream_id(&mut check, &format!(" episode-{id} ")),
+            Some("episode-3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41".to_owned())
+        );
+        for bad in [
+            "",
+            "episode-",
+            "clinic-3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41",
+            "episode-x",
+        ] {
+            assert_eq!(stream_id(&mut check, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_as_of_needs_a_time_or_a_positive_position() {
+        let request = |as_of| v1::GetTreatmentPlanAsOfRequest {
+            clinic_id: "7d8e4a52-3b1f-4c7a-9a43-1f2d5c6b7e80".into(),
+            episode_id: "5f0c8a8e-1b2d-4c3e-9f4a-6b7c8d9e0f1a".into(),
+            as_of,
+        };
+        use v1::get_treatment_plan_as_of_request::AsOf as Raw;
+        assert!(PlanAsOfQuery::try_from(request(None)).is_err());
+        assert!(PlanAsOfQuery::try_from(request(Some(Raw::GlobalPosition(0)))).is_err());
+        assert_eq!(
+            PlanAsOfQuery::try_from(request(Some(Raw::GlobalPosition(7)))).map(|q| q.as_of),
+            Ok(AsOf::Position(7))
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The auditor's API: a stream's history as the log holds it, and an episode's treatment
+//! plan as it stood at a moment, replayed from the log with the projector's own fold.
+
+use spineledger_api::convert::{AsOf, PlanAsOfQuery, StreamEventsQuery};
+use spineledger_api::error::ApiError;
+use spineledger_api::v1;
+use spineledger_api::v1::audit_service_server::AuditService;
+use spineledger_api::views;
+use spineledger_auth::Principal;
+use spineledger_domain::EpisodeId;
+use spineledger_store::{RecordedEvent, StreamKey};
+use tonic::{Request, Response, Status};
+
+use crate::{App, auth};
+
+/// The `AuditService` implementation.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    app: App,
+}
+
+impl Audit {
+    /// The audit service over `app`.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+
+    async fn history(
+        &self,
+        principal: &Principal,
+        request: v1::ListStreamEventsRequest,
+    ) -> Result<v1::ListStreamEventsResponse, ApiError> {
+        let query = StreamEventsQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let stream = StreamKey::new(query.clinic_id, query.stream_id);
+        let page = usize::from(query.page_size);
+        // One more than the page tells whether another page follows.
+        let mut events = self
+            .app
+            .store
+            .read_stream(&stream, query.after_version.saturating_add(1), page + 1)
+            .await?;
+        let next_after_version = if events.len() > page {
+            events.truncate(page);
+            events
+                .last()
+                .map_or(0, |event| i64::try_from(event.version).unwrap_or(i64::MAX))
+        } else {
+            0
+        };
+        Ok(v1::ListStreamEventsResponse {
+            events: events.iter().map(stored_event).collect(),
+            next_after_version,
+        })
+    }
+
+    async fn plan_as_of(
+        &self,
+        principal: &Principal,
+        request: v1::GetTreatmentPlanAsOfRequest,
+    ) -> Result<v1::GetTreatmentPlanAsOfResponse, ApiError> {
+        let query = PlanAsOfQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let stream = StreamKey::new(query.clinic_id, EpisodeId(query.episode_id).stream_id());
+        let mut events = self.app.store.read_whole_stream(&stream).await?;
+        // Within a stream, versions, positions and recording times rise together (appends
+        // to a stream are serialised by its lock), so "up to a moment" is a prefix.
+        events.retain(|event| match query.as_of {
+            AsOf::RecordedAt(at) => event.recorded_at <= at,
+            AsOf::Position(position) => event.cursor.position <= position,
+        });
+        let view =
+            spineledger_projections::treatment_plan_of(query.clinic_id, query.episode_id, &events)?
+                .ok_or(ApiError::PlanNotFound)?;
+        let last = events.last().ok_or(ApiError::PlanNotFound)?;
+        // "Today", for due dates and flags, is the moment asked about.
+        let today = match query.as_of {
+            AsOf::RecordedAt(at) => at,
+            AsOf::Position(_) => last.recorded_at,
+        };
+        Ok(v1::GetTreatmentPlanAsOfResponse {
+            plan: Some(views::treatment_plan(&view, today)),
+            events: i64::try_from(events.len()).unwrap_or(i64::MAX),
+            last_global_position: last.cursor.position,
+        })
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn stored_event(event: &RecordedEvent) -> v1::StoredEvent {
+    let hex = |hash: Option<spineledger_store::chain::EventHash>| {
+        hash.map(|hash| hash.to_hex()).unwrap_or_default()
+    };
+    v1::StoredEvent {
+        event_id: event.event_id.to_string(),
+        stream_id: event.stream_id.clone(),
+        version: i64::try_from(event.version).unwrap_or(i64::MAX),
+        global_position: event.cursor.position,
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
+        payload_json: event.payload.to_string(),
+        metadata_json: serde_json::to_string(&event.metadata).unwrap_or_default(),
+        occurred_at: event.occurred_at.map(timestamp),
+        recorded_at: Some(timestamp(event.recorded_at)),
+        previous_hash: hex(event.previous_hash),
+        event_hash: hex(event.hash),
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Audit {
+    async fn list_stream_events(
+        &self,
+        request: Request<v1::ListStreamEventsRequest>,
+    ) -> Result<Response<v1::ListStreamEventsResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.history(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_treatment_plan_as_of(
+        &self,
+        request: Request<v1::GetTreatmentPlanAsOfRequest>,
+    ) -> Result<Response<v1::GetTreatmentPlanAsOfResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.plan_as_of(&principal, request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,277 @@
+//! The auditor's API (issue 10): an episode's plan as of any position equals what the
+//! projector showed right after that position, however the record changed later; a
+//! stream's history, page by page, is the log itself, and its hashes can be recomputed
+//! from what the API returns.
+
+use chrono::{DateTime, Duration, Utc};
+use spineledger_api::v1;
+use spineledger_api::v1::audit_service_client::AuditServiceClient;
+use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
+use spineledger_api::v1::treatment_plan_service_client::TreatmentPlanServiceClient;
+use spineledger_auth::Role;
+use spineledger_e2e::Harness;
+use spineledger_verifier::chain::{EventHash, Hashed};
+use tonic::Code;
+use uuid::Uuid;
+
+/// The plan without what depends on "today" (due-date flags, pacing), which the live read
+/// and the as-of read compute for different days.
+fn without_today(mut plan: v1::TreatmentPlan) -> v1::TreatmentPlan {
+    plan.expected_sessions_by_today = None;
+    plan.pacing = None;
+    plan.flags = None;
+    plan.as_of = None;
+    plan
+}
+
+fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_plan_as_of_every_position_is_what_the_projector_showed_then() {
+    let mut harness = Harness::start_at(Utc::now()).await;
+    harness.start_projector();
+    let script = harness.script();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let start = Utc::now() - Duration::days(30);
+
+    writes
+        .register_patient(script.register_patient(start))
+        .await
+        .expect("register");
+    // After each write, what the projector showed once it had applied that write (and
+    // before the next was sent).
+    let mut shown: Vec<(i64, v1::TreatmentPlan)> = Vec::new();
+    let episode =
+        |script: &spineledger_e2e::requests::EpisodeScript, position| v1::GetTreatmentPlanRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: script.episode_id.to_string(),
+            min_position: Some(position),
+        };
+    macro_rules! written {
+        ($call:expr) => {{
+            let result = $call
+                .await
+                .expect("write")
+                .into_inner()
+                .result
+                .expect("result");
+            let plan = plans
+                .get_treatment_plan(episode(&script, result.global_position))
+                .await
+                .expect("plan")
+                .into_inner()
+                .plan
+                .expect("plan");
+            shown.push((result.global_position, plan));
+            result
+        }};
+    }
+    let evaluation =
+        written!(writes.record_evaluation(script.evaluation(start + Duration::hours(1))));
+    let evaluation_id = Uuid::parse_str(&evaluation.event_id).expect("id");
+    written!(writes.start_treatment_plan(script.plan(start + Duration::days(1))));
+    for day in [2, 5, 9] {
+        written!(writes.record_session(script.session(
+            start + Duration::days(day),
+            300.0,
+            v1::Tolerance::Good
+        )));
+    }
+    // A late entry (dated before the last session) and a correction of the evaluation.
+    written!(writes.record_session(script.session(
+        start + Duration::days(4),
+        280.0,
+        v1::Tolerance::Fair
+    )));
+    written!(
+        writes.record_correction(script.correction(start + Duration::days(10), evaluation_id))
+    );
+
+    let mut auditor = AuditServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Auditor, &[script.clinic_id]),
+    );
+    for (position, live) in shown {
+        let as_of = auditor
+            .get_treatment_plan_as_of(v1::GetTreatmentPlanAsOfRequest {
+                clinic_id: script.clinic_id.to_string(),
+                episode_id: script.episode_id.to_string(),
+                as_of: Some(v1::get_treatment_plan_as_of_request::AsOf::GlobalPosition(
+                    position,
+                )),
+            })
+            .await
+            .expect("as of")
+            .into_inner();
+        assert_eq!(as_of.last_global_position, position);
+        assert_eq!(
+            without_today(as_of.plan.expect("plan")),
+            without_today(live),
+            "as of position {position}"
+        );
+    }
+    // Asking twice gives the same answer, byte for byte.
+    let ask = || v1::GetTreatmentPlanAsOfRequest {
+        clinic_id: script.clinic_id.to_string(),
+        episode_id: script.episode_id.to_string(),
+        as_of: Some(v1::get_treatment_plan_as_of_request::AsOf::RecordedAt(
+            prost_types::Timestamp {
+                seconds: Utc::now().timestamp(),
+                nanos: 0,
+            },
+        )),
+    };
+    let once = auditor.get_treatment_plan_as_of(ask()).await.expect("once");
+    let twice = auditor
+        .get_treatment_plan_as_of(ask())
+        .await
+        .expect("twice");
+    assert_eq!(
+        prost::Message::encode_to_vec(once.get_ref()),
+        prost::Message::encode_to_vec(twice.get_ref())
+    );
+    // Before the episode's first event there is no plan.
+    let before = auditor
+        .get_treatment_plan_as_of(v1::GetTreatmentPlanAsOfRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: script.episode_id.to_string(),
+            as_of: Some(v1::get_treatment_plan_as_of_request::AsOf::GlobalPosition(
+                1,
+            )),
+        })
+        .await
+        .expect_err("nothing yet");
+    assert_eq!(before.code(), Code::NotFound);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_streams_history_is_the_log_and_its_hashes_can_be_recomputed_from_it() {
+    let harness = Harness::start().await;
+    let script = harness.script();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let start = Utc::now() - Duration::days(10);
+    writes
+        .register_patient(script.register_patient(start))
+        .await
+        .expect("register");
+    writes
+        .record_evaluation(script.evaluation(start))
+        .await
+        .expect("evaluation");
+    writes
+        .start_treatment_plan(script.plan(start + Duration::days(1)))
+        .await
+        .expect("plan");
+    for day in 2..5 {
+        writes
+            .record_session(script.session(start + Duration::days(day), 300.0, v1::Tolerance::Good))
+            .await
+            .expect("session");
+    }
+
+    let mut auditor = AuditServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Auditor, &[script.clinic_id]),
+    );
+    let stream_id = format!("episode-{}", script.episode_id);
+    let mut events = Vec::new();
+    let mut after_version = 0;
+    let mut pages = 0;
+    loop {
+        let page = auditor
+            .list_stream_events(v1::ListStreamEventsRequest {
+                clinic_id: script.clinic_id.to_string(),
+                stream_id: stream_id.clone(),
+                after_version,
+                page_size: 2,
+            })
+            .await
+            .expect("history")
+            .into_inner();
+        pages += 1;
+        events.extend(page.events);
+        if page.next_after_version == 0 {
+            break;
+        }
+        after_version = page.next_after_version;
+    }
+    assert_eq!(pages, 3, "five events in pages of two");
+    let stored = harness
+        .database()
+        .store()
+        .read_whole_stream(&spineledger_store::StreamKey::new(
+            script.clinic_id,
+            stream_id.clone(),
+        ))
+        .await
+        .expect("stream");
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| event.event_id.clone())
+            .collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|event| event.event_id.to_string())
+            .collect::<Vec<_>>()
+    );
+
+    // An auditor recomputes every hash from the API's answer alone.
+    let mut previous = EventHash::GENESIS;
+    for event in &events {
+        let payload: serde_json::Value =
+            serde_json::from_str(&event.payload_json).expect("payload");
+        let metadata: serde_json::Value =
+            serde_json::from_str(&event.metadata_json).expect("metadata");
+        assert!(
+            metadata.get("principal").is_some(),
+            "who wrote it: {metadata}"
+        );
+        let hash = Hashed {
+            clinic_id: script.clinic_id,
+            stream_id: &event.stream_id,
+            version: u64::try_from(event.version).expect("version"),
+            event_id: Uuid::parse_str(&event.event_id).expect("id"),
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &payload,
+            metadata: &metadata,
+            occurred_at: time(event.occurred_at.as_ref()),
+            recorded_at: time(event.recorded_at.as_ref()).expect("recorded at"),
+            previous,
+        }
+        .hash();
+        assert_eq!(event.previous_hash, previous.to_hex());
+        assert_eq!(event.event_hash, hash.to_hex(), "version {}", event.version);
+        previous = hash;
+    }
+
+    // Another clinic's auditor gets nothing; nor does a malformed stream id.
+    let mut stranger = AuditServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Auditor, &[Uuid::new_v4()]),
+    );
+    let refused = stranger
+        .list_stream_events(v1::ListStreamEventsRequest {
+            clinic_id: script.clinic_id.to_string(),
+            stream_id: stream_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("other clinic");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let malformed = auditor
+        .list_stream_events(v1::ListStreamEventsRequest {
+            clinic_id: script.clinic_id.to_string(),
+            stream_id: "events; DROP TABLE events".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("malformed");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    harness.stop().await;
+}
