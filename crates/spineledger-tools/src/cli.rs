@@ -17,6 +17,8 @@ pub enum Tool {
     Simulate(SimulateArgs),
     /// Print outcome statistics through the gRPC API.
     Stats(StatsArgs),
+    /// Print an episode's history and its treatment plan as it stood (auditor token).
+    Replay(ReplayArgs),
     /// Measure appends, projection lag, memory and rebuild against raw PostgreSQL
     /// (pgbench) in one run, on a fresh database (see BENCHMARKS.md).
     Bench(BenchArgs),
@@ -43,6 +45,39 @@ impl Tool {
                 };
                 let report = crate::bench::run(&server, &plan).await?;
                 print!("{}", report.render());
+                Ok(())
+            }
+            Self::Replay(args) => {
+                let token = args.server.bearer()?;
+                let clinic = match args.clinic {
+                    Some(clinic) => clinic,
+                    None => {
+                        match spineledger_auth::principal::claimed_clinics(&args.server.token.0)
+                            .as_deref()
+                        {
+                            Some([only]) => *only,
+                            _ => anyhow::bail!(
+                                "name the episode's clinic with --clinic (the token does not grant \
+                             exactly one)"
+                            ),
+                        }
+                    }
+                };
+                let as_of = match (args.as_of, args.at_position) {
+                    (Some(at), _) => Some(crate::replay::Moment::RecordedAt(at)),
+                    (None, Some(position)) => Some(crate::replay::Moment::Position(position)),
+                    (None, None) => None,
+                };
+                let query = crate::replay::ReplayQuery {
+                    clinic,
+                    episode: args.episode,
+                    as_of,
+                };
+                let channel = args.server.channel().await?;
+                print!(
+                    "{}",
+                    crate::replay::fetch_and_render(channel, &token, &query).await?
+                );
                 Ok(())
             }
             Self::Stats(args) => {
@@ -129,6 +164,26 @@ pub struct StatsArgs {
     group_by: Vec<spineledger_readmodels::statistics::Dimension>,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
+}
+
+/// The arguments of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The server and an auditor token (`spineledger token issue --role auditor --clinic …`).
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The episode's clinic (default: the token's, when it grants exactly one).
+    #[arg(long)]
+    clinic: Option<uuid::Uuid>,
+    /// The episode.
+    #[arg(long)]
+    episode: uuid::Uuid,
+    /// Show the record as it stood at this time (RFC 3339, e.g. 2026-11-02T09:00:00Z).
+    #[arg(long)]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// Or as it stood at this global position.
+    #[arg(long, conflicts_with = "as_of")]
+    at_position: Option<i64>,
 }
 
 /// How `stats` prints.

@@ -7,5 +7,6 @@
 
 pub mod bench;
 pub mod cli;
+pub mod replay;
 pub mod simulate;
 pub mod stats;
