@@ -104,6 +104,22 @@ fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            format!("{AUDIT}ListClinicChanges"),
+            v1::ListClinicChangesRequest {
+                clinic_id: script.clinic_id.to_string(),
+                recorded_from: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                recorded_to: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
             format!("{AUDIT}GetTreatmentPlanAsOf"),
             v1::GetTreatmentPlanAsOfRequest {
                 clinic_id: script.clinic_id.to_string(),

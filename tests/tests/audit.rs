@@ -311,3 +311,120 @@ async fn a_streams_history_is_the_log_and_its_hashes_can_be_recomputed_from_it()
     assert_eq!(malformed.code(), Code::InvalidArgument);
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_clinics_changes_in_a_period_come_in_log_order_with_the_reasons_of_corrections() {
+    let harness = Harness::start().await;
+    let clinic = harness.clinic();
+    let elsewhere = harness.script();
+    let first = spineledger_e2e::requests::EpisodeScript {
+        clinic_id: clinic,
+        ..spineledger_e2e::requests::EpisodeScript::new()
+    };
+    let second = spineledger_e2e::requests::EpisodeScript {
+        clinic_id: clinic,
+        ..spineledger_e2e::requests::EpisodeScript::new()
+    };
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let at = Utc::now() - Duration::days(5);
+    for script in [&first, &second, &elsewhere] {
+        writes
+            .register_patient(script.register_patient(at))
+            .await
+            .expect("register");
+    }
+    let evaluation = writes
+        .record_evaluation(first.evaluation(at))
+        .await
+        .expect("evaluation")
+        .into_inner()
+        .result
+        .expect("result");
+    writes
+        .record_evaluation(second.evaluation(at))
+        .await
+        .expect("evaluation");
+    writes
+        .record_correction(first.correction(
+            at + Duration::hours(1),
+            Uuid::parse_str(&evaluation.event_id).expect("id"),
+        ))
+        .await
+        .expect("correction");
+
+    // The period starts at the first evaluation's recording.
+    let stored = harness
+        .database()
+        .store()
+        .read_whole_stream(&spineledger_store::StreamKey::new(
+            clinic,
+            format!("episode-{}", first.episode_id),
+        ))
+        .await
+        .expect("stream");
+    let from = stored[0].recorded_at;
+    let stamp = |at: DateTime<Utc>| prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).expect("nanos"),
+    };
+    let mut auditor = AuditServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Auditor, &[clinic]),
+    );
+    let mut changes = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = auditor
+            .list_clinic_changes(v1::ListClinicChangesRequest {
+                clinic_id: clinic.to_string(),
+                recorded_from: Some(stamp(from)),
+                recorded_to: Some(stamp(Utc::now() + Duration::minutes(1))),
+                after_global_position: after,
+                page_size: 2,
+            })
+            .await
+            .expect("changes")
+            .into_inner();
+        changes.extend(page.events);
+        if page.next_after_global_position == 0 {
+            break;
+        }
+        after = page.next_after_global_position;
+    }
+    let types: Vec<&str> = changes
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "EvaluationRecorded",
+            "EvaluationRecorded",
+            "RecordCorrected"
+        ],
+        "the registrations came before the period, the other clinic is not shown"
+    );
+    assert!(
+        changes
+            .windows(2)
+            .all(|pair| pair[0].global_position < pair[1].global_position)
+    );
+    assert_eq!(changes[2].correction_reason, "typo");
+    assert!(
+        changes[..2]
+            .iter()
+            .all(|event| event.correction_reason.is_empty())
+    );
+
+    let backwards = auditor
+        .list_clinic_changes(v1::ListClinicChangesRequest {
+            clinic_id: clinic.to_string(),
+            recorded_from: Some(stamp(Utc::now())),
+            recorded_to: Some(stamp(from)),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an empty period");
+    assert_eq!(backwards.code(), Code::InvalidArgument);
+    harness.stop().await;
+}

@@ -186,6 +186,10 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
         "/spineledger.v1.AuditService/GetTreatmentPlanAsOf",
         Access::Roles(AUDITORS),
     ),
+    (
+        "/spineledger.v1.AuditService/ListClinicChanges",
+        Access::Roles(AUDITORS),
+    ),
 ];
 
 /// Services anyone may call (by path prefix).

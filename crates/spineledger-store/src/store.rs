@@ -172,6 +172,38 @@ impl EventStore {
         rows.iter().map(decode_event).collect()
     }
 
+    /// A clinic's events recorded in `[from, to)`, across its streams, in position order,
+    /// after position `after`, at most `limit` of them: what changed at the clinic in a
+    /// period.
+    pub async fn read_clinic_changes(
+        &self,
+        clinic_id: uuid::Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events \
+                 WHERE clinic_id = $1 AND recorded_at >= $2 AND recorded_at < $3 \
+                   AND position > $4 \
+                 ORDER BY position LIMIT $5"
+            ))
+            .await?;
+        let limit = to_sql_count(limit as u64)?;
+        let rows = scoped(
+            &transaction,
+            &ClinicScope::one(clinic_id),
+            transaction.query(&statement, &[&clinic_id, &from, &to, &after, &limit]),
+        )
+        .await?;
+        transaction.commit().await?;
+        rows.iter().map(decode_event).collect()
+    }
+
     /// The whole stream, in version order.
     pub async fn read_whole_stream(
         &self,

@@ -1,7 +1,7 @@
 //! The auditor's API: a stream's history as the log holds it, and an episode's treatment
 //! plan as it stood at a moment, replayed from the log with the projector's own fold.
 
-use spineledger_api::convert::{AsOf, PlanAsOfQuery, StreamEventsQuery};
+use spineledger_api::convert::{AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery};
 use spineledger_api::error::ApiError;
 use spineledger_api::v1;
 use spineledger_api::v1::audit_service_server::AuditService;
@@ -51,6 +51,37 @@ impl Audit {
         Ok(v1::ListStreamEventsResponse {
             events: events.iter().map(stored_event).collect(),
             next_after_version,
+        })
+    }
+
+    async fn changes(
+        &self,
+        principal: &Principal,
+        request: v1::ListClinicChangesRequest,
+    ) -> Result<v1::ListClinicChangesResponse, ApiError> {
+        let query = ClinicChangesQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let page = usize::from(query.page_size);
+        let mut events = self
+            .app
+            .store
+            .read_clinic_changes(
+                query.clinic_id,
+                query.from,
+                query.to,
+                query.after_position,
+                page + 1,
+            )
+            .await?;
+        let next_after_global_position = if events.len() > page {
+            events.truncate(page);
+            events.last().map_or(0, |event| event.cursor.position)
+        } else {
+            0
+        };
+        Ok(v1::ListClinicChangesResponse {
+            events: events.iter().map(stored_event).collect(),
+            next_after_global_position,
         })
     }
 
@@ -110,6 +141,16 @@ fn stored_event(event: &RecordedEvent) -> v1::StoredEvent {
         recorded_at: Some(timestamp(event.recorded_at)),
         previous_hash: hex(event.previous_hash),
         event_hash: hex(event.hash),
+        correction_reason: if event.event_type == "RecordCorrected" {
+            event
+                .payload
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -122,6 +163,16 @@ impl AuditService for Audit {
         let principal = auth::principal(&request)?;
         Ok(Response::new(
             self.history(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_clinic_changes(
+        &self,
+        request: Request<v1::ListClinicChangesRequest>,
+    ) -> Result<Response<v1::ListClinicChangesResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.changes(&principal, request.into_inner()).await?,
         ))
     }
 

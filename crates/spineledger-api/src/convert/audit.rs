@@ -26,6 +26,75 @@ pub struct StreamEventsQuery {
     pub page_size: u16,
 }
 
+/// A valid `ListClinicChangesRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClinicChangesQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// Recorded at or after.
+    pub from: DateTime<Utc>,
+    /// Recorded before (after `from`).
+    pub to: DateTime<Utc>,
+    /// The page starts after this global position.
+    pub after_position: i64,
+    /// Events per page, 1-[`MAX_HISTORY_PAGE`].
+    pub page_size: u16,
+}
+
+impl Check {
+    /// A history page size: 0 is the default, at most [`MAX_HISTORY_PAGE`].
+    fn history_page(&mut self, raw: i32) -> Option<u16> {
+        match u16::try_from(raw) {
+            Ok(0) => Some(DEFAULT_HISTORY_PAGE),
+            Ok(size) if size <= MAX_HISTORY_PAGE => Some(size),
+            _ => {
+                self.add("page_size", format!("must be 0-{MAX_HISTORY_PAGE}"));
+                None
+            }
+        }
+    }
+}
+
+impl TryFrom<v1::ListClinicChangesRequest> for ClinicChangesQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::ListClinicChangesRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let time = |check: &mut Check, field: &str, raw: Option<prost_types::Timestamp>| match raw {
+            Some(raw) => check.timestamp(field, raw),
+            None => {
+                check.add(field, "is required");
+                None
+            }
+        };
+        let from = time(&mut check, "recorded_from", req.recorded_from);
+        let to = time(&mut check, "recorded_to", req.recorded_to);
+        if let (Some(from), Some(to)) = (from, to)
+            && to <= from
+        {
+            check.add("recorded_to", "must be after recorded_from");
+        }
+        let after_position = if req.after_global_position < 0 {
+            check.add("after_global_position", "must not be negative");
+            None
+        } else {
+            Some(req.after_global_position)
+        };
+        let page_size = check.history_page(req.page_size);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                from: from?,
+                to: to?,
+                after_position: after_position?,
+                page_size: page_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
 /// Up to when an as-of view folds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
@@ -74,14 +143,7 @@ impl TryFrom<v1::ListStreamEventsRequest> for StreamEventsQuery {
             check.add("after_version", "must not be negative");
             None
         });
-        let page_size = match u16::try_from(req.page_size) {
-            Ok(0) => Some(DEFAULT_HISTORY_PAGE),
-            Ok(size) if size <= MAX_HISTORY_PAGE => Some(size),
-            _ => {
-                check.add("page_size", format!("must be 0-{MAX_HISTORY_PAGE}"));
-                None
-            }
-        };
+        let page_size = check.history_page(req.page_size);
         let query = (|| {
             Some(Self {
                 clinic_id: clinic_id?,
