@@ -120,6 +120,14 @@ fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            format!("{AUDIT}ListAccessLog"),
+            v1::ListAccessLogRequest {
+                clinic_id: script.clinic_id.to_string(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
             format!("{AUDIT}GetTreatmentPlanAsOf"),
             v1::GetTreatmentPlanAsOfRequest {
                 clinic_id: script.clinic_id.to_string(),
@@ -176,7 +184,13 @@ fn claims(role: Role, clinic: Uuid) -> Claims {
 async fn row_counts(harness: &Harness) -> Vec<i64> {
     let client = harness.database().owner_client().await;
     let mut counts = Vec::new();
-    for table in ["events", "streams", "treatment_plans", "outcome_episodes"] {
+    for table in [
+        "events",
+        "streams",
+        "treatment_plans",
+        "outcome_episodes",
+        "access_log",
+    ] {
         let row = client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await

@@ -428,3 +428,141 @@ async fn a_clinics_changes_in_a_period_come_in_log_order_with_the_reasons_of_cor
     assert_eq!(backwards.code(), Code::InvalidArgument);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_read_of_episode_data_is_in_the_access_log_with_who_why_and_what() {
+    let mut harness = Harness::start_at(Utc::now()).await;
+    harness.start_projector();
+    let script = harness.script();
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let at = Utc::now() - Duration::days(3);
+    writes
+        .register_patient(script.register_patient(at))
+        .await
+        .expect("register");
+    let position = writes
+        .record_evaluation(script.evaluation(at))
+        .await
+        .expect("evaluation")
+        .into_inner()
+        .result
+        .expect("result")
+        .global_position;
+
+    // Clinic software reads for a clinician, saying why.
+    let mut plans = TreatmentPlanServiceClient::new(harness.channel().await);
+    let mut read = tonic::Request::new(v1::GetTreatmentPlanRequest {
+        clinic_id: script.clinic_id.to_string(),
+        episode_id: script.episode_id.to_string(),
+        min_position: Some(position),
+    });
+    read.metadata_mut()
+        .insert("x-actor", "dr-okafor".parse().expect("header"));
+    read.metadata_mut()
+        .insert("x-purpose-of-use", "treat".parse().expect("header"));
+    plans.get_treatment_plan(read).await.expect("plan");
+    let mut emergency = tonic::Request::new(v1::ListTreatmentPlansRequest {
+        clinic_id: script.clinic_id.to_string(),
+        ..Default::default()
+    });
+    emergency
+        .metadata_mut()
+        .insert("x-purpose-of-use", "ETREAT".parse().expect("header"));
+    plans.list_treatment_plans(emergency).await.expect("list");
+    // A plan that does not exist is asked for: recorded as such.
+    let missing = Uuid::new_v4();
+    plans
+        .get_treatment_plan(v1::GetTreatmentPlanRequest {
+            clinic_id: script.clinic_id.to_string(),
+            episode_id: missing.to_string(),
+            min_position: None,
+        })
+        .await
+        .expect_err("no such plan");
+
+    let mut auditor = AuditServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Auditor, &[script.clinic_id]),
+    );
+    let log = auditor
+        .list_access_log(v1::ListAccessLogRequest {
+            clinic_id: script.clinic_id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("access log")
+        .into_inner()
+        .entries;
+    assert_eq!(log.len(), 3, "{log:?}");
+    let first = &log[0];
+    assert_eq!(first.rpc, "GetTreatmentPlan");
+    assert_eq!(
+        (
+            first.principal_subject.as_str(),
+            first.principal_role.as_str()
+        ),
+        ("e2e-frontdesk", "integration")
+    );
+    assert_eq!(first.actor, "dr-okafor");
+    assert_eq!(first.purpose_of_use, "TREAT");
+    assert!(!first.break_glass);
+    assert_eq!(first.patient_id, script.patient_id.to_string());
+    assert_eq!(first.episode_id, script.episode_id.to_string());
+    assert_eq!(first.shown_position, position);
+    assert_eq!(first.outcome, "OK");
+    assert_eq!(log[1].rpc, "ListTreatmentPlans");
+    assert!(log[1].break_glass, "ETREAT is emergency access");
+    assert_eq!(log[2].episode_id, missing.to_string());
+    assert_eq!(log[2].outcome, "NOT_FOUND");
+
+    // Filtered by who, newest first, in pages of one.
+    let page = auditor
+        .list_access_log(v1::ListAccessLogRequest {
+            clinic_id: script.clinic_id.to_string(),
+            who: "dr-okafor".into(),
+            newest_first: true,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("filtered")
+        .into_inner();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].rpc, "GetTreatmentPlan");
+    assert_eq!(
+        page.next_after_position, 0,
+        "only one entry names dr-okafor"
+    );
+
+    // The auditor's own history read is recorded too.
+    auditor
+        .list_stream_events(v1::ListStreamEventsRequest {
+            clinic_id: script.clinic_id.to_string(),
+            stream_id: format!("patient-{}", script.patient_id),
+            ..Default::default()
+        })
+        .await
+        .expect("history");
+    let newest = auditor
+        .list_access_log(v1::ListAccessLogRequest {
+            clinic_id: script.clinic_id.to_string(),
+            patient_id: script.patient_id.to_string(),
+            newest_first: true,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("newest")
+        .into_inner();
+    assert_eq!(newest.entries[0].rpc, "ListStreamEvents");
+    assert_eq!(newest.entries[0].principal_role, "auditor");
+
+    // Nobody changes it, the owner included.
+    let owner = harness.database().owner_client().await;
+    let refused = owner
+        .execute("UPDATE access_log SET outcome = 'OK'", &[])
+        .await
+        .expect_err("immutable");
+    assert!(refused.to_string().contains("immutable") || refused.code().is_some());
+    harness.stop().await;
+}

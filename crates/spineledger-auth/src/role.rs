@@ -190,6 +190,10 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
         "/spineledger.v1.AuditService/ListClinicChanges",
         Access::Roles(AUDITORS),
     ),
+    (
+        "/spineledger.v1.AuditService/ListAccessLog",
+        Access::Roles(AUDITORS),
+    ),
 ];
 
 /// Services anyone may call (by path prefix).

@@ -13,6 +13,7 @@
 
 /// The hash chain's encoding (defined in the verifier crate, which auditors run too).
 pub use spineledger_verifier::chain;
+mod access;
 mod database;
 mod error;
 mod model;
@@ -20,6 +21,7 @@ mod scope;
 mod store;
 pub mod tls;
 
+pub use access::{Access, AccessQuery, AccessRecord, Reader};
 pub use database::{
     APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,
     ensure_walled, migrate, parse_url, pool, quote_identifier, resolve, with_dbname,

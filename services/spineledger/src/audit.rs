@@ -1,17 +1,20 @@
 //! The auditor's API: a stream's history as the log holds it, and an episode's treatment
 //! plan as it stood at a moment, replayed from the log with the projector's own fold.
 
-use spineledger_api::convert::{AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery};
+use spineledger_api::convert::{
+    AccessLogQuery, AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery,
+};
 use spineledger_api::error::ApiError;
 use spineledger_api::v1;
 use spineledger_api::v1::audit_service_server::AuditService;
 use spineledger_api::views;
 use spineledger_auth::Principal;
 use spineledger_domain::EpisodeId;
-use spineledger_store::{RecordedEvent, StreamKey};
+use spineledger_domain::PatientId;
+use spineledger_store::{Access, AccessQuery, AccessRecord, Reader, RecordedEvent, StreamKey};
 use tonic::{Request, Response, Status};
 
-use crate::{App, auth};
+use crate::{App, access, auth};
 
 /// The `AuditService` implementation.
 #[derive(Debug, Clone)]
@@ -28,6 +31,7 @@ impl Audit {
     async fn history(
         &self,
         principal: &Principal,
+        reader: &Reader,
         request: v1::ListStreamEventsRequest,
     ) -> Result<v1::ListStreamEventsResponse, ApiError> {
         let query = StreamEventsQuery::try_from(request)?;
@@ -48,6 +52,16 @@ impl Audit {
         } else {
             0
         };
+        let (patient_id, episode_id) = subject_of(&stream.stream_id);
+        let shown = Access {
+            clinic_id: query.clinic_id,
+            rpc: "ListStreamEvents".into(),
+            patient_id,
+            episode_id,
+            shown_position: events.last().map(|event| event.cursor.position),
+            outcome: "OK".into(),
+        };
+        access::record(&self.app, reader, &[shown]).await?;
         Ok(v1::ListStreamEventsResponse {
             events: events.iter().map(stored_event).collect(),
             next_after_version,
@@ -57,6 +71,7 @@ impl Audit {
     async fn changes(
         &self,
         principal: &Principal,
+        reader: &Reader,
         request: v1::ListClinicChangesRequest,
     ) -> Result<v1::ListClinicChangesResponse, ApiError> {
         let query = ClinicChangesQuery::try_from(request)?;
@@ -79,6 +94,36 @@ impl Audit {
         } else {
             0
         };
+        // One access per stream shown, at the last position shown of it.
+        let mut shown: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for event in &events {
+            shown.insert(&event.stream_id, event.cursor.position);
+        }
+        let mut accesses: Vec<Access> = shown
+            .into_iter()
+            .map(|(stream_id, position)| {
+                let (patient_id, episode_id) = subject_of(stream_id);
+                Access {
+                    clinic_id: query.clinic_id,
+                    rpc: "ListClinicChanges".into(),
+                    patient_id,
+                    episode_id,
+                    shown_position: Some(position),
+                    outcome: "OK".into(),
+                }
+            })
+            .collect();
+        if accesses.is_empty() {
+            accesses.push(Access {
+                clinic_id: query.clinic_id,
+                rpc: "ListClinicChanges".into(),
+                patient_id: None,
+                episode_id: None,
+                shown_position: None,
+                outcome: "OK".into(),
+            });
+        }
+        access::record(&self.app, reader, &accesses).await?;
         Ok(v1::ListClinicChangesResponse {
             events: events.iter().map(stored_event).collect(),
             next_after_global_position,
@@ -88,6 +133,7 @@ impl Audit {
     async fn plan_as_of(
         &self,
         principal: &Principal,
+        reader: &Reader,
         request: v1::GetTreatmentPlanAsOfRequest,
     ) -> Result<v1::GetTreatmentPlanAsOfResponse, ApiError> {
         let query = PlanAsOfQuery::try_from(request)?;
@@ -101,8 +147,17 @@ impl Audit {
             AsOf::Position(position) => event.cursor.position <= position,
         });
         let view =
-            spineledger_projections::treatment_plan_of(query.clinic_id, query.episode_id, &events)?
-                .ok_or(ApiError::PlanNotFound)?;
+            spineledger_projections::treatment_plan_of(query.clinic_id, query.episode_id, &events)?;
+        let shown = Access {
+            clinic_id: query.clinic_id,
+            rpc: "GetTreatmentPlanAsOf".into(),
+            patient_id: view.as_ref().and_then(|view| view.patient_id),
+            episode_id: Some(query.episode_id),
+            shown_position: events.last().map(|event| event.cursor.position),
+            outcome: if view.is_some() { "OK" } else { "NOT_FOUND" }.into(),
+        };
+        access::record(&self.app, reader, &[shown]).await?;
+        let view = view.ok_or(ApiError::PlanNotFound)?;
         let last = events.last().ok_or(ApiError::PlanNotFound)?;
         // "Today", for due dates and flags, is the moment asked about.
         let today = match query.as_of {
@@ -114,6 +169,73 @@ impl Audit {
             events: i64::try_from(events.len()).unwrap_or(i64::MAX),
             last_global_position: last.cursor.position,
         })
+    }
+}
+
+impl Audit {
+    async fn access_log(
+        &self,
+        principal: &Principal,
+        request: v1::ListAccessLogRequest,
+    ) -> Result<v1::ListAccessLogResponse, ApiError> {
+        let query = AccessLogQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let page = usize::from(query.page_size);
+        let mut entries = self
+            .app
+            .store
+            .list_access(&AccessQuery {
+                clinic_id: query.clinic_id,
+                patient_id: query.patient_id,
+                who: query.who,
+                from: query.from,
+                to: query.to,
+                newest_first: query.newest_first,
+                after: query.after_position,
+                limit: page + 1,
+            })
+            .await?;
+        let next_after_position = if entries.len() > page {
+            entries.truncate(page);
+            entries.last().map_or(0, |entry| entry.position)
+        } else {
+            0
+        };
+        Ok(v1::ListAccessLogResponse {
+            entries: entries.iter().map(access_entry).collect(),
+            next_after_position,
+        })
+    }
+}
+
+/// The patient or episode a stream is about.
+fn subject_of(stream_id: &str) -> (Option<uuid::Uuid>, Option<uuid::Uuid>) {
+    match (
+        PatientId::from_stream_id(stream_id),
+        EpisodeId::from_stream_id(stream_id),
+    ) {
+        (Some(PatientId(patient)), _) => (Some(patient), None),
+        (None, Some(EpisodeId(episode))) => (None, Some(episode)),
+        (None, None) => (None, None),
+    }
+}
+
+fn access_entry(record: &AccessRecord) -> v1::AccessLogEntry {
+    let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    v1::AccessLogEntry {
+        position: record.position,
+        accessed_at: Some(timestamp(record.accessed_at)),
+        principal_subject: record.reader.subject.clone(),
+        principal_issuer: record.reader.issuer.clone(),
+        principal_role: record.reader.role.clone(),
+        actor: record.reader.actor.clone().unwrap_or_default(),
+        purpose_of_use: record.reader.purpose.clone().unwrap_or_default(),
+        break_glass: record.reader.break_glass,
+        rpc: record.access.rpc.clone(),
+        patient_id: id(record.access.patient_id),
+        episode_id: id(record.access.episode_id),
+        shown_position: record.access.shown_position.unwrap_or_default(),
+        outcome: record.access.outcome.clone(),
     }
 }
 
@@ -161,8 +283,10 @@ impl AuditService for Audit {
         request: Request<v1::ListStreamEventsRequest>,
     ) -> Result<Response<v1::ListStreamEventsResponse>, Status> {
         let principal = auth::principal(&request)?;
+        let reader = access::reader(&request, &principal);
         Ok(Response::new(
-            self.history(&principal, request.into_inner()).await?,
+            self.history(&principal, &reader, request.into_inner())
+                .await?,
         ))
     }
 
@@ -171,8 +295,20 @@ impl AuditService for Audit {
         request: Request<v1::ListClinicChangesRequest>,
     ) -> Result<Response<v1::ListClinicChangesResponse>, Status> {
         let principal = auth::principal(&request)?;
+        let reader = access::reader(&request, &principal);
         Ok(Response::new(
-            self.changes(&principal, request.into_inner()).await?,
+            self.changes(&principal, &reader, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn list_access_log(
+        &self,
+        request: Request<v1::ListAccessLogRequest>,
+    ) -> Result<Response<v1::ListAccessLogResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.access_log(&principal, request.into_inner()).await?,
         ))
     }
 
@@ -181,8 +317,10 @@ impl AuditService for Audit {
         request: Request<v1::GetTreatmentPlanAsOfRequest>,
     ) -> Result<Response<v1::GetTreatmentPlanAsOfResponse>, Status> {
         let principal = auth::principal(&request)?;
+        let reader = access::reader(&request, &principal);
         Ok(Response::new(
-            self.plan_as_of(&principal, request.into_inner()).await?,
+            self.plan_as_of(&principal, &reader, request.into_inner())
+                .await?,
         ))
     }
 }

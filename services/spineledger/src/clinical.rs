@@ -58,20 +58,7 @@ impl RequestContext {
     /// one HTTP allows, and U+0000, which PostgreSQL cannot store, should a transport ever
     /// pass one) are dropped: nothing here can fail the append.
     fn of<T>(request: &Request<T>) -> Self {
-        let header = |name: &str| {
-            request
-                .metadata()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(|value| {
-                    value
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(200)
-                        .collect::<String>()
-                })
-                .filter(|value| !value.is_empty())
-        };
+        let header = |name: &str| crate::access::header_text(request, name);
         Self {
             client_name: header("x-client-name").or_else(|| header("user-agent")),
             client_version: header("x-client-version"),

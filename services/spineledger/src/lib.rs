@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod clinical;

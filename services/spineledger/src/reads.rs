@@ -16,8 +16,9 @@ use spineledger_readmodels::statistics::{MinCell, aggregate};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{App, auth};
+use crate::{App, access, auth};
 use spineledger_auth::Principal;
+use spineledger_store::{Access, Reader};
 
 /// Settings of the query side.
 #[derive(Debug, Clone)]
@@ -86,8 +87,9 @@ impl TreatmentPlanService for ReadModels {
         request: Request<v1::GetTreatmentPlanRequest>,
     ) -> Result<Response<v1::GetTreatmentPlanResponse>, Status> {
         let principal = auth::principal(&request)?;
+        let reader = access::reader(&request, &principal);
         Ok(Response::new(
-            self.plan(&principal, request.into_inner()).await?,
+            self.plan(&principal, &reader, request.into_inner()).await?,
         ))
     }
 
@@ -96,8 +98,10 @@ impl TreatmentPlanService for ReadModels {
         request: Request<v1::ListTreatmentPlansRequest>,
     ) -> Result<Response<v1::ListTreatmentPlansResponse>, Status> {
         let principal = auth::principal(&request)?;
+        let reader = access::reader(&request, &principal);
         Ok(Response::new(
-            self.plans(&principal, request.into_inner()).await?,
+            self.plans(&principal, &reader, request.into_inner())
+                .await?,
         ))
     }
 }
@@ -119,6 +123,7 @@ impl ReadModels {
     async fn plan(
         &self,
         principal: &Principal,
+        reader: &Reader,
         request: v1::GetTreatmentPlanRequest,
     ) -> Result<v1::GetTreatmentPlanResponse, ApiError> {
         let query = PlanQuery::try_from(request)?;
@@ -131,8 +136,18 @@ impl ReadModels {
         .await?;
         let view =
             queries::treatment_plan(self.app.store.pool(), query.clinic_id, query.episode_id)
-                .await?
-                .ok_or(ApiError::PlanNotFound)?;
+                .await?;
+        // Recorded before anything is shown, found or not.
+        let shown = Access {
+            clinic_id: query.clinic_id,
+            rpc: "GetTreatmentPlan".into(),
+            patient_id: view.as_ref().and_then(|view| view.patient_id),
+            episode_id: Some(query.episode_id),
+            shown_position: query.min_position,
+            outcome: if view.is_some() { "OK" } else { "NOT_FOUND" }.into(),
+        };
+        access::record(&self.app, reader, &[shown]).await?;
+        let view = view.ok_or(ApiError::PlanNotFound)?;
         Ok(v1::GetTreatmentPlanResponse {
             plan: Some(views::treatment_plan(&view, self.app.clock.now())),
         })
@@ -141,6 +156,7 @@ impl ReadModels {
     async fn plans(
         &self,
         principal: &Principal,
+        reader: &Reader,
         request: v1::ListTreatmentPlansRequest,
     ) -> Result<v1::ListTreatmentPlansResponse, ApiError> {
         let query = PlanListQuery::try_from(request)?;
@@ -179,6 +195,23 @@ impl ReadModels {
         } else {
             String::new()
         };
+        // One access per plan shown; a listing that showed none is recorded too.
+        let listed = |patient_id, episode_id| Access {
+            clinic_id: query.clinic_id,
+            rpc: "ListTreatmentPlans".into(),
+            patient_id,
+            episode_id,
+            shown_position: query.min_position,
+            outcome: "OK".into(),
+        };
+        let mut accesses: Vec<Access> = plans
+            .iter()
+            .map(|plan| listed(plan.view.patient_id, Some(plan.view.episode_id)))
+            .collect();
+        if accesses.is_empty() {
+            accesses.push(listed(query.patient_id, None));
+        }
+        access::record(&self.app, reader, &accesses).await?;
         Ok(v1::ListTreatmentPlansResponse {
             plans: plans
                 .iter()

@@ -95,6 +95,77 @@ impl TryFrom<v1::ListClinicChangesRequest> for ClinicChangesQuery {
     }
 }
 
+/// A valid `ListAccessLogRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// Only this patient's entries.
+    pub patient_id: Option<Uuid>,
+    /// Only this principal subject's or actor's.
+    pub who: Option<String>,
+    /// Accessed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Accessed before.
+    pub to: Option<DateTime<Utc>>,
+    /// Newest first.
+    pub newest_first: bool,
+    /// The page starts after this entry.
+    pub after_position: Option<i64>,
+    /// Entries per page.
+    pub page_size: u16,
+}
+
+impl TryFrom<v1::ListAccessLogRequest> for AccessLogQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::ListAccessLogRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let patient_id = check.optional_uuid("patient_id", &req.patient_id);
+        let who = req.who.trim();
+        let who = if who.chars().count() > 200 || who.chars().any(char::is_control) {
+            check.add("who", "must be at most 200 printable characters");
+            None
+        } else {
+            Some((!who.is_empty()).then(|| who.to_owned()))
+        };
+        let from = req
+            .accessed_from
+            .map(|raw| check.timestamp("accessed_from", raw));
+        let to = req
+            .accessed_to
+            .map(|raw| check.timestamp("accessed_to", raw));
+        if let (Some(Some(from)), Some(Some(to))) = (from, to)
+            && to <= from
+        {
+            check.add("accessed_to", "must be after accessed_from");
+        }
+        let after_position = match req.after_position {
+            0 => Some(None),
+            position if position > 0 => Some(Some(position)),
+            _ => {
+                check.add("after_position", "must not be negative");
+                None
+            }
+        };
+        let page_size = check.history_page(req.page_size);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                patient_id: patient_id?,
+                who: who?,
+                from: from.map_or(Some(None), |from| from.map(Some))?,
+                to: to.map_or(Some(None), |to| to.map(Some))?,
+                newest_first: req.newest_first,
+                after_position: after_position?,
+                page_size: page_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
 /// Up to when an as-of view folds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {

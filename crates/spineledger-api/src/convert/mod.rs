@@ -27,7 +27,7 @@ mod reads;
 #[cfg(test)]
 mod test_support;
 
-pub use audit::{AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery};
+pub use audit::{AccessLogQuery, AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery};
 pub(crate) use check::Check;
 pub use check::unstorable_text;
 pub use correction::record_correction;

@@ -1,0 +1,217 @@
+//! The access log: one row per episode a read showed, appended in the clinic's context
+//! (see migration V7). Rows are never changed; auditors list them.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::scope::{ClinicScope, scoped};
+use crate::{EventStore, StoreError};
+
+/// Who read, as the access log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// The token's subject.
+    pub subject: String,
+    /// The token's issuer.
+    pub issuer: String,
+    /// The token's role.
+    pub role: String,
+    /// The user an integration says it reads for (`x-actor`), if any.
+    pub actor: Option<String>,
+    /// The declared purpose of use (an HL7 PurposeOfUse code), if any.
+    pub purpose: Option<String>,
+    /// Whether emergency access was invoked.
+    pub break_glass: bool,
+}
+
+/// One access: what was shown (or asked for) by one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The clinic whose record was read.
+    pub clinic_id: Uuid,
+    /// The RPC (its method name).
+    pub rpc: String,
+    /// The patient shown, when known.
+    pub patient_id: Option<Uuid>,
+    /// The episode shown, when there was one.
+    pub episode_id: Option<Uuid>,
+    /// The log position the answer reflects, when known.
+    pub shown_position: Option<i64>,
+    /// `OK`, or the status code of a read that showed nothing.
+    pub outcome: String,
+}
+
+/// A row of the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Its place in the clinic's access log (rises with time).
+    pub position: i64,
+    /// When.
+    pub accessed_at: DateTime<Utc>,
+    /// Who.
+    pub reader: Reader,
+    /// What.
+    pub access: Access,
+}
+
+/// Which rows of a clinic's access log to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// Only this patient's.
+    pub patient_id: Option<Uuid>,
+    /// Only this principal subject's or asserted actor's.
+    pub who: Option<String>,
+    /// Accessed at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Accessed before.
+    pub to: Option<DateTime<Utc>>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// The page starts after this position (in the chosen order); `None`: at the start.
+    pub after: Option<i64>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+impl EventStore {
+    /// Appends `accesses` (all of one clinic) for `reader`, in one statement, in the
+    /// clinic's context.
+    ///
+    /// # Errors
+    /// The database's; an empty list or several clinics is a caller's bug.
+    pub async fn record_access(
+        &self,
+        reader: &Reader,
+        accesses: &[Access],
+    ) -> Result<(), StoreError> {
+        let Some(first) = accesses.first() else {
+            return Ok(());
+        };
+        let clinic_id = first.clinic_id;
+        if accesses.iter().any(|access| access.clinic_id != clinic_id) {
+            return Err(StoreError::InvalidBatch("an access batch spans clinics"));
+        }
+        let rpcs: Vec<&str> = accesses.iter().map(|access| access.rpc.as_str()).collect();
+        let patients: Vec<Option<Uuid>> = accesses.iter().map(|access| access.patient_id).collect();
+        let episodes: Vec<Option<Uuid>> = accesses.iter().map(|access| access.episode_id).collect();
+        let positions: Vec<Option<i64>> = accesses
+            .iter()
+            .map(|access| access.shown_position)
+            .collect();
+        let outcomes: Vec<&str> = accesses
+            .iter()
+            .map(|access| access.outcome.as_str())
+            .collect();
+        let mut client = self.pool().get().await?;
+        let transaction = client.transaction().await?;
+        let insert = transaction
+            .prepare_cached(
+                "INSERT INTO access_log (clinic_id, principal_subject, principal_issuer, \
+                     principal_role, actor, purpose, break_glass, rpc, patient_id, episode_id, \
+                     shown_position, outcome) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, a.rpc, a.patient_id, a.episode_id, \
+                     a.shown_position, a.outcome \
+                 FROM UNNEST($8::text[], $9::uuid[], $10::uuid[], $11::bigint[], $12::text[]) \
+                     WITH ORDINALITY AS a(rpc, patient_id, episode_id, shown_position, outcome, n) \
+                 ORDER BY a.n",
+            )
+            .await?;
+        scoped(
+            &transaction,
+            &ClinicScope::one(clinic_id),
+            transaction.execute(
+                &insert,
+                &[
+                    &clinic_id,
+                    &reader.subject,
+                    &reader.issuer,
+                    &reader.role,
+                    &reader.actor,
+                    &reader.purpose,
+                    &reader.break_glass,
+                    &rpcs,
+                    &patients,
+                    &episodes,
+                    &positions,
+                    &outcomes,
+                ],
+            ),
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// A page of a clinic's access log.
+    ///
+    /// # Errors
+    /// The database's, or a row that does not decode.
+    pub async fn list_access(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
+        let (order, after) = if query.newest_first {
+            ("DESC", "position < $6")
+        } else {
+            ("ASC", "position > $6")
+        };
+        let sql = format!(
+            "SELECT position, accessed_at, principal_subject, principal_issuer, principal_role, \
+                    actor, purpose, break_glass, rpc, patient_id, episode_id, shown_position, \
+                    outcome \
+             FROM access_log \
+             WHERE clinic_id = $1 \
+               AND ($2::uuid IS NULL OR patient_id = $2) \
+               AND ($3::text IS NULL OR principal_subject = $3 OR actor = $3) \
+               AND ($4::timestamptz IS NULL OR accessed_at >= $4) \
+               AND ($5::timestamptz IS NULL OR accessed_at < $5) \
+               AND ($6::bigint IS NULL OR {after}) \
+             ORDER BY position {order} LIMIT $7"
+        );
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let mut client = self.pool().get().await?;
+        let transaction = client.transaction().await?;
+        let statement = transaction.prepare_cached(&sql).await?;
+        let rows = scoped(
+            &transaction,
+            &ClinicScope::one(query.clinic_id),
+            transaction.query(
+                &statement,
+                &[
+                    &query.clinic_id,
+                    &query.patient_id,
+                    &query.who,
+                    &query.from,
+                    &query.to,
+                    &query.after,
+                    &limit,
+                ],
+            ),
+        )
+        .await?;
+        transaction.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AccessRecord {
+                    position: row.try_get(0)?,
+                    accessed_at: row.try_get(1)?,
+                    reader: Reader {
+                        subject: row.try_get(2)?,
+                        issuer: row.try_get(3)?,
+                        role: row.try_get(4)?,
+                        actor: row.try_get(5)?,
+                        purpose: row.try_get(6)?,
+                        break_glass: row.try_get(7)?,
+                    },
+                    access: Access {
+                        clinic_id: query.clinic_id,
+                        rpc: row.try_get(8)?,
+                        patient_id: row.try_get(9)?,
+                        episode_id: row.try_get(10)?,
+                        shown_position: row.try_get(11)?,
+                        outcome: row.try_get(12)?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
