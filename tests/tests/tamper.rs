@@ -50,7 +50,7 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
     let mut streams = BTreeMap::new();
     for name in [
         "intact", "payload", "metadata", "type", "occurred", "middle", "last", "swap", "forged",
-        "from", "into", "moved",
+        "from", "into", "moved", "stripped", "headless",
     ] {
         streams.insert(name, four_events(&database, clinic, name).await);
     }
@@ -58,7 +58,7 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
         .await
         .expect("verify");
     assert!(untouched.breaks.is_empty(), "{:?}", untouched.breaks);
-    assert_eq!((untouched.streams, untouched.events), (12, 48));
+    assert_eq!((untouched.streams, untouched.events), (14, 56));
 
     // The superuser's way around the immutability trigger.
     let owner = database.owner_client().await;
@@ -129,6 +129,19 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
              payload, metadata, fingerprint, occurred_at, prev_hash, hash \
          FROM events WHERE clinic_id = $1 AND stream_id = $2 AND version = 4",
         "forged",
+    )
+    .await;
+    // Every hash of a stream stripped, as if it predated the chain.
+    for sql in [
+        "UPDATE events SET hash = NULL, prev_hash = NULL WHERE clinic_id = $1 AND stream_id = $2",
+        "UPDATE streams SET head_hash = NULL WHERE clinic_id = $1 AND stream_id = $2",
+    ] {
+        tamper(sql, "stripped").await;
+    }
+    // The stream row deleted, its events left.
+    tamper(
+        "DELETE FROM streams WHERE clinic_id = $1 AND stream_id = $2",
+        "headless",
     )
     .await;
     // Version 3 of `from` becomes version 5 of `into`, head and all.
@@ -203,8 +216,10 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
         Some(&(Fault::PreviousMismatch, 1)),
         "the moved event at the other clinic: {found:?}"
     );
+    expect("stripped", Fault::Unhashed, 1);
+    expect("headless", Fault::MissingHead, 4);
     assert!(!found.contains_key(&at("intact")), "{found:?}");
-    assert_eq!(report.breaks.len(), 12, "{:?}", report.breaks);
+    assert_eq!(report.breaks.len(), 14, "{:?}", report.breaks);
     // Each break names where it is and what was expected and found.
     let payload = report
         .breaks

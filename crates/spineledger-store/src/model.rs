@@ -205,6 +205,8 @@ pub struct RecordedEvent {
     pub payload: serde_json::Value,
     /// Who recorded it, how and on whose behalf.
     pub metadata: EventMetadata,
+    /// The metadata exactly as stored (what the hash covers, unknown keys included).
+    pub stored_metadata: serde_json::Value,
     /// When the fact happened in the clinic, if the writer said.
     pub occurred_at: Option<DateTime<Utc>>,
     /// When the store committed it.

@@ -15,7 +15,6 @@ use tokio::sync::Notify;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
-use tokio_postgres::types::Json;
 use uuid::Uuid;
 
 use crate::scope::{ClinicScope, scoped};
@@ -558,6 +557,12 @@ async fn insert_events(
         .collect();
     let schema_versions: Vec<i32> = events.iter().map(|event| event.schema_version).collect();
     let payloads: Vec<&serde_json::Value> = events.iter().map(|event| &event.payload).collect();
+    // Stored with microsecond precision, and hashed as stored: floored here once, so
+    // the driver never rounds what the hash covers.
+    let occurred: Vec<Option<DateTime<Utc>>> = events
+        .iter()
+        .map(|event| event.occurred_at.map(whole_microseconds))
+        .collect();
     // The metadata as it will be stored: the hash covers exactly this value.
     let metadata: Vec<serde_json::Value> = events
         .iter()
@@ -573,7 +578,12 @@ async fn insert_events(
     let mut previous = head.hash;
     let mut previous_hashes: Vec<&[u8]> = Vec::with_capacity(events.len());
     let mut hashes: Vec<EventHash> = Vec::with_capacity(events.len());
-    for ((event, version), metadata) in events.iter().zip(current + 1..).zip(&metadata) {
+    for (((event, version), metadata), occurred_at) in events
+        .iter()
+        .zip(current + 1..)
+        .zip(&metadata)
+        .zip(&occurred)
+    {
         let hash = Hashed {
             clinic_id: stream.clinic_id,
             stream_id: &stream.stream_id,
@@ -583,7 +593,7 @@ async fn insert_events(
             schema_version: event.schema_version,
             payload: &event.payload,
             metadata,
-            occurred_at: event.occurred_at,
+            occurred_at: *occurred_at,
             recorded_at: head.recorded_at,
             previous,
         }
@@ -600,8 +610,6 @@ async fn insert_events(
         .iter()
         .map(|event| event.fingerprint.as_bytes().as_slice())
         .collect();
-    let occurred: Vec<Option<DateTime<Utc>>> =
-        events.iter().map(|event| event.occurred_at).collect();
 
     let insert = transaction
         .prepare_cached(
@@ -754,7 +762,9 @@ fn classify_retry(
 }
 
 fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
-    let Json(metadata): Json<EventMetadata> = row.try_get(7)?;
+    let stored_metadata: serde_json::Value = row.try_get(7)?;
+    let metadata: EventMetadata = serde_json::from_value(stored_metadata.clone())
+        .map_err(|error| StoreError::Malformed(format!("event metadata: {error}")))?;
     Ok(RecordedEvent {
         clinic_id: row.try_get(0)?,
         stream_id: row.try_get(1)?,
@@ -764,6 +774,7 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         schema_version: row.try_get(5)?,
         payload: row.try_get(6)?,
         metadata,
+        stored_metadata,
         occurred_at: row.try_get(8)?,
         recorded_at: row.try_get(9)?,
         cursor: decode_cursor(row.try_get(10)?, row.try_get(11)?)?,
@@ -771,6 +782,11 @@ fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
         previous_hash: decode_hash(row.try_get(13)?)?,
         hash: decode_hash(row.try_get(14)?)?,
     })
+}
+
+/// `at` without its sub-microsecond part (PostgreSQL keeps microseconds).
+fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
 fn decode_hash(bytes: Option<&[u8]>) -> Result<Option<EventHash>, StoreError> {

@@ -817,3 +817,23 @@ async fn concurrent_writers_of_one_stream_keep_one_unbroken_chain() {
     }
     assert_eq!(verify_chain_with_sql(&db, &stream).await.len(), 40);
 }
+
+#[tokio::test]
+async fn hashes_survive_jsonb_spelling_of_numbers_and_sub_microsecond_times() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let mut odd = event(
+        Uuid::new_v4(),
+        json!({"a": -0.0, "b": 1e16, "c": 1e-7, "d": 0.1, "e": 300.0, "f": 12345678.125, "g": [0.5, -2.5]}),
+    );
+    // Before 2000, with nanoseconds: the driver would round toward 2000-01-01.
+    odd.occurred_at =
+        chrono::DateTime::from_timestamp(631_152_000, 123_456_789).map(|at| at.to_utc());
+    let mut late = event(Uuid::new_v4(), json!({"n": 2}));
+    late.occurred_at = chrono::DateTime::from_timestamp(1_793_000_000, 999_999_999);
+    db.store()
+        .append(&stream, ExpectedVersion::NoStream, &[odd, late])
+        .await
+        .expect("append");
+    verify_chain_with_sql(&db, &stream).await;
+}

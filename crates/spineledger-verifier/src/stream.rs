@@ -91,6 +91,8 @@ pub enum Fault {
     HeadVersion,
     /// The stream's recorded head hash is not its last event's.
     HeadHash,
+    /// Events without a stream row (the row was deleted).
+    MissingHead,
 }
 
 impl Fault {
@@ -103,6 +105,7 @@ impl Fault {
             Self::Unhashed => "unhashed event in a chain",
             Self::HeadVersion => "head version mismatch",
             Self::HeadHash => "head hash mismatch",
+            Self::MissingHead => "stream row missing",
         }
     }
 }
@@ -153,14 +156,17 @@ pub struct Sound {
 }
 
 /// Checks one stream: `events` are all of its stored events in version order, `head` its
-/// row. The first broken link, if any.
+/// row (`None`: there is none), `unhashed_until` the last global position recorded
+/// before the chain existed (an event without hashes after it is a fault). The first
+/// broken link, if any.
 ///
 /// # Errors
 /// The [`Break`] at the first link that does not hold.
 pub fn check(
     clinic_id: Uuid,
     stream_id: &str,
-    head: Head,
+    head: Option<Head>,
+    unhashed_until: i64,
     events: &[StoredEvent],
 ) -> Result<Sound, Break> {
     let broken =
@@ -188,7 +194,7 @@ pub fn check(
             ));
         }
         match (event.previous_hash, event.hash) {
-            (None, None) if !chained => sound.unhashed += 1,
+            (None, None) if !chained && event.position <= unhashed_until => sound.unhashed += 1,
             (Some(named), Some(stored)) => {
                 if named != previous {
                     return Err(broken(
@@ -229,6 +235,15 @@ pub fn check(
     }
     let last = events.last();
     let last_version = last.map_or(0, |event| event.version);
+    let Some(head) = head else {
+        return Err(broken(
+            last_version,
+            last.map(|event| event.position),
+            Fault::MissingHead,
+            format!("a stream row at version {last_version}"),
+            "none".to_owned(),
+        ));
+    };
     if head.version != last_version {
         return Err(broken(
             head.version.max(last_version),
@@ -295,7 +310,7 @@ mod tests {
     }
 
     fn fault(events: &[StoredEvent], head: Head) -> Option<(Fault, u64)> {
-        check(CLINIC, "episode-1", head, events)
+        check(CLINIC, "episode-1", Some(head), 0, events)
             .err()
             .map(|broken| (broken.fault, broken.version))
     }
@@ -304,14 +319,18 @@ mod tests {
     fn a_sound_stream_passes() {
         let (events, head) = stream(5);
         assert_eq!(
-            check(CLINIC, "episode-1", head, &events),
+            check(CLINIC, "episode-1", Some(head), 0, &events),
             Ok(Sound {
                 events: 5,
                 unhashed: 0
             })
         );
         let (none, head) = stream(0);
-        assert!(check(CLINIC, "episode-1", head, &none).is_ok());
+        assert!(check(CLINIC, "episode-1", Some(head), 0, &none).is_ok());
+        assert_eq!(
+            check(CLINIC, "episode-1", None, 0, &events).map_err(|broken| broken.fault),
+            Err(Fault::MissingHead)
+        );
     }
 
     #[test]
@@ -375,12 +394,18 @@ mod tests {
             hash: next.hash,
         };
         events.push(next);
+        // Recorded before the chain (positions 10 and 20): counted, not failed.
         assert_eq!(
-            check(CLINIC, "episode-1", head, &events),
+            check(CLINIC, "episode-1", Some(head), 20, &events),
             Ok(Sound {
                 events: 3,
                 unhashed: 2
             })
+        );
+        // Recorded after it: the hashes were stripped.
+        assert_eq!(
+            check(CLINIC, "episode-1", Some(head), 10, &events).map_err(|broken| broken.fault),
+            Err(Fault::Unhashed)
         );
     }
 }

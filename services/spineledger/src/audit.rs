@@ -38,12 +38,16 @@ impl Audit {
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         let stream = StreamKey::new(query.clinic_id, query.stream_id);
         let page = usize::from(query.page_size);
-        // One more than the page tells whether another page follows.
-        let mut events = self
-            .app
-            .store
-            .read_stream(&stream, query.after_version.saturating_add(1), page + 1)
-            .await?;
+        // One more than the page tells whether another page follows. No version lies
+        // beyond what the store can count.
+        let mut events = if query.after_version >= i64::MAX.unsigned_abs() {
+            Vec::new()
+        } else {
+            self.app
+                .store
+                .read_stream(&stream, query.after_version + 1, page + 1)
+                .await?
+        };
         let next_after_version = if events.len() > page {
             events.truncate(page);
             events
@@ -139,13 +143,18 @@ impl Audit {
         let query = PlanAsOfQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         let stream = StreamKey::new(query.clinic_id, EpisodeId(query.episode_id).stream_id());
-        let mut events = self.app.store.read_whole_stream(&stream).await?;
-        // Within a stream, versions, positions and recording times rise together (appends
-        // to a stream are serialised by its lock), so "up to a moment" is a prefix.
-        events.retain(|event| match query.as_of {
-            AsOf::RecordedAt(at) => event.recorded_at <= at,
-            AsOf::Position(position) => event.cursor.position <= position,
-        });
+        let events = self.app.store.read_whole_stream(&stream).await?;
+        // The state after a prefix of the stream, which once existed: versions and
+        // positions rise together (both taken under the stream's lock), recording times
+        // almost (a recording time is its transaction's start, which may precede an
+        // earlier version's), so the prefix ends at the first event past the moment.
+        let events: Vec<RecordedEvent> = events
+            .into_iter()
+            .take_while(|event| match query.as_of {
+                AsOf::RecordedAt(at) => event.recorded_at <= at,
+                AsOf::Position(position) => event.cursor.position <= position,
+            })
+            .collect();
         let view =
             spineledger_projections::treatment_plan_of(query.clinic_id, query.episode_id, &events)?;
         let shown = Access {
@@ -258,7 +267,7 @@ fn stored_event(event: &RecordedEvent) -> v1::StoredEvent {
         event_type: event.event_type.clone(),
         schema_version: event.schema_version,
         payload_json: event.payload.to_string(),
-        metadata_json: serde_json::to_string(&event.metadata).unwrap_or_default(),
+        metadata_json: event.stored_metadata.to_string(),
         occurred_at: event.occurred_at.map(timestamp),
         recorded_at: Some(timestamp(event.recorded_at)),
         previous_hash: hex(event.previous_hash),

@@ -494,6 +494,12 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let config = spineledger_store::resolve(args.database.owner_url()?).await?;
     let client = spineledger_store::connect(&config).await?;
     let report = spineledger::verify::verify(&client, args.clinic).await?;
+    if let Some(clinic) = args.clinic {
+        anyhow::ensure!(
+            report.streams > 0,
+            "clinic {clinic} has no streams in this database (is it the right clinic id?)"
+        );
+    }
     for broken in &report.breaks {
         println!("BROKEN {broken}");
     }

@@ -25,16 +25,18 @@ pub struct Report {
     pub breaks: Vec<Break>,
 }
 
-/// Every stream (or only `clinic`'s) with its events, in clinic, stream, version order;
-/// a stream without events comes as one row of nulls.
+/// Every stream (or only `clinic`'s) with its events, in clinic, stream, version order.
+/// A full join: a stream row without events comes as one row of event nulls, events
+/// without a stream row (deleted by someone past the foreign key) with head nulls.
 const STREAMS_AND_EVENTS: &str = "\
-    SELECT s.clinic_id, s.stream_id, s.version, s.head_hash, \
+    SELECT coalesce(s.clinic_id, e.clinic_id), coalesce(s.stream_id, e.stream_id), \
+           s.version, s.head_hash, \
            e.version, e.position, e.event_id, e.event_type, e.schema_version, e.payload, \
            e.metadata, e.occurred_at, e.recorded_at, e.prev_hash, e.hash \
     FROM streams s \
-    LEFT JOIN events e ON e.clinic_id = s.clinic_id AND e.stream_id = s.stream_id \
-    WHERE $1::uuid IS NULL OR s.clinic_id = $1 \
-    ORDER BY s.clinic_id, s.stream_id, e.version";
+    FULL JOIN events e ON e.clinic_id = s.clinic_id AND e.stream_id = s.stream_id \
+    WHERE $1::uuid IS NULL OR coalesce(s.clinic_id, e.clinic_id) = $1 \
+    ORDER BY 1, 2, e.version";
 
 /// Checks every stream of the database `client` is connected to (only `clinic`'s when
 /// given), streaming the rows so that memory holds one stream at a time.
@@ -42,6 +44,22 @@ const STREAMS_AND_EVENTS: &str = "\
 /// # Errors
 /// The database's, or a row that cannot be read at all.
 pub async fn verify(client: &Client, clinic: Option<Uuid>) -> Result<Report, StoreError> {
+    // Row-level security would hide other clinics from the service's login and make a
+    // damaged database look empty: refuse it rather than report nothing.
+    let login: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await?
+        .try_get(0)?;
+    if login == spineledger_store::APP_ROLE {
+        return Err(StoreError::Configuration(format!(
+            "verify needs a login that sees every clinic (the owner, or {}), not {login}",
+            spineledger_store::PROJECTOR_ROLE
+        )));
+    }
+    let unhashed_until: i64 = client
+        .query_one("SELECT unhashed_until FROM hash_chain_start", &[])
+        .await?
+        .try_get(0)?;
     let rows = client
         .query_raw(
             STREAMS_AND_EVENTS,
@@ -50,7 +68,7 @@ pub async fn verify(client: &Client, clinic: Option<Uuid>) -> Result<Report, Sto
         .await?;
     futures::pin_mut!(rows);
     let mut report = Report::default();
-    let mut current: Option<(Uuid, String, Head)> = None;
+    let mut current: Option<(Uuid, String, Option<Head>)> = None;
     let mut events: Vec<StoredEvent> = Vec::new();
     let mut last_clinic = None;
     while let Some(row) = rows.try_next().await? {
@@ -61,16 +79,19 @@ pub async fn verify(client: &Client, clinic: Option<Uuid>) -> Result<Report, Sto
             .is_some_and(|(clinic, stream, _)| *clinic == clinic_id && *stream == stream_id);
         if !same {
             if let Some((clinic, stream, head)) = current.take() {
-                finish(&mut report, clinic, &stream, head, &events);
+                finish(&mut report, clinic, &stream, head, unhashed_until, &events);
             }
             events.clear();
             if last_clinic != Some(clinic_id) {
                 report.clinics += 1;
                 last_clinic = Some(clinic_id);
             }
-            let head = Head {
-                version: version(row.try_get(2)?)?,
-                hash: hash(row.try_get(3)?)?,
+            let head = match row.try_get::<_, Option<i64>>(2)? {
+                Some(head_version) => Some(Head {
+                    version: version(head_version)?,
+                    hash: hash(row.try_get(3)?)?,
+                }),
+                None => None,
             };
             current = Some((clinic_id, stream_id.clone(), head));
         }
@@ -79,15 +100,22 @@ pub async fn verify(client: &Client, clinic: Option<Uuid>) -> Result<Report, Sto
         }
     }
     if let Some((clinic, stream, head)) = current.take() {
-        finish(&mut report, clinic, &stream, head, &events);
+        finish(&mut report, clinic, &stream, head, unhashed_until, &events);
     }
     Ok(report)
 }
 
-fn finish(report: &mut Report, clinic: Uuid, stream_id: &str, head: Head, events: &[StoredEvent]) {
+fn finish(
+    report: &mut Report,
+    clinic: Uuid,
+    stream_id: &str,
+    head: Option<Head>,
+    unhashed_until: i64,
+    events: &[StoredEvent],
+) {
     report.streams += 1;
     report.events += events.len() as u64;
-    match stream::check(clinic, stream_id, head, events) {
+    match stream::check(clinic, stream_id, head, unhashed_until, events) {
         Ok(sound) => report.unhashed += sound.unhashed,
         Err(broken) => report.breaks.push(broken),
     }
