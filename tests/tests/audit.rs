@@ -557,6 +557,58 @@ async fn every_read_of_episode_data_is_in_the_access_log_with_who_why_and_what()
     assert_eq!(newest.entries[0].rpc, "ListStreamEvents");
     assert_eq!(newest.entries[0].principal_role, "auditor");
 
+    // Exported as FHIR R4 AuditEvent resources, one per line.
+    let mut ndjson = Vec::new();
+    let written = spineledger_tools::access_log::export(
+        harness.plain_channel().await,
+        &harness.bearer(Role::Auditor, &[script.clinic_id]),
+        script.clinic_id,
+        &mut ndjson,
+    )
+    .await
+    .expect("export");
+    let text = String::from_utf8(ndjson).expect("utf-8");
+    // (Set SPINELEDGER_TEST_FHIR_OUT to keep the file, e.g. to validate it with the
+    // fhir.resources package.)
+    if let Ok(path) = std::env::var("SPINELEDGER_TEST_FHIR_OUT") {
+        std::fs::write(path, &text).expect("write the export");
+    }
+    let resources: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(u64::try_from(resources.len()).expect("n"), written);
+    assert_eq!(written, 4);
+    let read = &resources[0];
+    assert_eq!(read["resourceType"], "AuditEvent");
+    assert_eq!(read["action"], "R");
+    assert_eq!(read["outcome"], "0");
+    assert_eq!(read["subtype"][0]["code"], "read");
+    assert_eq!(read["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
+    assert_eq!(
+        read["agent"][0]["who"]["identifier"]["value"],
+        "e2e-frontdesk"
+    );
+    assert_eq!(read["agent"][0]["requestor"], false);
+    assert_eq!(read["agent"][1]["who"]["identifier"]["value"], "dr-okafor");
+    assert_eq!(read["agent"][1]["requestor"], true);
+    assert_eq!(
+        read["entity"][0]["what"]["identifier"]["value"],
+        script.patient_id.to_string()
+    );
+    assert_eq!(read["source"]["site"], script.clinic_id.to_string());
+    assert!(
+        read["recorded"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z'))
+    );
+    assert_eq!(resources[1]["subtype"][0]["code"], "search-type");
+    assert_eq!(
+        resources[1]["purposeOfEvent"][1]["coding"][0]["code"],
+        "BTG"
+    );
+    assert_eq!(resources[2]["outcome"], "4", "the plan that was not found");
+
     // Nobody changes it, the owner included.
     let owner = harness.database().owner_client().await;
     let refused = owner

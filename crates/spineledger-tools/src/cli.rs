@@ -19,6 +19,9 @@ pub enum Tool {
     Stats(StatsArgs),
     /// Print an episode's history and its treatment plan as it stood (auditor token).
     Replay(ReplayArgs),
+    /// Write a clinic's access log as FHIR R4 AuditEvent resources, one per line (NDJSON),
+    /// to standard output (auditor token).
+    AccessLog(AccessLogArgs),
     /// Measure appends, projection lag, memory and rebuild against raw PostgreSQL
     /// (pgbench) in one run, on a fresh database (see BENCHMARKS.md).
     Bench(BenchArgs),
@@ -45,6 +48,17 @@ impl Tool {
                 };
                 let report = crate::bench::run(&server, &plan).await?;
                 print!("{}", report.render());
+                Ok(())
+            }
+            Self::AccessLog(args) => {
+                let token = args.server.bearer()?;
+                let channel = args.server.channel().await?;
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                let written =
+                    crate::access_log::export(channel, &token, args.clinic, &mut out).await?;
+                std::io::Write::flush(&mut out)?;
+                eprintln!("{written} AuditEvent resources written");
                 Ok(())
             }
             Self::Replay(args) => {
@@ -164,6 +178,17 @@ pub struct StatsArgs {
     group_by: Vec<spineledger_readmodels::statistics::Dimension>,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
+}
+
+/// The arguments of `access-log`.
+#[derive(Debug, Args)]
+pub struct AccessLogArgs {
+    /// The server and an auditor token for the clinic.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The clinic.
+    #[arg(long)]
+    clinic: uuid::Uuid,
 }
 
 /// The arguments of `replay`.

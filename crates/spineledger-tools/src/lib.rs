@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod bench;
 pub mod cli;
 pub mod replay;
