@@ -18,6 +18,15 @@ use spineledger_store::tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
 const CLINICAL_TABLES: [&str; 4] = ["events", "streams", "treatment_plans", "outcome_episodes"];
+/// Every table the app role reaches through the wall: the clinical tables and the access
+/// log (which the projector role has no business with).
+const WALLED_TABLES: [&str; 5] = [
+    "events",
+    "streams",
+    "treatment_plans",
+    "outcome_episodes",
+    "access_log",
+];
 
 /// A server whose database holds an evaluated episode of clinic A and one of clinic B,
 /// projected into both read models.
@@ -162,18 +171,18 @@ async fn the_app_role_sees_and_changes_only_the_clinics_its_transaction_names() 
     let (harness, a_script, b_script) = two_clinics().await;
     let (a, b) = (a_script.clinic_id, b_script.clinic_id);
     let owner = harness.database().owner_client().await;
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         let (of_a, of_b, _) = visible(&owner, table, a, b).await;
         assert!(of_a > 0 && of_b > 0, "{table} holds rows of both clinics");
     }
     let app = app_connection(&harness).await;
 
     // No context: nothing, outside a transaction and inside one.
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         assert_eq!(visible(&app, table, a, b).await, (0, 0, 0), "{table}");
     }
     app.batch_execute("BEGIN").await.expect("begin");
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         assert_eq!(visible(&app, table, a, b).await, (0, 0, 0), "{table}");
     }
     app.batch_execute("ROLLBACK").await.expect("rollback");
@@ -183,7 +192,7 @@ async fn the_app_role_sees_and_changes_only_the_clinics_its_transaction_names() 
     // Clinic B's context: B's rows only; A's cannot be read, inserted or updated.
     app.batch_execute("BEGIN").await.expect("begin");
     set_clinics(&app, &[b]).await;
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         let (of_a, of_b, all) = visible(&app, table, a, b).await;
         assert!(
             of_a == 0 && of_b > 0 && all == of_b,
@@ -215,16 +224,29 @@ async fn the_app_role_sees_and_changes_only_the_clinics_its_transaction_names() 
         .expect("rollback to savepoint");
     refused(insert_event(&app, a).await, "an event of A in B's context");
     app.batch_execute("ROLLBACK").await.expect("rollback");
+    app.batch_execute("BEGIN").await.expect("begin");
+    set_clinics(&app, &[b]).await;
+    refused(
+        app.execute(
+            "INSERT INTO access_log (clinic_id, principal_subject, principal_issuer, \
+                 principal_role, rpc, outcome) \
+             VALUES ($1, 'svc', 'urn:test', 'integration', 'GetTreatmentPlan', 'OK')",
+            &[&a],
+        )
+        .await,
+        "an access of A in B's context",
+    );
+    app.batch_execute("ROLLBACK").await.expect("rollback");
 
     // The context ended with its transaction (SET LOCAL): nothing again.
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         assert_eq!(visible(&app, table, a, b).await, (0, 0, 0), "{table} after");
     }
 
     // Clinic A's context: A's rows; both clinics (statistics): both.
     app.batch_execute("BEGIN").await.expect("begin");
     set_clinics(&app, &[a]).await;
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         let (of_a, of_b, all) = visible(&app, table, a, b).await;
         assert!(
             of_a > 0 && of_b == 0 && all == of_a,
@@ -234,7 +256,7 @@ async fn the_app_role_sees_and_changes_only_the_clinics_its_transaction_names() 
     app.batch_execute("COMMIT").await.expect("commit");
     app.batch_execute("BEGIN").await.expect("begin");
     set_clinics(&app, &[a, b]).await;
-    for table in CLINICAL_TABLES {
+    for table in WALLED_TABLES {
         let (of_a, of_b, all) = visible(&app, table, a, b).await;
         assert!(of_a > 0 && of_b > 0 && all == of_a + of_b, "{table}");
     }
@@ -248,6 +270,40 @@ async fn the_app_role_sees_and_changes_only_the_clinics_its_transaction_names() 
             .await
             .expect("rollback to savepoint");
     }
+    // The access log: appended in the context's clinics only, never changed.
+    let log_for = |clinic: Uuid| {
+        let app = &app;
+        async move {
+            app.execute(
+                "INSERT INTO access_log (clinic_id, principal_subject, principal_issuer, \
+                     principal_role, rpc, outcome) \
+                 VALUES ($1, 'svc', 'urn:test', 'integration', 'GetTreatmentPlan', 'OK')",
+                &[&clinic],
+            )
+            .await
+        }
+    };
+    app.batch_execute("SAVEPOINT before")
+        .await
+        .expect("savepoint");
+    log_for(a)
+        .await
+        .expect("an access of A, in A's and B's context");
+    for statement in [
+        "UPDATE access_log SET outcome = 'NOT_FOUND'",
+        "DELETE FROM access_log",
+    ] {
+        app.batch_execute("SAVEPOINT nested")
+            .await
+            .expect("savepoint");
+        refused(app.execute(statement, &[]).await, statement);
+        app.batch_execute("ROLLBACK TO SAVEPOINT nested")
+            .await
+            .expect("rollback to savepoint");
+    }
+    app.batch_execute("ROLLBACK TO SAVEPOINT before")
+        .await
+        .expect("rollback to savepoint");
     // Read models are the projector's to write.
     refused(
         app.execute("DELETE FROM treatment_plans", &[]).await,
