@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 use spineledger_auth::{DevKey, Role, TokenRequest, Verifier};
 
+/// How long the harness's tokens are valid.
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A channel whose calls carry the harness's integration token (see [`Harness::channel`]).
 pub type AuthChannel = InterceptedService<Channel, HarnessToken>;
 
@@ -51,14 +54,12 @@ impl Interceptor for HarnessToken {
         if !clinics.is_empty() {
             let token = self
                 .key
-                .issue(&TokenRequest {
-                    role: Role::Integration,
-                    clinics,
-                    every_clinic: false,
-                    subject: "e2e-frontdesk".into(),
-                    ttl: std::time::Duration::from_secs(3600),
-                    audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
-                })
+                .issue(&TokenRequest::for_clinics(
+                    Role::Integration,
+                    &clinics,
+                    "e2e-frontdesk",
+                    TOKEN_TTL,
+                ))
                 .expect("sign");
             request.metadata_mut().insert(
                 "authorization",
@@ -162,14 +163,12 @@ impl Harness {
     pub fn bearer(&self, role: Role, clinics: &[Uuid]) -> spineledger_api::client::BearerToken {
         let token = self
             .key
-            .issue(&TokenRequest {
+            .issue(&TokenRequest::for_clinics(
                 role,
-                clinics: clinics.to_vec(),
-                every_clinic: false,
-                subject: format!("e2e-{role}"),
-                ttl: std::time::Duration::from_secs(3600),
-                audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
-            })
+                clinics,
+                format!("e2e-{role}"),
+                TOKEN_TTL,
+            ))
             .expect("sign");
         spineledger_api::client::BearerToken::new(&token).expect("a header")
     }

@@ -25,7 +25,7 @@ fn without_today(mut plan: v1::TreatmentPlan) -> v1::TreatmentPlan {
 }
 
 fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+    at.and_then(spineledger_api::views::instant)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -19,6 +19,11 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A time from the wire; `None` for nanoseconds out of range or a time chrono cannot hold.
+pub fn instant(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+}
+
 fn small(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }

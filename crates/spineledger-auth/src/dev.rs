@@ -82,6 +82,26 @@ pub struct TokenRequest {
     pub audience: String,
 }
 
+impl TokenRequest {
+    /// A token of `role` for `clinics`, issued to `subject`, valid for `ttl`, for the
+    /// default audience.
+    pub fn for_clinics(
+        role: Role,
+        clinics: &[uuid::Uuid],
+        subject: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Self {
+            role,
+            clinics: clinics.to_vec(),
+            every_clinic: false,
+            subject: subject.into(),
+            ttl,
+            audience: DEFAULT_AUDIENCE.to_owned(),
+        }
+    }
+}
+
 impl DevKey {
     /// A fresh key held in memory only (tests).
     ///

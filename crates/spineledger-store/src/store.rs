@@ -513,12 +513,7 @@ impl StreamHead {
     fn of(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
             version: to_version(row.try_get(0)?)?,
-            hash: row
-                .try_get::<_, Option<&[u8]>>(1)?
-                .map(EventHash::from_slice)
-                .transpose()
-                .map_err(|error| StoreError::Malformed(error.to_string()))?
-                .unwrap_or(EventHash::GENESIS),
+            hash: decode_hash(row.try_get(1)?)?.unwrap_or(EventHash::GENESIS),
             recorded_at: row.try_get(2)?,
         })
     }
@@ -790,10 +785,7 @@ fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn decode_hash(bytes: Option<&[u8]>) -> Result<Option<EventHash>, StoreError> {
-    bytes
-        .map(EventHash::from_slice)
-        .transpose()
-        .map_err(|error| StoreError::Malformed(error.to_string()))
+    EventHash::from_optional(bytes).map_err(|error| StoreError::Malformed(error.to_string()))
 }
 
 fn decode_cursor(xid: i64, position: i64) -> Result<GlobalCursor, StoreError> {

@@ -72,7 +72,7 @@ pub fn audit_event(clinic: Uuid, entry: &v1::AccessLogEntry) -> Value {
     let recorded = entry
         .accessed_at
         .as_ref()
-        .and_then(|at| chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+        .and_then(spineledger_api::views::instant)
         .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_default();
     let (interaction, display) = if SINGLE_READS.contains(&entry.rpc.as_str()) {

@@ -415,14 +415,12 @@ impl Server {
 
     /// An integration token for `clinics`, as clinic software would hold.
     fn token(&self, clinics: &[Uuid]) -> anyhow::Result<BearerToken> {
-        let token = self.key.issue(&TokenRequest {
-            role: Role::Integration,
-            clinics: clinics.to_vec(),
-            every_clinic: false,
-            subject: "bench".into(),
-            ttl: Duration::from_secs(24 * 3600),
-            audience: spineledger_auth::dev::DEFAULT_AUDIENCE.into(),
-        })?;
+        let token = self.key.issue(&TokenRequest::for_clinics(
+            Role::Integration,
+            clinics,
+            "bench",
+            Duration::from_secs(24 * 3600),
+        ))?;
         BearerToken::new(&token).map_err(|_| anyhow::anyhow!("a signed token is a valid header"))
     }
 

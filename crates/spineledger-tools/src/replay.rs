@@ -67,10 +67,7 @@ pub async fn fetch_and_render(
     }
     let moment = query.as_of.unwrap_or(Moment::RecordedAt(Utc::now()));
     let as_of = match moment {
-        Moment::RecordedAt(at) => AsOf::RecordedAt(prost_types::Timestamp {
-            seconds: at.timestamp(),
-            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        Moment::RecordedAt(at) => AsOf::RecordedAt(spineledger_api::views::timestamp(at)),
         Moment::Position(position) => AsOf::GlobalPosition(position),
     };
     let plan = match audit
@@ -89,7 +86,7 @@ pub async fn fetch_and_render(
 }
 
 fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+    at.and_then(spineledger_api::views::instant)
 }
 
 fn show(at: Option<DateTime<Utc>>) -> String {

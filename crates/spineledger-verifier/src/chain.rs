@@ -57,6 +57,14 @@ impl EventHash {
         hex::encode(self.0)
     }
 
+    /// A nullable hash column read back from storage.
+    ///
+    /// # Errors
+    /// The bytes are not 32 long.
+    pub fn from_optional(bytes: Option<&[u8]>) -> Result<Option<Self>, crate::VerifyError> {
+        bytes.map(Self::from_slice).transpose()
+    }
+
     /// A hash read back from storage.
     ///
     /// # Errors

@@ -146,6 +146,11 @@ impl fmt::Display for Break {
     }
 }
 
+/// A hash for a report, or "none".
+fn show(hash: Option<EventHash>) -> String {
+    hash.map_or_else(|| "none".to_owned(), |hash| hash.to_hex())
+}
+
 /// What a sound stream holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sound {
@@ -219,9 +224,6 @@ pub fn check(
                 previous = stored;
             }
             (named, stored) => {
-                let show = |hash: Option<EventHash>| {
-                    hash.map_or_else(|| "none".to_owned(), |hash| hash.to_hex())
-                };
                 return Err(broken(
                     event.version,
                     position,
@@ -255,8 +257,6 @@ pub fn check(
     }
     let expected_head = chained.then_some(previous);
     if head.hash != expected_head {
-        let show =
-            |hash: Option<EventHash>| hash.map_or_else(|| "none".to_owned(), |hash| hash.to_hex());
         return Err(broken(
             last_version,
             last.map(|event| event.position),

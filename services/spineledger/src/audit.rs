@@ -8,6 +8,7 @@ use spineledger_api::error::ApiError;
 use spineledger_api::v1;
 use spineledger_api::v1::audit_service_server::AuditService;
 use spineledger_api::views;
+use spineledger_api::views::timestamp;
 use spineledger_auth::Principal;
 use spineledger_domain::EpisodeId;
 use spineledger_domain::PatientId;
@@ -103,29 +104,21 @@ impl Audit {
         for event in &events {
             shown.insert(&event.stream_id, event.cursor.position);
         }
+        let changed = |(patient_id, episode_id), shown_position| Access {
+            clinic_id: query.clinic_id,
+            rpc: "ListClinicChanges".into(),
+            patient_id,
+            episode_id,
+            shown_position,
+            outcome: "OK".into(),
+        };
         let mut accesses: Vec<Access> = shown
             .into_iter()
-            .map(|(stream_id, position)| {
-                let (patient_id, episode_id) = subject_of(stream_id);
-                Access {
-                    clinic_id: query.clinic_id,
-                    rpc: "ListClinicChanges".into(),
-                    patient_id,
-                    episode_id,
-                    shown_position: Some(position),
-                    outcome: "OK".into(),
-                }
-            })
+            .map(|(stream_id, position)| changed(subject_of(stream_id), Some(position)))
             .collect();
+        // A period that showed nothing is recorded too.
         if accesses.is_empty() {
-            accesses.push(Access {
-                clinic_id: query.clinic_id,
-                rpc: "ListClinicChanges".into(),
-                patient_id: None,
-                episode_id: None,
-                shown_position: None,
-                outcome: "OK".into(),
-            });
+            accesses.push(changed((None, None), None));
         }
         access::record(&self.app, reader, &accesses).await?;
         Ok(v1::ListClinicChangesResponse {
@@ -245,13 +238,6 @@ fn access_entry(record: &AccessRecord) -> v1::AccessLogEntry {
         episode_id: id(record.access.episode_id),
         shown_position: record.access.shown_position.unwrap_or_default(),
         outcome: record.access.outcome.clone(),
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

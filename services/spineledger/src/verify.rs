@@ -151,8 +151,5 @@ fn version(value: i64) -> Result<u64, StoreError> {
 }
 
 fn hash(bytes: Option<&[u8]>) -> Result<Option<EventHash>, StoreError> {
-    bytes
-        .map(EventHash::from_slice)
-        .transpose()
-        .map_err(|error| StoreError::Malformed(error.to_string()))
+    EventHash::from_optional(bytes).map_err(|error| StoreError::Malformed(error.to_string()))
 }
