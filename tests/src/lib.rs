@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use spineledger::{App, FixedClock};
 use spineledger_projections::{Projector, ProjectorConfig};
 use spineledger_testkit::TestDatabase;
+use spineledger_verifier::checkpoint::CheckpointSigner;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::Interceptor;
@@ -74,6 +75,7 @@ impl Interceptor for HarnessToken {
 /// database.
 #[derive(Debug)]
 pub struct Harness {
+    checkpoints: Arc<CheckpointSigner>,
     address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), String>>>,
@@ -117,6 +119,14 @@ impl Harness {
         let mut app = App::new(database.store().clone());
         app.clock = clock.clone();
         app.reads.catch_up_timeout = catch_up;
+        let checkpoints = Arc::new(
+            CheckpointSigner::new(
+                "e2e-checkpoints",
+                ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
+            )
+            .expect("a checkpoint signer"),
+        );
+        app.checkpoints = Some(Arc::clone(&checkpoints));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
@@ -150,8 +160,14 @@ impl Harness {
             clock,
             key,
             granted: Arc::default(),
+            checkpoints,
             database,
         }
+    }
+
+    /// The key the server signs checkpoints with.
+    pub fn checkpoint_signer(&self) -> &CheckpointSigner {
+        &self.checkpoints
     }
 
     /// The development key the server trusts, to sign tokens of every kind.

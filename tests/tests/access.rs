@@ -128,6 +128,39 @@ fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            format!("{AUDIT}GetCheckpoint"),
+            v1::GetCheckpointRequest {
+                clinic_id: script.clinic_id.to_string(),
+                tree_size: 0,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            format!("{AUDIT}SignCheckpoint"),
+            v1::SignCheckpointRequest {
+                clinic_id: script.clinic_id.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            format!("{AUDIT}GetInclusionProof"),
+            v1::GetInclusionProofRequest {
+                clinic_id: script.clinic_id.to_string(),
+                record: Some(v1::get_inclusion_proof_request::Record::GlobalPosition(1)),
+                tree_size: 0,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            format!("{AUDIT}GetConsistencyProof"),
+            v1::GetConsistencyProofRequest {
+                clinic_id: script.clinic_id.to_string(),
+                first_size: 1,
+                second_size: 0,
+            }
+            .encode_to_vec(),
+        ),
+        (
             format!("{AUDIT}GetTreatmentPlanAsOf"),
             v1::GetTreatmentPlanAsOfRequest {
                 clinic_id: script.clinic_id.to_string(),

@@ -114,13 +114,16 @@ async fn the_plan_as_of_every_position_is_what_the_projector_showed_then() {
         );
     }
     // Asking twice gives the same answer, byte for byte.
+    // Now, to the nanosecond (a whole-second "now" could precede events recorded within
+    // the current second), and the same moment both times.
+    let now = Utc::now();
     let ask = || v1::GetTreatmentPlanAsOfRequest {
         clinic_id: script.clinic_id.to_string(),
         episode_id: script.episode_id.to_string(),
         as_of: Some(v1::get_treatment_plan_as_of_request::AsOf::RecordedAt(
             prost_types::Timestamp {
-                seconds: Utc::now().timestamp(),
-                nanos: 0,
+                seconds: now.timestamp(),
+                nanos: i32::try_from(now.timestamp_subsec_nanos()).unwrap_or(0),
             },
         )),
     };

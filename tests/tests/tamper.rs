@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use spineledger::verify::verify;
+use spineledger::verify::{Report, verify};
 use spineledger_store::{EventMetadata, ExpectedVersion, Fingerprint, NewEvent, StreamKey};
 use spineledger_testkit::TestDatabase;
+use spineledger_verifier::bundle::FindingKind;
+use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 use spineledger_verifier::stream::Fault;
 use uuid::Uuid;
 
@@ -27,6 +29,24 @@ fn event(n: u64) -> NewEvent {
         },
         occurred_at: Some(chrono::Utc::now()),
     }
+}
+
+/// A key no checkpoint here is signed with: these streams were never integrated, so only
+/// the chains are judged.
+fn key() -> VerifierKey {
+    CheckpointSigner::new(
+        "tamper-test",
+        ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+    )
+    .expect("signer")
+    .verifier()
+    .clone()
+}
+
+async fn verified(database: &TestDatabase, clinic: Option<Uuid>) -> Report {
+    verify(&mut database.owner_client().await, clinic, &key(), None)
+        .await
+        .expect("verify")
 }
 
 /// A stream of four events, appended one at a time as the service does.
@@ -54,10 +74,8 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
     ] {
         streams.insert(name, four_events(&database, clinic, name).await);
     }
-    let untouched = verify(&database.owner_client().await, None)
-        .await
-        .expect("verify");
-    assert!(untouched.breaks.is_empty(), "{:?}", untouched.breaks);
+    let untouched = verified(&database, None).await;
+    assert!(untouched.findings.is_empty(), "{:?}", untouched.findings);
     assert_eq!((untouched.streams, untouched.events), (14, 56));
 
     // The superuser's way around the immutability trigger.
@@ -180,17 +198,16 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
         .await
         .expect("move to another clinic");
 
-    let report = verify(&database.owner_client().await, None)
-        .await
-        .expect("verify");
+    let report = verified(&database, None).await;
     let found: BTreeMap<(Uuid, String), (Fault, u64)> = report
-        .breaks
+        .findings
         .iter()
-        .map(|broken| {
-            (
-                (broken.clinic_id, broken.stream_id.clone()),
-                (broken.fault, broken.version),
-            )
+        .filter_map(|finding| match finding.kind {
+            FindingKind::Chain(fault) => Some((
+                (finding.clinic_id, finding.stream_id.clone()?),
+                (fault, finding.version?),
+            )),
+            _ => None,
         })
         .collect();
     let expect = |name: &str, fault: Fault, version: u64| {
@@ -219,19 +236,22 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
     expect("stripped", Fault::Unhashed, 1);
     expect("headless", Fault::MissingHead, 4);
     assert!(!found.contains_key(&at("intact")), "{found:?}");
-    assert_eq!(report.breaks.len(), 14, "{:?}", report.breaks);
-    // Each break names where it is and what was expected and found.
+    assert_eq!(report.findings.len(), 14, "{:?}", report.findings);
+    // Each finding names where it is and what was expected and found.
     let payload = report
-        .breaks
+        .findings
         .iter()
-        .find(|broken| (broken.clinic_id, broken.stream_id.clone()) == at("payload"))
+        .find(|finding| {
+            Some((
+                finding.clinic_id,
+                finding.stream_id.clone().unwrap_or_default(),
+            )) == Some(at("payload"))
+        })
         .expect("the payload edit");
     assert!(payload.position.is_some() && payload.expected != payload.found);
 
     // Only one clinic: the other's damage is not reported.
-    let one = verify(&database.owner_client().await, Some(other_clinic))
-        .await
-        .expect("verify one clinic");
-    assert_eq!(one.breaks.len(), 1);
+    let one = verified(&database, Some(other_clinic)).await;
+    assert_eq!(one.findings.len(), 1);
     assert_eq!(one.clinics, 1);
 }

@@ -93,6 +93,9 @@ pub enum ApiError {
     },
     /// The client's deadline passed before the command could be written; nothing was.
     DeadlinePassed,
+    /// What the clinic's signed log cannot answer yet (FAILED_PRECONDITION with the
+    /// reason).
+    Log(LogPrecondition),
     /// An error of the event store on the write path (conflicts included).
     Store(StoreError),
     /// An error of the read side (catch-up, queries, their connections).
@@ -122,6 +125,7 @@ impl fmt::Display for ApiError {
             Self::DeadlinePassed => {
                 f.write_str("the request's deadline passed before it was written")
             }
+            Self::Log(precondition) => precondition.fmt(f),
             Self::Store(error) => error.fmt(f),
             Self::Projection(error) => error.fmt(f),
         }
@@ -145,6 +149,65 @@ impl From<Rejection> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         Self::Store(error)
+    }
+}
+
+/// Why the clinic's signed log cannot answer a request yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogPrecondition {
+    /// The server holds no checkpoint key.
+    NoCheckpointKey,
+    /// No checkpoint has been signed for the clinic yet (or none of the size asked).
+    NoCheckpoint,
+    /// The record exists but the integrator has not indexed it yet (moments after it was
+    /// written), or it is beyond the tree asked about.
+    NotYetIndexed,
+    /// A tree size larger than the clinic's log.
+    LogTooSmall {
+        /// Leaves in the log.
+        size: u64,
+        /// The size asked for.
+        asked: u64,
+    },
+}
+
+impl fmt::Display for LogPrecondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoCheckpointKey => {
+                f.write_str("this server holds no checkpoint signing key (see --checkpoint-key)")
+            }
+            Self::NoCheckpoint => {
+                f.write_str("no checkpoint of the clinic's log is signed yet at or below that size")
+            }
+            Self::NotYetIndexed => f.write_str(
+                "the record is not in the clinic's log yet, or not within the tree size asked",
+            ),
+            Self::LogTooSmall { size, asked } => {
+                write!(
+                    f,
+                    "the clinic's log has {size} leaves, a tree of {asked} was asked"
+                )
+            }
+        }
+    }
+}
+
+impl LogPrecondition {
+    /// The `ErrorInfo` reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoCheckpointKey => "NO_CHECKPOINT_KEY",
+            Self::NoCheckpoint => "NO_CHECKPOINT",
+            Self::NotYetIndexed => "NOT_YET_INDEXED",
+            Self::LogTooSmall { .. } => "LOG_TOO_SMALL",
+        }
+    }
+}
+
+impl From<LogPrecondition> for ApiError {
+    fn from(precondition: LogPrecondition) -> Self {
+        Self::Log(precondition)
     }
 }
 
@@ -216,6 +279,12 @@ impl From<ApiError> for Status {
                 error.to_string(),
                 REASON_CLINIC_NOT_GRANTED,
                 HashMap::from([("field".to_owned(), field.to_owned())]),
+            ),
+            ApiError::Log(precondition) => with_reason(
+                Code::FailedPrecondition,
+                precondition.to_string(),
+                precondition.reason(),
+                HashMap::new(),
             ),
             error @ ApiError::ActorNotPermitted { .. } => with_reason(
                 Code::PermissionDenied,

@@ -40,6 +40,12 @@ const FILE_NAME: &str = "dev-signing-key.pem";
 /// `$XDG_CONFIG_HOME/spineledger/dev-signing-key.pem`, else
 /// `$HOME/.config/spineledger/dev-signing-key.pem`.
 pub fn default_path() -> Option<PathBuf> {
+    config_path(FILE_NAME)
+}
+
+/// `file_name` in spineledger's configuration directory: `$XDG_CONFIG_HOME/spineledger/`,
+/// else `$HOME/.config/spineledger/`.
+pub fn config_path(file_name: &str) -> Option<PathBuf> {
     let from = |name: &str| {
         std::env::var_os(name)
             .filter(|value| !value.is_empty())
@@ -47,7 +53,7 @@ pub fn default_path() -> Option<PathBuf> {
     };
     let config =
         from("XDG_CONFIG_HOME").or_else(|| from("HOME").map(|home| home.join(".config")))?;
-    Some(config.join("spineledger").join(FILE_NAME))
+    Some(config.join("spineledger").join(file_name))
 }
 
 /// A development signing key.
@@ -118,77 +124,18 @@ impl DevKey {
     /// # Errors
     /// The file cannot be created or read, or holds no Ed25519 key.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), AuthError> {
-        let failed = |reason: String| AuthError::KeyFile {
+        let (key, created) = load_or_create_key_file(path)?;
+        let key = Self::from_signing_key(&key).map_err(|reason| AuthError::KeyFile {
             path: path.to_owned(),
             reason,
-        };
-        match Self::load(path) {
-            Ok(key) => return Ok((key, false)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(failed(error.to_string())),
-        }
-        if let Some(directory) = path.parent() {
-            create_private_dir(directory).map_err(|error| failed(error.to_string()))?;
-        }
-        let key = Self::generate_signing_key();
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|error| failed(error.to_string()))?;
-        // Written whole to a private file of our own, then linked into place: the key file
-        // appears complete or not at all, and a concurrent creator's link wins or ours.
-        let staging = path.with_extension(format!("pem.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let written = create_private_file(&staging)
-            .and_then(|mut file| {
-                file.write_all(pem.as_bytes())
-                    .and_then(|()| file.sync_all())
-            })
-            .and_then(|()| std::fs::hard_link(&staging, path));
-        let _ = std::fs::remove_file(&staging);
-        match written {
-            Ok(()) => Ok((Self::from_signing_key(&key).map_err(failed)?, true)),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let key = Self::load(path).map_err(|error| failed(error.to_string()))?;
-                Ok((key, false))
-            }
-            Err(error) => Err(failed(error.to_string())),
-        }
-    }
-
-    /// The key in `path`, which must be a regular file only its owner can read or write
-    /// (a key anyone else could replace would let them mint tokens).
-    fn load(path: &Path) -> std::io::Result<Self> {
-        let metadata = std::fs::symlink_metadata(path)?;
-        let invalid = |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidData, reason);
-        if !metadata.is_file() {
-            return Err(invalid(
-                "not a regular file (a symbolic link is not accepted)".into(),
-            ));
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(invalid(format!(
-                    "its mode is {:o}: others may read or change it (chmod 600)",
-                    mode & 0o777
-                )));
-            }
-        }
-        let pem = std::fs::read_to_string(path)?;
-        Self::from_pem(&pem).map_err(invalid)
+        })?;
+        Ok((key, created))
     }
 
     fn generate_signing_key() -> SigningKey {
         let mut seed = [0_u8; 32];
         rand::rng().fill_bytes(&mut seed);
         SigningKey::from_bytes(&seed)
-    }
-
-    fn from_pem(pem: &str) -> Result<Self, String> {
-        let key = SigningKey::from_pkcs8_pem(pem)
-            .map_err(|error| format!("not an Ed25519 PKCS#8 PEM key: {error}"))?;
-        Self::from_signing_key(&key)
     }
 
     fn from_signing_key(key: &SigningKey) -> Result<Self, String> {
@@ -278,6 +225,78 @@ impl DevKey {
             clinics,
         })
     }
+}
+
+/// The Ed25519 key in the PKCS#8 PEM file at `path`, created there first if there is none
+/// (the directory 0700, the file 0600 and never overwritten: two processes starting at
+/// once end up with the same key). Returns the key and whether it was created. Used for
+/// every key spineledger keeps in a file: the development token key and the checkpoint
+/// key.
+///
+/// # Errors
+/// The file cannot be created or read, is a symbolic link or readable by others, or holds
+/// no Ed25519 key.
+pub fn load_or_create_key_file(path: &Path) -> Result<(SigningKey, bool), AuthError> {
+    let failed = |reason: String| AuthError::KeyFile {
+        path: path.to_owned(),
+        reason,
+    };
+    match load_key_file(path) {
+        Ok(key) => return Ok((key, false)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(failed(error.to_string())),
+    }
+    if let Some(directory) = path.parent() {
+        create_private_dir(directory).map_err(|error| failed(error.to_string()))?;
+    }
+    let key = DevKey::generate_signing_key();
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|error| failed(error.to_string()))?;
+    // Written whole to a private file of our own, then linked into place: the key file
+    // appears complete or not at all, and a concurrent creator's link wins or ours.
+    let staging = path.with_extension(format!("pem.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = create_private_file(&staging)
+        .and_then(|mut file| {
+            file.write_all(pem.as_bytes())
+                .and_then(|()| file.sync_all())
+        })
+        .and_then(|()| std::fs::hard_link(&staging, path));
+    let _ = std::fs::remove_file(&staging);
+    match written {
+        Ok(()) => Ok((key, true)),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let key = load_key_file(path).map_err(|error| failed(error.to_string()))?;
+            Ok((key, false))
+        }
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
+
+/// The key in `path`, which must be a regular file only its owner can read or write (a
+/// key anyone else could replace would let them sign in our name).
+pub fn load_key_file(path: &Path) -> std::io::Result<SigningKey> {
+    let metadata = std::fs::symlink_metadata(path)?;
+    let invalid = |reason: String| std::io::Error::new(std::io::ErrorKind::InvalidData, reason);
+    if !metadata.is_file() {
+        return Err(invalid(
+            "not a regular file (a symbolic link is not accepted)".into(),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(invalid(format!(
+                "its mode is {:o}: others may read or change it (chmod 600)",
+                mode & 0o777
+            )));
+        }
+    }
+    let pem = std::fs::read_to_string(path)?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|error| invalid(format!("not an Ed25519 PKCS#8 PEM key: {error}")))
 }
 
 fn create_private_dir(directory: &Path) -> std::io::Result<()> {

@@ -115,6 +115,10 @@ const AUDITORS: &[Role] = &[Role::Auditor];
 /// Those who read outcome statistics: analysts, and the clinics' own staff and software
 /// for their own clinics.
 const STATISTICS_READERS: &[Role] = &[Role::Analyst, Role::Clinician, Role::Integration];
+/// Those who check the clinic's signed log: auditors, and the clinic's software, which
+/// keeps the hashes its writes returned and may prove them included. Proofs and
+/// checkpoints carry hashes only, no clinical data.
+const LOG_VERIFIERS: &[Role] = &[Role::Auditor, Role::Integration];
 
 /// The role table: every RPC of the spineledger.v1 API and who may call it.
 pub const RPC_ACCESS: &[(&str, Access)] = &[
@@ -193,6 +197,22 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     (
         "/spineledger.v1.AuditService/ListAccessLog",
         Access::Roles(AUDITORS),
+    ),
+    (
+        "/spineledger.v1.AuditService/GetCheckpoint",
+        Access::Roles(LOG_VERIFIERS),
+    ),
+    (
+        "/spineledger.v1.AuditService/SignCheckpoint",
+        Access::Roles(AUDITORS),
+    ),
+    (
+        "/spineledger.v1.AuditService/GetInclusionProof",
+        Access::Roles(LOG_VERIFIERS),
+    ),
+    (
+        "/spineledger.v1.AuditService/GetConsistencyProof",
+        Access::Roles(LOG_VERIFIERS),
     ),
 ];
 

@@ -66,7 +66,11 @@ pub enum ProjectionError {
         /// The most episodes a query may aggregate.
         limit: usize,
     },
-    /// A projection name that is not one of [`crate::Projection::ALL`].
+    /// The clinic log is an append-only index, not a read model: it is neither folded nor
+    /// rebuilt.
+    #[error("{0} is not a read model and cannot be rebuilt")]
+    NotAReadModel(&'static str),
+    /// A projection name that is not one of [`crate::Projection::RUNNING`].
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }

@@ -3,10 +3,12 @@
 //! - [`models`]: the read-model tables and how a batch of events lands in them;
 //! - [`runtime`]: checkpoints, leases, wake-ups, read-your-writes;
 //! - [`queries`]: what the query API reads;
-//! - [`rebuild`]: rebuild from position zero into fresh tables, compare, swap.
+//! - [`rebuild`]: rebuild from position zero into fresh tables, compare, swap;
+//! - [`clinic_log`]: each clinic's verifiable log (index, trees, signed checkpoints).
 
 #![warn(missing_docs)]
 
+pub mod clinic_log;
 mod error;
 pub mod models;
 pub mod queries;

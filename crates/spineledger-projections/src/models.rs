@@ -27,17 +27,28 @@ pub enum Projection {
     TreatmentPlans,
     /// Per-episode outcome facts that statistics aggregate (`outcome_episodes`).
     OutcomeStatistics,
+    /// Each clinic's verifiable log (`clinic_log`): not a read model but an append-only
+    /// index, kept by the integrator ([`crate::clinic_log`]). It is never rebuilt.
+    ClinicLog,
 }
 
 impl Projection {
-    /// Every projection.
+    /// Every read model (what `rebuild --all` rebuilds).
     pub const ALL: [Self; 2] = [Self::TreatmentPlans, Self::OutcomeStatistics];
+
+    /// Everything the projector runs: the read models and the integrator.
+    pub const RUNNING: [Self; 3] = [
+        Self::TreatmentPlans,
+        Self::OutcomeStatistics,
+        Self::ClinicLog,
+    ];
 
     /// The projection's name (in checkpoints, leases and the `rebuild` command).
     pub fn name(self) -> &'static str {
         match self {
             Self::TreatmentPlans => "treatment_plans",
             Self::OutcomeStatistics => "outcome_statistics",
+            Self::ClinicLog => "clinic_log",
         }
     }
 
@@ -46,7 +57,7 @@ impl Projection {
     /// # Errors
     /// [`ProjectionError::UnknownProjection`] for any other name.
     pub fn from_name(name: &str) -> Result<Self, ProjectionError> {
-        Self::ALL
+        Self::RUNNING
             .into_iter()
             .find(|projection| projection.name() == name)
             .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
@@ -57,6 +68,7 @@ impl Projection {
         match self {
             Self::TreatmentPlans => "treatment_plans",
             Self::OutcomeStatistics => "outcome_episodes",
+            Self::ClinicLog => "clinic_log",
         }
     }
 
@@ -81,6 +93,7 @@ impl Projection {
             Self::OutcomeStatistics => {
                 fold_rows::<EpisodeOutcome>(client, table, &episode_events, upto).await
             }
+            Self::ClinicLog => Err(ProjectionError::NotAReadModel(self.name())),
         }
     }
 

@@ -52,6 +52,9 @@ pub async fn rebuild(
     shards: u8,
     page: usize,
 ) -> Result<RebuildReport, ProjectionError> {
+    if projection == Projection::ClinicLog {
+        return Err(ProjectionError::NotAReadModel(projection.name()));
+    }
     // One rebuild of a projection at a time: a second one would drop the first's table.
     let lock = RebuildLock::acquire(owner_pool, projection).await?;
     let result = rebuild_locked(owner_pool, projection, shards, page).await;

@@ -86,7 +86,7 @@ impl Default for ProjectorConfig {
             poll_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(5),
             coalesce: Duration::from_millis(10),
-            projections: Projection::ALL.to_vec(),
+            projections: Projection::RUNNING.to_vec(),
         }
     }
 }
@@ -115,11 +115,11 @@ pub struct BatchOutcome {
 /// One worker: a process-unique owner id and the means to run leases.
 #[derive(Debug, Clone)]
 pub struct Projector {
-    pool: Pool,
+    pub(crate) pool: Pool,
     listen_config: tokio_postgres::Config,
-    config: ProjectorConfig,
+    pub(crate) config: ProjectorConfig,
     owner: Uuid,
-    faults: Arc<dyn FaultInjector>,
+    pub(crate) faults: Arc<dyn FaultInjector>,
 }
 
 impl Projector {
@@ -257,6 +257,9 @@ impl Projector {
         projection: Projection,
         shard: u8,
     ) -> Result<BatchOutcome, ProjectionError> {
+        if projection == Projection::ClinicLog {
+            return self.integrate(shard).await;
+        }
         let clinic_shard =
             ClinicShard::new(shard, self.config.shards).ok_or(ProjectionError::UnknownShard {
                 shard,
@@ -342,7 +345,7 @@ impl Projector {
 
     /// Compare-and-set of the checkpoint from `start` to `end`, only while this worker's
     /// lease is unexpired and the shard count is the one the checkpoint was made under.
-    async fn advance(
+    pub(crate) async fn advance(
         &self,
         transaction: &deadpool_postgres::Transaction<'_>,
         projection: Projection,
@@ -527,7 +530,7 @@ fn lease_key(projection: &str, shard: i32) -> Option<(Projection, u8)> {
     ))
 }
 
-fn to_sql(xid: u64) -> i64 {
+pub(crate) fn to_sql(xid: u64) -> i64 {
     i64::try_from(xid).unwrap_or(i64::MAX)
 }
 
@@ -562,6 +565,9 @@ pub async fn ensure_checkpoints(
                 )
                 .await?;
         }
+        if *projection == Projection::ClinicLog {
+            crate::clinic_log::ensure_access_cursors(&client, config.shards).await?;
+        }
     }
     Ok(())
 }
@@ -586,7 +592,7 @@ pub async fn stored_shard_count(
 }
 
 /// Locks and reads the checkpoint of one (projection, shard), checking the shard count.
-async fn locked_checkpoint(
+pub(crate) async fn locked_checkpoint(
     client: &impl GenericClient,
     projection: Projection,
     shard: u8,

@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use spineledger_verifier::access::AccessEntry;
+
 use crate::scope::{ClinicScope, scoped};
-use crate::{EventStore, StoreError};
+use crate::{ClinicShard, EventStore, GlobalCursor, StoreError};
 
 /// Who read, as the access log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,4 +216,101 @@ impl EventStore {
             })
             .collect()
     }
+}
+
+/// The access-log columns that [`decode_entry`] reads, in its order.
+const ENTRY_COLUMNS: &str = "xid::text::bigint, clinic_id, position, accessed_at, \
+    principal_subject, principal_issuer, principal_role, actor, rpc, patient_id, episode_id, \
+    shown_position, purpose, break_glass, outcome";
+
+/// An access-log entry with its place in the access log's commit order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedAccess {
+    /// (xid, position) of the entry.
+    pub cursor: GlobalCursor,
+    /// The entry, as its hash covers it.
+    pub entry: AccessEntry,
+}
+
+fn decode_entry(row: &tokio_postgres::Row) -> Result<LoggedAccess, StoreError> {
+    let xid: i64 = row.try_get(0)?;
+    let position: i64 = row.try_get(2)?;
+    Ok(LoggedAccess {
+        cursor: GlobalCursor {
+            xid: u64::try_from(xid).unwrap_or(0),
+            position,
+        },
+        entry: AccessEntry {
+            clinic_id: row.try_get(1)?,
+            position,
+            accessed_at: row.try_get(3)?,
+            principal_subject: row.try_get(4)?,
+            principal_issuer: row.try_get(5)?,
+            principal_role: row.try_get(6)?,
+            actor: row.try_get(7)?,
+            rpc: row.try_get(8)?,
+            patient_id: row.try_get(9)?,
+            episode_id: row.try_get(10)?,
+            shown_position: row.try_get(11)?,
+            purpose: row.try_get(12)?,
+            break_glass: row.try_get(13)?,
+            outcome: row.try_get(14)?,
+        },
+    })
+}
+
+/// Up to `limit` access-log entries of one shard's clinics strictly after `cursor` in
+/// commit order, never skipping one (the rule of [`crate::read_all_after`]). The
+/// integrator's read; it needs a login that sees every clinic.
+///
+/// # Errors
+/// The database's, or a row that does not decode.
+pub async fn read_access_after(
+    client: &impl deadpool_postgres::GenericClient,
+    cursor: GlobalCursor,
+    limit: usize,
+    shard: ClinicShard,
+) -> Result<Vec<LoggedAccess>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM access_log \
+             WHERE (xid, position) > ($1::text::xid8, $2) \
+               AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND get_byte(uuid_send(clinic_id), 15) % $4 = $5 \
+             ORDER BY xid, position LIMIT $3"
+        ))
+        .await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &cursor.xid.to_string(),
+                &cursor.position,
+                &limit,
+                &i32::from(shard.count()),
+                &i32::from(shard.index()),
+            ],
+        )
+        .await?;
+    rows.iter().map(decode_entry).collect()
+}
+
+/// Every access-log entry of `clinic_id`, by position (an audit export).
+///
+/// # Errors
+/// The database's, or a row that does not decode.
+pub async fn read_clinic_access_log(
+    client: &impl tokio_postgres::GenericClient,
+    clinic_id: Uuid,
+) -> Result<Vec<LoggedAccess>, StoreError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {ENTRY_COLUMNS} FROM access_log WHERE clinic_id = $1 ORDER BY position"
+            ),
+            &[&clinic_id],
+        )
+        .await?;
+    rows.iter().map(decode_entry).collect()
 }

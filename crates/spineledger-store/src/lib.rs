@@ -21,7 +21,10 @@ mod scope;
 mod store;
 pub mod tls;
 
-pub use access::{Access, AccessQuery, AccessRecord, Reader};
+pub use access::{
+    Access, AccessQuery, AccessRecord, LoggedAccess, Reader, read_access_after,
+    read_clinic_access_log,
+};
 pub use database::{
     APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,
     ensure_walled, migrate, parse_url, pool, quote_identifier, resolve, with_dbname,

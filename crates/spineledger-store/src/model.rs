@@ -295,3 +295,33 @@ impl ClinicShard {
         Self::of(clinic_id, self.count) == self
     }
 }
+
+impl RecordedEvent {
+    /// The event as the verifier checks it (the metadata exactly as stored).
+    pub fn to_stored(&self) -> spineledger_verifier::stream::StoredEvent {
+        spineledger_verifier::stream::StoredEvent {
+            clinic_id: self.clinic_id,
+            stream_id: self.stream_id.clone(),
+            version: self.version,
+            position: self.cursor.position,
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            payload: self.payload.clone(),
+            metadata: self.stored_metadata.clone(),
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            previous_hash: self.previous_hash,
+            hash: self.hash,
+        }
+    }
+
+    /// The event's leaf in its clinic's log
+    /// ([`spineledger_verifier::bundle::event_leaf`]).
+    pub fn leaf(&self) -> EventHash {
+        match self.hash {
+            Some(hash) => hash,
+            None => spineledger_verifier::bundle::event_leaf(&self.to_stored()),
+        }
+    }
+}

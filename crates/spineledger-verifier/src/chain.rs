@@ -76,6 +76,21 @@ impl EventHash {
     }
 }
 
+/// Hashes travel as lowercase hex (in bundles and reports).
+impl serde::Serialize for EventHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let bytes = hex::decode(text.as_ref()).map_err(serde::de::Error::custom)?;
+        Self::from_slice(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Debug for EventHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "EventHash({})", self.to_hex())
@@ -144,7 +159,7 @@ impl Hashed<'_> {
     }
 }
 
-fn text(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn text(out: &mut Vec<u8>, bytes: &[u8]) {
     // Lengths beyond u32 cannot occur (a request is at most a few MiB); saturate rather
     // than wrap so that such a value could never collide with a shorter one silently.
     let length = u32::try_from(bytes.len()).unwrap_or(u32::MAX);

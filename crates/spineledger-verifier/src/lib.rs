@@ -6,7 +6,11 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod bundle;
 pub mod chain;
+pub mod checkpoint;
+pub mod merkle;
 pub mod stream;
 
 /// What the verifier can fail with before it gets to judge anything.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::chain::{EventHash, Hashed};
 
 /// One stored event, as the check needs it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
     /// The clinic.
     pub clinic_id: Uuid,

@@ -2,9 +2,10 @@
 //! plan as it stood at a moment, replayed from the log with the projector's own fold.
 
 use spineledger_api::convert::{
-    AccessLogQuery, AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery,
+    AccessLogQuery, AsOf, CheckpointQuery, ClinicChangesQuery, ConsistencyQuery, InclusionQuery,
+    LogRecord, PlanAsOfQuery, StreamEventsQuery,
 };
-use spineledger_api::error::ApiError;
+use spineledger_api::error::{ApiError, LogPrecondition};
 use spineledger_api::v1;
 use spineledger_api::v1::audit_service_server::AuditService;
 use spineledger_api::views;
@@ -12,7 +13,10 @@ use spineledger_api::views::timestamp;
 use spineledger_auth::Principal;
 use spineledger_domain::EpisodeId;
 use spineledger_domain::PatientId;
+use spineledger_projections::clinic_log::{self, SignedCheckpoint, in_clinic};
 use spineledger_store::{Access, AccessQuery, AccessRecord, Reader, RecordedEvent, StreamKey};
+use spineledger_verifier::bundle::LeafKind;
+use spineledger_verifier::merkle::ProofError;
 use tonic::{Request, Response, Status};
 
 use crate::{App, access, auth};
@@ -210,6 +214,177 @@ impl Audit {
     }
 }
 
+/// The clinic's signed log: checkpoints and proofs. Everything is read in the clinic's
+/// scope (the app role's wall holds here as everywhere); proofs carry hashes only, so
+/// they are not entries of the access log.
+impl Audit {
+    async fn checkpoint(
+        &self,
+        principal: &Principal,
+        request: v1::GetCheckpointRequest,
+    ) -> Result<v1::GetCheckpointResponse, ApiError> {
+        let query = CheckpointQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let (checkpoint, log_size) =
+            in_clinic(self.app.store.pool(), query.clinic_id, async |tx| {
+                let checkpoint =
+                    clinic_log::checkpoint_at_most(tx, query.clinic_id, query.tree_size).await?;
+                Ok((checkpoint, clinic_log::log_size(tx, query.clinic_id).await?))
+            })
+            .await?;
+        Ok(self.checkpoint_response(checkpoint.as_ref(), log_size))
+    }
+
+    async fn sign(
+        &self,
+        principal: &Principal,
+        request: v1::SignCheckpointRequest,
+    ) -> Result<v1::GetCheckpointResponse, ApiError> {
+        let query = CheckpointQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let signer = self
+            .app
+            .checkpoints
+            .clone()
+            .ok_or(LogPrecondition::NoCheckpointKey)?;
+        let (checkpoint, log_size) =
+            in_clinic(self.app.store.pool(), query.clinic_id, async |tx| {
+                let checkpoint = clinic_log::sign_checkpoint(tx, &signer, query.clinic_id).await?;
+                Ok((checkpoint, clinic_log::log_size(tx, query.clinic_id).await?))
+            })
+            .await?;
+        let checkpoint = checkpoint.ok_or(LogPrecondition::NoCheckpoint)?;
+        Ok(self.checkpoint_response(Some(&checkpoint), log_size))
+    }
+
+    fn checkpoint_response(
+        &self,
+        checkpoint: Option<&SignedCheckpoint>,
+        log_size: u64,
+    ) -> v1::GetCheckpointResponse {
+        v1::GetCheckpointResponse {
+            checkpoint: checkpoint.map(log_checkpoint),
+            verifier_key: self
+                .app
+                .checkpoints
+                .as_ref()
+                .map(|signer| signer.verifier().to_string())
+                .unwrap_or_default(),
+            log_size: size_to_wire(log_size),
+        }
+    }
+
+    async fn inclusion(
+        &self,
+        principal: &Principal,
+        request: v1::GetInclusionProofRequest,
+    ) -> Result<v1::GetInclusionProofResponse, ApiError> {
+        let query = InclusionQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let clinic_id = query.clinic_id;
+        let (kind, position) = match query.record {
+            LogRecord::Event(position) => (LeafKind::Event, position),
+            LogRecord::Access(position) => (LeafKind::Access, position),
+        };
+        in_clinic(self.app.store.pool(), clinic_id, async |tx| {
+            let Some((index, leaf)) = clinic_log::find_leaf(tx, clinic_id, kind, position).await?
+            else {
+                return Ok(Err(LogPrecondition::NotYetIndexed));
+            };
+            let size = match query.tree_size {
+                Some(size) => size,
+                None => match clinic_log::latest_checkpoint(tx, clinic_id).await? {
+                    Some(latest) => latest.head.size,
+                    None => return Ok(Err(LogPrecondition::NoCheckpoint)),
+                },
+            };
+            let tree = clinic_log::load_tree(tx, clinic_id, Some(size)).await?;
+            let proof = match tree.inclusion_proof(index, size) {
+                Ok(proof) => proof,
+                Err(error) => return Ok(Err(log_precondition(error, &tree))),
+            };
+            let head = tree.head();
+            let checkpoint = clinic_log::checkpoint_at_most(tx, clinic_id, Some(size))
+                .await?
+                .filter(|checkpoint| checkpoint.head.size == size);
+            Ok(Ok(v1::GetInclusionProofResponse {
+                leaf_index: size_to_wire(index),
+                leaf_hash: leaf.to_vec(),
+                tree_size: size_to_wire(head.size),
+                root_hash: head.root.to_vec(),
+                audit_path: proof.iter().map(|hash| hash.to_vec()).collect(),
+                checkpoint: checkpoint.as_ref().map(log_checkpoint),
+            }))
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+
+    async fn consistency(
+        &self,
+        principal: &Principal,
+        request: v1::GetConsistencyProofRequest,
+    ) -> Result<v1::GetConsistencyProofResponse, ApiError> {
+        let query = ConsistencyQuery::try_from(request)?;
+        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let clinic_id = query.clinic_id;
+        in_clinic(self.app.store.pool(), clinic_id, async |tx| {
+            let second = match query.second_size {
+                Some(size) => size,
+                None => match clinic_log::latest_checkpoint(tx, clinic_id).await? {
+                    Some(latest) => latest.head.size,
+                    None => return Ok(Err(LogPrecondition::NoCheckpoint)),
+                },
+            };
+            let tree = clinic_log::load_tree(tx, clinic_id, Some(second)).await?;
+            let proof = match tree.consistency_proof(query.first_size, second) {
+                Ok(proof) => proof,
+                Err(error) => return Ok(Err(log_precondition(error, &tree))),
+            };
+            let first = tree.head_at(query.first_size).map_err(|_| {
+                spineledger_projections::ProjectionError::CorruptRow("a tree prefix".into())
+            })?;
+            Ok(Ok(v1::GetConsistencyProofResponse {
+                first_size: size_to_wire(first.size),
+                second_size: size_to_wire(second),
+                first_root: first.root.to_vec(),
+                second_root: tree.head().root.to_vec(),
+                proof: proof.iter().map(|hash| hash.to_vec()).collect(),
+            }))
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+}
+
+/// What a proof that could not be made tells the caller (the request was validated, so
+/// only sizes beyond the log or a record beyond the tree remain).
+fn log_precondition(
+    error: ProofError,
+    tree: &spineledger_verifier::merkle::LogTree,
+) -> LogPrecondition {
+    match error {
+        ProofError::BeyondLog { asked, size } => LogPrecondition::LogTooSmall { size, asked },
+        ProofError::EmptyTree | ProofError::OldLarger { .. } if tree.size() == 0 => {
+            LogPrecondition::LogTooSmall { size: 0, asked: 1 }
+        }
+        _ => LogPrecondition::NotYetIndexed,
+    }
+}
+
+fn size_to_wire(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+fn log_checkpoint(checkpoint: &SignedCheckpoint) -> v1::LogCheckpoint {
+    v1::LogCheckpoint {
+        tree_size: size_to_wire(checkpoint.head.size),
+        root_hash: checkpoint.head.root.to_vec(),
+        note: checkpoint.note.clone(),
+        signed_at: Some(timestamp(checkpoint.signed_at)),
+    }
+}
+
 /// The patient or episode a stream is about.
 fn subject_of(stream_id: &str) -> (Option<uuid::Uuid>, Option<uuid::Uuid>) {
     match (
@@ -304,6 +479,46 @@ impl AuditService for Audit {
         let principal = auth::principal(&request)?;
         Ok(Response::new(
             self.access_log(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.checkpoint(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn sign_checkpoint(
+        &self,
+        request: Request<v1::SignCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.sign(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<v1::GetInclusionProofRequest>,
+    ) -> Result<Response<v1::GetInclusionProofResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.inclusion(&principal, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<v1::GetConsistencyProofRequest>,
+    ) -> Result<Response<v1::GetConsistencyProofResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.consistency(&principal, request.into_inner()).await?,
         ))
     }
 

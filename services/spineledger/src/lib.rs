@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use spineledger_domain::Policy;
 use spineledger_store::EventStore;
+use spineledger_verifier::checkpoint::CheckpointSigner;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use reads::ReadSettings;
@@ -34,6 +35,9 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Settings of the query side.
     pub reads: ReadSettings,
+    /// Signs checkpoints of the clinics' logs on demand (`None`: this server holds no
+    /// key; the notary of another process signs).
+    pub checkpoints: Option<Arc<CheckpointSigner>>,
 }
 
 impl App {
@@ -44,6 +48,7 @@ impl App {
             policy: Policy::default(),
             clock: Arc::new(SystemClock),
             reads: ReadSettings::default(),
+            checkpoints: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use spineledger::{App, ReadSettings, database, server, telemetry};
 use spineledger_auth::{DevKey, Role, TokenRequest, TrustedIssuer, Verifier, dev};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
 use spineledger_readmodels::MinCell;
+use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,16 +34,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the gRPC API and run the projectors (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the database if missing and apply the embedded migrations, then exit.
     Migrate(DatabaseArgs),
     /// Run projector workers only (scale-out: any number of them share the work).
     Projector(ProjectorArgs),
     /// Rebuild read models from position zero into fresh tables, compare, swap.
     Rebuild(RebuildArgs),
-    /// Check every stream's hash chain (versions, hashes, links, heads) and name the first
-    /// broken link of each damaged stream; exits non-zero if any.
+    /// Check every clinic's record: each stream's hash chain (versions, hashes, links,
+    /// heads), the dense index of the clinic's log, and the Merkle roots against the signed
+    /// checkpoints. Names the first broken link of each damaged stream and every fault of
+    /// an index or checkpoint; exits non-zero if any.
     Verify(VerifyArgs),
+    /// The clinics' signed logs: the checkpoint key, audit bundles.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Development tokens signed with the local development key.
     Token {
         #[command(subcommand)]
@@ -58,9 +66,112 @@ enum Command {
 struct VerifyArgs {
     #[command(flatten)]
     database: DatabaseArgs,
-    /// Only this clinic's streams.
+    /// Only this clinic's record.
     #[arg(long)]
     clinic: Option<uuid::Uuid>,
+    #[command(flatten)]
+    key: VerifierKeyArgs,
+    /// A checkpoint note kept from earlier (a file): the log must still contain it. Needs
+    /// --clinic.
+    #[arg(long, requires = "clinic")]
+    kept_checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the verifier key of the checkpoint signing key (created if missing): what
+    /// auditors check checkpoints with. Give it to them through a channel of your own.
+    Key(CheckpointKeyArgs),
+    /// Write one clinic's self-contained audit bundle (events, stream heads, access log,
+    /// the log's index, signed checkpoints and the verifier key) as JSON, for
+    /// `spineledger-audit` to check offline.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The clinic.
+    #[arg(long)]
+    clinic: uuid::Uuid,
+    /// Where to write the bundle ("-": standard output).
+    #[arg(long, default_value = "-")]
+    out: PathBuf,
+    #[command(flatten)]
+    key: VerifierKeyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+struct CheckpointKeyArgs {
+    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs the clinics' checkpoints,
+    /// created on first use; keep it off the database server. Default:
+    /// $XDG_CONFIG_HOME/spineledger/checkpoint-signing-key.pem (else ~/.config/spineledger/…).
+    #[arg(long, env = "SPINELEDGER_CHECKPOINT_KEY_FILE")]
+    checkpoint_key_file: Option<PathBuf>,
+    /// The key's name in signed notes (no spaces or '+').
+    #[arg(
+        long,
+        env = "SPINELEDGER_CHECKPOINT_KEY_NAME",
+        default_value = "spineledger"
+    )]
+    checkpoint_key_name: String,
+}
+
+impl CheckpointKeyArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        self.checkpoint_key_file
+            .clone()
+            .or_else(|| dev::config_path(CHECKPOINT_KEY_FILE))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no place for the checkpoint key: set HOME, XDG_CONFIG_HOME or --checkpoint-key-file"
+                )
+            })
+    }
+
+    /// The signer, its key created first if there is none.
+    fn signer(&self) -> anyhow::Result<CheckpointSigner> {
+        let path = self.path()?;
+        let (key, created) = dev::load_or_create_key_file(&path)?;
+        if created {
+            tracing::info!(path = %path.display(), "created the checkpoint signing key");
+        }
+        Ok(CheckpointSigner::new(&self.checkpoint_key_name, key)?)
+    }
+}
+
+/// The checkpoint key's file name in the configuration directory.
+const CHECKPOINT_KEY_FILE: &str = "checkpoint-signing-key.pem";
+
+#[derive(Debug, Args)]
+struct VerifierKeyArgs {
+    /// The verifier key checkpoints must be signed with (<name>+<id>+<key>, as
+    /// `spineledger audit key` prints it). Default: the public half of the local checkpoint
+    /// key file, when there is one.
+    #[arg(long, env = "SPINELEDGER_VERIFIER_KEY")]
+    verifier_key: Option<String>,
+    #[command(flatten)]
+    checkpoint_key: CheckpointKeyArgs,
+}
+
+impl VerifierKeyArgs {
+    fn key(&self) -> anyhow::Result<VerifierKey> {
+        if let Some(text) = &self.verifier_key {
+            return Ok(text.parse()?);
+        }
+        let path = self.checkpoint_key.path()?;
+        let key = dev::load_key_file(&path).map_err(|error| {
+            anyhow::anyhow!(
+                "no verifier key: pass --verifier-key (cannot use {}: {error})",
+                path.display()
+            )
+        })?;
+        Ok(VerifierKey::new(
+            &self.checkpoint_key.checkpoint_key_name,
+            key.verifying_key(),
+        )?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +420,8 @@ struct ServeArgs {
     projector: ProjectorSettings,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    checkpoints: CheckpointKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +433,11 @@ struct ProjectorSettings {
     /// A projector lease not renewed for this many seconds is taken over by another worker.
     #[arg(long, env = "SPINELEDGER_LEASE_TTL_SECONDS", default_value_t = 5)]
     lease_ttl_seconds: u64,
+    /// How often the notary signs a checkpoint of each clinic's log that grew, e.g. 60s,
+    /// 5m. Records after the last checkpoint are only as safe as the database until the
+    /// next one: this bounds what a truncation could remove unseen.
+    #[arg(long, env = "SPINELEDGER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
 }
 
 impl ProjectorSettings {
@@ -340,6 +458,8 @@ struct ProjectorArgs {
     pool_size: usize,
     #[command(flatten)]
     projector: ProjectorSettings,
+    #[command(flatten)]
+    checkpoints: CheckpointKeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -408,7 +528,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = telemetry::init()?;
     match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Serve(args)) => serve(*args).await,
         Some(Command::Migrate(args)) => {
             let (applied, config) = database::migrate(args.owner_url()?).await?;
             tracing::info!(applied, database = %spineledger_store::describe(&config), "migrations up to date");
@@ -417,6 +537,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Projector(args)) => projector(args).await,
         Some(Command::Rebuild(args)) => rebuild(args).await,
         Some(Command::Verify(args)) => verify(&args).await,
+        Some(Command::Audit {
+            command: AuditCommand::Key(args),
+        }) => {
+            println!("{}", args.signer()?.verifier());
+            Ok(())
+        }
+        Some(Command::Audit {
+            command: AuditCommand::Export(args),
+        }) => export(&args).await,
         Some(Command::Token {
             command: TokenCommand::Issue(args),
         }) => issue_token(&args),
@@ -462,7 +591,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         projector = !args.no_projector,
         "spineledger serving"
     );
+    let signer = Arc::new(args.checkpoints.signer()?);
+    tracing::info!(verifier_key = %signer.verifier(), "checkpoints signed with");
     let mut app = App::new(store);
+    app.checkpoints = Some(Arc::clone(&signer));
     app.reads = ReadSettings {
         min_cell: args.min_cell,
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
@@ -470,6 +602,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let settings = server::ServeSettings {
         projector: (!args.no_projector).then(|| args.projector.config()),
+        checkpoint_interval: args.projector.checkpoint_interval,
         max_message_bytes: args.max_message_bytes,
         max_in_flight: args.max_in_flight,
         verifier: Arc::new(verifier),
@@ -488,27 +621,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Verifies and prints a line per damaged stream and a summary; an error when any stream
-/// is damaged (so the exit status says so).
+/// Verifies and prints a line per finding and a summary; an error when anything was
+/// found (so the exit status says so).
 async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let key = args.key.key()?;
+    let kept = match &args.kept_checkpoint {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read the kept checkpoint {}: {error}",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
     let config = spineledger_store::resolve(args.database.owner_url()?).await?;
-    let client = spineledger_store::connect(&config).await?;
-    let report = spineledger::verify::verify(&client, args.clinic).await?;
+    let mut client = spineledger_store::connect(&config).await?;
+    let report =
+        spineledger::verify::verify(&mut client, args.clinic, &key, kept.as_deref()).await?;
     if let Some(clinic) = args.clinic {
         anyhow::ensure!(
-            report.streams > 0,
-            "clinic {clinic} has no streams in this database (is it the right clinic id?)"
+            report.streams > 0 || report.leaves > 0,
+            "clinic {clinic} has no records in this database (is it the right clinic id?)"
         );
     }
-    for broken in &report.breaks {
-        println!("BROKEN {broken}");
+    for finding in &report.findings {
+        println!("BROKEN {finding}");
     }
     println!(
-        "checked {} events in {} streams of {} clinics: {} damaged streams{}",
+        "checked {} events in {} streams and {} access-log entries of {} clinics; {} leaves, \
+         {} signed checkpoints held ({} records not yet indexed): {} findings{}",
         report.events,
         report.streams,
+        report.access_entries,
         report.clinics,
-        report.breaks.len(),
+        report.leaves,
+        report.checkpoints,
+        report.pending,
+        report.findings.len(),
         if report.unhashed > 0 {
             format!(
                 "; {} events were recorded before the hash chain and have no hashes",
@@ -519,10 +668,36 @@ async fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         }
     );
     anyhow::ensure!(
-        report.breaks.is_empty(),
-        "{} damaged streams (listed above)",
-        report.breaks.len()
+        report.findings.is_empty(),
+        "{} findings (listed above)",
+        report.findings.len()
     );
+    Ok(())
+}
+
+/// Writes one clinic's audit bundle.
+async fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let key = args.key.key()?;
+    let config = spineledger_store::resolve(args.database.owner_url()?).await?;
+    let mut client = spineledger_store::connect(&config).await?;
+    let bundle = spineledger::verify::export(&mut client, args.clinic, &key).await?;
+    let json = serde_json::to_vec(&bundle)?;
+    if args.out.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout().write_all(&json)?;
+    } else {
+        std::fs::write(&args.out, &json)
+            .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", args.out.display()))?;
+        eprintln!(
+            "wrote {} events, {} access-log entries, {} leaves and {} checkpoints of clinic {} to {}",
+            bundle.events.len(),
+            bundle.access_log.len(),
+            bundle.leaves.len(),
+            bundle.checkpoints.len(),
+            args.clinic,
+            args.out.display()
+        );
+    }
     Ok(())
 }
 
@@ -568,13 +743,21 @@ fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
 
 async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let logins = args.database.urls()?.prepare().await?;
+    let notary_pool = logins.projector_pool(2)?;
     let projector = Projector::new(
         logins.projector_pool(args.pool_size)?,
         logins.projector,
         args.projector.config(),
     );
+    let notary = tokio::spawn(spineledger_projections::clinic_log::run_notary(
+        notary_pool,
+        args.checkpoints.signer()?,
+        args.projector.checkpoint_interval,
+        stopped(shutdown_channel()),
+    ));
     tracing::info!(owner = %projector.owner(), "projector worker starting");
     projector.run(stopped(shutdown_channel())).await?;
+    notary.await?;
     Ok(())
 }
 

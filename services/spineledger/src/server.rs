@@ -30,6 +30,7 @@ use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsSer
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanServiceServer;
 use spineledger_auth::Verifier;
 use spineledger_projections::{Projector, ProjectorConfig};
+use spineledger_verifier::checkpoint::CheckpointSigner;
 
 /// What runs beside the gRPC server.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct ServeSettings {
     /// TLS (rustls) with the server's certificate, and optionally the CA whose client
     /// certificates it requires (mTLS); `None` serves plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// With in-process projectors and a checkpoint key (`App::checkpoints`), the notary
+    /// signs each grown clinic log this often.
+    pub checkpoint_interval: Duration,
 }
 
 /// The default of [`ServeSettings::max_in_flight`]: well above what the database pool
@@ -70,6 +74,7 @@ impl Default for ServeSettings {
             // Trusts no issuer: every authenticated call is refused until one is given.
             verifier: Arc::new(Verifier::new(spineledger_auth::dev::DEFAULT_AUDIENCE)),
             tls: None,
+            checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +108,14 @@ pub async fn serve(
             // A connection per lease task, one for the rest (checkpoints, release).
             let size = config.projections.len() * usize::from(config.shards) + 1;
             let pool = spineledger_store::pool(projector_database, size)?;
+            if let Some(signer) = &app.checkpoints {
+                tokio::spawn(spineledger_projections::clinic_log::run_notary(
+                    spineledger_store::pool(projector_database, 2)?,
+                    CheckpointSigner::clone(signer),
+                    settings.checkpoint_interval,
+                    when_stopped(stopped.clone()),
+                ));
+            }
             let projector = Projector::new(pool, projector_database.clone(), config);
             Some(tokio::spawn(projector.run(when_stopped(stopped.clone()))))
         }

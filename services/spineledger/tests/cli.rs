@@ -5,12 +5,16 @@ use std::process::Command;
 /// The binary, with its development key in a throw-away place (never the home directory).
 fn spineledger() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_spineledger"));
-    command.env(
-        "SPINELEDGER_DEV_KEY_FILE",
-        std::env::temp_dir()
-            .join(format!("spineledger-cli-test-{}", std::process::id()))
-            .join("dev-signing-key.pem"),
-    );
+    let scratch = std::env::temp_dir().join(format!("spineledger-cli-test-{}", std::process::id()));
+    command
+        .env(
+            "SPINELEDGER_DEV_KEY_FILE",
+            scratch.join("dev-signing-key.pem"),
+        )
+        .env(
+            "SPINELEDGER_CHECKPOINT_KEY_FILE",
+            scratch.join("checkpoint-signing-key.pem"),
+        );
     command
 }
 
@@ -293,16 +297,51 @@ fn verify_exits_non_zero_naming_the_first_broken_link() {
         }
     });
     let url = spineledger_store::describe(database.config());
+    // The checkpoint key (created on first use) and its verifier key, as an operator gives
+    // it to an auditor.
+    let key = spineledger()
+        .args(["audit", "key"])
+        .output()
+        .expect("audit key");
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let vkey = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+    assert!(vkey.starts_with("spineledger+"), "{vkey}");
     let sound = spineledger()
-        .args(["verify", "--database-url", &url])
+        .args(["verify", "--database-url", &url, "--verifier-key", &vkey])
         .output()
         .expect("verify");
     let stdout = String::from_utf8_lossy(&sound.stdout);
     assert!(sound.status.success(), "{stdout}");
     assert!(
-        stdout.contains("checked 3 events in 1 streams of 1 clinics: 0 damaged"),
+        stdout.contains("checked 3 events in 1 streams and 0 access-log entries of 1 clinics"),
         "{stdout}"
     );
+    assert!(stdout.contains(": 0 findings"), "{stdout}");
+    // The bundle of the clinic, for an offline check.
+    let bundle_path = std::env::temp_dir().join(format!("bundle-{}.json", stream.clinic_id));
+    let exported = spineledger()
+        .args(["audit", "export", "--database-url", &url, "--clinic"])
+        .arg(stream.clinic_id.to_string())
+        .arg("--out")
+        .arg(&bundle_path)
+        .output()
+        .expect("export");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let bundle: spineledger_verifier::bundle::Bundle =
+        serde_json::from_slice(&std::fs::read(&bundle_path).expect("read")).expect("a bundle");
+    let _ = std::fs::remove_file(&bundle_path);
+    assert_eq!(bundle.events.len(), 3);
+    assert_eq!(bundle.verifier_key, vkey);
+    let audit = bundle.audit(&vkey.parse().expect("vkey"), None);
+    assert!(audit.is_sound(), "{:?}", audit.findings);
 
     runtime.block_on(async {
         let owner = database.owner_client().await;
@@ -318,6 +357,7 @@ fn verify_exits_non_zero_naming_the_first_broken_link() {
             .await
             .expect("tamper");
     });
+    // Without --verifier-key: the public half of the local checkpoint key.
     let damaged = spineledger()
         .args(["verify", "--database-url", &url])
         .output()

@@ -296,3 +296,158 @@ mod tests {
         );
     }
 }
+
+/// A record of a clinic's signed log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRecord {
+    /// An event, by global position.
+    Event(i64),
+    /// An access-log entry, by its position in the access log.
+    Access(i64),
+}
+
+/// A valid `GetCheckpointRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// At most this size; `None`: the latest.
+    pub tree_size: Option<u64>,
+}
+
+/// A valid `GetInclusionProofRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InclusionQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The record to prove.
+    pub record: LogRecord,
+    /// The tree to prove it in; `None`: the latest checkpoint's.
+    pub tree_size: Option<u64>,
+}
+
+/// A valid `GetConsistencyProofRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsistencyQuery {
+    /// The clinic.
+    pub clinic_id: Uuid,
+    /// The older tree, at least 1.
+    pub first_size: u64,
+    /// The newer tree, at least `first_size`; `None`: the latest checkpoint's.
+    pub second_size: Option<u64>,
+}
+
+impl Check {
+    /// A tree size: 0 means "not given".
+    fn tree_size(&mut self, field: &str, raw: i64) -> Option<Option<u64>> {
+        match u64::try_from(raw) {
+            Ok(0) => Some(None),
+            Ok(size) => Some(Some(size)),
+            Err(_) => {
+                self.add(field, "must not be negative");
+                None
+            }
+        }
+    }
+}
+
+impl TryFrom<v1::GetCheckpointRequest> for CheckpointQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetCheckpointRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let tree_size = check.tree_size("tree_size", req.tree_size);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                tree_size: tree_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::SignCheckpointRequest> for CheckpointQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::SignCheckpointRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let query = clinic_id.map(|clinic_id| Self {
+            clinic_id,
+            tree_size: None,
+        });
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::GetInclusionProofRequest> for InclusionQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetInclusionProofRequest) -> Result<Self, FieldViolations> {
+        use v1::get_inclusion_proof_request::Record;
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let record = match req.record {
+            Some(Record::GlobalPosition(position)) if position > 0 => {
+                Some(LogRecord::Event(position))
+            }
+            Some(Record::AccessPosition(position)) if position > 0 => {
+                Some(LogRecord::Access(position))
+            }
+            Some(Record::GlobalPosition(_)) => {
+                check.add("global_position", "must be positive");
+                None
+            }
+            Some(Record::AccessPosition(_)) => {
+                check.add("access_position", "must be positive");
+                None
+            }
+            None => {
+                check.add("record", "name a global_position or an access_position");
+                None
+            }
+        };
+        let tree_size = check.tree_size("tree_size", req.tree_size);
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                record: record?,
+                tree_size: tree_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
+impl TryFrom<v1::GetConsistencyProofRequest> for ConsistencyQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::GetConsistencyProofRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_id = check.uuid("clinic_id", &req.clinic_id);
+        let first_size = match check.tree_size("first_size", req.first_size) {
+            Some(Some(size)) => Some(size),
+            Some(None) => {
+                check.add("first_size", "must be at least 1");
+                None
+            }
+            None => None,
+        };
+        let second_size = check.tree_size("second_size", req.second_size);
+        if let (Some(first), Some(Some(second))) = (first_size, second_size)
+            && second < first
+        {
+            check.add("second_size", "must not be smaller than first_size");
+        }
+        let query = (|| {
+            Some(Self {
+                clinic_id: clinic_id?,
+                first_size: first_size?,
+                second_size: second_size?,
+            })
+        })();
+        check.finish(query)
+    }
+}

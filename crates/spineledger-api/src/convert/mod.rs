@@ -27,7 +27,10 @@ mod reads;
 #[cfg(test)]
 mod test_support;
 
-pub use audit::{AccessLogQuery, AsOf, ClinicChangesQuery, PlanAsOfQuery, StreamEventsQuery};
+pub use audit::{
+    AccessLogQuery, AsOf, CheckpointQuery, ClinicChangesQuery, ConsistencyQuery, InclusionQuery,
+    LogRecord, PlanAsOfQuery, StreamEventsQuery,
+};
 pub(crate) use check::Check;
 pub use check::unstorable_text;
 pub use correction::record_correction;

@@ -1,0 +1,473 @@
+//! Each clinic's verifiable log (migration V9): the integrator that indexes records after
+//! they commit, the trees and proofs over that index, and the signing of checkpoints.
+//!
+//! The integrator is a projector like the others (a lease per shard, a checkpoint moved by
+//! compare-and-set under the lease, the never-skip read), with a second cursor for the
+//! access log. A batch gives the shard's new events (in global order) and then its new
+//! access-log entries (in commit order) the next leaf indexes of their clinics, in one
+//! transaction with both cursors: a crash leaves every record indexed once or not yet.
+//!
+//! Trees are not stored. A root or a proof is computed from the clinic's leaves when asked
+//! (O(leaves) per call: tens of milliseconds at 100,000 leaves), which keeps the stored
+//! state to what the verifier checks and nothing that could disagree with it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+use spineledger_store::{
+    ClinicScope, ClinicShard, GlobalCursor, read_access_after, read_all_after, scoped,
+};
+use spineledger_verifier::bundle::LeafKind;
+use spineledger_verifier::checkpoint::{Checkpoint, CheckpointSigner, clinic_origin};
+use spineledger_verifier::merkle::{LogTree, TreeHead};
+use uuid::Uuid;
+
+use crate::runtime::{BatchOutcome, Projector, Stage, locked_checkpoint, to_sql};
+use crate::{Projection, ProjectionError};
+
+impl Projector {
+    /// One integrator batch for `shard`: index what committed since the cursors.
+    pub(crate) async fn integrate(&self, shard: u8) -> Result<BatchOutcome, ProjectionError> {
+        let shards = self.config.shards;
+        let clinic_shard = ClinicShard::new(shard, shards)
+            .ok_or(ProjectionError::UnknownShard { shard, shards })?;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let ttl_ms = self.config.lease_ttl.as_millis();
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{ttl_ms}ms'; \
+                 SET LOCAL idle_in_transaction_session_timeout = '{ttl_ms}ms'"
+            ))
+            .await?;
+        let projection = Projection::ClinicLog;
+        let start = locked_checkpoint(&transaction, projection, shard, shards).await?;
+        let access_start = locked_access_cursor(&transaction, shard, shards).await?;
+        let batch = self.config.batch_size;
+        let events = read_all_after(&transaction, start, batch, clinic_shard).await?;
+        let entries = read_access_after(&transaction, access_start, batch, clinic_shard).await?;
+        if events.is_empty() && entries.is_empty() {
+            transaction.rollback().await?;
+            return Ok(BatchOutcome {
+                events: 0,
+                cursor: start,
+                lag: Duration::ZERO,
+            });
+        }
+        self.faults.check(Stage::AfterRead)?;
+        let mut leaves: Vec<(Uuid, LeafKind, i64, Vec<u8>)> =
+            Vec::with_capacity(events.len() + entries.len());
+        for event in &events {
+            leaves.push((
+                event.clinic_id,
+                LeafKind::Event,
+                event.cursor.position,
+                event.leaf().0.to_vec(),
+            ));
+        }
+        for logged in &entries {
+            leaves.push((
+                logged.entry.clinic_id,
+                LeafKind::Access,
+                logged.entry.position,
+                logged.entry.hash().0.to_vec(),
+            ));
+        }
+        insert_leaves(&transaction, &leaves).await?;
+        self.faults.check(Stage::AfterApply)?;
+        let end = events.last().map_or(start, |event| event.cursor);
+        self.advance(&transaction, projection, shard, start, end)
+            .await?;
+        if let Some(last) = entries.last() {
+            transaction
+                .execute(
+                    "UPDATE clinic_log_access_cursors SET xid = $2, position = $3 WHERE shard = $1",
+                    &[
+                        &i32::from(shard),
+                        &to_sql(last.cursor.xid),
+                        &last.cursor.position,
+                    ],
+                )
+                .await?;
+        }
+        self.faults.check(Stage::BeforeCommit)?;
+        transaction.commit().await?;
+        let last_recorded = events
+            .last()
+            .map(|event| event.recorded_at)
+            .into_iter()
+            .chain(entries.last().map(|logged| logged.entry.accessed_at))
+            .min();
+        let lag = last_recorded
+            .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+            .unwrap_or_default();
+        tracing::debug!(
+            shard,
+            events = events.len(),
+            access_entries = entries.len(),
+            "indexed"
+        );
+        self.faults.check(Stage::AfterCommit)?;
+        Ok(BatchOutcome {
+            events: events.len().max(entries.len()),
+            cursor: end,
+            lag,
+        })
+    }
+}
+
+/// Creates the access cursors of a shard layout that do not exist yet.
+pub(crate) async fn ensure_access_cursors(
+    client: &impl GenericClient,
+    shards: u8,
+) -> Result<(), ProjectionError> {
+    for shard in 0..shards {
+        client
+            .execute(
+                "INSERT INTO clinic_log_access_cursors (shard, shard_count) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&i32::from(shard), &i32::from(shards)],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn locked_access_cursor(
+    client: &impl GenericClient,
+    shard: u8,
+    shards: u8,
+) -> Result<GlobalCursor, ProjectionError> {
+    let row = client
+        .query_opt(
+            "SELECT xid, position, shard_count FROM clinic_log_access_cursors \
+             WHERE shard = $1 FOR UPDATE",
+            &[&i32::from(shard)],
+        )
+        .await?
+        .ok_or(ProjectionError::LostLease)?;
+    let stored: i32 = row.try_get(2)?;
+    if stored != i32::from(shards) {
+        return Err(ProjectionError::ShardCountMismatch {
+            projection: Projection::ClinicLog.name(),
+            stored: u8::try_from(stored).unwrap_or(0),
+            configured: shards,
+        });
+    }
+    let xid: i64 = row.try_get(0)?;
+    Ok(GlobalCursor {
+        xid: u64::try_from(xid).unwrap_or(0),
+        position: row.try_get(1)?,
+    })
+}
+
+/// Appends `leaves` (in order) to their clinics' logs, each clinic continuing from its
+/// last index: one statement.
+async fn insert_leaves(
+    client: &impl GenericClient,
+    leaves: &[(Uuid, LeafKind, i64, Vec<u8>)],
+) -> Result<(), ProjectionError> {
+    let mut clinics: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
+    clinics.sort_unstable();
+    clinics.dedup();
+    let mut next: HashMap<Uuid, i64> = HashMap::new();
+    for row in client
+        .query(
+            "SELECT c.clinic_id, coalesce((SELECT max(l.leaf_index) + 1 FROM clinic_log l \
+                                           WHERE l.clinic_id = c.clinic_id), 0) \
+             FROM unnest($1::uuid[]) AS c(clinic_id)",
+            &[&clinics],
+        )
+        .await?
+    {
+        next.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let mut clinic_ids = Vec::with_capacity(leaves.len());
+    let mut indexes = Vec::with_capacity(leaves.len());
+    let mut kinds = Vec::with_capacity(leaves.len());
+    let mut positions = Vec::with_capacity(leaves.len());
+    let mut hashes: Vec<&[u8]> = Vec::with_capacity(leaves.len());
+    for (clinic_id, kind, position, hash) in leaves {
+        let index = next.entry(*clinic_id).or_insert(0);
+        clinic_ids.push(*clinic_id);
+        indexes.push(*index);
+        *index += 1;
+        kinds.push(kind.name());
+        positions.push(*position);
+        hashes.push(hash);
+    }
+    client
+        .execute(
+            "INSERT INTO clinic_log (clinic_id, leaf_index, kind, position, leaf_hash) \
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])",
+            &[&clinic_ids, &indexes, &kinds, &positions, &hashes],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The tree over the first `size` leaves of `clinic_id`'s log (all of them when `None`).
+/// `client` must see the clinic (the projector role, or the app role in its scope).
+///
+/// # Errors
+/// The database's, or a stored leaf that is not 32 bytes.
+pub async fn load_tree(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+    size: Option<u64>,
+) -> Result<LogTree, ProjectionError> {
+    let limit = size.map(|size| i64::try_from(size).unwrap_or(i64::MAX));
+    let rows = client
+        .query(
+            "SELECT leaf_hash FROM clinic_log WHERE clinic_id = $1 \
+             ORDER BY leaf_index LIMIT $2",
+            &[&clinic_id, &limit],
+        )
+        .await?;
+    let mut tree = LogTree::default();
+    for row in rows {
+        let hash: &[u8] = row.try_get(0)?;
+        let leaf = <[u8; 32]>::try_from(hash)
+            .map_err(|_| ProjectionError::CorruptRow("a leaf hash not 32 bytes long".into()))?;
+        tree.push(leaf);
+    }
+    Ok(tree)
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// What it states.
+    pub head: TreeHead,
+    /// The signed note.
+    pub note: String,
+    /// When it was signed.
+    pub signed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Signs a checkpoint of `clinic_id`'s whole log as it stands, unless the latest stored
+/// checkpoint already covers it; returns the latest checkpoint either way (`None` while
+/// the log is empty). `client` must see the clinic and may insert checkpoints.
+///
+/// # Errors
+/// The database's.
+pub async fn sign_checkpoint(
+    client: &impl GenericClient,
+    signer: &CheckpointSigner,
+    clinic_id: Uuid,
+) -> Result<Option<SignedCheckpoint>, ProjectionError> {
+    let tree = load_tree(client, clinic_id, None).await?;
+    let head = tree.head();
+    let latest = latest_checkpoint(client, clinic_id).await?;
+    if head.size == 0
+        || latest
+            .as_ref()
+            .is_some_and(|latest| latest.head.size >= head.size)
+    {
+        return Ok(latest);
+    }
+    let note = signer.sign(&Checkpoint {
+        origin: clinic_origin(clinic_id),
+        head,
+    });
+    let size = i64::try_from(head.size).unwrap_or(i64::MAX);
+    client
+        .execute(
+            "INSERT INTO log_checkpoints (clinic_id, tree_size, root_hash, note) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&clinic_id, &size, &&head.root[..], &note],
+        )
+        .await?;
+    tracing::debug!(tree_size = head.size, "checkpoint signed");
+    latest_checkpoint(client, clinic_id).await
+}
+
+/// The largest stored checkpoint of `clinic_id` (the earliest signed among equals).
+///
+/// # Errors
+/// The database's.
+pub async fn latest_checkpoint(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+) -> Result<Option<SignedCheckpoint>, ProjectionError> {
+    checkpoint_at_most(client, clinic_id, None).await
+}
+
+/// The largest stored checkpoint of `clinic_id` whose size is at most `size` (any size
+/// when `None`).
+///
+/// # Errors
+/// The database's.
+pub async fn checkpoint_at_most(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+    size: Option<u64>,
+) -> Result<Option<SignedCheckpoint>, ProjectionError> {
+    let size = size.map(|size| i64::try_from(size).unwrap_or(i64::MAX));
+    let row = client
+        .query_opt(
+            "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints \
+             WHERE clinic_id = $1 AND ($2::bigint IS NULL OR tree_size <= $2) \
+             ORDER BY tree_size DESC, signed_at LIMIT 1",
+            &[&clinic_id, &size],
+        )
+        .await?;
+    row.map(|row| {
+        let size: i64 = row.try_get(0)?;
+        let root: &[u8] = row.try_get(1)?;
+        Ok(SignedCheckpoint {
+            head: TreeHead {
+                size: u64::try_from(size).unwrap_or(0),
+                root: root.try_into().map_err(|_| {
+                    ProjectionError::CorruptRow("a checkpoint root not 32 bytes long".into())
+                })?,
+            },
+            note: row.try_get(2)?,
+            signed_at: row.try_get(3)?,
+        })
+    })
+    .transpose()
+}
+
+/// Every stored checkpoint note of `clinic_id`, by size.
+///
+/// # Errors
+/// The database's.
+pub async fn checkpoint_notes(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+) -> Result<Vec<String>, ProjectionError> {
+    let rows = client
+        .query(
+            "SELECT note FROM log_checkpoints WHERE clinic_id = $1 ORDER BY tree_size, signed_at",
+            &[&clinic_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(ProjectionError::from))
+        .collect()
+}
+
+/// The notary: every `interval`, signs a checkpoint for each clinic whose log grew since
+/// its latest one. Runs until `shutdown`, then signs once more so that a clean stop leaves
+/// nothing unsigned. `pool` logs in as the projector role.
+pub async fn run_notary(
+    pool: Pool,
+    signer: CheckpointSigner,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let stopping = tokio::select! {
+            () = &mut shutdown => true,
+            _ = ticker.tick() => false,
+        };
+        if let Err(error) = sign_grown_logs(&pool, &signer).await {
+            tracing::warn!(%error, sqlstate = ?error.sqlstate(), "signing checkpoints failed");
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+/// Signs a checkpoint for every clinic whose log is larger than its latest checkpoint.
+///
+/// # Errors
+/// The database's.
+pub async fn sign_grown_logs(
+    pool: &Pool,
+    signer: &CheckpointSigner,
+) -> Result<usize, ProjectionError> {
+    let client = pool.get().await?;
+    let grown = client
+        .query(
+            "SELECT l.clinic_id FROM (SELECT clinic_id, max(leaf_index) + 1 AS size \
+                                      FROM clinic_log GROUP BY clinic_id) l \
+             WHERE l.size > coalesce((SELECT max(c.tree_size) FROM log_checkpoints c \
+                                      WHERE c.clinic_id = l.clinic_id), 0)",
+            &[],
+        )
+        .await?;
+    let mut signed = 0;
+    for row in grown {
+        let clinic_id: Uuid = row.try_get(0)?;
+        sign_checkpoint(&client, signer, clinic_id).await?;
+        signed += 1;
+    }
+    Ok(signed)
+}
+
+/// Runs `work` on a connection scoped to `clinic_id` (the app role's wall), in one
+/// transaction.
+///
+/// # Errors
+/// The database's, or `work`'s.
+pub async fn in_clinic<T>(
+    pool: &Pool,
+    clinic_id: Uuid,
+    work: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T, ProjectionError>,
+) -> Result<T, ProjectionError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let result = scoped(
+        &transaction,
+        &ClinicScope::one(clinic_id),
+        work(&transaction),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(result)
+}
+
+/// Leaves in `clinic_id`'s log.
+///
+/// # Errors
+/// The database's.
+pub async fn log_size(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+) -> Result<u64, ProjectionError> {
+    let size: i64 = client
+        .query_one(
+            "SELECT coalesce(max(leaf_index) + 1, 0) FROM clinic_log WHERE clinic_id = $1",
+            &[&clinic_id],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(u64::try_from(size).unwrap_or(0))
+}
+
+/// The leaf of one record in `clinic_id`'s log: its index and hash (`None` while it is
+/// not indexed).
+///
+/// # Errors
+/// The database's.
+pub async fn find_leaf(
+    client: &impl GenericClient,
+    clinic_id: Uuid,
+    kind: LeafKind,
+    position: i64,
+) -> Result<Option<(u64, [u8; 32])>, ProjectionError> {
+    let row = client
+        .query_opt(
+            "SELECT leaf_index, leaf_hash FROM clinic_log \
+             WHERE clinic_id = $1 AND kind = $2 AND position = $3",
+            &[&clinic_id, &kind.name(), &position],
+        )
+        .await?;
+    row.map(|row| {
+        let index: i64 = row.try_get(0)?;
+        let hash: &[u8] = row.try_get(1)?;
+        Ok((
+            u64::try_from(index).unwrap_or(0),
+            hash.try_into()
+                .map_err(|_| ProjectionError::CorruptRow("a leaf hash not 32 bytes long".into()))?,
+        ))
+    })
+    .transpose()
+}
