@@ -560,6 +560,85 @@ async fn every_read_of_episode_data_is_in_the_access_log_with_who_why_and_what()
     assert_eq!(newest.entries[0].rpc, "ListStreamEvents");
     assert_eq!(newest.entries[0].principal_role, "auditor");
 
+    // Sorted by each field, both ways, in pages of two: the order is the field's, ties by
+    // position, and a page token serves only the order it came from.
+    let all = auditor
+        .list_access_log(v1::ListAccessLogRequest {
+            clinic_id: script.clinic_id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("all")
+        .into_inner()
+        .entries;
+    assert_eq!(all.len(), 4);
+    type Key = fn(&v1::AccessLogEntry) -> String;
+    let sorts: [(v1::AccessLogSort, Key); 11] = [
+        (v1::AccessLogSort::Position, |e| {
+            format!("{:020}", e.position)
+        }),
+        (v1::AccessLogSort::AccessedAt, |e| {
+            let at = e.accessed_at.expect("time");
+            format!("{:012}{:09}", at.seconds, at.nanos)
+        }),
+        (v1::AccessLogSort::Patient, |e| e.patient_id.clone()),
+        (v1::AccessLogSort::Episode, |e| e.episode_id.clone()),
+        (v1::AccessLogSort::Principal, |e| {
+            e.principal_subject.clone()
+        }),
+        (v1::AccessLogSort::Role, |e| e.principal_role.clone()),
+        (v1::AccessLogSort::Actor, |e| e.actor.clone()),
+        (v1::AccessLogSort::Rpc, |e| e.rpc.clone()),
+        (v1::AccessLogSort::Purpose, |e| e.purpose_of_use.clone()),
+        (v1::AccessLogSort::BreakGlass, |e| e.break_glass.to_string()),
+        (v1::AccessLogSort::Outcome, |e| e.outcome.clone()),
+    ];
+    for (sort, key) in sorts {
+        for descending in [false, true] {
+            let mut expected: Vec<&v1::AccessLogEntry> = all.iter().collect();
+            expected.sort_by(|a, b| key(a).cmp(&key(b)).then(a.position.cmp(&b.position)));
+            if descending {
+                expected.reverse();
+            }
+            let expected: Vec<i64> = expected.iter().map(|entry| entry.position).collect();
+            let mut listed = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = auditor
+                    .list_access_log(v1::ListAccessLogRequest {
+                        clinic_id: script.clinic_id.to_string(),
+                        sort_by: sort as i32,
+                        descending,
+                        page_size: 2,
+                        page_token: token.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("a page")
+                    .into_inner();
+                listed.extend(page.entries.iter().map(|entry| entry.position));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+                if sort == v1::AccessLogSort::Principal && !descending {
+                    // The token of one order is refused by another.
+                    let status = auditor
+                        .list_access_log(v1::ListAccessLogRequest {
+                            clinic_id: script.clinic_id.to_string(),
+                            sort_by: v1::AccessLogSort::Rpc as i32,
+                            page_token: token.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect_err("another order's token");
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                }
+            }
+            assert_eq!(listed, expected, "{sort:?} descending {descending}");
+        }
+    }
+
     // Exported as FHIR R4 AuditEvent resources, one per line.
     let mut ndjson = Vec::new();
     let written = spineledger_tools::access_log::export(

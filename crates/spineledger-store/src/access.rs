@@ -56,6 +56,66 @@ pub struct AccessRecord {
     pub access: Access,
 }
 
+/// What the access log is listed by (then by position).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AccessSort {
+    /// The order entries were logged.
+    #[default]
+    Position,
+    /// Time of access.
+    AccessedAt,
+    /// Patient id.
+    Patient,
+    /// Episode id.
+    Episode,
+    /// The principal's subject.
+    Principal,
+    /// The principal's role.
+    Role,
+    /// The asserted actor.
+    Actor,
+    /// The RPC.
+    Rpc,
+    /// The purpose of use.
+    Purpose,
+    /// Emergency access.
+    BreakGlass,
+    /// The outcome.
+    Outcome,
+}
+
+impl AccessSort {
+    /// The sort key as text whose byte order (`COLLATE "C"`) is the field's order:
+    /// numbers zero-padded, times in fixed-width UTC, absent values empty (first).
+    fn key(self) -> &'static str {
+        match self {
+            Self::Position => "lpad(position::text, 20, '0')",
+            Self::AccessedAt => {
+                "to_char(accessed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+            }
+            Self::Patient => "coalesce(patient_id::text, '')",
+            Self::Episode => "coalesce(episode_id::text, '')",
+            Self::Principal => "principal_subject",
+            Self::Role => "principal_role",
+            Self::Actor => "coalesce(actor, '')",
+            Self::Rpc => "rpc",
+            Self::Purpose => "coalesce(purpose, '')",
+            Self::BreakGlass => "break_glass::text",
+            Self::Outcome => "outcome",
+        }
+    }
+}
+
+/// Where a page of the access log starts: after the entry with this sort key and
+/// position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessCursor {
+    /// The sort key of the last entry shown (as [`AccessSort`] writes it).
+    pub key: String,
+    /// Its position.
+    pub position: i64,
+}
+
 /// Which rows of a clinic's access log to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessQuery {
@@ -69,10 +129,12 @@ pub struct AccessQuery {
     pub from: Option<DateTime<Utc>>,
     /// Accessed before.
     pub to: Option<DateTime<Utc>>,
-    /// Newest first instead of oldest first.
-    pub newest_first: bool,
-    /// The page starts after this position (in the chosen order); `None`: at the start.
-    pub after: Option<i64>,
+    /// By what.
+    pub sort: AccessSort,
+    /// Largest first.
+    pub descending: bool,
+    /// The page starts after this entry (in the chosen order); `None`: at the start.
+    pub after: Option<AccessCursor>,
     /// At most this many rows.
     pub limit: usize,
 }
@@ -150,25 +212,34 @@ impl EventStore {
     ///
     /// # Errors
     /// The database's, or a row that does not decode.
-    pub async fn list_access(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
-        let (order, after) = if query.newest_first {
-            ("DESC", "position < $6")
+    pub async fn list_access(
+        &self,
+        query: &AccessQuery,
+    ) -> Result<Vec<(AccessRecord, AccessCursor)>, StoreError> {
+        let (order, after) = if query.descending {
+            ("DESC", "<")
         } else {
-            ("ASC", "position > $6")
+            ("ASC", ">")
         };
+        let key = query.sort.key();
         let sql = format!(
             "SELECT position, accessed_at, principal_subject, principal_issuer, principal_role, \
                     actor, purpose, break_glass, rpc, patient_id, episode_id, shown_position, \
-                    outcome \
+                    outcome, {key} \
              FROM access_log \
              WHERE clinic_id = $1 \
                AND ($2::uuid IS NULL OR patient_id = $2) \
                AND ($3::text IS NULL OR principal_subject = $3 OR actor = $3) \
                AND ($4::timestamptz IS NULL OR accessed_at >= $4) \
                AND ($5::timestamptz IS NULL OR accessed_at < $5) \
-               AND ($6::bigint IS NULL OR {after}) \
-             ORDER BY position {order} LIMIT $7"
+               AND ($6::text IS NULL \
+                    OR ({key} COLLATE \"C\", position) {after} ($6::text COLLATE \"C\", $8::bigint)) \
+             ORDER BY {key} COLLATE \"C\" {order}, position {order} LIMIT $7"
         );
+        let (after_key, after_position) = match &query.after {
+            Some(cursor) => (Some(cursor.key.as_str()), cursor.position),
+            None => (None, 0),
+        };
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let mut client = self.pool().get().await?;
         let transaction = client.transaction().await?;
@@ -184,8 +255,9 @@ impl EventStore {
                     &query.who,
                     &query.from,
                     &query.to,
-                    &query.after,
+                    &after_key,
                     &limit,
+                    &after_position,
                 ],
             ),
         )
@@ -193,7 +265,7 @@ impl EventStore {
         transaction.commit().await?;
         rows.iter()
             .map(|row| {
-                Ok(AccessRecord {
+                let record = AccessRecord {
                     position: row.try_get(0)?,
                     accessed_at: row.try_get(1)?,
                     reader: Reader {
@@ -212,7 +284,12 @@ impl EventStore {
                         shown_position: row.try_get(11)?,
                         outcome: row.try_get(12)?,
                     },
-                })
+                };
+                let cursor = AccessCursor {
+                    key: row.try_get(13)?,
+                    position: record.position,
+                };
+                Ok((record, cursor))
             })
             .collect()
     }

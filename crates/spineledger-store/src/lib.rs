@@ -22,8 +22,8 @@ mod store;
 pub mod tls;
 
 pub use access::{
-    Access, AccessQuery, AccessRecord, LoggedAccess, Reader, read_access_after,
-    read_clinic_access_log,
+    Access, AccessCursor, AccessQuery, AccessRecord, AccessSort, LoggedAccess, Reader,
+    read_access_after, read_clinic_access_log,
 };
 pub use database::{
     APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,

@@ -64,3 +64,33 @@ pub async fn record(app: &App, reader: &Reader, accesses: &[Access]) -> Result<(
     app.store.record_access(reader, accesses).await?;
     Ok(())
 }
+
+/// The clinic check of a read of episode data, audited: a principal not granted
+/// `attempt.clinic_id` is refused (PERMISSION_DENIED) and the attempt is recorded in that
+/// clinic's access log first, with the outcome `PERMISSION_DENIED` and nothing shown, so
+/// that an auditor sees attempts beside reads. (Calls the role table refuses never reach a
+/// handler and are not in the access log; the service's log has them.)
+///
+/// # Errors
+/// [`ApiError::ClinicNotGranted`] when refused (also if the attempt could not be
+/// recorded, which is logged).
+pub async fn require_clinic(
+    app: &App,
+    principal: &Principal,
+    reader: &Reader,
+    attempt: Access,
+) -> Result<(), ApiError> {
+    let Err(refusal) = crate::auth::require_clinic(principal, attempt.clinic_id, "clinic_id")
+    else {
+        return Ok(());
+    };
+    let refused = Access {
+        shown_position: None,
+        outcome: "PERMISSION_DENIED".into(),
+        ..attempt
+    };
+    if let Err(error) = app.store.record_access(reader, &[refused]).await {
+        tracing::warn!(%error, "a refused read could not be recorded in the access log");
+    }
+    Err(refusal)
+}

@@ -3,7 +3,7 @@
 
 use spineledger_api::convert::{
     AccessLogQuery, AsOf, CheckpointQuery, ClinicChangesQuery, ConsistencyQuery, InclusionQuery,
-    LogRecord, PlanAsOfQuery, StreamEventsQuery,
+    LogRecord, PlanAsOfQuery, StreamEventsQuery, access_page_token,
 };
 use spineledger_api::error::{ApiError, LogPrecondition};
 use spineledger_api::v1;
@@ -14,7 +14,9 @@ use spineledger_auth::Principal;
 use spineledger_domain::EpisodeId;
 use spineledger_domain::PatientId;
 use spineledger_projections::clinic_log::{self, SignedCheckpoint, in_clinic};
-use spineledger_store::{Access, AccessQuery, AccessRecord, Reader, RecordedEvent, StreamKey};
+use spineledger_store::{
+    Access, AccessQuery, AccessRecord, AccessSort, Reader, RecordedEvent, StreamKey,
+};
 use spineledger_verifier::bundle::LeafKind;
 use spineledger_verifier::merkle::ProofError;
 use tonic::{Request, Response, Status};
@@ -40,7 +42,16 @@ impl Audit {
         request: v1::ListStreamEventsRequest,
     ) -> Result<v1::ListStreamEventsResponse, ApiError> {
         let query = StreamEventsQuery::try_from(request)?;
-        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let (patient_id, episode_id) = subject_of(&query.stream_id);
+        let attempt = Access {
+            clinic_id: query.clinic_id,
+            rpc: "ListStreamEvents".into(),
+            patient_id,
+            episode_id,
+            shown_position: None,
+            outcome: String::new(),
+        };
+        access::require_clinic(&self.app, principal, reader, attempt).await?;
         let stream = StreamKey::new(query.clinic_id, query.stream_id);
         let page = usize::from(query.page_size);
         // One more than the page tells whether another page follows. No version lies
@@ -61,7 +72,6 @@ impl Audit {
         } else {
             0
         };
-        let (patient_id, episode_id) = subject_of(&stream.stream_id);
         let shown = Access {
             clinic_id: query.clinic_id,
             rpc: "ListStreamEvents".into(),
@@ -84,7 +94,15 @@ impl Audit {
         request: v1::ListClinicChangesRequest,
     ) -> Result<v1::ListClinicChangesResponse, ApiError> {
         let query = ClinicChangesQuery::try_from(request)?;
-        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let attempt = Access {
+            clinic_id: query.clinic_id,
+            rpc: "ListClinicChanges".into(),
+            patient_id: None,
+            episode_id: None,
+            shown_position: None,
+            outcome: String::new(),
+        };
+        access::require_clinic(&self.app, principal, reader, attempt).await?;
         let page = usize::from(query.page_size);
         let mut events = self
             .app
@@ -138,7 +156,15 @@ impl Audit {
         request: v1::GetTreatmentPlanAsOfRequest,
     ) -> Result<v1::GetTreatmentPlanAsOfResponse, ApiError> {
         let query = PlanAsOfQuery::try_from(request)?;
-        auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let attempt = Access {
+            clinic_id: query.clinic_id,
+            rpc: "GetTreatmentPlanAsOf".into(),
+            patient_id: None,
+            episode_id: Some(query.episode_id),
+            shown_position: None,
+            outcome: String::new(),
+        };
+        access::require_clinic(&self.app, principal, reader, attempt).await?;
         let stream = StreamKey::new(query.clinic_id, EpisodeId(query.episode_id).stream_id());
         let events = self.app.store.read_whole_stream(&stream).await?;
         // The state after a prefix of the stream, which once existed: versions and
@@ -196,20 +222,36 @@ impl Audit {
                 who: query.who,
                 from: query.from,
                 to: query.to,
-                newest_first: query.newest_first,
-                after: query.after_position,
+                sort: query.sort,
+                descending: query.descending,
+                after: query.after,
                 limit: page + 1,
             })
             .await?;
-        let next_after_position = if entries.len() > page {
+        let (next_after_position, next_page_token) = if entries.len() > page {
             entries.truncate(page);
-            entries.last().map_or(0, |entry| entry.position)
+            entries
+                .last()
+                .map_or((0, String::new()), |(entry, cursor)| {
+                    (
+                        if query.sort == AccessSort::Position {
+                            entry.position
+                        } else {
+                            0
+                        },
+                        access_page_token(query.sort, query.descending, cursor),
+                    )
+                })
         } else {
-            0
+            (0, String::new())
         };
         Ok(v1::ListAccessLogResponse {
-            entries: entries.iter().map(access_entry).collect(),
+            entries: entries
+                .iter()
+                .map(|(entry, _)| access_entry(entry))
+                .collect(),
             next_after_position,
+            next_page_token,
         })
     }
 }

@@ -4,6 +4,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use spineledger_store::{AccessCursor, AccessSort};
+
 use super::Check;
 use crate::error::FieldViolations;
 use crate::v1;
@@ -108,12 +112,77 @@ pub struct AccessLogQuery {
     pub from: Option<DateTime<Utc>>,
     /// Accessed before.
     pub to: Option<DateTime<Utc>>,
-    /// Newest first.
-    pub newest_first: bool,
+    /// By what.
+    pub sort: AccessSort,
+    /// Largest (newest) first.
+    pub descending: bool,
     /// The page starts after this entry.
-    pub after_position: Option<i64>,
+    pub after: Option<AccessCursor>,
     /// Entries per page.
     pub page_size: u16,
+}
+
+/// The page token of the page after `last`: opaque to clients, it names the order too, so
+/// a token is refused with any other order.
+pub fn access_page_token(sort: AccessSort, descending: bool, last: &AccessCursor) -> String {
+    let text = format!(
+        "{}:{}:{}:{}",
+        sort_code(sort),
+        u8::from(descending),
+        last.position,
+        last.key
+    );
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+fn sort_code(sort: AccessSort) -> i32 {
+    use v1::AccessLogSort as Wire;
+    let wire = match sort {
+        AccessSort::Position => Wire::Position,
+        AccessSort::AccessedAt => Wire::AccessedAt,
+        AccessSort::Patient => Wire::Patient,
+        AccessSort::Episode => Wire::Episode,
+        AccessSort::Principal => Wire::Principal,
+        AccessSort::Role => Wire::Role,
+        AccessSort::Actor => Wire::Actor,
+        AccessSort::Rpc => Wire::Rpc,
+        AccessSort::Purpose => Wire::Purpose,
+        AccessSort::BreakGlass => Wire::BreakGlass,
+        AccessSort::Outcome => Wire::Outcome,
+    };
+    wire as i32
+}
+
+fn access_sort(code: i32) -> Option<AccessSort> {
+    use v1::AccessLogSort as Wire;
+    Some(match Wire::try_from(code).ok()? {
+        Wire::Unspecified | Wire::Position => AccessSort::Position,
+        Wire::AccessedAt => AccessSort::AccessedAt,
+        Wire::Patient => AccessSort::Patient,
+        Wire::Episode => AccessSort::Episode,
+        Wire::Principal => AccessSort::Principal,
+        Wire::Role => AccessSort::Role,
+        Wire::Actor => AccessSort::Actor,
+        Wire::Rpc => AccessSort::Rpc,
+        Wire::Purpose => AccessSort::Purpose,
+        Wire::BreakGlass => AccessSort::BreakGlass,
+        Wire::Outcome => AccessSort::Outcome,
+    })
+}
+
+/// The cursor a page token names, if it is one of this order's.
+fn access_page_cursor(token: &str, sort: AccessSort, descending: bool) -> Option<AccessCursor> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token.trim()).ok()?).ok()?;
+    let mut parts = text.splitn(4, ':');
+    let (code, down, position, key) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if code.parse::<i32>().ok()? != sort_code(sort) || down != u8::from(descending).to_string() {
+        return None;
+    }
+    let position: i64 = position.parse().ok().filter(|position| *position >= 0)?;
+    Some(AccessCursor {
+        key: key.to_owned(),
+        position,
+    })
 }
 
 impl TryFrom<v1::ListAccessLogRequest> for AccessLogQuery {
@@ -141,11 +210,42 @@ impl TryFrom<v1::ListAccessLogRequest> for AccessLogQuery {
         {
             check.add("accessed_to", "must be after accessed_from");
         }
-        let after_position = match req.after_position {
-            0 => Some(None),
-            position if position > 0 => Some(Some(position)),
-            _ => {
+        let sort = access_sort(req.sort_by);
+        if sort.is_none() {
+            check.add("sort_by", format!("unknown value {}", req.sort_by));
+        }
+        let descending = req.descending || req.newest_first;
+        let after = match (sort, req.page_token.is_empty(), req.after_position) {
+            (_, true, 0) => Some(None),
+            (Some(sort), false, 0) => match access_page_cursor(&req.page_token, sort, descending) {
+                Some(cursor) => Some(Some(cursor)),
+                None => {
+                    check.add(
+                        "page_token",
+                        "is not a token of this listing's order (take next_page_token as given)",
+                    );
+                    None
+                }
+            },
+            (Some(AccessSort::Position), true, position) if position > 0 => {
+                Some(Some(AccessCursor {
+                    key: format!("{position:020}"),
+                    position,
+                }))
+            }
+            (_, true, position) if position < 0 => {
                 check.add("after_position", "must not be negative");
+                None
+            }
+            (_, true, _) => {
+                check.add(
+                    "after_position",
+                    "pages only the position order: use page_token",
+                );
+                None
+            }
+            (_, false, _) => {
+                check.add("page_token", "give page_token or after_position, not both");
                 None
             }
         };
@@ -157,8 +257,9 @@ impl TryFrom<v1::ListAccessLogRequest> for AccessLogQuery {
                 who: who?,
                 from: from.map_or(Some(None), |from| from.map(Some))?,
                 to: to.map_or(Some(None), |to| to.map(Some))?,
-                newest_first: req.newest_first,
-                after_position: after_position?,
+                sort: sort?,
+                descending,
+                after: after?,
                 page_size: page_size?,
             })
         })();

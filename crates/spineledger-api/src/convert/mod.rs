@@ -29,7 +29,7 @@ mod test_support;
 
 pub use audit::{
     AccessLogQuery, AsOf, CheckpointQuery, ClinicChangesQuery, ConsistencyQuery, InclusionQuery,
-    LogRecord, PlanAsOfQuery, StreamEventsQuery,
+    LogRecord, PlanAsOfQuery, StreamEventsQuery, access_page_token,
 };
 pub(crate) use check::Check;
 pub use check::unstorable_text;
