@@ -59,8 +59,13 @@ fn key() -> VerifierKey {
 
 /// Runs the integrator over every shard until nothing is left to index.
 async fn integrate(database: &TestDatabase) {
+    integrate_in(database, Harness::projector_config().shards).await;
+}
+
+async fn integrate_in(database: &TestDatabase, shards: u8) {
     let config = ProjectorConfig {
         projections: vec![Projection::ClinicLog],
+        shards,
         ..Harness::projector_config()
     };
     spineledger_projections::ensure_checkpoints(database.projector_pool(), &config)
@@ -181,6 +186,7 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
     let first = latest_checkpoint(
         &database.projector_pool().get().await.expect("client"),
         clinics[0],
+        &key(),
     )
     .await
     .expect("checkpoint")
@@ -212,6 +218,88 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
         untrusted.findings
     );
     assert_eq!(untrusted.findings.len(), 2);
+
+    // A checkpoint row nobody signed (written past the service, here with a size no log
+    // has) is never trusted: signing goes on from the valid ones, and verify names it.
+    database
+        .owner_client()
+        .await
+        .execute(
+            "INSERT INTO log_checkpoints (clinic_id, tree_size, root_hash, note) \
+             VALUES ($1, 9000000000000000000, $2, 'junk')",
+            &[&clinics[1], &&[0_u8; 32][..]],
+        )
+        .await
+        .expect("a junk checkpoint");
+    stream_of(&database, clinics[1], 1).await;
+    integrate(&database).await;
+    sign(&database).await;
+    let latest = latest_checkpoint(
+        &database.projector_pool().get().await.expect("client"),
+        clinics[1],
+        &key(),
+    )
+    .await
+    .expect("read")
+    .expect("signed");
+    assert_eq!(latest.head.size, 18, "signed past the junk row");
+    let report = verified(&database, Some(clinics[1]), None).await;
+    assert_eq!(
+        kinds(&report, clinics[1]),
+        [FindingKind::CheckpointSignature]
+    );
+}
+
+#[tokio::test]
+async fn a_new_shard_layout_indexes_nothing_twice_and_nothing_out_of_order() {
+    let database = TestDatabase::create().await;
+    let clinics: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    for clinic in &clinics {
+        stream_of(&database, *clinic, 3).await;
+        read_access(&database, *clinic, 1).await;
+    }
+    integrate_in(&database, 4).await;
+    // Half the shards get further than the others before the layout changes.
+    for clinic in &clinics {
+        stream_of(&database, *clinic, 2).await;
+        read_access(&database, *clinic, 1).await;
+    }
+    let config = ProjectorConfig {
+        projections: vec![Projection::ClinicLog],
+        shards: 4,
+        ..Harness::projector_config()
+    };
+    let projector = Projector::new(
+        database.projector_pool().clone(),
+        database.projector_config(),
+        config,
+    );
+    projector.balance_leases().await.expect("leases");
+    for shard in [0, 1] {
+        projector
+            .run_batch(Projection::ClinicLog, shard)
+            .await
+            .expect("integrate");
+    }
+    projector.release_all().await.expect("release");
+    let owner = spineledger_store::pool(database.config(), 1).expect("owner pool");
+    let mut client = owner.get().await.expect("owner");
+    assert!(
+        spineledger_projections::clinic_log::reshard(&mut client, 2)
+            .await
+            .expect("reshard")
+    );
+    assert!(
+        !spineledger_projections::clinic_log::reshard(&mut client, 2)
+            .await
+            .expect("again"),
+        "a second run changes nothing"
+    );
+    integrate_in(&database, 2).await;
+    sign(&database).await;
+    let report = verified(&database, None, None).await;
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!((report.leaves, report.pending), (6 * 7, 0));
 }
 
 /// The superuser's way around the immutability triggers.
@@ -323,6 +411,7 @@ async fn tampering_the_chain_cannot_show_is_found_by_the_signed_log() {
     let kept = latest_checkpoint(
         &database.projector_pool().get().await.expect("client"),
         clinics["rollback"],
+        &key(),
     )
     .await
     .expect("read")

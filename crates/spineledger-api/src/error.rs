@@ -159,9 +159,17 @@ pub enum LogPrecondition {
     NoCheckpointKey,
     /// No checkpoint has been signed for the clinic yet (or none of the size asked).
     NoCheckpoint,
-    /// The record exists but the integrator has not indexed it yet (moments after it was
-    /// written), or it is beyond the tree asked about.
+    /// The record does not exist, or the integrator has not indexed it yet (moments after
+    /// it was written).
     NotYetIndexed,
+    /// The record (or the older tree) lies beyond the tree asked about: ask for a larger
+    /// tree size (a later checkpoint).
+    BeyondTree {
+        /// The record's leaf index (or the older tree's last).
+        index: u64,
+        /// The tree size asked about.
+        size: u64,
+    },
     /// A tree size larger than the clinic's log.
     LogTooSmall {
         /// Leaves in the log.
@@ -174,14 +182,18 @@ pub enum LogPrecondition {
 impl fmt::Display for LogPrecondition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NoCheckpointKey => {
-                f.write_str("this server holds no checkpoint signing key (see --checkpoint-key)")
-            }
+            Self::NoCheckpointKey => f.write_str(
+                "this server holds no checkpoint signing key (see --checkpoint-key-file)",
+            ),
             Self::NoCheckpoint => {
                 f.write_str("no checkpoint of the clinic's log is signed yet at or below that size")
             }
             Self::NotYetIndexed => f.write_str(
-                "the record is not in the clinic's log yet, or not within the tree size asked",
+                "no such record in the clinic's log (it may not be indexed yet: retry shortly)",
+            ),
+            Self::BeyondTree { index, size } => write!(
+                f,
+                "leaf {index} is not in the tree of {size} leaves: ask about a larger tree"
             ),
             Self::LogTooSmall { size, asked } => {
                 write!(
@@ -200,6 +212,7 @@ impl LogPrecondition {
             Self::NoCheckpointKey => "NO_CHECKPOINT_KEY",
             Self::NoCheckpoint => "NO_CHECKPOINT",
             Self::NotYetIndexed => "NOT_YET_INDEXED",
+            Self::BeyondTree { .. } => "BEYOND_TREE",
             Self::LogTooSmall { .. } => "LOG_TOO_SMALL",
         }
     }

@@ -16,14 +16,17 @@ use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Pool};
 use spineledger_store::{
-    ClinicScope, ClinicShard, GlobalCursor, read_access_after, read_all_after, scoped,
+    ClinicScope, ClinicShard, GlobalCursor, idle_access_horizon, idle_shard_horizon,
+    read_access_after, read_all_after, scoped,
 };
 use spineledger_verifier::bundle::LeafKind;
-use spineledger_verifier::checkpoint::{Checkpoint, CheckpointSigner, clinic_origin};
+use spineledger_verifier::checkpoint::{Checkpoint, CheckpointSigner, VerifierKey, clinic_origin};
 use spineledger_verifier::merkle::{LogTree, TreeHead};
 use uuid::Uuid;
 
-use crate::runtime::{BatchOutcome, Projector, Stage, locked_checkpoint, to_sql};
+use crate::runtime::{
+    BatchOutcome, IDLE_ADVANCE_MIN_GAP, Projector, Stage, locked_checkpoint, to_sql,
+};
 use crate::{Projection, ProjectionError};
 
 impl Projector {
@@ -47,7 +50,24 @@ impl Projector {
         let batch = self.config.batch_size;
         let events = read_all_after(&transaction, start, batch, clinic_shard).await?;
         let entries = read_access_after(&transaction, access_start, batch, clinic_shard).await?;
-        if events.is_empty() && entries.is_empty() {
+        // Where each cursor goes: past what was read, or, for a log with nothing of this
+        // shard's, past a long stretch of other shards' records (so an idle shard does not
+        // rescan it on every poll).
+        let end = match events.last() {
+            Some(last) => last.cursor,
+            None => idle_shard_horizon(&transaction, start, clinic_shard)
+                .await?
+                .filter(|horizon| worth_skipping(start, *horizon))
+                .unwrap_or(start),
+        };
+        let access_end = match entries.last() {
+            Some(last) => last.cursor,
+            None => idle_access_horizon(&transaction, access_start, clinic_shard)
+                .await?
+                .filter(|horizon| worth_skipping(access_start, *horizon))
+                .unwrap_or(access_start),
+        };
+        if end == start && access_end == access_start {
             transaction.rollback().await?;
             return Ok(BatchOutcome {
                 events: 0,
@@ -76,17 +96,16 @@ impl Projector {
         }
         insert_leaves(&transaction, &leaves).await?;
         self.faults.check(Stage::AfterApply)?;
-        let end = events.last().map_or(start, |event| event.cursor);
         self.advance(&transaction, projection, shard, start, end)
             .await?;
-        if let Some(last) = entries.last() {
+        if access_end != access_start {
             transaction
                 .execute(
                     "UPDATE clinic_log_access_cursors SET xid = $2, position = $3 WHERE shard = $1",
                     &[
                         &i32::from(shard),
-                        &to_sql(last.cursor.xid),
-                        &last.cursor.position,
+                        &to_sql(access_end.xid),
+                        &access_end.position,
                     ],
                 )
                 .await?;
@@ -115,6 +134,12 @@ impl Projector {
             lag,
         })
     }
+}
+
+/// Whether moving an idle cursor from `from` to `to` is worth a commit (see
+/// `IDLE_ADVANCE_MIN_GAP`).
+fn worth_skipping(from: GlobalCursor, to: GlobalCursor) -> bool {
+    to.position.saturating_sub(from.position) >= IDLE_ADVANCE_MIN_GAP
 }
 
 /// Creates the access cursors of a shard layout that do not exist yet.
@@ -168,6 +193,33 @@ async fn insert_leaves(
     client: &impl GenericClient,
     leaves: &[(Uuid, LeafKind, i64, Vec<u8>)],
 ) -> Result<(), ProjectionError> {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    // Records indexed already are left out: after the shards were laid out anew, cursors
+    // restart from the earliest of the old ones, and a clinic's indexed records are a
+    // prefix of what is read again.
+    let ids: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
+    let kinds: Vec<&str> = leaves.iter().map(|leaf| leaf.1.name()).collect();
+    let positions: Vec<i64> = leaves.iter().map(|leaf| leaf.2).collect();
+    let indexed: std::collections::HashSet<(Uuid, String, i64)> = client
+        .query(
+            "SELECT l.clinic_id, l.kind, l.position FROM clinic_log l \
+             JOIN unnest($1::uuid[], $2::text[], $3::bigint[]) AS r(clinic_id, kind, position) \
+               USING (clinic_id, kind, position)",
+            &[&ids, &kinds, &positions],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    let leaves: Vec<&(Uuid, LeafKind, i64, Vec<u8>)> = leaves
+        .iter()
+        .filter(|leaf| !indexed.contains(&(leaf.0, leaf.1.name().to_owned(), leaf.2)))
+        .collect();
+    if leaves.is_empty() {
+        return Ok(());
+    }
     let mut clinics: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
     clinics.sort_unstable();
     clinics.dedup();
@@ -188,13 +240,13 @@ async fn insert_leaves(
     let mut kinds = Vec::with_capacity(leaves.len());
     let mut positions = Vec::with_capacity(leaves.len());
     let mut hashes: Vec<&[u8]> = Vec::with_capacity(leaves.len());
-    for (clinic_id, kind, position, hash) in leaves {
-        let index = next.entry(*clinic_id).or_insert(0);
-        clinic_ids.push(*clinic_id);
+    for &&(clinic_id, kind, position, ref hash) in &leaves {
+        let index = next.entry(clinic_id).or_insert(0);
+        clinic_ids.push(clinic_id);
         indexes.push(*index);
         *index += 1;
         kinds.push(kind.name());
-        positions.push(*position);
+        positions.push(position);
         hashes.push(hash);
     }
     client
@@ -246,9 +298,9 @@ pub struct SignedCheckpoint {
     pub signed_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Signs a checkpoint of `clinic_id`'s whole log as it stands, unless the latest stored
-/// checkpoint already covers it; returns the latest checkpoint either way (`None` while
-/// the log is empty). `client` must see the clinic and may insert checkpoints.
+/// Signs a checkpoint of `clinic_id`'s whole log as it stands, unless the latest valid
+/// checkpoint already covers it; returns the latest valid checkpoint either way (`None`
+/// while the log is empty). `client` must see the clinic and may insert checkpoints.
 ///
 /// # Errors
 /// The database's.
@@ -257,16 +309,16 @@ pub async fn sign_checkpoint(
     signer: &CheckpointSigner,
     clinic_id: Uuid,
 ) -> Result<Option<SignedCheckpoint>, ProjectionError> {
-    let tree = load_tree(client, clinic_id, None).await?;
-    let head = tree.head();
-    let latest = latest_checkpoint(client, clinic_id).await?;
-    if head.size == 0
+    let latest = latest_checkpoint(client, clinic_id, signer.verifier()).await?;
+    let size = log_size(client, clinic_id).await?;
+    if size == 0
         || latest
             .as_ref()
-            .is_some_and(|latest| latest.head.size >= head.size)
+            .is_some_and(|latest| latest.head.size >= size)
     {
         return Ok(latest);
     }
+    let head = load_tree(client, clinic_id, Some(size)).await?.head();
     let note = signer.sign(&Checkpoint {
         origin: clinic_origin(clinic_id),
         head,
@@ -280,22 +332,30 @@ pub async fn sign_checkpoint(
         )
         .await?;
     tracing::debug!(tree_size = head.size, "checkpoint signed");
-    latest_checkpoint(client, clinic_id).await
+    latest_checkpoint(client, clinic_id, signer.verifier()).await
 }
 
-/// The largest stored checkpoint of `clinic_id` (the earliest signed among equals).
+/// The largest valid checkpoint of `clinic_id` (the earliest signed among equals).
 ///
 /// # Errors
 /// The database's.
 pub async fn latest_checkpoint(
     client: &impl GenericClient,
     clinic_id: Uuid,
+    key: &VerifierKey,
 ) -> Result<Option<SignedCheckpoint>, ProjectionError> {
-    checkpoint_at_most(client, clinic_id, None).await
+    checkpoint_at_most(client, clinic_id, None, key).await
 }
 
-/// The largest stored checkpoint of `clinic_id` whose size is at most `size` (any size
-/// when `None`).
+/// How many stored checkpoints, largest first, are examined for a valid one before
+/// giving up: rows that do not verify are skipped, not trusted, and their number is
+/// bounded so that a flood of junk rows cannot make a lookup unbounded.
+const CHECKPOINTS_EXAMINED: i64 = 1000;
+
+/// The largest valid checkpoint of `clinic_id` whose size is at most `size` (any size
+/// when `None`). Valid: its note is signed by `key` for the clinic's origin, and the row's
+/// size and root are the note's. A row that is not (inserted by someone else, or
+/// altered) is skipped: what the table says is never trusted without the signature.
 ///
 /// # Errors
 /// The database's.
@@ -303,50 +363,38 @@ pub async fn checkpoint_at_most(
     client: &impl GenericClient,
     clinic_id: Uuid,
     size: Option<u64>,
+    key: &VerifierKey,
 ) -> Result<Option<SignedCheckpoint>, ProjectionError> {
     let size = size.map(|size| i64::try_from(size).unwrap_or(i64::MAX));
-    let row = client
-        .query_opt(
-            "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints \
-             WHERE clinic_id = $1 AND ($2::bigint IS NULL OR tree_size <= $2) \
-             ORDER BY tree_size DESC, signed_at LIMIT 1",
-            &[&clinic_id, &size],
-        )
-        .await?;
-    row.map(|row| {
-        let size: i64 = row.try_get(0)?;
-        let root: &[u8] = row.try_get(1)?;
-        Ok(SignedCheckpoint {
-            head: TreeHead {
-                size: u64::try_from(size).unwrap_or(0),
-                root: root.try_into().map_err(|_| {
-                    ProjectionError::CorruptRow("a checkpoint root not 32 bytes long".into())
-                })?,
-            },
-            note: row.try_get(2)?,
-            signed_at: row.try_get(3)?,
-        })
-    })
-    .transpose()
-}
-
-/// Every stored checkpoint note of `clinic_id`, by size.
-///
-/// # Errors
-/// The database's.
-pub async fn checkpoint_notes(
-    client: &impl GenericClient,
-    clinic_id: Uuid,
-) -> Result<Vec<String>, ProjectionError> {
     let rows = client
         .query(
-            "SELECT note FROM log_checkpoints WHERE clinic_id = $1 ORDER BY tree_size, signed_at",
-            &[&clinic_id],
+            "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints \
+             WHERE clinic_id = $1 AND ($2::bigint IS NULL OR tree_size <= $2) \
+             ORDER BY tree_size DESC, signed_at LIMIT $3",
+            &[&clinic_id, &size, &CHECKPOINTS_EXAMINED],
         )
         .await?;
-    rows.iter()
-        .map(|row| row.try_get(0).map_err(ProjectionError::from))
-        .collect()
+    let origin = clinic_origin(clinic_id);
+    for row in rows {
+        let note: String = row.try_get(2)?;
+        let Ok(checkpoint) = key.open(&note) else {
+            continue;
+        };
+        let stored_size: i64 = row.try_get(0)?;
+        let stored_root: &[u8] = row.try_get(1)?;
+        if checkpoint.origin != origin
+            || u64::try_from(stored_size).ok() != Some(checkpoint.head.size)
+            || stored_root != checkpoint.head.root
+        {
+            continue;
+        }
+        return Ok(Some(SignedCheckpoint {
+            head: checkpoint.head,
+            note,
+            signed_at: row.try_get(3)?,
+        }));
+    }
+    Ok(None)
 }
 
 /// The notary: every `interval`, signs a checkpoint for each clinic whose log grew since
@@ -375,31 +423,26 @@ pub async fn run_notary(
     }
 }
 
-/// Signs a checkpoint for every clinic whose log is larger than its latest checkpoint.
+/// Signs a checkpoint for every clinic whose log is larger than its latest valid
+/// checkpoint.
 ///
 /// # Errors
 /// The database's.
 pub async fn sign_grown_logs(
     pool: &Pool,
     signer: &CheckpointSigner,
-) -> Result<usize, ProjectionError> {
+) -> Result<(), ProjectionError> {
     let client = pool.get().await?;
-    let grown = client
-        .query(
-            "SELECT l.clinic_id FROM (SELECT clinic_id, max(leaf_index) + 1 AS size \
-                                      FROM clinic_log GROUP BY clinic_id) l \
-             WHERE l.size > coalesce((SELECT max(c.tree_size) FROM log_checkpoints c \
-                                      WHERE c.clinic_id = l.clinic_id), 0)",
-            &[],
-        )
+    // Every clinic with a log: whether its latest checkpoint is valid and covers the log
+    // is decided on signatures, never on the stored sizes alone.
+    let clinics = client
+        .query("SELECT DISTINCT clinic_id FROM clinic_log", &[])
         .await?;
-    let mut signed = 0;
-    for row in grown {
+    for row in clinics {
         let clinic_id: Uuid = row.try_get(0)?;
         sign_checkpoint(&client, signer, clinic_id).await?;
-        signed += 1;
     }
-    Ok(signed)
+    Ok(())
 }
 
 /// Runs `work` on a connection scoped to `clinic_id` (the app role's wall), in one
@@ -470,4 +513,109 @@ pub async fn find_leaf(
         ))
     })
     .transpose()
+}
+
+/// Lays the integrator's cursors out anew for `shards` shards (what `rebuild --all` does
+/// for the clinic log, which is never rebuilt: its leaves stay as they are). Every new
+/// shard starts from the earliest of the old cursors; records already indexed are skipped
+/// when read again, and each clinic's indexed records are a prefix of its log, so nothing
+/// is indexed twice or out of order. Running integrators lose their leases and stop at
+/// their next batch. Returns whether anything changed. `client` is the owner's.
+///
+/// # Errors
+/// The database's.
+pub async fn reshard(
+    client: &mut deadpool_postgres::Object,
+    shards: u8,
+) -> Result<bool, ProjectionError> {
+    let transaction = client.transaction().await?;
+    let cursor = |row: &tokio_postgres::Row| -> Result<(i32, GlobalCursor), ProjectionError> {
+        let xid: i64 = row.try_get(1)?;
+        Ok((
+            row.try_get(0)?,
+            GlobalCursor {
+                xid: u64::try_from(xid).unwrap_or(0),
+                position: row.try_get(2)?,
+            },
+        ))
+    };
+    let events = transaction
+        .query(
+            "SELECT shard_count, xid, position FROM projection_checkpoints \
+             WHERE projection = $1 FOR UPDATE",
+            &[&Projection::ClinicLog.name()],
+        )
+        .await?
+        .iter()
+        .map(cursor)
+        .collect::<Result<Vec<_>, _>>()?;
+    let access = transaction
+        .query(
+            "SELECT shard_count, xid, position FROM clinic_log_access_cursors FOR UPDATE",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(cursor)
+        .collect::<Result<Vec<_>, _>>()?;
+    let laid_out = |rows: &[(i32, GlobalCursor)]| {
+        rows.len() == usize::from(shards)
+            && rows.iter().all(|(count, _)| *count == i32::from(shards))
+    };
+    if (events.is_empty() && access.is_empty()) || (laid_out(&events) && laid_out(&access)) {
+        transaction.rollback().await?;
+        return Ok(false);
+    }
+    let earliest = |rows: &[(i32, GlobalCursor)]| {
+        rows.iter()
+            .map(|(_, cursor)| *cursor)
+            .min()
+            .unwrap_or(GlobalCursor::START)
+    };
+    let (from_events, from_access) = (earliest(&events), earliest(&access));
+    transaction
+        .execute(
+            "DELETE FROM projection_checkpoints WHERE projection = $1",
+            &[&Projection::ClinicLog.name()],
+        )
+        .await?;
+    transaction
+        .execute(
+            "DELETE FROM projection_leases WHERE projection = $1",
+            &[&Projection::ClinicLog.name()],
+        )
+        .await?;
+    transaction
+        .execute("DELETE FROM clinic_log_access_cursors", &[])
+        .await?;
+    for shard in 0..shards {
+        transaction
+            .execute(
+                "INSERT INTO projection_checkpoints (projection, shard, shard_count, xid, position) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &Projection::ClinicLog.name(),
+                    &i32::from(shard),
+                    &i32::from(shards),
+                    &to_sql(from_events.xid),
+                    &from_events.position,
+                ],
+            )
+            .await?;
+        transaction
+            .execute(
+                "INSERT INTO clinic_log_access_cursors (shard, shard_count, xid, position) \
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &i32::from(shard),
+                    &i32::from(shards),
+                    &to_sql(from_access.xid),
+                    &from_access.position,
+                ],
+            )
+            .await?;
+    }
+    transaction.commit().await?;
+    tracing::info!(shards, "clinic log cursors laid out anew");
+    Ok(true)
 }

@@ -93,7 +93,7 @@ impl Default for ProjectorConfig {
 
 /// An idle shard moves its checkpoint past other shards' events once they span this many
 /// positions; until then a poll rescans at most this stretch.
-const IDLE_ADVANCE_MIN_GAP: i64 = 1000;
+pub(crate) const IDLE_ADVANCE_MIN_GAP: i64 = 1000;
 
 /// Batches whose lag reaches this are logged at info level (others at debug).
 const LAG_WORTH_LOGGING: Duration = Duration::from_secs(1);

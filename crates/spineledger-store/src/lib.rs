@@ -36,7 +36,8 @@ pub use model::{
 };
 pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
-    EventStore, append_in, idle_shard_horizon, read_all_after, read_streams_upto, request_keys,
+    EventStore, append_in, idle_access_horizon, idle_shard_horizon, read_all_after,
+    read_streams_upto, request_keys,
 };
 
 pub use deadpool_postgres;

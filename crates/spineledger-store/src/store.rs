@@ -327,20 +327,39 @@ pub async fn idle_shard_horizon(
     cursor: GlobalCursor,
     shard: ClinicShard,
 ) -> Result<Option<GlobalCursor>, StoreError> {
+    idle_horizon(client, "events", cursor, shard).await
+}
+
+/// [`idle_shard_horizon`] of the access log (read in commit order by the integrator).
+pub async fn idle_access_horizon(
+    client: &impl deadpool_postgres::GenericClient,
+    cursor: GlobalCursor,
+    shard: ClinicShard,
+) -> Result<Option<GlobalCursor>, StoreError> {
+    idle_horizon(client, "access_log", cursor, shard).await
+}
+
+/// The horizon of `table`, a log with `xid`, `position` and `clinic_id` columns.
+async fn idle_horizon(
+    client: &impl deadpool_postgres::GenericClient,
+    table: &'static str,
+    cursor: GlobalCursor,
+    shard: ClinicShard,
+) -> Result<Option<GlobalCursor>, StoreError> {
     let statement = client
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT h.xid::text::bigint, h.position FROM ( \
-                 SELECT xid, position FROM events \
+                 SELECT xid, position FROM {table} \
                  WHERE (xid, position) > ($1::text::xid8, $2) \
                    AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY xid DESC, position DESC LIMIT 1 \
              ) h \
              WHERE NOT EXISTS ( \
-                 SELECT 1 FROM events e \
+                 SELECT 1 FROM {table} e \
                  WHERE (e.xid, e.position) > ($1::text::xid8, $2) \
                    AND (e.xid, e.position) <= (h.xid, h.position) \
-                   AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $4)",
-        )
+                   AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $4)"
+        ))
         .await?;
     let row = client
         .query_opt(

@@ -17,7 +17,9 @@
 //!
 //! What a bundle cannot show: records appended after the last checkpoint and then removed
 //! with their index entries (the tail after the last checkpoint is only as safe as the
-//! database until the next checkpoint is signed).
+//! database until the next checkpoint is signed); nor, without a checkpoint the auditor
+//! kept, a history rewritten after its checkpoints were deleted. A bundle's checkpoints
+//! come from the database it checks: the kept checkpoint is the outside anchor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -152,6 +154,19 @@ pub struct Integrated {
     pub access: Cursor,
 }
 
+fn foreign(clinic_id: Uuid, position: i64, found: Uuid) -> Finding {
+    Finding {
+        kind: FindingKind::ForeignRecord,
+        clinic_id,
+        stream_id: None,
+        version: None,
+        position: Some(position),
+        leaf: None,
+        expected: format!("clinic {clinic_id}"),
+        found: format!("clinic {found}"),
+    }
+}
+
 /// The leaf of an event: its chain hash, or for an event recorded before chains existed
 /// (it has none) the hash of its fields onto the genesis hash.
 pub fn event_leaf(event: &StoredEvent) -> EventHash {
@@ -175,6 +190,8 @@ pub enum FindingKind {
     LeafDuplicate,
     /// Events indexed out of global order.
     LeafOrder,
+    /// A record of another clinic in this clinic's bundle.
+    ForeignRecord,
     /// A record the integrator passed has no leaf (inserted behind it).
     Unindexed,
     /// A checkpoint whose signature or origin does not hold.
@@ -201,6 +218,7 @@ impl FindingKind {
             Self::LeafMismatch => "leaf hash mismatch",
             Self::LeafDuplicate => "record indexed twice",
             Self::LeafOrder => "events indexed out of order",
+            Self::ForeignRecord => "record of another clinic",
             Self::Unindexed => "record missing from the index",
             Self::CheckpointSignature => "checkpoint signature invalid",
             Self::CheckpointRoot => "checkpoint root mismatch",
@@ -359,17 +377,33 @@ impl Bundle {
         let mut by_stream: BTreeMap<&str, Vec<StoredEvent>> =
             heads.keys().map(|stream| (*stream, Vec::new())).collect();
         for bundled in &self.events {
+            // Judged as this clinic's record whatever it says: an event moved here from
+            // another clinic then fails its hash, which covers the clinic.
+            let mut event = bundled.event.clone();
+            if event.clinic_id != self.clinic_id {
+                audit
+                    .findings
+                    .push(foreign(self.clinic_id, event.position, event.clinic_id));
+                event.clinic_id = self.clinic_id;
+            }
             by_stream
                 .entry(bundled.event.stream_id.as_str())
                 .or_default()
-                .push(bundled.event.clone());
+                .push(event);
+        }
+        for bundled in &self.access_log {
+            if bundled.entry.clinic_id != self.clinic_id {
+                audit.findings.push(foreign(
+                    self.clinic_id,
+                    bundled.entry.position,
+                    bundled.entry.clinic_id,
+                ));
+            }
         }
         for (stream_id, events) in &mut by_stream {
             events.sort_by_key(|event| event.version);
             audit.streams += 1;
             audit.events += events.len() as u64;
-            // An event filed under another clinic is checked as this clinic's: its hash,
-            // which covers the clinic, then cannot hold.
             match stream::check(
                 self.clinic_id,
                 stream_id,
@@ -543,9 +577,19 @@ impl Bundle {
         };
         let origin = clinic_origin(self.clinic_id);
         let size = tree.size();
+        let opened: Vec<Result<Checkpoint, _>> =
+            self.checkpoints.iter().map(|note| key.open(note)).collect();
+        let kept = kept.map(|note| key.open(note));
+        let heads = tree.heads_at(
+            opened
+                .iter()
+                .chain(kept.iter())
+                .filter_map(|checkpoint| checkpoint.as_ref().ok())
+                .map(|checkpoint| checkpoint.head.size),
+        );
         let mut signed: BTreeMap<u64, [u8; 32]> = BTreeMap::new();
-        for note in &self.checkpoints {
-            let checkpoint = match key.open(note) {
+        for opened in opened {
+            let checkpoint = match opened {
                 Ok(checkpoint) if checkpoint.origin == origin => checkpoint,
                 Ok(checkpoint) => {
                     audit.findings.push(finding(
@@ -577,8 +621,14 @@ impl Bundle {
                     format!("root {}", hex::encode(head.root)),
                 ));
             }
-            self.check_head(tree, &checkpoint, FindingKind::CheckpointRoot, audit);
-            if head.size <= size && tree.head_at(head.size).is_ok_and(|ours| ours == head) {
+            self.check_head(
+                &heads,
+                size,
+                &checkpoint,
+                FindingKind::CheckpointRoot,
+                audit,
+            );
+            if heads.get(&head.size) == Some(&head) {
                 audit.checkpoints += 1;
                 if audit.latest.is_none_or(|latest| latest.size < head.size) {
                     audit.latest = Some(head);
@@ -588,7 +638,7 @@ impl Bundle {
         let Some(kept) = kept else {
             return;
         };
-        match key.open(kept) {
+        match kept {
             Ok(checkpoint) if checkpoint.origin != origin => audit.findings.push(finding(
                 FindingKind::CheckpointSignature,
                 Some(checkpoint.head.size),
@@ -604,7 +654,9 @@ impl Bundle {
                 ),
                 format!("{size} leaves"),
             )),
-            Ok(checkpoint) => self.check_head(tree, &checkpoint, FindingKind::KeptFork, audit),
+            Ok(checkpoint) => {
+                self.check_head(&heads, size, &checkpoint, FindingKind::KeptFork, audit);
+            }
             Err(error) => audit.findings.push(finding(
                 FindingKind::CheckpointSignature,
                 None,
@@ -614,10 +666,12 @@ impl Bundle {
         }
     }
 
-    /// Compares a signed head with the bundle's tree at its size.
+    /// Compares a signed head with the bundle's tree at its size (`heads`: the tree's heads
+    /// at the sizes checkpoints state, `size`: the tree's).
     fn check_head(
         &self,
-        tree: &LogTree,
+        heads: &BTreeMap<u64, TreeHead>,
+        size: u64,
         checkpoint: &Checkpoint,
         kind: FindingKind,
         audit: &mut Audit,
@@ -633,22 +687,22 @@ impl Bundle {
             expected,
             found,
         };
-        match tree.head_at(head.size) {
-            Err(_) => audit.findings.push(finding(
+        match heads.get(&head.size) {
+            None => audit.findings.push(finding(
                 if kind == FindingKind::KeptFork {
                     FindingKind::Rollback
                 } else {
                     FindingKind::CheckpointBeyondLog
                 },
                 format!("a log of at least {} leaves", head.size),
-                format!("{} leaves", tree.size()),
+                format!("{size} leaves"),
             )),
-            Ok(ours) if ours.root != head.root => audit.findings.push(finding(
+            Some(ours) if ours.root != head.root => audit.findings.push(finding(
                 kind,
                 format!("root {} (signed)", hex::encode(head.root)),
                 format!("root {}", hex::encode(ours.root)),
             )),
-            Ok(_) => {}
+            Some(_) => {}
         }
     }
 }

@@ -8,6 +8,8 @@
 //! maintained implementation of exactly these rules), this module only fixes its types and
 //! adds the checks a caller should not have to remember (sizes, the equal-size case).
 
+use std::collections::BTreeMap;
+
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use ct_merkle::{ConsistencyProof, InclusionProof, RootHash};
 use sha2::Sha256;
@@ -122,6 +124,30 @@ impl LogTree {
         Ok(self.prefix(size)?.head())
     }
 
+    /// The heads at each of `sizes` that this tree reaches (larger ones are left out), in
+    /// one pass over the leaves: checking many checkpoints costs one tree, not one each.
+    pub fn heads_at(&self, sizes: impl IntoIterator<Item = u64>) -> BTreeMap<u64, TreeHead> {
+        let mut wanted: Vec<u64> = sizes
+            .into_iter()
+            .filter(|size| *size <= self.size())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut heads = BTreeMap::new();
+        let mut prefix = Self::default();
+        let mut leaves = self.leaves().iter();
+        for size in wanted {
+            while prefix.size() < size {
+                match leaves.next() {
+                    Some(leaf) => prefix.push(*leaf),
+                    None => break,
+                }
+            }
+            heads.insert(size, prefix.head());
+        }
+        heads
+    }
+
     /// The audit path of leaf `index` in the tree of the first `size` leaves.
     ///
     /// # Errors
@@ -198,6 +224,10 @@ fn joined(proof: &[impl AsRef<[u8]>]) -> Result<Vec<u8>, ProofError> {
     Ok(bytes)
 }
 
+/// The largest tree size the proof arithmetic handles (ct-merkle panics beyond it); a
+/// claimed size above it is refused, never computed with.
+const MAX_TREE_SIZE: u64 = u64::MAX / 2;
+
 fn root_hash(head: &TreeHead) -> RootHash<Sha256> {
     RootHash::new(head.root.into(), head.size)
 }
@@ -214,6 +244,9 @@ pub fn verify_inclusion(
 ) -> Result<(), ProofError> {
     if head.size == 0 {
         return Err(ProofError::EmptyTree);
+    }
+    if head.size > MAX_TREE_SIZE {
+        return Err(ProofError::Malformed);
     }
     if index >= head.size {
         return Err(ProofError::IndexOutOfRange {
@@ -254,6 +287,9 @@ pub fn verify_consistency(
             old: old.size,
             new: new.size,
         });
+    }
+    if new.size > MAX_TREE_SIZE {
+        return Err(ProofError::Malformed);
     }
     let bytes = joined(proof)?;
     if old.size == new.size {
@@ -314,6 +350,16 @@ mod tests {
             LogTree::from_leaves(l.clone()).head().root,
             node(two, leaf(&l[2]))
         );
+    }
+
+    #[test]
+    fn heads_at_many_sizes_are_the_heads_of_those_prefixes() {
+        let tree = LogTree::from_leaves(leaves(20));
+        let heads = tree.heads_at([0, 7, 3, 7, 20, 21, 1]);
+        assert_eq!(heads.keys().copied().collect::<Vec<_>>(), [0, 1, 3, 7, 20]);
+        for (size, head) in heads {
+            assert_eq!(Ok(head), tree.head_at(size));
+        }
     }
 
     #[test]

@@ -163,6 +163,20 @@ fn a_sound_bundle_passes_and_a_kept_checkpoint_exposes_rollback_and_fork() {
     // The same bundle is sound on its own: only the kept checkpoint shows the fork.
     assert_eq!(audit(&fork_path, None).status.code(), Some(0));
 
+    // An event of another clinic slipped into the bundle is named as such, and its hash,
+    // judged as this clinic's, fails.
+    let mut mixed = bundle(3);
+    mixed.events[1].event.clinic_id = Uuid::from_u128(7);
+    let mixed_path = scratch("mixed.json");
+    write(&mixed_path, &serde_json::to_string(&mixed).expect("json"));
+    let output = audit(&mixed_path, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("BROKEN record of another clinic"),
+        "{stdout}"
+    );
+
     // Not a bundle: exit 2, and no findings claimed.
     let junk = scratch("junk.json");
     write(&junk, "{\"format\": 1}");

@@ -18,7 +18,8 @@ use spineledger_store::{
     Access, AccessQuery, AccessRecord, AccessSort, Reader, RecordedEvent, StreamKey,
 };
 use spineledger_verifier::bundle::LeafKind;
-use spineledger_verifier::merkle::ProofError;
+use spineledger_verifier::checkpoint::CheckpointSigner;
+use spineledger_verifier::merkle::{LogTree, ProofError};
 use tonic::{Request, Response, Status};
 
 use crate::{App, access, auth};
@@ -267,10 +268,16 @@ impl Audit {
     ) -> Result<v1::GetCheckpointResponse, ApiError> {
         let query = CheckpointQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
+        let signer = self.signer()?;
         let (checkpoint, log_size) =
             in_clinic(self.app.store.pool(), query.clinic_id, async |tx| {
-                let checkpoint =
-                    clinic_log::checkpoint_at_most(tx, query.clinic_id, query.tree_size).await?;
+                let checkpoint = clinic_log::checkpoint_at_most(
+                    tx,
+                    query.clinic_id,
+                    query.tree_size,
+                    signer.verifier(),
+                )
+                .await?;
                 Ok((checkpoint, clinic_log::log_size(tx, query.clinic_id).await?))
             })
             .await?;
@@ -284,11 +291,7 @@ impl Audit {
     ) -> Result<v1::GetCheckpointResponse, ApiError> {
         let query = CheckpointQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
-        let signer = self
-            .app
-            .checkpoints
-            .clone()
-            .ok_or(LogPrecondition::NoCheckpointKey)?;
+        let signer = self.signer()?;
         let (checkpoint, log_size) =
             in_clinic(self.app.store.pool(), query.clinic_id, async |tx| {
                 let checkpoint = clinic_log::sign_checkpoint(tx, &signer, query.clinic_id).await?;
@@ -297,6 +300,15 @@ impl Audit {
             .await?;
         let checkpoint = checkpoint.ok_or(LogPrecondition::NoCheckpoint)?;
         Ok(self.checkpoint_response(Some(&checkpoint), log_size))
+    }
+
+    /// The server's checkpoint key: what signs, and what every stored checkpoint is
+    /// checked against before it is shown or relied on.
+    fn signer(&self) -> Result<std::sync::Arc<CheckpointSigner>, LogPrecondition> {
+        self.app
+            .checkpoints
+            .clone()
+            .ok_or(LogPrecondition::NoCheckpointKey)
     }
 
     fn checkpoint_response(
@@ -328,6 +340,8 @@ impl Audit {
             LogRecord::Event(position) => (LeafKind::Event, position),
             LogRecord::Access(position) => (LeafKind::Access, position),
         };
+        let signer = self.signer()?;
+        let key = signer.verifier();
         in_clinic(self.app.store.pool(), clinic_id, async |tx| {
             let Some((index, leaf)) = clinic_log::find_leaf(tx, clinic_id, kind, position).await?
             else {
@@ -335,7 +349,7 @@ impl Audit {
             };
             let size = match query.tree_size {
                 Some(size) => size,
-                None => match clinic_log::latest_checkpoint(tx, clinic_id).await? {
+                None => match clinic_log::latest_checkpoint(tx, clinic_id, key).await? {
                     Some(latest) => latest.head.size,
                     None => return Ok(Err(LogPrecondition::NoCheckpoint)),
                 },
@@ -346,7 +360,7 @@ impl Audit {
                 Err(error) => return Ok(Err(log_precondition(error, &tree))),
             };
             let head = tree.head();
-            let checkpoint = clinic_log::checkpoint_at_most(tx, clinic_id, Some(size))
+            let checkpoint = clinic_log::checkpoint_at_most(tx, clinic_id, Some(size), key)
                 .await?
                 .filter(|checkpoint| checkpoint.head.size == size);
             Ok(Ok(v1::GetInclusionProofResponse {
@@ -370,10 +384,12 @@ impl Audit {
         let query = ConsistencyQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         let clinic_id = query.clinic_id;
+        let signer = self.signer()?;
+        let key = signer.verifier();
         in_clinic(self.app.store.pool(), clinic_id, async |tx| {
             let second = match query.second_size {
                 Some(size) => size,
-                None => match clinic_log::latest_checkpoint(tx, clinic_id).await? {
+                None => match clinic_log::latest_checkpoint(tx, clinic_id, key).await? {
                     Some(latest) => latest.head.size,
                     None => return Ok(Err(LogPrecondition::NoCheckpoint)),
                 },
@@ -399,18 +415,22 @@ impl Audit {
     }
 }
 
-/// What a proof that could not be made tells the caller (the request was validated, so
-/// only sizes beyond the log or a record beyond the tree remain).
-fn log_precondition(
-    error: ProofError,
-    tree: &spineledger_verifier::merkle::LogTree,
-) -> LogPrecondition {
+/// What a proof that could not be made tells the caller (the request was validated;
+/// what remains is sizes beyond the log or the checkpoint, and records beyond the tree).
+fn log_precondition(error: ProofError, tree: &LogTree) -> LogPrecondition {
     match error {
         ProofError::BeyondLog { asked, size } => LogPrecondition::LogTooSmall { size, asked },
-        ProofError::EmptyTree | ProofError::OldLarger { .. } if tree.size() == 0 => {
-            LogPrecondition::LogTooSmall { size: 0, asked: 1 }
+        ProofError::IndexOutOfRange { index, size } => LogPrecondition::BeyondTree { index, size },
+        ProofError::OldLarger { old, new } => LogPrecondition::BeyondTree {
+            index: old.saturating_sub(1),
+            size: new,
+        },
+        ProofError::EmptyTree | ProofError::Malformed | ProofError::Mismatch => {
+            LogPrecondition::LogTooSmall {
+                size: tree.size(),
+                asked: 1,
+            }
         }
-        _ => LogPrecondition::NotYetIndexed,
     }
 }
 

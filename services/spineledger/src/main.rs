@@ -79,13 +79,23 @@ struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Print the verifier key of the checkpoint signing key (created if missing): what
-    /// auditors check checkpoints with. Give it to them through a channel of your own.
-    Key(CheckpointKeyArgs),
+    /// Print the verifier key of the checkpoint signing key: what auditors check
+    /// checkpoints with. Give it to them through a channel of your own.
+    Key(AuditKeyArgs),
     /// Write one clinic's self-contained audit bundle (events, stream heads, access log,
     /// the log's index, signed checkpoints and the verifier key) as JSON, for
     /// `spineledger-audit` to check offline.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditKeyArgs {
+    #[command(flatten)]
+    checkpoint_key: CheckpointKeyArgs,
+    /// Create the key if there is none (otherwise a missing key is an error: a new key
+    /// made by mistake would not verify anything signed so far).
+    #[arg(long)]
+    create: bool,
 }
 
 #[derive(Debug, Args)]
@@ -104,9 +114,11 @@ struct ExportArgs {
 
 #[derive(Debug, Clone, Args)]
 struct CheckpointKeyArgs {
-    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs the clinics' checkpoints,
-    /// created on first use; keep it off the database server. Default:
-    /// $XDG_CONFIG_HOME/spineledger/checkpoint-signing-key.pem (else ~/.config/spineledger/…).
+    /// The Ed25519 key (PKCS#8 PEM, mode 0600) that signs the clinics' checkpoints; keep
+    /// it off the database server, and give every signing process the same file. Given
+    /// explicitly, it must exist. Default:
+    /// $XDG_CONFIG_HOME/spineledger/checkpoint-signing-key.pem (else ~/.config/spineledger/…),
+    /// created on first use only by a `serve` on a loopback listener (development).
     #[arg(long, env = "SPINELEDGER_CHECKPOINT_KEY_FILE")]
     checkpoint_key_file: Option<PathBuf>,
     /// The key's name in signed notes (no spaces or '+').
@@ -130,14 +142,44 @@ impl CheckpointKeyArgs {
             })
     }
 
-    /// The signer, its key created first if there is none.
-    fn signer(&self) -> anyhow::Result<CheckpointSigner> {
+    /// The signer of the key file, created first if `create` and there is none.
+    fn signer(&self, create: bool) -> anyhow::Result<CheckpointSigner> {
         let path = self.path()?;
-        let (key, created) = dev::load_or_create_key_file(&path)?;
-        if created {
-            tracing::info!(path = %path.display(), "created the checkpoint signing key");
-        }
+        let key = if create {
+            let (key, created) = dev::load_or_create_key_file(&path)?;
+            if created {
+                tracing::info!(path = %path.display(), "created the checkpoint signing key");
+            }
+            key
+        } else {
+            dev::load_key_file(&path).map_err(|error| {
+                anyhow::anyhow!("cannot use the checkpoint key {}: {error}", path.display())
+            })?
+        };
         Ok(CheckpointSigner::new(&self.checkpoint_key_name, key)?)
+    }
+
+    /// The signer a service process runs with. A key file named explicitly must exist.
+    /// The default file is used when it exists, and created only when `develop` (a
+    /// loopback `serve`); otherwise the process runs without a key: no checkpoints are
+    /// signed here (another process's notary may sign) and `SignCheckpoint` answers
+    /// NO_CHECKPOINT_KEY. Several processes must never each invent a key of their own.
+    fn service_signer(&self, develop: bool) -> anyhow::Result<Option<CheckpointSigner>> {
+        if self.checkpoint_key_file.is_some() {
+            return self.signer(false).map(Some);
+        }
+        let Ok(path) = self.path() else {
+            tracing::warn!("no checkpoint key (no HOME): this process signs no checkpoints");
+            return Ok(None);
+        };
+        if develop || path.exists() {
+            return self.signer(develop).map(Some);
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "no checkpoint key: this process signs no checkpoints (give --checkpoint-key-file)"
+        );
+        Ok(None)
     }
 }
 
@@ -470,7 +512,8 @@ struct RebuildArgs {
     /// Rebuild every projection.
     #[arg(long)]
     all: bool,
-    /// The projection to rebuild: treatment_plans or outcome_statistics.
+    /// The projection to rebuild: treatment_plans or outcome_statistics (clinic_log: only
+    /// lay its cursors out for --shards; its leaves are never rebuilt).
     projection: Option<String>,
     /// Shard count of the new checkpoints (every projector must then run with it).
     #[arg(long, env = "SPINELEDGER_SHARDS", default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]
@@ -540,7 +583,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Audit {
             command: AuditCommand::Key(args),
         }) => {
-            println!("{}", args.signer()?.verifier());
+            println!("{}", args.checkpoint_key.signer(args.create)?.verifier());
             Ok(())
         }
         Some(Command::Audit {
@@ -591,10 +634,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         projector = !args.no_projector,
         "spineledger serving"
     );
-    let signer = Arc::new(args.checkpoints.signer()?);
-    tracing::info!(verifier_key = %signer.verifier(), "checkpoints signed with");
+    let signer = args
+        .checkpoints
+        .service_signer(args.listen.ip().is_loopback())?;
+    if let Some(signer) = &signer {
+        tracing::info!(verifier_key = %signer.verifier(), "checkpoints signed with");
+    }
     let mut app = App::new(store);
-    app.checkpoints = Some(Arc::clone(&signer));
+    app.checkpoints = signer.map(Arc::new);
     app.reads = ReadSettings {
         min_cell: args.min_cell,
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
@@ -749,15 +796,19 @@ async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
         logins.projector,
         args.projector.config(),
     );
-    let notary = tokio::spawn(spineledger_projections::clinic_log::run_notary(
-        notary_pool,
-        args.checkpoints.signer()?,
-        args.projector.checkpoint_interval,
-        stopped(shutdown_channel()),
-    ));
+    let notary = args.checkpoints.service_signer(false)?.map(|signer| {
+        tokio::spawn(spineledger_projections::clinic_log::run_notary(
+            notary_pool,
+            signer,
+            args.projector.checkpoint_interval,
+            stopped(shutdown_channel()),
+        ))
+    });
     tracing::info!(owner = %projector.owner(), "projector worker starting");
     projector.run(stopped(shutdown_channel())).await?;
-    notary.await?;
+    if let Some(notary) = notary {
+        notary.await?;
+    }
     Ok(())
 }
 
@@ -766,11 +817,30 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     // As the owner: a rebuild creates, renames and drops tables.
     let owner = spineledger_store::pool(&config, 2)?;
     let projections = match (&args.projection, args.all) {
-        (_, true) => Projection::ALL.to_vec(),
+        (_, true) => Projection::RUNNING.to_vec(),
         (Some(name), false) => vec![Projection::from_name(name)?],
         (None, false) => anyhow::bail!("name a projection or pass --all"),
     };
     for projection in projections {
+        if projection == Projection::ClinicLog {
+            // Never rebuilt (its leaves are the signed record): only its cursors are laid
+            // out for the shard count.
+            let changed =
+                spineledger_projections::clinic_log::reshard(&mut owner.get().await?, args.shards)
+                    .await?;
+            println!(
+                "clinic_log: {}",
+                if changed {
+                    format!(
+                        "cursors laid out for {} shards (leaves untouched)",
+                        args.shards
+                    )
+                } else {
+                    "nothing to do (leaves are never rebuilt)".to_owned()
+                }
+            );
+            continue;
+        }
         let report = spineledger_projections::rebuild::rebuild(
             &owner,
             projection,

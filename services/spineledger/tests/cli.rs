@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-/// The binary, with its development key in a throw-away place (never the home directory).
+/// The binary, with its development and checkpoint keys in a throw-away place (never the
+/// home directory).
 fn spineledger() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_spineledger"));
     let scratch = std::env::temp_dir().join(format!("spineledger-cli-test-{}", std::process::id()));
@@ -11,10 +12,9 @@ fn spineledger() -> Command {
             "SPINELEDGER_DEV_KEY_FILE",
             scratch.join("dev-signing-key.pem"),
         )
-        .env(
-            "SPINELEDGER_CHECKPOINT_KEY_FILE",
-            scratch.join("checkpoint-signing-key.pem"),
-        );
+        // The default place of the checkpoint key, as a fresh machine has it.
+        .env("XDG_CONFIG_HOME", scratch.join("config"))
+        .env_remove("SPINELEDGER_CHECKPOINT_KEY_FILE");
     command
 }
 
@@ -300,7 +300,7 @@ fn verify_exits_non_zero_naming_the_first_broken_link() {
     // The checkpoint key (created on first use) and its verifier key, as an operator gives
     // it to an auditor.
     let key = spineledger()
-        .args(["audit", "key"])
+        .args(["audit", "key", "--create"])
         .output()
         .expect("audit key");
     assert!(
