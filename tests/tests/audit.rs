@@ -288,6 +288,21 @@ async fn a_streams_history_is_the_log_and_its_hashes_can_be_recomputed_from_it()
     .expect("replay as of");
     assert!(earlier.contains(": 2 of 5 events"), "{earlier}");
     assert!(earlier.contains("0 in the episode"), "{earlier}");
+    // Replayed again (after more reads were logged), the same bytes.
+    let again = spineledger_tools::replay::fetch_and_render(
+        harness.plain_channel().await,
+        &harness.bearer(Role::Auditor, &[script.clinic_id]),
+        &spineledger_tools::replay::ReplayQuery {
+            clinic: script.clinic_id,
+            episode: script.episode_id,
+            as_of: Some(spineledger_tools::replay::Moment::Position(
+                events[1].global_position,
+            )),
+        },
+    )
+    .await
+    .expect("replay as of, again");
+    assert_eq!(again.as_bytes(), earlier.as_bytes());
 
     // Another clinic's auditor gets nothing; nor does a malformed stream id.
     let mut stranger = AuditServiceClient::with_interceptor(
