@@ -187,6 +187,10 @@ impl VerifierKey {
     /// The note is malformed, carries no signature of this key, or the signature fails.
     pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
         let malformed = |reason: &str| CheckpointError::Malformed(reason.to_owned());
+        // A note kept in a file often gains a trailing blank line or a CR/LF ending on the
+        // way; the signed text is unaffected by either.
+        let note = note.replace("\r\n", "\n");
+        let note = note.trim_end_matches(['\n', ' ']);
         let (body, signatures) = note
             .split_once("\n\n")
             .ok_or_else(|| malformed("no empty line before the signatures"))?;
@@ -345,6 +349,9 @@ mod tests {
             key.open(&leading_zero),
             Err(CheckpointError::Malformed(_))
         ));
+        // A copy with a trailing blank line or Windows line ends reads the same.
+        assert_eq!(key.open(&format!("{note}\n")), Ok(checkpoint(42)));
+        assert_eq!(key.open(&note.replace('\n', "\r\n")), Ok(checkpoint(42)));
         // A witness's co-signature does not disturb ours.
         let witness = self::signer(9, "witness.example");
         let cosigned = format!(
