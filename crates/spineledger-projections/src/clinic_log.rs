@@ -11,7 +11,6 @@
 //! (O(leaves) per call: tens of milliseconds at 100,000 leaves), which keeps the stored
 //! state to what the verifier checks and nothing that could disagree with it.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Pool};
@@ -45,11 +44,15 @@ impl Projector {
             ))
             .await?;
         let projection = Projection::ClinicLog;
+        // The checkpoint first, then the access cursor (the order a reshard locks them in);
+        // the two reads then travel together (pipelined on the connection).
         let start = locked_checkpoint(&transaction, projection, shard, shards).await?;
         let access_start = locked_access_cursor(&transaction, shard, shards).await?;
         let batch = self.config.batch_size;
-        let events = read_all_after(&transaction, start, batch, clinic_shard).await?;
-        let entries = read_access_after(&transaction, access_start, batch, clinic_shard).await?;
+        let (events, entries) = futures::try_join!(
+            read_all_after(&transaction, start, batch, clinic_shard),
+            read_access_after(&transaction, access_start, batch, clinic_shard),
+        )?;
         // Where each cursor goes: past what was read, or, for a log with nothing of this
         // shard's, past a long stretch of other shards' records (so an idle shard does not
         // rescan it on every poll).
@@ -188,7 +191,10 @@ async fn locked_access_cursor(
 }
 
 /// Appends `leaves` (in order) to their clinics' logs, each clinic continuing from its
-/// last index: one statement.
+/// last index, in one statement. Records indexed already are left out (after the shards
+/// were laid out anew, cursors restart from the earliest of the old ones, and a clinic's
+/// indexed records are a prefix of what is read again); the numbering counts only the
+/// rows kept.
 async fn insert_leaves(
     client: &impl GenericClient,
     leaves: &[(Uuid, LeafKind, i64, Vec<u8>)],
@@ -196,65 +202,26 @@ async fn insert_leaves(
     if leaves.is_empty() {
         return Ok(());
     }
-    // Records indexed already are left out: after the shards were laid out anew, cursors
-    // restart from the earliest of the old ones, and a clinic's indexed records are a
-    // prefix of what is read again.
-    let ids: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
+    let clinics: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
     let kinds: Vec<&str> = leaves.iter().map(|leaf| leaf.1.name()).collect();
     let positions: Vec<i64> = leaves.iter().map(|leaf| leaf.2).collect();
-    let indexed: std::collections::HashSet<(Uuid, String, i64)> = client
-        .query(
-            "SELECT l.clinic_id, l.kind, l.position FROM clinic_log l \
-             JOIN unnest($1::uuid[], $2::text[], $3::bigint[]) AS r(clinic_id, kind, position) \
-               USING (clinic_id, kind, position)",
-            &[&ids, &kinds, &positions],
-        )
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    let leaves: Vec<&(Uuid, LeafKind, i64, Vec<u8>)> = leaves
-        .iter()
-        .filter(|leaf| !indexed.contains(&(leaf.0, leaf.1.name().to_owned(), leaf.2)))
-        .collect();
-    if leaves.is_empty() {
-        return Ok(());
-    }
-    let mut clinics: Vec<Uuid> = leaves.iter().map(|leaf| leaf.0).collect();
-    clinics.sort_unstable();
-    clinics.dedup();
-    let mut next: HashMap<Uuid, i64> = HashMap::new();
-    for row in client
-        .query(
-            "SELECT c.clinic_id, coalesce((SELECT max(l.leaf_index) + 1 FROM clinic_log l \
-                                           WHERE l.clinic_id = c.clinic_id), 0) \
-             FROM unnest($1::uuid[]) AS c(clinic_id)",
-            &[&clinics],
-        )
-        .await?
-    {
-        next.insert(row.try_get(0)?, row.try_get(1)?);
-    }
-    let mut clinic_ids = Vec::with_capacity(leaves.len());
-    let mut indexes = Vec::with_capacity(leaves.len());
-    let mut kinds = Vec::with_capacity(leaves.len());
-    let mut positions = Vec::with_capacity(leaves.len());
-    let mut hashes: Vec<&[u8]> = Vec::with_capacity(leaves.len());
-    for &&(clinic_id, kind, position, ref hash) in &leaves {
-        let index = next.entry(clinic_id).or_insert(0);
-        clinic_ids.push(clinic_id);
-        indexes.push(*index);
-        *index += 1;
-        kinds.push(kind.name());
-        positions.push(position);
-        hashes.push(hash);
-    }
-    client
-        .execute(
+    let hashes: Vec<&[u8]> = leaves.iter().map(|leaf| leaf.3.as_slice()).collect();
+    let statement = client
+        .prepare_cached(
             "INSERT INTO clinic_log (clinic_id, leaf_index, kind, position, leaf_hash) \
-             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::bytea[])",
-            &[&clinic_ids, &indexes, &kinds, &positions, &hashes],
+             SELECT r.clinic_id, \
+                    coalesce((SELECT max(l.leaf_index) + 1 FROM clinic_log l \
+                              WHERE l.clinic_id = r.clinic_id), 0) \
+                      + row_number() OVER (PARTITION BY r.clinic_id ORDER BY r.ord) - 1, \
+                    r.kind, r.position, r.hash \
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[]) \
+                  WITH ORDINALITY AS r(clinic_id, kind, position, hash, ord) \
+             WHERE NOT EXISTS (SELECT 1 FROM clinic_log x WHERE x.clinic_id = r.clinic_id \
+                               AND x.kind = r.kind AND x.position = r.position)",
         )
+        .await?;
+    client
+        .execute(&statement, &[&clinics, &kinds, &positions, &hashes])
         .await?;
     Ok(())
 }

@@ -92,8 +92,48 @@ impl Default for ProjectorConfig {
 }
 
 /// An idle shard moves its checkpoint past other shards' events once they span this many
-/// positions; until then a poll rescans at most this stretch.
-pub(crate) const IDLE_ADVANCE_MIN_GAP: i64 = 1000;
+/// positions; until then a poll (and the `has_work` probe) rescans at most this stretch.
+/// 100, not more: with every projection probing every idle shard after each append, a
+/// longer stretch cost more in rescans than the extra checkpoint commits it saved
+/// (BENCHMARKS.md, 2026-11-28, the signed log).
+pub(crate) const IDLE_ADVANCE_MIN_GAP: i64 = 100;
+
+/// Whether the log after a checkpoint holds work for its shard (see
+/// [`Projector::has_work`]): an event of the shard, or `$4` events of any shard.
+const HAS_WORK: &str = "\
+    WITH c AS (SELECT xid::text::xid8 AS xid, position FROM projection_checkpoints \
+               WHERE projection = $1 AND shard = $2) \
+    SELECT EXISTS (SELECT 1 FROM events e, c \
+                   WHERE (e.xid, e.position) > (c.xid, c.position) \
+                     AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                     AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $2) \
+        OR (SELECT count(*) FROM (SELECT 1 FROM events e, c \
+                                  WHERE (e.xid, e.position) > (c.xid, c.position) \
+                                    AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                                  LIMIT $4) t) >= $4";
+
+/// [`HAS_WORK`] for the integrator, which reads the access log too.
+const HAS_WORK_WITH_ACCESS_LOG: &str = "\
+    WITH c AS (SELECT xid::text::xid8 AS xid, position FROM projection_checkpoints \
+               WHERE projection = $1 AND shard = $2), \
+         a AS (SELECT xid::text::xid8 AS xid, position FROM clinic_log_access_cursors \
+               WHERE shard = $2) \
+    SELECT EXISTS (SELECT 1 FROM events e, c \
+                   WHERE (e.xid, e.position) > (c.xid, c.position) \
+                     AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                     AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $2) \
+        OR EXISTS (SELECT 1 FROM access_log l, a \
+                   WHERE (l.xid, l.position) > (a.xid, a.position) \
+                     AND l.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                     AND get_byte(uuid_send(l.clinic_id), 15) % $3 = $2) \
+        OR (SELECT count(*) FROM (SELECT 1 FROM events e, c \
+                                  WHERE (e.xid, e.position) > (c.xid, c.position) \
+                                    AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                                  LIMIT $4) t) >= $4 \
+        OR (SELECT count(*) FROM (SELECT 1 FROM access_log l, a \
+                                  WHERE (l.xid, l.position) > (a.xid, a.position) \
+                                    AND l.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                                  LIMIT $4) t) >= $4";
 
 /// Batches whose lag reaches this are logged at info level (others at debug).
 const LAG_WORTH_LOGGING: Duration = Duration::from_secs(1);
@@ -225,7 +265,17 @@ impl Projector {
     /// skipped.
     async fn project(self, projection: Projection, shard: u8, mut woken: watch::Receiver<u64>) {
         loop {
-            match self.run_batch(projection, shard).await {
+            // Most wake-ups concern other shards: one statement tells, without a
+            // transaction, whether this one has anything to do.
+            let batch = match self.has_work(projection, shard).await {
+                Ok(false) => Ok(BatchOutcome {
+                    events: 0,
+                    cursor: GlobalCursor::START,
+                    lag: Duration::ZERO,
+                }),
+                Ok(true) | Err(_) => self.run_batch(projection, shard).await,
+            };
+            match batch {
                 // A full batch: more is waiting.
                 Ok(outcome) if outcome.events >= self.config.batch_size => continue,
                 Ok(_) => {
@@ -341,6 +391,38 @@ impl Projector {
             cursor: end,
             lag,
         })
+    }
+
+    /// Whether a batch of `projection` on `shard` would do anything: records of the shard
+    /// after its checkpoint that the never-skip rule lets it read, or a stretch of other
+    /// shards' records long enough to move past. One autocommit statement, no locks; a
+    /// `false` may be stale by the time it arrives, which costs only the wait until the
+    /// next wake-up or poll (never a skipped event: the batch itself decides what to read).
+    pub async fn has_work(
+        &self,
+        projection: Projection,
+        shard: u8,
+    ) -> Result<bool, ProjectionError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(if projection == Projection::ClinicLog {
+                HAS_WORK_WITH_ACCESS_LOG
+            } else {
+                HAS_WORK
+            })
+            .await?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &projection.name(),
+                    &i32::from(shard),
+                    &i32::from(self.config.shards),
+                    &IDLE_ADVANCE_MIN_GAP,
+                ],
+            )
+            .await?;
+        Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(true))
     }
 
     /// Compare-and-set of the checkpoint from `start` to `end`, only while this worker's

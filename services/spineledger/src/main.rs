@@ -480,14 +480,25 @@ struct ProjectorSettings {
     /// next one: this bounds what a truncation could remove unseen.
     #[arg(long, env = "SPINELEDGER_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     checkpoint_interval: Duration,
+    /// The projections this process runs (comma-separated: treatment_plans,
+    /// outcome_statistics, clinic_log). Default: all. Every projection must run somewhere;
+    /// a dedicated worker can take one off the service's cores.
+    #[arg(long, env = "SPINELEDGER_PROJECTIONS", value_delimiter = ',', value_parser = |name: &str| Projection::from_name(name))]
+    projections: Vec<Projection>,
 }
 
 impl ProjectorSettings {
     fn config(&self) -> ProjectorConfig {
+        let defaults = ProjectorConfig::default();
         ProjectorConfig {
             shards: self.shards,
             lease_ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
-            ..ProjectorConfig::default()
+            projections: if self.projections.is_empty() {
+                defaults.projections.clone()
+            } else {
+                self.projections.clone()
+            },
+            ..defaults
         }
     }
 }
