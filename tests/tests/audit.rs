@@ -648,6 +648,21 @@ async fn every_read_of_episode_data_is_in_the_access_log_with_who_why_and_what()
                         .await
                         .expect_err("another order's token");
                     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+                    // A token made up with a NUL in its key: INVALID_ARGUMENT, not a
+                    // database error.
+                    use base64::Engine;
+                    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(format!("{}:0:1:a\0b", v1::AccessLogSort::Principal as i32));
+                    let status = auditor
+                        .list_access_log(v1::ListAccessLogRequest {
+                            clinic_id: script.clinic_id.to_string(),
+                            sort_by: v1::AccessLogSort::Principal as i32,
+                            page_token: forged,
+                            ..Default::default()
+                        })
+                        .await
+                        .expect_err("a forged token");
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument);
                 }
             }
             assert_eq!(listed, expected, "{sort:?} descending {descending}");

@@ -233,6 +233,30 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
         .expect("a junk checkpoint");
     stream_of(&database, clinics[1], 1).await;
     integrate(&database).await;
+    // And one with exactly the size and root the next checkpoint will have, under a note
+    // nobody signed: it must not keep the signed note out.
+    let next = spineledger_projections::clinic_log::load_tree(
+        &database.projector_pool().get().await.expect("client"),
+        clinics[1],
+        None,
+    )
+    .await
+    .expect("tree")
+    .head();
+    database
+        .owner_client()
+        .await
+        .execute(
+            "INSERT INTO log_checkpoints (clinic_id, tree_size, root_hash, note) \
+             VALUES ($1, $2, $3, 'not signed')",
+            &[
+                &clinics[1],
+                &i64::try_from(next.size).expect("size"),
+                &&next.root[..],
+            ],
+        )
+        .await
+        .expect("a junk checkpoint of the right size and root");
     sign(&database).await;
     let latest = latest_checkpoint(
         &database.projector_pool().get().await.expect("client"),
@@ -246,7 +270,10 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
     let report = verified(&database, Some(clinics[1]), None).await;
     assert_eq!(
         kinds(&report, clinics[1]),
-        [FindingKind::CheckpointSignature]
+        [
+            FindingKind::CheckpointSignature,
+            FindingKind::CheckpointSignature
+        ]
     );
 }
 

@@ -314,11 +314,6 @@ pub async fn latest_checkpoint(
     checkpoint_at_most(client, clinic_id, None, key).await
 }
 
-/// How many stored checkpoints, largest first, are examined for a valid one before
-/// giving up: rows that do not verify are skipped, not trusted, and their number is
-/// bounded so that a flood of junk rows cannot make a lookup unbounded.
-const CHECKPOINTS_EXAMINED: i64 = 1000;
-
 /// The largest valid checkpoint of `clinic_id` whose size is at most `size` (any size
 /// when `None`). Valid: its note is signed by `key` for the clinic's origin, and the row's
 /// size and root are the note's. A row that is not (inserted by someone else, or
@@ -332,17 +327,26 @@ pub async fn checkpoint_at_most(
     size: Option<u64>,
     key: &VerifierKey,
 ) -> Result<Option<SignedCheckpoint>, ProjectionError> {
+    use futures::TryStreamExt;
     let size = size.map(|size| i64::try_from(size).unwrap_or(i64::MAX));
+    // Largest first, streamed: the first row that verifies ends the read. Rows larger than
+    // the log cannot be sound and are not even looked at.
     let rows = client
-        .query(
+        .query_raw(
             "SELECT tree_size, root_hash, note, signed_at FROM log_checkpoints \
              WHERE clinic_id = $1 AND ($2::bigint IS NULL OR tree_size <= $2) \
-             ORDER BY tree_size DESC, signed_at LIMIT $3",
-            &[&clinic_id, &size, &CHECKPOINTS_EXAMINED],
+               AND tree_size <= (SELECT coalesce(max(leaf_index) + 1, 0) FROM clinic_log \
+                                 WHERE clinic_id = $1) \
+             ORDER BY tree_size DESC, signed_at",
+            [
+                &clinic_id as &(dyn tokio_postgres::types::ToSql + Sync),
+                &size,
+            ],
         )
         .await?;
+    futures::pin_mut!(rows);
     let origin = clinic_origin(clinic_id);
-    for row in rows {
+    while let Some(row) = rows.try_next().await? {
         let note: String = row.try_get(2)?;
         let Ok(checkpoint) = key.open(&note) else {
             continue;
@@ -496,6 +500,11 @@ pub async fn reshard(
     shards: u8,
 ) -> Result<bool, ProjectionError> {
     let transaction = client.transaction().await?;
+    // Locks in the integrators' order (checkpoint rows, then access cursors, by shard),
+    // and never waits long behind a running batch.
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '10s'")
+        .await?;
     let cursor = |row: &tokio_postgres::Row| -> Result<(i32, GlobalCursor), ProjectionError> {
         let xid: i64 = row.try_get(1)?;
         Ok((
@@ -509,7 +518,7 @@ pub async fn reshard(
     let events = transaction
         .query(
             "SELECT shard_count, xid, position FROM projection_checkpoints \
-             WHERE projection = $1 FOR UPDATE",
+             WHERE projection = $1 ORDER BY shard FOR UPDATE",
             &[&Projection::ClinicLog.name()],
         )
         .await?
@@ -518,7 +527,8 @@ pub async fn reshard(
         .collect::<Result<Vec<_>, _>>()?;
     let access = transaction
         .query(
-            "SELECT shard_count, xid, position FROM clinic_log_access_cursors FOR UPDATE",
+            "SELECT shard_count, xid, position FROM clinic_log_access_cursors \
+             ORDER BY shard FOR UPDATE",
             &[],
         )
         .await?

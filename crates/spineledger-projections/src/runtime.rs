@@ -110,7 +110,8 @@ const HAS_WORK: &str = "\
         OR (SELECT count(*) FROM (SELECT 1 FROM events e, c \
                                   WHERE (e.xid, e.position) > (c.xid, c.position) \
                                     AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                                  LIMIT $4) t) >= $4";
+                                  LIMIT $4) t) >= $4 \
+    FROM c";
 
 /// [`HAS_WORK`] for the integrator, which reads the access log too.
 const HAS_WORK_WITH_ACCESS_LOG: &str = "\
@@ -133,7 +134,8 @@ const HAS_WORK_WITH_ACCESS_LOG: &str = "\
         OR (SELECT count(*) FROM (SELECT 1 FROM access_log l, a \
                                   WHERE (l.xid, l.position) > (a.xid, a.position) \
                                     AND l.xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                                  LIMIT $4) t) >= $4";
+                                  LIMIT $4) t) >= $4 \
+    FROM c, a";
 
 /// Batches whose lag reaches this are logged at info level (others at debug).
 const LAG_WORTH_LOGGING: Duration = Duration::from_secs(1);
@@ -273,7 +275,11 @@ impl Projector {
                     cursor: GlobalCursor::START,
                     lag: Duration::ZERO,
                 }),
-                Ok(true) | Err(_) => self.run_batch(projection, shard).await,
+                Ok(true) => self.run_batch(projection, shard).await,
+                Err(error) => {
+                    tracing::debug!(projection = projection.name(), shard, %error, "work probe failed");
+                    self.run_batch(projection, shard).await
+                }
             };
             match batch {
                 // A full batch: more is waiting.
@@ -412,7 +418,7 @@ impl Projector {
             })
             .await?;
         let row = client
-            .query_one(
+            .query_opt(
                 &statement,
                 &[
                     &projection.name(),
@@ -422,7 +428,12 @@ impl Projector {
                 ],
             )
             .await?;
-        Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(true))
+        // No checkpoint row (the shards were laid out anew under this worker): let the
+        // batch run and report it, rather than idle silently.
+        match row {
+            Some(row) => Ok(row.try_get::<_, Option<bool>>(0)?.unwrap_or(true)),
+            None => Ok(true),
+        }
     }
 
     /// Compare-and-set of the checkpoint from `start` to `end`, only while this worker's

@@ -222,6 +222,21 @@ impl EventStore {
             ("ASC", ">")
         };
         let key = query.sort.key();
+        // The log's own order reads its index (clinic_id, position); the others sort the
+        // clinic's entries by their text key.
+        let (order_by, after_entry) = if query.sort == AccessSort::Position {
+            (
+                format!("position {order}"),
+                format!("position {after} $8::bigint"),
+            )
+        } else {
+            (
+                format!("{key} COLLATE \"C\" {order}, position {order}"),
+                format!(
+                    "({key} COLLATE \"C\", position) {after} ($6::text COLLATE \"C\", $8::bigint)"
+                ),
+            )
+        };
         let sql = format!(
             "SELECT position, accessed_at, principal_subject, principal_issuer, principal_role, \
                     actor, purpose, break_glass, rpc, patient_id, episode_id, shown_position, \
@@ -232,9 +247,8 @@ impl EventStore {
                AND ($3::text IS NULL OR principal_subject = $3 OR actor = $3) \
                AND ($4::timestamptz IS NULL OR accessed_at >= $4) \
                AND ($5::timestamptz IS NULL OR accessed_at < $5) \
-               AND ($6::text IS NULL \
-                    OR ({key} COLLATE \"C\", position) {after} ($6::text COLLATE \"C\", $8::bigint)) \
-             ORDER BY {key} COLLATE \"C\" {order}, position {order} LIMIT $7"
+               AND ($6::text IS NULL OR {after_entry}) \
+             ORDER BY {order_by} LIMIT $7"
         );
         let (after_key, after_position) = match &query.after {
             Some(cursor) => (Some(cursor.key.as_str()), cursor.position),

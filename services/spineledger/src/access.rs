@@ -7,6 +7,7 @@ use spineledger_api::error::ApiError;
 use spineledger_auth::Principal;
 use spineledger_store::{Access, Reader};
 use tonic::Request;
+use uuid::Uuid;
 
 use crate::App;
 
@@ -65,32 +66,25 @@ pub async fn record(app: &App, reader: &Reader, accesses: &[Access]) -> Result<(
     Ok(())
 }
 
-/// The clinic check of a read of episode data, audited: a principal not granted
-/// `attempt.clinic_id` is refused (PERMISSION_DENIED) and the attempt is recorded in that
-/// clinic's access log first, with the outcome `PERMISSION_DENIED` and nothing shown, so
-/// that an auditor sees attempts beside reads. (Calls the role table refuses never reach a
-/// handler and are not in the access log; the service's log has them.)
+/// The clinic check of a read of episode data by `rpc`. A principal not granted
+/// `clinic_id` is refused (PERMISSION_DENIED), and the attempt goes to the
+/// service's log (principal, role, RPC, clinic; a security event an operator's log
+/// pipeline keeps), not to the clinic's access log: a caller must not be able to write
+/// into the log of a clinic it has no rights to — with an actor and a patient of its
+/// choosing, in a log that is signed and never shrinks. (Calls the role table refuses
+/// never reach a handler; they are in the service's log too.)
 ///
 /// # Errors
-/// [`ApiError::ClinicNotGranted`] when refused (also if the attempt could not be
-/// recorded, which is logged).
-pub async fn require_clinic(
-    app: &App,
-    principal: &Principal,
-    reader: &Reader,
-    attempt: Access,
-) -> Result<(), ApiError> {
-    let Err(refusal) = crate::auth::require_clinic(principal, attempt.clinic_id, "clinic_id")
-    else {
-        return Ok(());
-    };
-    let refused = Access {
-        shown_position: None,
-        outcome: "PERMISSION_DENIED".into(),
-        ..attempt
-    };
-    if let Err(error) = app.store.record_access(reader, &[refused]).await {
-        tracing::warn!(%error, "a refused read could not be recorded in the access log");
-    }
-    Err(refusal)
+/// [`ApiError::ClinicNotGranted`] when refused.
+pub fn require_clinic(principal: &Principal, rpc: &str, clinic_id: Uuid) -> Result<(), ApiError> {
+    crate::auth::require_clinic(principal, clinic_id, "clinic_id").inspect_err(|_| {
+        tracing::warn!(
+            subject = %principal.subject,
+            issuer = %principal.issuer,
+            role = principal.role.name(),
+            rpc,
+            %clinic_id,
+            "read refused: the token does not grant the clinic"
+        );
+    })
 }

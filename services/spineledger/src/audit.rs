@@ -18,7 +18,7 @@ use spineledger_store::{
     Access, AccessQuery, AccessRecord, AccessSort, Reader, RecordedEvent, StreamKey,
 };
 use spineledger_verifier::bundle::LeafKind;
-use spineledger_verifier::checkpoint::CheckpointSigner;
+use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 use spineledger_verifier::merkle::{LogTree, ProofError};
 use tonic::{Request, Response, Status};
 
@@ -44,15 +44,7 @@ impl Audit {
     ) -> Result<v1::ListStreamEventsResponse, ApiError> {
         let query = StreamEventsQuery::try_from(request)?;
         let (patient_id, episode_id) = subject_of(&query.stream_id);
-        let attempt = Access {
-            clinic_id: query.clinic_id,
-            rpc: "ListStreamEvents".into(),
-            patient_id,
-            episode_id,
-            shown_position: None,
-            outcome: String::new(),
-        };
-        access::require_clinic(&self.app, principal, reader, attempt).await?;
+        access::require_clinic(principal, "ListStreamEvents", query.clinic_id)?;
         let stream = StreamKey::new(query.clinic_id, query.stream_id);
         let page = usize::from(query.page_size);
         // One more than the page tells whether another page follows. No version lies
@@ -95,15 +87,7 @@ impl Audit {
         request: v1::ListClinicChangesRequest,
     ) -> Result<v1::ListClinicChangesResponse, ApiError> {
         let query = ClinicChangesQuery::try_from(request)?;
-        let attempt = Access {
-            clinic_id: query.clinic_id,
-            rpc: "ListClinicChanges".into(),
-            patient_id: None,
-            episode_id: None,
-            shown_position: None,
-            outcome: String::new(),
-        };
-        access::require_clinic(&self.app, principal, reader, attempt).await?;
+        access::require_clinic(principal, "ListClinicChanges", query.clinic_id)?;
         let page = usize::from(query.page_size);
         let mut events = self
             .app
@@ -157,15 +141,7 @@ impl Audit {
         request: v1::GetTreatmentPlanAsOfRequest,
     ) -> Result<v1::GetTreatmentPlanAsOfResponse, ApiError> {
         let query = PlanAsOfQuery::try_from(request)?;
-        let attempt = Access {
-            clinic_id: query.clinic_id,
-            rpc: "GetTreatmentPlanAsOf".into(),
-            patient_id: None,
-            episode_id: Some(query.episode_id),
-            shown_position: None,
-            outcome: String::new(),
-        };
-        access::require_clinic(&self.app, principal, reader, attempt).await?;
+        access::require_clinic(principal, "GetTreatmentPlanAsOf", query.clinic_id)?;
         let stream = StreamKey::new(query.clinic_id, EpisodeId(query.episode_id).stream_id());
         let events = self.app.store.read_whole_stream(&stream).await?;
         // The state after a prefix of the stream, which once existed: versions and
@@ -268,16 +244,12 @@ impl Audit {
     ) -> Result<v1::GetCheckpointResponse, ApiError> {
         let query = CheckpointQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
-        let signer = self.signer()?;
+        let key = self.verifier_key()?;
         let (checkpoint, log_size) =
             in_clinic(self.app.store.pool(), query.clinic_id, async |tx| {
-                let checkpoint = clinic_log::checkpoint_at_most(
-                    tx,
-                    query.clinic_id,
-                    query.tree_size,
-                    signer.verifier(),
-                )
-                .await?;
+                let checkpoint =
+                    clinic_log::checkpoint_at_most(tx, query.clinic_id, query.tree_size, &key)
+                        .await?;
                 Ok((checkpoint, clinic_log::log_size(tx, query.clinic_id).await?))
             })
             .await?;
@@ -302,12 +274,26 @@ impl Audit {
         Ok(self.checkpoint_response(Some(&checkpoint), log_size))
     }
 
-    /// The server's checkpoint key: what signs, and what every stored checkpoint is
-    /// checked against before it is shown or relied on.
+    /// The server's signing key.
     fn signer(&self) -> Result<std::sync::Arc<CheckpointSigner>, LogPrecondition> {
         self.app
             .checkpoints
             .clone()
+            .ok_or(LogPrecondition::NoCheckpointKey)
+    }
+
+    /// The key every stored checkpoint is checked against before it is shown or relied
+    /// on (the signer's, or the notary's public key given to a server that does not sign).
+    fn verifier_key(&self) -> Result<VerifierKey, LogPrecondition> {
+        self.app
+            .checkpoint_verifier
+            .clone()
+            .or_else(|| {
+                self.app
+                    .checkpoints
+                    .as_ref()
+                    .map(|signer| signer.verifier().clone())
+            })
             .ok_or(LogPrecondition::NoCheckpointKey)
     }
 
@@ -319,10 +305,8 @@ impl Audit {
         v1::GetCheckpointResponse {
             checkpoint: checkpoint.map(log_checkpoint),
             verifier_key: self
-                .app
-                .checkpoints
-                .as_ref()
-                .map(|signer| signer.verifier().to_string())
+                .verifier_key()
+                .map(|key| key.to_string())
                 .unwrap_or_default(),
             log_size: size_to_wire(log_size),
         }
@@ -340,8 +324,7 @@ impl Audit {
             LogRecord::Event(position) => (LeafKind::Event, position),
             LogRecord::Access(position) => (LeafKind::Access, position),
         };
-        let signer = self.signer()?;
-        let key = signer.verifier();
+        let key = &self.verifier_key()?;
         in_clinic(self.app.store.pool(), clinic_id, async |tx| {
             let Some((index, leaf)) = clinic_log::find_leaf(tx, clinic_id, kind, position).await?
             else {
@@ -384,8 +367,7 @@ impl Audit {
         let query = ConsistencyQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
         let clinic_id = query.clinic_id;
-        let signer = self.signer()?;
-        let key = signer.verifier();
+        let key = &self.verifier_key()?;
         in_clinic(self.app.store.pool(), clinic_id, async |tx| {
             let second = match query.second_size {
                 Some(size) => size,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use spineledger_domain::Policy;
 use spineledger_store::EventStore;
-use spineledger_verifier::checkpoint::CheckpointSigner;
+use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use reads::ReadSettings;
@@ -38,6 +38,9 @@ pub struct App {
     /// Signs checkpoints of the clinics' logs on demand (`None`: this server holds no
     /// key; the notary of another process signs).
     pub checkpoints: Option<Arc<CheckpointSigner>>,
+    /// The key stored checkpoints are checked against before they are shown or relied on:
+    /// the signer's, or, on a server that does not sign, the notary's public key.
+    pub checkpoint_verifier: Option<VerifierKey>,
 }
 
 impl App {
@@ -49,6 +52,7 @@ impl App {
             clock: Arc::new(SystemClock),
             reads: ReadSettings::default(),
             checkpoints: None,
+            checkpoint_verifier: None,
         }
     }
 }

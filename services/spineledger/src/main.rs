@@ -172,8 +172,18 @@ impl CheckpointKeyArgs {
             tracing::warn!("no checkpoint key (no HOME): this process signs no checkpoints");
             return Ok(None);
         };
-        if develop || path.exists() {
-            return self.signer(develop).map(Some);
+        if path.exists() {
+            return self.signer(false).map(Some);
+        }
+        if develop {
+            // A fresh machine must still start: a key that cannot be created (a read-only
+            // home) means no signing here, not no service.
+            return Ok(self
+                .signer(true)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no checkpoint key: this process signs no checkpoints");
+                })
+                .ok());
         }
         tracing::warn!(
             path = %path.display(),
@@ -464,6 +474,10 @@ struct ServeArgs {
     auth: AuthArgs,
     #[command(flatten)]
     checkpoints: CheckpointKeyArgs,
+    /// Without a signing key: the verifier key (<name>+<id>+<key>) of the notary that signs
+    /// elsewhere, so that this server still answers GetCheckpoint and proofs.
+    #[arg(long, env = "SPINELEDGER_VERIFIER_KEY")]
+    verifier_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -652,6 +666,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(verifier_key = %signer.verifier(), "checkpoints signed with");
     }
     let mut app = App::new(store);
+    app.checkpoint_verifier = match (&signer, &args.verifier_key) {
+        (Some(signer), _) => Some(signer.verifier().clone()),
+        (None, Some(text)) => Some(text.parse::<VerifierKey>()?),
+        (None, None) => None,
+    };
     app.checkpoints = signer.map(Arc::new);
     app.reads = ReadSettings {
         min_cell: args.min_cell,

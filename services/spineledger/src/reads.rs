@@ -127,15 +127,7 @@ impl ReadModels {
         request: v1::GetTreatmentPlanRequest,
     ) -> Result<v1::GetTreatmentPlanResponse, ApiError> {
         let query = PlanQuery::try_from(request)?;
-        let attempt = Access {
-            clinic_id: query.clinic_id,
-            rpc: "GetTreatmentPlan".into(),
-            patient_id: None,
-            episode_id: Some(query.episode_id),
-            shown_position: None,
-            outcome: String::new(),
-        };
-        access::require_clinic(&self.app, principal, reader, attempt).await?;
+        access::require_clinic(principal, "GetTreatmentPlan", query.clinic_id)?;
         self.catch_up(
             Projection::TreatmentPlans,
             &[query.clinic_id],
@@ -168,15 +160,7 @@ impl ReadModels {
         request: v1::ListTreatmentPlansRequest,
     ) -> Result<v1::ListTreatmentPlansResponse, ApiError> {
         let query = PlanListQuery::try_from(request)?;
-        let attempt = Access {
-            clinic_id: query.clinic_id,
-            rpc: "ListTreatmentPlans".into(),
-            patient_id: query.patient_id,
-            episode_id: None,
-            shown_position: None,
-            outcome: String::new(),
-        };
-        access::require_clinic(&self.app, principal, reader, attempt).await?;
+        access::require_clinic(principal, "ListTreatmentPlans", query.clinic_id)?;
         self.catch_up(
             Projection::TreatmentPlans,
             &[query.clinic_id],

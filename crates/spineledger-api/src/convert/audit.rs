@@ -179,6 +179,11 @@ fn access_page_cursor(token: &str, sort: AccessSort, descending: bool) -> Option
         return None;
     }
     let position: i64 = position.parse().ok().filter(|position| *position >= 0)?;
+    // Keys are what the store wrote: text without control characters (PostgreSQL refuses
+    // a NUL outright, which would otherwise surface as an internal error).
+    if key.chars().any(char::is_control) {
+        return None;
+    }
     Some(AccessCursor {
         key: key.to_owned(),
         position,
