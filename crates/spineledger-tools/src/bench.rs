@@ -65,6 +65,11 @@ pub struct Phase {
     pub p50_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub p99_ms: f64,
+    /// PostgreSQL's CPU time (every backend and the postmaster's reaped children) per
+    /// transaction, milliseconds; `None` where not measured.
+    pub postgres_cpu_ms: Option<f64>,
+    /// The service process's CPU time per transaction, milliseconds (appends only).
+    pub service_cpu_ms: Option<f64>,
 }
 
 impl Phase {
@@ -75,13 +80,88 @@ impl Phase {
             seconds,
             p50_ms: percentile(&latencies_us, 0.50) / 1000.0,
             p99_ms: percentile(&latencies_us, 0.99) / 1000.0,
+            ..Self::default()
         }
+    }
+
+    /// Records the CPU time spent between two samples, per transaction.
+    fn with_cpu(mut self, before: CpuSample, after: CpuSample) -> Self {
+        let per = |spent: f64| spent / (self.transactions.max(1) as f64);
+        self.postgres_cpu_ms = Some(per(after.postgres_ms - before.postgres_ms));
+        if let (Some(before), Some(after)) = (before.service_ms, after.service_ms) {
+            self.service_cpu_ms = Some(per(after - before));
+        }
+        self
     }
 
     /// Throughput.
     pub fn per_second(&self) -> f64 {
         self.transactions as f64 / self.seconds.max(1e-9)
     }
+}
+
+/// CPU time consumed so far, from /proc, milliseconds (user + system).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSample {
+    /// Every PostgreSQL process of the machine, with the postmaster's reaped children
+    /// (backends that exited during the phase).
+    postgres_ms: f64,
+    /// The service child, when there is one.
+    service_ms: Option<f64>,
+}
+
+/// The kernel reports CPU time in ticks of USER_HZ, which is 100 on Linux.
+const MS_PER_TICK: f64 = 10.0;
+
+impl CpuSample {
+    fn now(service: Option<u32>) -> Self {
+        let mut postgres_ms = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name();
+            let Some(pid) = pid
+                .to_str()
+                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if command_name(pid).as_deref() != Some("postgres") {
+                continue;
+            }
+            let Some(stat) = stat_fields(pid) else {
+                continue;
+            };
+            let tick = |index: usize| stat.get(index).and_then(|v| v.parse::<f64>().ok());
+            postgres_ms += (tick(11).unwrap_or(0.0) + tick(12).unwrap_or(0.0)) * MS_PER_TICK;
+            // The postmaster (its parent is not postgres) also carries its reaped children.
+            let parent = stat.get(1).map(String::as_str).unwrap_or_default();
+            if command_name(parent).as_deref() != Some("postgres") {
+                postgres_ms += (tick(13).unwrap_or(0.0) + tick(14).unwrap_or(0.0)) * MS_PER_TICK;
+            }
+        }
+        let service_ms = service.and_then(|pid| {
+            let stat = stat_fields(&pid.to_string())?;
+            let tick = |index: usize| stat.get(index).and_then(|v| v.parse::<f64>().ok());
+            Some((tick(11)? + tick(12)?) * MS_PER_TICK)
+        });
+        Self {
+            postgres_ms,
+            service_ms,
+        }
+    }
+}
+
+fn command_name(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|name| name.trim().to_owned())
+}
+
+/// The fields of /proc/<pid>/stat after the command name (the first is the state, the
+/// second the parent pid, the twelfth utime, then stime, cutime, cstime).
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 fn percentile(sorted: &[f64], quantile: f64) -> f64 {
@@ -130,6 +210,17 @@ impl BenchReport {
                 phase.transactions
             );
         };
+        let cpu = |out: &mut String, name: &str, phase: &Phase| {
+            if let Some(postgres) = phase.postgres_cpu_ms {
+                let service = phase.service_cpu_ms.unwrap_or(0.0);
+                let _ = writeln!(
+                    out,
+                    "{:<44} {:>6.3} ms  (PostgreSQL {postgres:.3} ms, service {service:.3} ms)",
+                    format!("  CPU per transaction, {name}"),
+                    postgres + service
+                );
+            }
+        };
         row(&mut out, "raw pgbench insert, 1 client", &self.raw_single);
         row(
             &mut out,
@@ -140,6 +231,18 @@ impl BenchReport {
         row(
             &mut out,
             &format!("gRPC append, {} clients", self.clients),
+            &self.service_concurrent,
+        );
+        cpu(&mut out, "raw, 1 client", &self.raw_single);
+        cpu(
+            &mut out,
+            &format!("raw, {} clients", self.clients),
+            &self.raw_concurrent,
+        );
+        cpu(&mut out, "append, 1 client", &self.service_single);
+        cpu(
+            &mut out,
+            &format!("append, {} clients", self.clients),
             &self.service_concurrent,
         );
         let _ = writeln!(
@@ -265,10 +368,12 @@ async fn pgbench(
         .stderr(Stdio::piped())
         .current_dir(logs);
     libpq_settings(&mut command, config);
+    let before = CpuSample::now(None);
     let output = command
         .output()
         .await
         .context("cannot run pgbench (install the PostgreSQL client tools)")?;
+    let after = CpuSample::now(None);
     anyhow::ensure!(
         output.status.success(),
         "pgbench failed: {}",
@@ -299,7 +404,7 @@ async fn pgbench(
         }
         std::fs::remove_file(&path)?;
     }
-    Ok(Phase::from_latencies(latencies, seconds as f64))
+    Ok(Phase::from_latencies(latencies, seconds as f64).with_cpu(before, after))
 }
 
 fn libpq_settings(command: &mut tokio::process::Command, config: &Config) {
@@ -512,6 +617,7 @@ async fn appends(
     seconds: u64,
     last_ack: Option<LastAck>,
 ) -> anyhow::Result<Phase> {
+    let before = CpuSample::now(server.child.id());
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..clients)
@@ -543,10 +649,8 @@ async fn appends(
                 .map_err(|status| anyhow::anyhow!("append failed: {status}"))?,
         );
     }
-    Ok(Phase::from_latencies(
-        latencies,
-        started.elapsed().as_secs_f64(),
-    ))
+    let after = CpuSample::now(server.child.id());
+    Ok(Phase::from_latencies(latencies, started.elapsed().as_secs_f64()).with_cpu(before, after))
 }
 
 async fn drive(
