@@ -4,6 +4,7 @@
 pub mod oracle;
 pub mod raw;
 pub mod requests;
+pub mod tampering;
 
 pub use raw::RawCodec;
 

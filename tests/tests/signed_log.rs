@@ -12,11 +12,10 @@ use serde_json::json;
 use spineledger::verify::{Report, export, verify};
 use spineledger_api::v1;
 use spineledger_e2e::Harness;
+use spineledger_e2e::tampering::{stream_of, superuser};
 use spineledger_projections::clinic_log::{latest_checkpoint, sign_grown_logs};
 use spineledger_projections::{Projection, Projector, ProjectorConfig};
-use spineledger_store::{
-    Access, EventMetadata, ExpectedVersion, Fingerprint, NewEvent, Reader, StreamKey,
-};
+use spineledger_store::{Access, Reader, StreamKey};
 use spineledger_testkit::TestDatabase;
 use spineledger_verifier::bundle::FindingKind;
 use spineledger_verifier::chain::EventHash;
@@ -26,24 +25,6 @@ use spineledger_verifier::stream::StoredEvent;
 use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
-
-fn event(n: u64) -> NewEvent {
-    let payload = json!({ "n": n, "note": "as written" });
-    let event_id = Uuid::new_v4();
-    NewEvent {
-        event_id,
-        event_type: "SessionRecorded".into(),
-        schema_version: 1,
-        fingerprint: Fingerprint::of(&payload).expect("fingerprint"),
-        payload,
-        metadata: EventMetadata {
-            actor: "provider-7".into(),
-            command_id: event_id,
-            ..EventMetadata::default()
-        },
-        occurred_at: Some(Utc::now()),
-    }
-}
 
 fn signer() -> CheckpointSigner {
     CheckpointSigner::new(
@@ -95,18 +76,6 @@ async fn sign(database: &TestDatabase) {
         .expect("sign");
 }
 
-async fn stream_of(database: &TestDatabase, clinic: Uuid, events: u64) -> StreamKey {
-    let stream = StreamKey::new(clinic, format!("episode-{}", Uuid::new_v4()));
-    for n in 1..=events {
-        database
-            .store()
-            .append(&stream, ExpectedVersion::Any, &[event(n)])
-            .await
-            .expect("append");
-    }
-    stream
-}
-
 async fn read_access(database: &TestDatabase, clinic: Uuid, reads: usize) {
     let reader = Reader {
         subject: "auditor-1".into(),
@@ -156,7 +125,7 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
     let clinics: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     for clinic in &clinics {
         for _ in 0..3 {
-            stream_of(&database, *clinic, 4).await;
+            stream_of(&database, *clinic, "log", 4).await;
         }
         read_access(&database, *clinic, 5).await;
     }
@@ -179,7 +148,7 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
 
     // Records after the checkpoint: indexed, not yet signed, still sound; signing again
     // adds a checkpoint that extends the first.
-    stream_of(&database, clinics[0], 2).await;
+    stream_of(&database, clinics[0], "log", 2).await;
     let pending = verified(&database, Some(clinics[0]), None).await;
     assert_eq!(pending.pending, 2, "not yet indexed");
     assert!(pending.findings.is_empty(), "{:?}", pending.findings);
@@ -231,7 +200,7 @@ async fn every_record_is_indexed_once_and_the_audit_of_a_sound_log_passes() {
         )
         .await
         .expect("a junk checkpoint");
-    stream_of(&database, clinics[1], 1).await;
+    stream_of(&database, clinics[1], "log", 1).await;
     integrate(&database).await;
     // And one with exactly the size and root the next checkpoint will have, under a note
     // nobody signed: it must not keep the signed note out.
@@ -282,13 +251,13 @@ async fn a_new_shard_layout_indexes_nothing_twice_and_nothing_out_of_order() {
     let database = TestDatabase::create().await;
     let clinics: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
     for clinic in &clinics {
-        stream_of(&database, *clinic, 3).await;
+        stream_of(&database, *clinic, "log", 3).await;
         read_access(&database, *clinic, 1).await;
     }
     integrate_in(&database, 4).await;
     // Half the shards get further than the others before the layout changes.
     for clinic in &clinics {
-        stream_of(&database, *clinic, 2).await;
+        stream_of(&database, *clinic, "log", 2).await;
         read_access(&database, *clinic, 1).await;
     }
     let config = ProjectorConfig {
@@ -327,16 +296,6 @@ async fn a_new_shard_layout_indexes_nothing_twice_and_nothing_out_of_order() {
     let report = verified(&database, None, None).await;
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!((report.leaves, report.pending), (6 * 7, 0));
-}
-
-/// The superuser's way around the immutability triggers.
-async fn superuser(database: &TestDatabase) -> spineledger_store::tokio_postgres::Client {
-    let owner = database.owner_client().await;
-    owner
-        .batch_execute("SET session_replication_role = replica")
-        .await
-        .expect("bypass triggers");
-    owner
 }
 
 /// Rewrites version `version` of `stream` and every hash after it, the head, and the
@@ -426,8 +385,8 @@ async fn tampering_the_chain_cannot_show_is_found_by_the_signed_log() {
     let clinics: BTreeMap<&str, Uuid> = names.iter().map(|name| (*name, Uuid::new_v4())).collect();
     let mut streams = BTreeMap::new();
     for (name, clinic) in &clinics {
-        streams.insert(*name, stream_of(&database, *clinic, 4).await);
-        stream_of(&database, *clinic, 3).await;
+        streams.insert(*name, stream_of(&database, *clinic, "log", 4).await);
+        stream_of(&database, *clinic, "log", 3).await;
         read_access(&database, *clinic, 2).await;
     }
     integrate(&database).await;
@@ -444,7 +403,7 @@ async fn tampering_the_chain_cannot_show_is_found_by_the_signed_log() {
     .expect("read")
     .expect("signed");
     assert_eq!(kept.head.size, 9);
-    stream_of(&database, clinics["rollback"], 1).await;
+    stream_of(&database, clinics["rollback"], "log", 1).await;
     integrate(&database).await;
 
     let owner = superuser(&database).await;

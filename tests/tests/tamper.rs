@@ -4,32 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
 use spineledger::verify::{Report, verify};
-use spineledger_store::{EventMetadata, ExpectedVersion, Fingerprint, NewEvent, StreamKey};
+use spineledger_e2e::tampering::{stream_of, superuser};
 use spineledger_testkit::TestDatabase;
 use spineledger_verifier::bundle::FindingKind;
 use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 use spineledger_verifier::stream::Fault;
 use uuid::Uuid;
-
-fn event(n: u64) -> NewEvent {
-    let payload = json!({ "n": n, "note": "unchanged" });
-    let event_id = Uuid::new_v4();
-    NewEvent {
-        event_id,
-        event_type: "SessionRecorded".into(),
-        schema_version: 1,
-        fingerprint: Fingerprint::of(&payload).expect("fingerprint"),
-        payload,
-        metadata: EventMetadata {
-            actor: "provider-7".into(),
-            command_id: event_id,
-            ..EventMetadata::default()
-        },
-        occurred_at: Some(chrono::Utc::now()),
-    }
-}
 
 /// A key no checkpoint here is signed with: these streams were never integrated, so only
 /// the chains are judged.
@@ -49,19 +30,6 @@ async fn verified(database: &TestDatabase, clinic: Option<Uuid>) -> Report {
         .expect("verify")
 }
 
-/// A stream of four events, appended one at a time as the service does.
-async fn four_events(database: &TestDatabase, clinic: Uuid, name: &str) -> StreamKey {
-    let stream = StreamKey::new(clinic, format!("episode-{name}-{}", Uuid::new_v4()));
-    for n in 1..=4 {
-        database
-            .store()
-            .append(&stream, ExpectedVersion::Any, &[event(n)])
-            .await
-            .expect("append");
-    }
-    stream
-}
-
 #[tokio::test]
 async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
     let database = TestDatabase::create().await;
@@ -72,18 +40,13 @@ async fn every_edit_the_chain_can_show_is_found_at_its_stream_and_version() {
         "intact", "payload", "metadata", "type", "occurred", "middle", "last", "swap", "forged",
         "from", "into", "moved", "stripped", "headless",
     ] {
-        streams.insert(name, four_events(&database, clinic, name).await);
+        streams.insert(name, stream_of(&database, clinic, name, 4).await);
     }
     let untouched = verified(&database, None).await;
     assert!(untouched.findings.is_empty(), "{:?}", untouched.findings);
     assert_eq!((untouched.streams, untouched.events), (14, 56));
 
-    // The superuser's way around the immutability trigger.
-    let owner = database.owner_client().await;
-    owner
-        .batch_execute("SET session_replication_role = replica")
-        .await
-        .expect("bypass triggers");
+    let owner = superuser(&database).await;
     let at = |name: &str| {
         let stream = &streams[name];
         (stream.clinic_id, stream.stream_id.clone())

@@ -56,20 +56,38 @@ impl Projector {
         // Where each cursor goes: past what was read, or, for a log with nothing of this
         // shard's, past a long stretch of other shards' records (so an idle shard does not
         // rescan it on every poll).
-        let end = match events.last() {
-            Some(last) => last.cursor,
-            None => idle_shard_horizon(&transaction, start, clinic_shard)
-                .await?
-                .filter(|horizon| worth_skipping(start, *horizon))
-                .unwrap_or(start),
-        };
-        let access_end = match entries.last() {
-            Some(last) => last.cursor,
-            None => idle_access_horizon(&transaction, access_start, clinic_shard)
-                .await?
-                .filter(|horizon| worth_skipping(access_start, *horizon))
-                .unwrap_or(access_start),
-        };
+        // The two horizons are independent: asked together (pipelined), each only when
+        // its log had nothing of this shard's.
+        let (event_horizon, access_horizon) = futures::try_join!(
+            async {
+                match events.last() {
+                    Some(_) => Ok(None),
+                    None => idle_shard_horizon(&transaction, start, clinic_shard).await,
+                }
+            },
+            async {
+                match entries.last() {
+                    Some(_) => Ok(None),
+                    None => idle_access_horizon(&transaction, access_start, clinic_shard).await,
+                }
+            },
+        )?;
+        let end = events.last().map_or_else(
+            || {
+                event_horizon
+                    .filter(|horizon| worth_skipping(start, *horizon))
+                    .unwrap_or(start)
+            },
+            |last| last.cursor,
+        );
+        let access_end = entries.last().map_or_else(
+            || {
+                access_horizon
+                    .filter(|horizon| worth_skipping(access_start, *horizon))
+                    .unwrap_or(access_start)
+            },
+            |last| last.cursor,
+        );
         if end == start && access_end == access_start {
             transaction.rollback().await?;
             return Ok(BatchOutcome {
@@ -291,15 +309,24 @@ pub async fn sign_checkpoint(
         head,
     });
     let size = i64::try_from(head.size).unwrap_or(i64::MAX);
-    client
-        .execute(
+    let inserted = client
+        .query_opt(
             "INSERT INTO log_checkpoints (clinic_id, tree_size, root_hash, note) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING signed_at",
             &[&clinic_id, &size, &&head.root[..], &note],
         )
         .await?;
     tracing::debug!(tree_size = head.size, "checkpoint signed");
-    latest_checkpoint(client, clinic_id, signer.verifier()).await
+    match inserted {
+        Some(row) => Ok(Some(SignedCheckpoint {
+            head,
+            note,
+            signed_at: row.try_get(0)?,
+        })),
+        // The same note is there already (Ed25519 signs deterministically): another
+        // signer got there first.
+        None => latest_checkpoint(client, clinic_id, signer.verifier()).await,
+    }
 }
 
 /// The largest valid checkpoint of `clinic_id` (the earliest signed among equals).

@@ -154,19 +154,6 @@ pub struct Integrated {
     pub access: Cursor,
 }
 
-fn foreign(clinic_id: Uuid, position: i64, found: Uuid) -> Finding {
-    Finding {
-        kind: FindingKind::ForeignRecord,
-        clinic_id,
-        stream_id: None,
-        version: None,
-        position: Some(position),
-        leaf: None,
-        expected: format!("clinic {clinic_id}"),
-        found: format!("clinic {found}"),
-    }
-}
-
 /// The leaf of an event: its chain hash, or for an event recorded before chains existed
 /// (it has none) the hash of its fields onto the genesis hash.
 pub fn event_leaf(event: &StoredEvent) -> EventHash {
@@ -249,6 +236,29 @@ pub struct Finding {
     pub expected: String,
     /// What is there.
     pub found: String,
+}
+
+impl Finding {
+    /// A fault of the index or the checkpoints of `clinic_id` (no stream or version).
+    fn in_log(
+        kind: FindingKind,
+        clinic_id: Uuid,
+        position: Option<i64>,
+        leaf: Option<u64>,
+        expected: String,
+        found: String,
+    ) -> Self {
+        Self {
+            kind,
+            clinic_id,
+            stream_id: None,
+            version: None,
+            position,
+            leaf,
+            expected,
+            found,
+        }
+    }
 }
 
 impl From<Break> for Finding {
@@ -334,15 +344,8 @@ impl Bundle {
     pub fn audit(&self, key: &VerifierKey, kept: Option<&str>) -> Audit {
         let mut audit = Audit::default();
         let clinic_id = self.clinic_id;
-        let finding = |kind, position, leaf, expected: String, found: String| Finding {
-            kind,
-            clinic_id,
-            stream_id: None,
-            version: None,
-            position,
-            leaf,
-            expected,
-            found,
+        let finding = |kind, position, leaf, expected, found| {
+            Finding::in_log(kind, clinic_id, position, leaf, expected, found)
         };
         if self.format != BUNDLE_FORMAT {
             audit.findings.push(finding(
@@ -381,9 +384,14 @@ impl Bundle {
             // another clinic then fails its hash, which covers the clinic.
             let mut event = bundled.event.clone();
             if event.clinic_id != self.clinic_id {
-                audit
-                    .findings
-                    .push(foreign(self.clinic_id, event.position, event.clinic_id));
+                audit.findings.push(Finding::in_log(
+                    FindingKind::ForeignRecord,
+                    self.clinic_id,
+                    Some(event.position),
+                    None,
+                    format!("clinic {}", self.clinic_id),
+                    format!("clinic {}", event.clinic_id),
+                ));
                 event.clinic_id = self.clinic_id;
             }
             by_stream
@@ -393,10 +401,13 @@ impl Bundle {
         }
         for bundled in &self.access_log {
             if bundled.entry.clinic_id != self.clinic_id {
-                audit.findings.push(foreign(
+                audit.findings.push(Finding::in_log(
+                    FindingKind::ForeignRecord,
                     self.clinic_id,
-                    bundled.entry.position,
-                    bundled.entry.clinic_id,
+                    Some(bundled.entry.position),
+                    None,
+                    format!("clinic {}", self.clinic_id),
+                    format!("clinic {}", bundled.entry.clinic_id),
                 ));
             }
         }
@@ -419,15 +430,8 @@ impl Bundle {
 
     fn check_index(&self, audit: &mut Audit) -> LogTree {
         let clinic_id = self.clinic_id;
-        let finding = |kind, position, leaf, expected: String, found: String| Finding {
-            kind,
-            clinic_id,
-            stream_id: None,
-            version: None,
-            position,
-            leaf,
-            expected,
-            found,
+        let finding = |kind, position, leaf, expected, found| {
+            Finding::in_log(kind, clinic_id, position, leaf, expected, found)
         };
         let events: HashMap<i64, &BundledEvent> = self
             .events
@@ -565,15 +569,8 @@ impl Bundle {
         audit: &mut Audit,
     ) {
         let clinic_id = self.clinic_id;
-        let finding = |kind, leaf, expected: String, found: String| Finding {
-            kind,
-            clinic_id,
-            stream_id: None,
-            version: None,
-            position: None,
-            leaf,
-            expected,
-            found,
+        let finding = |kind, leaf, expected, found| {
+            Finding::in_log(kind, clinic_id, None, leaf, expected, found)
         };
         let origin = clinic_origin(self.clinic_id);
         let size = tree.size();
@@ -677,15 +674,8 @@ impl Bundle {
         audit: &mut Audit,
     ) {
         let head = checkpoint.head;
-        let finding = |kind, expected: String, found: String| Finding {
-            kind,
-            clinic_id: self.clinic_id,
-            stream_id: None,
-            version: None,
-            position: None,
-            leaf: Some(head.size),
-            expected,
-            found,
+        let finding = |kind, expected, found| {
+            Finding::in_log(kind, self.clinic_id, None, Some(head.size), expected, found)
         };
         match heads.get(&head.size) {
             None => audit.findings.push(finding(

@@ -14,9 +14,7 @@ use spineledger_auth::Principal;
 use spineledger_domain::EpisodeId;
 use spineledger_domain::PatientId;
 use spineledger_projections::clinic_log::{self, SignedCheckpoint, in_clinic};
-use spineledger_store::{
-    Access, AccessQuery, AccessRecord, AccessSort, Reader, RecordedEvent, StreamKey,
-};
+use spineledger_store::{Access, AccessRecord, AccessSort, Reader, RecordedEvent, StreamKey};
 use spineledger_verifier::bundle::LeafKind;
 use spineledger_verifier::checkpoint::{CheckpointSigner, VerifierKey};
 use spineledger_verifier::merkle::{LogTree, ProofError};
@@ -187,24 +185,13 @@ impl Audit {
         principal: &Principal,
         request: v1::ListAccessLogRequest,
     ) -> Result<v1::ListAccessLogResponse, ApiError> {
-        let query = AccessLogQuery::try_from(request)?;
+        let AccessLogQuery {
+            access: query,
+            page_size,
+        } = AccessLogQuery::try_from(request)?;
         auth::require_clinic(principal, query.clinic_id, "clinic_id")?;
-        let page = usize::from(query.page_size);
-        let mut entries = self
-            .app
-            .store
-            .list_access(&AccessQuery {
-                clinic_id: query.clinic_id,
-                patient_id: query.patient_id,
-                who: query.who,
-                from: query.from,
-                to: query.to,
-                sort: query.sort,
-                descending: query.descending,
-                after: query.after,
-                limit: page + 1,
-            })
-            .await?;
+        let page = usize::from(page_size);
+        let mut entries = self.app.store.list_access(&query).await?;
         let (next_after_position, next_page_token) = if entries.len() > page {
             entries.truncate(page);
             entries

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use spineledger_store::{AccessCursor, AccessSort};
+use spineledger_store::{AccessCursor, AccessQuery, AccessSort};
 
 use super::Check;
 use crate::error::FieldViolations;
@@ -102,22 +102,9 @@ impl TryFrom<v1::ListClinicChangesRequest> for ClinicChangesQuery {
 /// A valid `ListAccessLogRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLogQuery {
-    /// The clinic.
-    pub clinic_id: Uuid,
-    /// Only this patient's entries.
-    pub patient_id: Option<Uuid>,
-    /// Only this principal subject's or actor's.
-    pub who: Option<String>,
-    /// Accessed at or after.
-    pub from: Option<DateTime<Utc>>,
-    /// Accessed before.
-    pub to: Option<DateTime<Utc>>,
-    /// By what.
-    pub sort: AccessSort,
-    /// Largest (newest) first.
-    pub descending: bool,
-    /// The page starts after this entry.
-    pub after: Option<AccessCursor>,
+    /// The store's query: filters, order, where the page starts, and a limit of one more
+    /// entry than the page (which tells whether another page follows).
+    pub access: AccessQuery,
     /// Entries per page.
     pub page_size: u16,
 }
@@ -257,14 +244,17 @@ impl TryFrom<v1::ListAccessLogRequest> for AccessLogQuery {
         let page_size = check.history_page(req.page_size);
         let query = (|| {
             Some(Self {
-                clinic_id: clinic_id?,
-                patient_id: patient_id?,
-                who: who?,
-                from: from.map_or(Some(None), |from| from.map(Some))?,
-                to: to.map_or(Some(None), |to| to.map(Some))?,
-                sort: sort?,
-                descending,
-                after: after?,
+                access: AccessQuery {
+                    clinic_id: clinic_id?,
+                    patient_id: patient_id?,
+                    who: who?,
+                    from: from.map_or(Some(None), |from| from.map(Some))?,
+                    to: to.map_or(Some(None), |to| to.map(Some))?,
+                    sort: sort?,
+                    descending,
+                    after: after?,
+                    limit: usize::from(page_size?) + 1,
+                },
                 page_size: page_size?,
             })
         })();
