@@ -57,4 +57,15 @@ impl StoreError {
         matches!(self, Self::Database(error)
             if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
     }
+
+    /// True when a transaction failed only because a concurrent one got in its way: a
+    /// unique violation, a deadlock (40P01) or a serialization failure (40001). Running
+    /// it again sees the other transaction's outcome.
+    pub(crate) fn is_lost_race(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        self.is_unique_violation()
+            || matches!(self, Self::Database(error)
+                if error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                    || error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
+    }
 }

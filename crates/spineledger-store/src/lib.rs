@@ -16,6 +16,7 @@ pub use spineledger_verifier::chain;
 mod access;
 mod database;
 mod error;
+mod group;
 mod model;
 mod scope;
 mod store;
@@ -30,6 +31,7 @@ pub use database::{
     ensure_walled, migrate, parse_url, pool, quote_identifier, resolve, with_dbname,
 };
 pub use error::StoreError;
+pub use group::GroupCommit;
 pub use model::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, RecordedPrincipal, StreamKey,

@@ -8,7 +8,7 @@
 
 use crate::chain::{EventHash, Hashed};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -17,6 +17,7 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::group::{Command, Committer, GroupCommit, Refusal};
 use crate::scope::{ClinicScope, scoped};
 use crate::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
@@ -25,7 +26,7 @@ use crate::{
 
 /// How often an append is retried after losing a race on a unique key. One retry is
 /// enough to see the winner's committed rows; a few more cover pathological interleaving.
-const UNIQUE_VIOLATION_RETRIES: usize = 5;
+pub(crate) const UNIQUE_VIOLATION_RETRIES: usize = 5;
 
 /// Locks the stream row, creating it at version 0 if new; returns the version.
 const LOCK_STREAM: &str = "INSERT INTO streams (clinic_id, stream_id, version) VALUES ($1, $2, 0) \
@@ -36,7 +37,12 @@ const LOCK_STREAM: &str = "INSERT INTO streams (clinic_id, stream_id, version) V
 const FIND_RETRY: &str = "SELECT event_id, stream_id, version, xid::text::bigint, position, \
      fingerprint, hash FROM events WHERE clinic_id = $1 AND event_id = ANY($2)";
 
-const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
+/// [`FIND_RETRY`] for a batch of clinics: the same columns, then the clinic.
+pub(crate) const FIND_RETRY_IN_CLINICS: &str = "SELECT event_id, stream_id, version, \
+     xid::text::bigint, position, fingerprint, hash, clinic_id FROM events \
+     WHERE (clinic_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))";
+
+pub(crate) const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
      schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
      position, fingerprint, prev_hash, hash";
 
@@ -48,14 +54,27 @@ pub struct EventStore {
     pool: Pool,
     /// Signalled after every committed append; see [`EventStore::spawn_notifier`].
     appended: Arc<Notify>,
+    /// How decided appends are grouped into transactions.
+    group: GroupCommit,
+    /// The group commit's queue, its writers started on first use (on the runtime that
+    /// uses the store).
+    committer: Arc<OnceLock<Committer>>,
 }
 
 impl EventStore {
-    /// The store over `pool` (connections that log in as the app role).
+    /// The store over `pool` (connections that log in as the app role), with the default
+    /// group commit.
     pub fn new(pool: Pool) -> Self {
+        Self::with_group_commit(pool, GroupCommit::default())
+    }
+
+    /// The store over `pool`, grouping decided appends as `group` says.
+    pub fn with_group_commit(pool: Pool, group: GroupCommit) -> Self {
         Self {
             pool,
             appended: Arc::new(Notify::new()),
+            group,
+            committer: Arc::new(OnceLock::new()),
         }
     }
 
@@ -415,120 +434,73 @@ pub fn request_keys(events: &[NewEvent]) -> Vec<(Uuid, Fingerprint)> {
 }
 
 impl EventStore {
-    /// Decides and appends under the stream's lock, in one transaction: lock the stream,
-    /// recognise a retry of `request` (returning the original outcome without calling
-    /// `decide`), check `expected`, read the stream, let `decide` turn its history into
-    /// events (or refuse with `E`), insert them. Concurrent deciders of one stream queue
-    /// on the lock instead of racing, so none of them loses a version race.
+    /// Decides and appends under the stream's lock: lock the stream, recognise a retry of
+    /// `request` (returning the original outcome without calling `decide`), check
+    /// `expected`, read the stream, let `decide` turn its history into events (or refuse
+    /// with `E`), insert them. Concurrent deciders of one stream queue on the lock
+    /// instead of racing, so none of them loses a version race.
+    ///
+    /// Concurrent calls share transactions (group commit, [`crate::GroupCommit`]); each
+    /// gets its own outcome, and an `Ok` outcome has committed. `decide` runs on one of
+    /// the store's writer tasks, hence `Send + 'static`.
     ///
     /// The outer error is the store's; the inner one is `decide`'s refusal (nothing is
     /// written then).
-    pub async fn append_decided<E>(
+    pub async fn append_decided<E: Send + 'static>(
         &self,
         stream: &StreamKey,
         expected: ExpectedVersion,
         request: &[(Uuid, Fingerprint)],
-        mut decide: impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E> + Send + 'static,
     ) -> Result<Result<AppendOutcome, E>, StoreError> {
-        let mut attempt = 0;
-        loop {
-            let mut client = self.pool.get().await?;
-            let transaction = client.transaction().await?;
-            let result = decide_in(&transaction, stream, expected, request, &mut decide).await;
-            let result = match result {
-                Ok(Ok(outcome)) if !outcome.replayed => transaction
-                    .commit()
-                    .await
-                    .map(|()| Ok(outcome))
-                    .map_err(Into::into),
-                other => other,
-            };
-            match result {
-                Err(error) if error.is_unique_violation() && attempt < UNIQUE_VIOLATION_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(attempt, "append lost a race on a unique key; retrying");
-                }
-                other => {
-                    if other.as_ref().is_ok_and(|decided| {
-                        decided.as_ref().is_ok_and(|outcome| !outcome.replayed)
-                    }) {
-                        self.appended.notify_one();
-                    }
-                    return other;
-                }
-            }
-        }
-    }
-}
-
-async fn decide_in<E>(
-    transaction: &Transaction<'_>,
-    stream: &StreamKey,
-    expected: ExpectedVersion,
-    request: &[(Uuid, Fingerprint)],
-    decide: &mut impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E>,
-) -> Result<Result<AppendOutcome, E>, StoreError> {
-    // Pipelined: the statements are prepared first, then the clinic context and the three
-    // queries go out together and run in order on the server, so the retry lookup and the
-    // history read both see the world as it is once the lock was granted — one round
-    // trip, not four.
-    let lock = transaction.prepare_cached(LOCK_STREAM).await?;
-    let retry = transaction.prepare_cached(FIND_RETRY).await?;
-    let read = transaction
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE clinic_id = $1 AND stream_id = $2 ORDER BY version"
-        ))
-        .await?;
-    let ids: Vec<Uuid> = request.iter().map(|(event_id, _)| *event_id).collect();
-    let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-        [&stream.clinic_id, &stream.stream_id];
-    let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&stream.clinic_id, &ids];
-    let (locked, retried, history) =
-        scoped(transaction, &ClinicScope::one(stream.clinic_id), async {
-            futures::try_join!(
-                transaction.query_one(&lock, &stream_params),
-                transaction.query(&retry, &retry_params),
-                transaction.query(&read, &stream_params),
-            )
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let committer = self.committer.get_or_init(|| {
+            Committer::start(self.pool.clone(), self.group, Arc::clone(&self.appended))
+        });
+        committer
+            .submit(Command {
+                stream: stream.clone(),
+                expected,
+                request: request.to_vec(),
+                decide: std::sync::Mutex::new(Box::new(move |history| {
+                    decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
+                })),
+                reply,
+            })
+            .await?;
+        let answer = answer.await.map_err(|_| {
+            StoreError::Configuration("a group commit writer stopped before answering".into())
+        })?;
+        Ok(match answer? {
+            Ok(outcome) => Ok(outcome),
+            Err(refusal) => Err(*refusal.downcast::<E>().map_err(|_| {
+                StoreError::Malformed("a refusal of another type than its decision's".into())
+            })?),
         })
-        .await?;
-    let head = StreamHead::of(&locked)?;
-    if let Some(replayed) = classify_retry(stream, request, &retried)? {
-        return Ok(Ok(replayed));
     }
-    expected.check(head.version)?;
-    let history = history
-        .iter()
-        .map(decode_event)
-        .collect::<Result<Vec<_>, _>>()?;
-    let events = match decide(&history) {
-        Ok(events) => events,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    validate_batch(&events)?;
-    if request_keys(&events) != request {
-        return Err(StoreError::InvalidBatch(
-            "decided events differ from the request's ids and fingerprints",
-        ));
-    }
-    insert_events(transaction, stream, &head, &events)
-        .await
-        .map(Ok)
 }
 
 /// A locked stream as the appending transaction found it.
-struct StreamHead {
+pub(crate) struct StreamHead {
     /// Its version (0: new).
-    version: u64,
+    pub(crate) version: u64,
     /// The hash of its last event ([`EventHash::GENESIS`] for a new stream, or one whose
     /// events predate the chain).
-    hash: EventHash,
+    pub(crate) hash: EventHash,
     /// The transaction's start: every event it inserts is recorded at this time.
-    recorded_at: DateTime<Utc>,
+    pub(crate) recorded_at: DateTime<Utc>,
 }
 
 impl StreamHead {
+    /// A row of the group commit's lock: clinic, stream, version, head hash.
+    pub(crate) fn of_locked(row: &Row, recorded_at: DateTime<Utc>) -> Result<Self, StoreError> {
+        Ok(Self {
+            version: to_version(row.try_get(2)?)?,
+            hash: decode_hash(row.try_get(3)?)?.unwrap_or(EventHash::GENESIS),
+            recorded_at,
+        })
+    }
+
     fn of(row: &Row) -> Result<Self, StoreError> {
         Ok(Self {
             version: to_version(row.try_get(0)?)?,
@@ -559,146 +531,190 @@ async fn insert_events(
     head: &StreamHead,
     events: &[NewEvent],
 ) -> Result<AppendOutcome, StoreError> {
-    let current = head.version;
-    let count = events.len() as u64;
-    let versions: Vec<i64> = (1..=count)
-        .map(|offset| to_sql_count(current + offset))
-        .collect::<Result<_, _>>()?;
-    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|event| event.event_type.as_str())
-        .collect();
-    let schema_versions: Vec<i32> = events.iter().map(|event| event.schema_version).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|event| &event.payload).collect();
-    // Stored with microsecond precision, and hashed as stored: floored here once, so
-    // the driver never rounds what the hash covers.
-    let occurred: Vec<Option<DateTime<Utc>>> = events
-        .iter()
-        .map(|event| event.occurred_at.map(whole_microseconds))
-        .collect();
-    // The metadata as it will be stored: the hash covers exactly this value.
-    let metadata: Vec<serde_json::Value> = events
-        .iter()
-        .map(|event| serde_json::to_value(&event.metadata))
-        .collect::<Result<_, _>>()
-        .map_err(|error| {
-            StoreError::InvalidBatch(if error.is_data() {
-                "metadata that is not JSON"
-            } else {
-                "metadata that cannot be serialised"
-            })
-        })?;
-    let mut previous = head.hash;
-    let mut previous_hashes: Vec<&[u8]> = Vec::with_capacity(events.len());
-    let mut hashes: Vec<EventHash> = Vec::with_capacity(events.len());
-    for (((event, version), metadata), occurred_at) in events
-        .iter()
-        .zip(current + 1..)
-        .zip(&metadata)
-        .zip(&occurred)
-    {
-        let hash = Hashed {
-            clinic_id: stream.clinic_id,
-            stream_id: &stream.stream_id,
-            version,
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            payload: &event.payload,
-            metadata,
-            occurred_at: *occurred_at,
-            recorded_at: head.recorded_at,
-            previous,
-        }
-        .hash();
-        hashes.push(hash);
-        previous = hash;
-    }
-    let prior = std::iter::once(&head.hash).chain(&hashes);
-    for hash in prior.take(events.len()) {
-        previous_hashes.push(hash.0.as_slice());
-    }
-    let own_hashes: Vec<&[u8]> = hashes.iter().map(|hash| hash.0.as_slice()).collect();
-    let fingerprints: Vec<&[u8]> = events
-        .iter()
-        .map(|event| event.fingerprint.as_bytes().as_slice())
-        .collect();
-
-    let insert = transaction
-        .prepare_cached(
-            "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
-                 schema_version, payload, metadata, fingerprint, occurred_at, prev_hash, hash) \
-             SELECT $1, $2, e.version, e.event_id, e.event_type, e.schema_version, \
-                 e.payload, e.metadata, e.fingerprint, e.occurred_at, e.prev_hash, e.hash \
-             FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], \
-                 $8::jsonb[], $9::bytea[], $10::timestamptz[], $11::bytea[], $12::bytea[]) \
-                 WITH ORDINALITY \
-                 AS e(version, event_id, event_type, schema_version, payload, metadata, \
-                      fingerprint, occurred_at, prev_hash, hash, ordinal) \
-             ORDER BY e.ordinal \
-             RETURNING event_id, version, xid::text::bigint, position, hash",
-        )
-        .await?;
+    let mut rows = EventRows::default();
+    let (version, hash) = rows.push(stream, head, events)?;
+    let insert = EventRows::prepare(transaction).await?;
     let bump = transaction
         .prepare_cached(
             "UPDATE streams SET version = $3, head_hash = $4 \
              WHERE clinic_id = $1 AND stream_id = $2",
         )
         .await?;
-    let new_version = to_sql_count(current + count)?;
-    // Pipelined, in order: if the insert fails (a unique violation the caller retries),
-    // its error is the one reported — it arrives before the bump's "transaction aborted".
-    let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-        &stream.clinic_id,
-        &stream.stream_id,
-        &versions,
-        &ids,
-        &types,
-        &schema_versions,
-        &payloads,
-        &metadata,
-        &fingerprints,
-        &occurred,
-        &previous_hashes,
-        &own_hashes,
-    ];
-    let head_hash = previous.0.as_slice();
+    let new_version = to_sql_count(version)?;
+    let head_hash = hash.0.as_slice();
     let bump_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
         &stream.clinic_id,
         &stream.stream_id,
         &new_version,
         &head_hash,
     ];
-    let (rows, _bumped) = futures::try_join!(
-        transaction.query(&insert, &insert_params),
-        transaction.execute(&bump, &bump_params),
-    )?;
-    let mut appended = rows
-        .iter()
-        .map(|row| {
-            Ok(AppendedEvent {
-                event_id: row.try_get(0)?,
-                version: to_version(row.try_get(1)?)?,
-                cursor: decode_cursor(row.try_get(2)?, row.try_get(3)?)?,
-                hash: decode_hash(row.try_get(4)?)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    appended.sort_by_key(|event| event.version);
-
-    tracing::debug!(
-        events = appended.len(),
-        version = current + count,
-        "appended"
-    );
+    // Pipelined, in order: if the insert fails (a unique violation the caller retries),
+    // its error is the one reported — it arrives before the bump's "transaction aborted".
+    let (appended, _bumped) = futures::try_join!(rows.insert(transaction, &insert), async {
+        Ok(transaction.execute(&bump, &bump_params).await?)
+    },)?;
+    tracing::debug!(events = appended.len(), version, "appended");
     Ok(AppendOutcome {
-        events: appended,
+        events: appended.into_iter().map(|(_, event)| event).collect(),
         replayed: false,
     })
 }
 
-fn validate_batch(events: &[NewEvent]) -> Result<(), StoreError> {
+/// The rows of one multi-row insert into `events`, column by column, possibly of several
+/// streams (group commit): each stream's events hashed onto its head in turn.
+#[derive(Default)]
+pub(crate) struct EventRows {
+    clinic_ids: Vec<Uuid>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+    fingerprints: Vec<Vec<u8>>,
+    occurred: Vec<Option<DateTime<Utc>>>,
+    previous_hashes: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl EventRows {
+    /// True when no event has been pushed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.event_ids.is_empty()
+    }
+
+    /// Adds `events` after `head` of `stream`; returns the stream's new version and head
+    /// hash. `events` must have passed [`validate_batch`].
+    pub(crate) fn push(
+        &mut self,
+        stream: &StreamKey,
+        head: &StreamHead,
+        events: &[NewEvent],
+    ) -> Result<(u64, EventHash), StoreError> {
+        // Everything that can fail is checked before the first row is pushed: a refused
+        // batch leaves the rows as they were.
+        to_sql_count(head.version + events.len() as u64)?;
+        // The metadata as it will be stored: the hash covers exactly this value.
+        let metadata = events
+            .iter()
+            .map(|event| serde_json::to_value(&event.metadata))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                StoreError::InvalidBatch(if error.is_data() {
+                    "metadata that is not JSON"
+                } else {
+                    "metadata that cannot be serialised"
+                })
+            })?;
+        let mut previous = head.hash;
+        let mut version = head.version;
+        for (event, metadata) in events.iter().zip(metadata) {
+            version += 1;
+            // Stored with microsecond precision, and hashed as stored: floored here once,
+            // so the driver never rounds what the hash covers.
+            let occurred_at = event.occurred_at.map(whole_microseconds);
+            let hash = Hashed {
+                clinic_id: stream.clinic_id,
+                stream_id: &stream.stream_id,
+                version,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: &event.payload,
+                metadata: &metadata,
+                occurred_at,
+                recorded_at: head.recorded_at,
+                previous,
+            }
+            .hash();
+            self.clinic_ids.push(stream.clinic_id);
+            self.stream_ids.push(stream.stream_id.clone());
+            self.versions.push(to_sql_count(version)?);
+            self.event_ids.push(event.event_id);
+            self.types.push(event.event_type.clone());
+            self.schema_versions.push(event.schema_version);
+            self.payloads.push(event.payload.clone());
+            self.metadata.push(metadata);
+            self.fingerprints
+                .push(event.fingerprint.as_bytes().to_vec());
+            self.occurred.push(occurred_at);
+            self.previous_hashes.push(previous.0.to_vec());
+            self.hashes.push(hash.0.to_vec());
+            previous = hash;
+        }
+        Ok((version, previous))
+    }
+
+    /// The statement of [`EventRows::insert`], prepared (once per connection) ahead of a
+    /// pipeline, so that the insert goes out in the order it is polled.
+    pub(crate) async fn prepare(
+        transaction: &Transaction<'_>,
+    ) -> Result<tokio_postgres::Statement, StoreError> {
+        Ok(transaction
+            .prepare_cached(
+                "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
+                     schema_version, payload, metadata, fingerprint, occurred_at, prev_hash, \
+                     hash) \
+                 SELECT e.clinic_id, e.stream_id, e.version, e.event_id, e.event_type, \
+                     e.schema_version, e.payload, e.metadata, e.fingerprint, e.occurred_at, \
+                     e.prev_hash, e.hash \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
+                     $6::int[], $7::jsonb[], $8::jsonb[], $9::bytea[], $10::timestamptz[], \
+                     $11::bytea[], $12::bytea[]) \
+                     WITH ORDINALITY \
+                     AS e(clinic_id, stream_id, version, event_id, event_type, \
+                          schema_version, payload, metadata, fingerprint, occurred_at, \
+                          prev_hash, hash, ordinal) \
+                 ORDER BY e.ordinal \
+                 RETURNING clinic_id, event_id, version, xid::text::bigint, position, hash",
+            )
+            .await?)
+    }
+
+    /// One `INSERT … SELECT FROM UNNEST` of every pushed row (`insert` from
+    /// [`EventRows::prepare`]), positions taken in push order; what was stored, by
+    /// clinic, with its version, cursor and hash, in position order.
+    pub(crate) async fn insert(
+        &self,
+        transaction: &Transaction<'_>,
+        insert: &tokio_postgres::Statement,
+    ) -> Result<Vec<(Uuid, AppendedEvent)>, StoreError> {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+            &self.clinic_ids,
+            &self.stream_ids,
+            &self.versions,
+            &self.event_ids,
+            &self.types,
+            &self.schema_versions,
+            &self.payloads,
+            &self.metadata,
+            &self.fingerprints,
+            &self.occurred,
+            &self.previous_hashes,
+            &self.hashes,
+        ];
+        let rows = transaction.query(insert, &params).await?;
+        let mut appended = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    AppendedEvent {
+                        event_id: row.try_get(1)?,
+                        version: to_version(row.try_get(2)?)?,
+                        cursor: decode_cursor(row.try_get(3)?, row.try_get(4)?)?,
+                        hash: decode_hash(row.try_get(5)?)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        appended.sort_by_key(|(_, event)| event.cursor.position);
+        Ok(appended)
+    }
+}
+
+pub(crate) fn validate_batch(events: &[NewEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Err(StoreError::InvalidBatch(
             "an append needs at least one event",
@@ -729,15 +745,15 @@ async fn find_retry(
     let rows = transaction
         .query(&statement, &[&stream.clinic_id, &ids])
         .await?;
-    classify_retry(stream, request, &rows)
+    classify_retry(stream, request, &rows.iter().collect::<Vec<_>>())
 }
 
 /// What stored rows under a request's event ids mean: nothing (a new request), the
 /// original outcome (an exact retry), or a conflict (an id reused for something else).
-fn classify_retry(
+pub(crate) fn classify_retry(
     stream: &StreamKey,
     request: &[(Uuid, Fingerprint)],
-    rows: &[Row],
+    rows: &[&Row],
 ) -> Result<Option<AppendOutcome>, StoreError> {
     if rows.is_empty() {
         return Ok(None);
@@ -775,7 +791,7 @@ fn classify_retry(
     }))
 }
 
-fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let stored_metadata: serde_json::Value = row.try_get(7)?;
     let metadata: EventMetadata = serde_json::from_value(stored_metadata.clone())
         .map_err(|error| StoreError::Malformed(format!("event metadata: {error}")))?;
@@ -816,6 +832,6 @@ fn to_version(version: i64) -> Result<u64, StoreError> {
     u64::try_from(version).map_err(|_| StoreError::Malformed(format!("version {version}")))
 }
 
-fn to_sql_count(value: u64) -> Result<i64, StoreError> {
+pub(crate) fn to_sql_count(value: u64) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::InvalidBatch("number out of range"))
 }

@@ -561,7 +561,7 @@ async fn concurrent_deciders_of_one_stream_queue_on_its_lock_and_all_land() {
                 let proposed = new_event(0);
                 let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
                 store
-                    .append_decided(&stream, ExpectedVersion::Any, &request, |history| {
+                    .append_decided(&stream, ExpectedVersion::Any, &request, move |history| {
                         // The decision depends on the history: each event records how many
                         // came before it, which only a serialised decider gets right.
                         let mut event = proposed.clone();
@@ -605,7 +605,7 @@ async fn a_refused_decision_appends_nothing_and_a_retry_skips_the_decision() {
 
     let first = db
         .store()
-        .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+        .append_decided(&stream, ExpectedVersion::Any, &request, move |_| {
             Ok::<_, &str>(vec![proposed.clone()])
         })
         .await
@@ -836,4 +836,364 @@ async fn hashes_survive_jsonb_spelling_of_numbers_and_sub_microsecond_times() {
         .await
         .expect("append");
     verify_chain_with_sql(&db, &stream).await;
+}
+
+mod group_commit {
+    //! Group commit: concurrent decided appends share a transaction, and each keeps its
+    //! own outcome.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use spineledger_store::{AppendOutcome, GroupCommit};
+
+    use super::*;
+
+    type Decided = Result<Result<AppendOutcome, &'static str>, StoreError>;
+    type Pending = Pin<Box<dyn Future<Output = Decided> + Send>>;
+
+    /// A store with one writer, so that what queues behind a batch forms the next one.
+    fn one_writer(db: &TestDatabase) -> spineledger_store::EventStore {
+        spineledger_store::EventStore::with_group_commit(
+            db.store().pool().clone(),
+            GroupCommit {
+                max_batch: 64,
+                writers: 1,
+            },
+        )
+    }
+
+    fn append(
+        store: &spineledger_store::EventStore,
+        stream: &StreamKey,
+        expected: ExpectedVersion,
+        proposed: NewEvent,
+        refuse: bool,
+    ) -> Pending {
+        let store = store.clone();
+        let stream = stream.clone();
+        Box::pin(async move {
+            let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+            store
+                .append_decided(&stream, expected, &request, move |_| {
+                    if refuse {
+                        Err("refused")
+                    } else {
+                        Ok(vec![proposed.clone()])
+                    }
+                })
+                .await
+        })
+    }
+
+    /// A connection whose open transaction holds `stream`'s row lock until it sends
+    /// COMMIT.
+    async fn block_on(db: &TestDatabase, stream: &StreamKey) -> tokio_postgres::Client {
+        let owner = db.owner_client().await;
+        owner.batch_execute("BEGIN").await.expect("begin");
+        owner
+            .execute(
+                "SELECT 1 FROM streams WHERE clinic_id = $1 AND stream_id = $2 FOR UPDATE",
+                &[&stream.clinic_id, &stream.stream_id],
+            )
+            .await
+            .expect("lock");
+        owner
+    }
+
+    use spineledger_store::tokio_postgres;
+
+    async fn wait_for_a_lock_wait(db: &TestDatabase) {
+        let owner = db.owner_client().await;
+        for _ in 0..500 {
+            let waiting: i64 = owner
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .expect("activity")
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the writer never waited for the held lock");
+    }
+
+    /// Polls each future once: each queues its command and then waits for its answer.
+    async fn queue_all(pending: &mut [Pending]) {
+        for future in pending.iter_mut() {
+            assert!(
+                futures::poll!(future.as_mut()).is_pending(),
+                "answered before its batch could run"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_batch_answers_each_command_alone_and_commits_the_rest_together() {
+        let db = TestDatabase::create().await;
+        let store = one_writer(&db);
+        let clinic = Uuid::new_v4();
+        let (blocker, conflicting, retried) = (episode(clinic), episode(clinic), episode(clinic));
+        let (first, refused, second) = (episode(clinic), episode(clinic), episode(clinic));
+        for stream in [&blocker, &conflicting] {
+            db.store()
+                .append(stream, ExpectedVersion::Any, &[new_event(0)])
+                .await
+                .expect("setup");
+        }
+        let original = new_event(1);
+        let stored = append(
+            &store,
+            &retried,
+            ExpectedVersion::Any,
+            original.clone(),
+            false,
+        )
+        .await
+        .expect("store")
+        .expect("decided");
+
+        // The writer's batch waits on a lock held elsewhere; everything behind it queues.
+        let holder = block_on(&db, &blocker).await;
+        let mut head = vec![append(
+            &store,
+            &blocker,
+            ExpectedVersion::Any,
+            new_event(2),
+            false,
+        )];
+        queue_all(&mut head).await;
+        wait_for_a_lock_wait(&db).await;
+        let mut batch = vec![
+            append(
+                &store,
+                &conflicting,
+                ExpectedVersion::Exact(7),
+                new_event(3),
+                false,
+            ),
+            append(
+                &store,
+                &first,
+                ExpectedVersion::NoStream,
+                new_event(4),
+                false,
+            ),
+            append(&store, &refused, ExpectedVersion::Any, new_event(5), true),
+            append(
+                &store,
+                &retried,
+                ExpectedVersion::Exact(0),
+                original.clone(),
+                false,
+            ),
+            append(&store, &second, ExpectedVersion::Any, new_event(6), false),
+            // The same stream as `first`: it waits for the next batch and sees `first`.
+            append(
+                &store,
+                &first,
+                ExpectedVersion::Exact(1),
+                new_event(7),
+                false,
+            ),
+        ];
+        queue_all(&mut batch).await;
+        holder.batch_execute("COMMIT").await.expect("release");
+
+        let blocked = head
+            .pop()
+            .expect("head")
+            .await
+            .expect("store")
+            .expect("decided");
+        let answers = futures::future::join_all(batch).await;
+        let mut answers = answers.into_iter();
+        match answers.next().expect("conflict") {
+            Err(StoreError::VersionConflict { actual, .. }) => assert_eq!(actual, 1),
+            other => panic!("expected a version conflict, got {other:?}"),
+        }
+        let first_outcome = answers
+            .next()
+            .expect("first")
+            .expect("store")
+            .expect("decided");
+        assert_eq!(
+            answers.next().expect("refused").expect("store"),
+            Err("refused")
+        );
+        let replayed = answers
+            .next()
+            .expect("retry")
+            .expect("store")
+            .expect("decided");
+        let second_outcome = answers
+            .next()
+            .expect("second")
+            .expect("store")
+            .expect("decided");
+        let after = answers
+            .next()
+            .expect("after")
+            .expect("store")
+            .expect("decided");
+
+        // A retry gets the original outcome, not a conflict with its stale version.
+        assert!(replayed.replayed);
+        assert_eq!(replayed.events, stored.events);
+        // The neighbours committed in one transaction, in batch order.
+        let (one, two) = (&first_outcome.events[0], &second_outcome.events[0]);
+        assert_eq!(one.cursor.xid, two.cursor.xid, "one transaction");
+        assert!(one.cursor.position < two.cursor.position, "batch order");
+        assert_ne!(one.cursor.xid, blocked.events[0].cursor.xid);
+        // The second command of `first` came in the next transaction, after the first.
+        assert!(after.events[0].cursor > one.cursor);
+        assert_eq!(after.events[0].version, 2);
+        // Refused and conflicting commands wrote nothing.
+        assert_eq!(store.stream_version(&refused).await.expect("version"), 0);
+        assert_eq!(
+            store.stream_version(&conflicting).await.expect("version"),
+            1
+        );
+        for stream in [&blocker, &conflicting, &retried, &first, &second] {
+            verify_chain_with_sql(&db, stream).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_the_database_refuses_fails_alone() {
+        let db = TestDatabase::create().await;
+        let store = one_writer(&db);
+        let clinic = Uuid::new_v4();
+        let blocker = episode(clinic);
+        db.store()
+            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
+            .await
+            .expect("setup");
+        let holder = block_on(&db, &blocker).await;
+        let mut head = vec![append(
+            &store,
+            &blocker,
+            ExpectedVersion::Any,
+            new_event(1),
+            false,
+        )];
+        queue_all(&mut head).await;
+        wait_for_a_lock_wait(&db).await;
+        // jsonb cannot hold U+0000: PostgreSQL fails the statement, and with it the
+        // batch's transaction.
+        let unstorable = event(Uuid::new_v4(), json!({ "note": "a\u{0}b" }));
+        let (good, bad, also_good) = (episode(clinic), episode(clinic), episode(clinic));
+        let mut batch = vec![
+            append(&store, &good, ExpectedVersion::Any, new_event(2), false),
+            append(&store, &bad, ExpectedVersion::Any, unstorable, false),
+            append(
+                &store,
+                &also_good,
+                ExpectedVersion::Any,
+                new_event(3),
+                false,
+            ),
+        ];
+        queue_all(&mut batch).await;
+        holder.batch_execute("COMMIT").await.expect("release");
+        head.pop()
+            .expect("head")
+            .await
+            .expect("store")
+            .expect("decided");
+        let answers = futures::future::join_all(batch).await;
+        assert!(
+            answers[0].as_ref().is_ok_and(Result::is_ok),
+            "{:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(answers[1], Err(StoreError::Database(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert!(
+            answers[2].as_ref().is_ok_and(Result::is_ok),
+            "{:?}",
+            answers[2]
+        );
+        assert_eq!(store.stream_version(&bad).await.expect("version"), 0);
+        assert_eq!(store.stream_version(&good).await.expect("version"), 1);
+        assert_eq!(store.stream_version(&also_good).await.expect("version"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn under_contention_every_acknowledged_append_is_committed_once_in_order() {
+        let db = TestDatabase::create().await;
+        let store = db.store().clone();
+        let clinics = [Uuid::new_v4(), Uuid::new_v4()];
+        let streams: Vec<StreamKey> = (0..6).map(|n| episode(clinics[n % 2])).collect();
+        let streams = Arc::new(streams);
+        let tasks: Vec<_> = (0..32u64)
+            .map(|client| {
+                let (store, streams) = (store.clone(), Arc::clone(&streams));
+                let reader = db.store().clone();
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    for n in 0..12u64 {
+                        let stream = &streams[((client + n) % 6) as usize];
+                        // Expect the version just read: racing writers make some stale.
+                        loop {
+                            let version = reader.stream_version(stream).await.expect("version");
+                            let proposed = new_event(client * 100 + n);
+                            let id = proposed.event_id;
+                            let answer = append(
+                                &store,
+                                stream,
+                                ExpectedVersion::Exact(version),
+                                proposed,
+                                false,
+                            )
+                            .await;
+                            match answer {
+                                Ok(Ok(outcome)) => {
+                                    // Acknowledged means committed: a new transaction sees it.
+                                    let seen = reader
+                                        .read_stream(stream, outcome.events[0].version, 1)
+                                        .await
+                                        .expect("read");
+                                    assert_eq!(seen[0].event_id, id, "visible once answered");
+                                    acknowledged.push(id);
+                                    break;
+                                }
+                                Err(StoreError::VersionConflict { .. }) => continue,
+                                other => panic!("unexpected answer {other:?}"),
+                            }
+                        }
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        let mut acknowledged = HashSet::new();
+        for task in tasks {
+            for id in task.await.expect("task") {
+                assert!(acknowledged.insert(id), "acknowledged twice");
+            }
+        }
+        let mut stored = HashSet::new();
+        for stream in streams.iter() {
+            let events = store.read_whole_stream(stream).await.expect("read");
+            let versions: Vec<u64> = events.iter().map(|event| event.version).collect();
+            assert_eq!(versions, (1..=events.len() as u64).collect::<Vec<_>>());
+            stored.extend(events.iter().map(|event| event.event_id));
+            verify_chain_with_sql(&db, stream).await;
+        }
+        assert_eq!(
+            stored, acknowledged,
+            "exactly the acknowledged events, once each"
+        );
+        assert_eq!(stored.len(), 32 * 12);
+    }
 }

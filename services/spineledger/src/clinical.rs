@@ -114,10 +114,15 @@ impl Caller {
     /// the answer to a write that happened, which a retry with the same command id then
     /// returns.
     fn check_deadline(&self) -> Result<(), ApiError> {
-        match self.deadline {
-            Some(deadline) if Instant::now() >= deadline => Err(ApiError::DeadlinePassed),
-            _ => Ok(()),
-        }
+        check_deadline(self.deadline)
+    }
+}
+
+/// DEADLINE_EXCEEDED once `deadline` has passed (see [`Caller::check_deadline`]).
+fn check_deadline(deadline: Option<Instant>) -> Result<(), ApiError> {
+    match deadline {
+        Some(deadline) if Instant::now() >= deadline => Err(ApiError::DeadlinePassed),
+        _ => Ok(()),
     }
 }
 
@@ -192,19 +197,20 @@ impl ClinicalRecords {
             }
             _ => PatientFacts::default(),
         };
-        let policy = &self.app.policy;
+        let policy = self.app.policy;
+        let command = valid.command.clone();
         self.record(
             caller,
             &valid.header,
             valid.occurred_at,
             stream,
             fingerprint,
-            |history| {
+            move |history| {
                 let state = fold_episode(history)?;
-                let resolved = resolve_correction(&state, &valid.command)?;
-                let command = resolved.as_ref().unwrap_or(&valid.command);
+                let resolved = resolve_correction(&state, &command)?;
+                let command = resolved.as_ref().unwrap_or(&command);
                 let event =
-                    spineledger_domain::decide_for_patient(&state, command, policy, patient)?;
+                    spineledger_domain::decide_for_patient(&state, command, &policy, patient)?;
                 Ok((event.event_type(), event.to_payload()))
             },
         )
@@ -221,21 +227,25 @@ impl ClinicalRecords {
         occurred_at: DateTime<Utc>,
         stream: &StreamKey,
         fingerprint: Fingerprint,
-        mut decide: impl FnMut(&[RecordedEvent]) -> Result<(&'static str, serde_json::Value), ApiError>,
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<(&'static str, serde_json::Value), ApiError>
+        + Send
+        + 'static,
     ) -> Result<v1::WriteResult, ApiError> {
         let expected = header
             .expected_version
             .map_or(ExpectedVersion::Any, ExpectedVersion::Exact);
         let metadata = caller.context.metadata(header, &caller.principal);
-        let request = [(header.command_id, fingerprint)];
+        let command_id = header.command_id;
+        let request = [(command_id, fingerprint)];
+        let deadline = caller.deadline;
         let outcome = self
             .app
             .store
-            .append_decided(stream, expected, &request, |history| {
+            .append_decided(stream, expected, &request, move |history| {
                 let (event_type, payload) = decide(history)?;
-                caller.check_deadline()?;
+                check_deadline(deadline)?;
                 Ok::<_, ApiError>(vec![NewEvent {
-                    event_id: header.command_id,
+                    event_id: command_id,
                     event_type: event_type.to_owned(),
                     schema_version: spineledger_domain::SCHEMA_VERSION,
                     payload,
@@ -287,17 +297,17 @@ impl ClinicalRecords {
         let valid = convert::register_patient(request.into_inner(), self.app.clock.now())?;
         auth::require_writer(&caller.principal, &valid.header)?;
         caller.check_deadline()?;
-        let command: &RegisterPatient = &valid.command;
+        let command: RegisterPatient = valid.command.clone();
         let stream = StreamKey::new(valid.header.clinic_id.0, command.patient_id.stream_id());
-        let fingerprint = fingerprint(&stream, command)?;
+        let fingerprint = fingerprint(&stream, &command)?;
         self.record(
             &caller,
             &valid.header,
             valid.occurred_at,
             &stream,
             fingerprint,
-            |history| {
-                let event = spineledger_domain::decide_patient(&fold_patient(history)?, command)?;
+            move |history| {
+                let event = spineledger_domain::decide_patient(&fold_patient(history)?, &command)?;
                 Ok((event.event_type(), event.to_payload()))
             },
         )

@@ -1,0 +1,570 @@
+//! Group commit: concurrent decided appends share one transaction.
+//!
+//! Each [`crate::EventStore::append_decided`] call becomes a [`Command`] on a queue. A
+//! few writer tasks take commands off it: an idle writer takes the first command at once
+//! (no fixed wait, so a lone append is not delayed), then drains whatever else is already
+//! queued, up to [`GroupCommit::max_batch`] commands, into one transaction:
+//!
+//! 1. one round trip, pipelined: the clinic context (every clinic of the batch), the
+//!    existing streams locked `FOR UPDATE` in (clinic, stream) order — every batch locks
+//!    in that order, so two batches cannot deadlock on streams — the stored events under
+//!    the batch's event ids (retries), the streams' histories and the transaction's
+//!    start time (every event's `recorded_at`);
+//! 2. in memory, command by command: a retry gets its original outcome, a stale
+//!    expected version its conflict, a refusal its refusal; the others' events are
+//!    hashed onto their stream's head;
+//! 3. one round trip, pipelined: the new streams inserted (in the same order), every
+//!    event in one multi-row insert whose positions follow the batch order, the versions
+//!    and heads of the existing streams moved on;
+//! 4. COMMIT; only then does any command get its answer.
+//!
+//! Each command keeps its own outcome: a conflict, a refusal or a retry answers only that
+//! command, and its neighbours commit. No savepoints (PostgreSQL slows down past 64
+//! subtransactions in one transaction). A batch never holds two commands of one stream or
+//! two commands sharing an event id: such a command waits for the writer's next batch,
+//! where it sees the first one's outcome. When the transaction fails as a whole, a
+//! unique violation, deadlock or serialization failure (a concurrent writer in another
+//! batch or process) is retried, and any other failure runs each command alone, so that
+//! a command the database refuses fails by itself. A command whose caller has gone (a
+//! deadline passed, a client cancelled) is dropped before its batch starts.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio_postgres::Row;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::chain::EventHash;
+use crate::scope::{ClinicScope, scoped};
+use crate::store::{
+    EVENT_COLUMNS, EventRows, FIND_RETRY_IN_CLINICS, StreamHead, UNIQUE_VIOLATION_RETRIES,
+    classify_retry, decode_event, request_keys, to_sql_count, validate_batch,
+};
+use crate::{
+    AppendOutcome, AppendedEvent, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent,
+    StoreError, StreamKey,
+};
+
+/// How concurrent decided appends are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// The most commands one transaction takes. Bounded so that a batch's statements stay
+    /// small and one slow batch does not hold back many callers.
+    pub max_batch: usize,
+    /// How many batches may be in flight at once (each holds one pooled connection while
+    /// it runs). More than one lets the next batch gather and decide while the previous
+    /// one waits for its commit to reach the disk.
+    pub writers: usize,
+}
+
+impl Default for GroupCommit {
+    /// 64 commands a batch, 4 writers: at 32 concurrent clients a batch gathers what
+    /// arrived while the previous one committed, and 4 connections are a small part of
+    /// the default pool of 32.
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            writers: 4,
+        }
+    }
+}
+
+/// A decision's refusal, type-erased on the queue (the caller gets its own type back).
+pub(crate) type Refusal = Box<dyn Any + Send>;
+
+/// Turns a stream's history into the events to append, or refuses.
+pub(crate) type Decide = Box<dyn FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, Refusal> + Send>;
+
+/// What a command is answered with.
+pub(crate) type Answer = Result<Result<AppendOutcome, Refusal>, StoreError>;
+
+/// One decided append waiting for its batch.
+pub(crate) struct Command {
+    pub(crate) stream: StreamKey,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) request: Vec<(Uuid, Fingerprint)>,
+    /// In a mutex only so that a `&Command` may be held across an await (the batch is
+    /// read while its transaction runs); it is only ever reached through `&mut`.
+    pub(crate) decide: std::sync::Mutex<Decide>,
+    pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// Queue capacity: callers wait (backpressure) beyond this many queued commands.
+const QUEUE: usize = 1024;
+
+/// The queue's sending side; the writers stop once every sender is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Committer {
+    queue: mpsc::Sender<Command>,
+}
+
+impl Committer {
+    /// Starts `settings.writers` writer tasks on the current runtime.
+    pub(crate) fn start(pool: Pool, settings: GroupCommit, appended: Arc<Notify>) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let max_batch = settings.max_batch.max(1);
+        for _ in 0..settings.writers.max(1) {
+            tokio::spawn(writer(
+                pool.clone(),
+                Arc::clone(&receiver),
+                max_batch,
+                Arc::clone(&appended),
+            ));
+        }
+        Self { queue }
+    }
+
+    /// Queues `command`; its answer arrives once its batch has committed (or failed).
+    pub(crate) async fn submit(&self, command: Command) -> Result<(), StoreError> {
+        self.queue
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Configuration("the group commit writers have stopped".into()))
+    }
+}
+
+/// One writer: take a batch, run it, answer it; again until the queue closes.
+async fn writer(
+    pool: Pool,
+    queue: Arc<Mutex<mpsc::Receiver<Command>>>,
+    max_batch: usize,
+    appended: Arc<Notify>,
+) {
+    // Commands this writer deferred from its last batch (same stream or event id as one
+    // in it); they start its next batch, ahead of anything newer.
+    let mut carried = VecDeque::new();
+    loop {
+        let batch = if carried.is_empty() {
+            let mut queue = queue.lock().await;
+            match queue.recv().await {
+                Some(command) => carried.push_back(command),
+                None => return,
+            }
+            gather(&mut carried, Some(&mut queue), max_batch)
+        } else {
+            // Never wait for the queue with commands in hand: another writer may hold it
+            // while it waits for a command that is not coming.
+            match queue.try_lock() {
+                Ok(mut queue) => gather(&mut carried, Some(&mut queue), max_batch),
+                Err(_) => gather(&mut carried, None, max_batch),
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let span = tracing::debug_span!("group_commit", commands = batch.len());
+        run(&pool, batch, &appended).instrument(span).await;
+    }
+}
+
+/// The next batch: `carried` first, then what is queued (if this writer holds the queue), at most `max_batch` commands,
+/// none of whose callers has gone, no two of one stream or sharing an event id. What
+/// must wait is left in `carried`, in arrival order.
+fn gather(
+    carried: &mut VecDeque<Command>,
+    mut queue: Option<&mut mpsc::Receiver<Command>>,
+    max_batch: usize,
+) -> Vec<Command> {
+    let mut batch = Vec::new();
+    let mut deferred = VecDeque::new();
+    let mut streams = HashSet::new();
+    let mut ids = HashSet::new();
+    while batch.len() < max_batch {
+        let queued = || queue.as_mut().and_then(|queue| queue.try_recv().ok());
+        let Some(command) = carried.pop_front().or_else(queued) else {
+            break;
+        };
+        if command.reply.is_closed() {
+            continue;
+        }
+        let clashes = streams.contains(&command.stream)
+            || command.request.iter().any(|(id, _)| ids.contains(id));
+        if clashes {
+            deferred.push_back(command);
+            continue;
+        }
+        streams.insert(command.stream.clone());
+        ids.extend(command.request.iter().map(|(id, _)| *id));
+        batch.push(command);
+    }
+    deferred.extend(carried.drain(..));
+    *carried = deferred;
+    batch
+}
+
+/// Runs `batch` (retrying whole-transaction races), then answers every command. If the
+/// transaction fails for another reason, each command runs alone, so only a command
+/// the database itself refuses gets the failure.
+async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Notify) {
+    match attempt(pool, &mut batch).await {
+        Ok(answers) => answer(batch, answers, appended),
+        Err(error) if batch.len() == 1 => {
+            let answers = vec![Err(error)];
+            answer(batch, answers, appended);
+        }
+        Err(error) => {
+            tracing::debug!(%error, commands = batch.len(), "batch failed; running its commands one by one");
+            for command in batch {
+                let mut alone = vec![command];
+                let answers = match attempt(pool, &mut alone).await {
+                    Ok(answers) => answers,
+                    Err(error) => vec![Err(error)],
+                };
+                answer(alone, answers, appended);
+            }
+        }
+    }
+}
+
+/// [`commit_batch`], retried while it loses a race to a concurrent transaction.
+async fn attempt(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
+    let mut retries = 0;
+    loop {
+        match commit_batch(pool, batch).await {
+            Err(error) if error.is_lost_race() && retries < UNIQUE_VIOLATION_RETRIES => {
+                retries += 1;
+                tracing::debug!(
+                    retries,
+                    "batch lost a race to a concurrent writer; retrying"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Notify) {
+    if answers
+        .iter()
+        .any(|answer| matches!(answer, Ok(Ok(outcome)) if !outcome.replayed))
+    {
+        appended.notify_one();
+    }
+    for (command, answer) in batch.into_iter().zip(answers) {
+        // The caller may have gone meanwhile; what committed stays committed, and a retry
+        // with the same event id gets it.
+        let _ = command.reply.send(answer);
+    }
+}
+
+/// One batch in one transaction (see the module docs); the answers in batch order, or
+/// the error that failed the transaction as a whole (nothing committed then).
+async fn commit_batch(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let found = read_batch(&transaction, batch).await?;
+
+    let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
+    let mut rows = EventRows::default();
+    let mut written: Vec<Written> = Vec::new();
+    for command in batch.iter_mut() {
+        let head = found.head(&command.stream);
+        // The stored rows under this command's ids (FIND_RETRY_IN_CLINICS: the event id
+        // first, the clinic last).
+        let stored: Vec<&Row> = found
+            .retries
+            .iter()
+            .filter(|row| {
+                row.try_get::<_, Uuid>(7)
+                    .is_ok_and(|clinic| clinic == command.stream.clinic_id)
+                    && row
+                        .try_get::<_, Uuid>(0)
+                        .is_ok_and(|id| command.request.iter().any(|(asked, _)| *asked == id))
+            })
+            .collect();
+        // A retry is recognised before the version check: the original append moved the
+        // version on, and the retry must still get the original result.
+        match classify_retry(&command.stream, &command.request, &stored) {
+            Ok(Some(replayed)) => {
+                answers.push(Some(Ok(Ok(replayed))));
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                answers.push(Some(Err(error)));
+                continue;
+            }
+        }
+        if let Err(conflict) = command.expected.check(head.version) {
+            answers.push(Some(Err(conflict)));
+            continue;
+        }
+        let history = found.history(&command.stream);
+        let decide = command
+            .decide
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let events = match decide(history) {
+            Ok(events) => events,
+            Err(refusal) => {
+                answers.push(Some(Ok(Err(refusal))));
+                continue;
+            }
+        };
+        if let Err(invalid) = validate_batch(&events).and_then(|()| {
+            if request_keys(&events) == command.request {
+                Ok(())
+            } else {
+                Err(StoreError::InvalidBatch(
+                    "decided events differ from the request's ids and fingerprints",
+                ))
+            }
+        }) {
+            answers.push(Some(Err(invalid)));
+            continue;
+        }
+        match rows.push(&command.stream, &head, &events) {
+            Ok((version, hash)) => {
+                written.push(Written {
+                    stream: command.stream.clone(),
+                    new: !found.heads.contains_key(&command.stream),
+                    version,
+                    hash,
+                });
+                answers.push(None);
+            }
+            Err(invalid) => answers.push(Some(Err(invalid))),
+        }
+    }
+
+    if rows.is_empty() {
+        // Nothing to write: no commit to wait for (the locks go with the rollback).
+        drop(transaction);
+        return Ok(answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(unreachable_empty))
+            .collect());
+    }
+    let appended = write_batch(&transaction, &rows, &written).await?;
+    transaction.commit().await?;
+
+    let mut appended = appended.into_iter().peekable();
+    let mut result = Vec::with_capacity(batch.len());
+    for (command, answer) in batch.iter().zip(answers) {
+        if let Some(answer) = answer {
+            result.push(answer);
+            continue;
+        }
+        // Rows come back in position order, which is batch order: this command's rows
+        // are the next ones of its clinic and ids.
+        let mut events = Vec::with_capacity(command.request.len());
+        while let Some((_, event)) = appended.next_if(|(clinic, event)| {
+            *clinic == command.stream.clinic_id
+                && command.request.iter().any(|(id, _)| *id == event.event_id)
+        }) {
+            events.push(event);
+        }
+        if events.len() != command.request.len() {
+            return Err(StoreError::Malformed(
+                "the batch insert returned other rows than it was given".into(),
+            ));
+        }
+        events.sort_by_key(|event| event.version);
+        result.push(Ok(Ok(AppendOutcome {
+            events,
+            replayed: false,
+        })));
+    }
+    Ok(result)
+}
+
+fn unreachable_empty() -> Answer {
+    Err(StoreError::Malformed(
+        "a command was decided without a row to write".into(),
+    ))
+}
+
+/// What the batch's first round trip found.
+struct Found {
+    heads: HashMap<StreamKey, StreamHead>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+    retries: Vec<Row>,
+    histories: HashMap<StreamKey, Vec<RecordedEvent>>,
+}
+
+impl Found {
+    /// The locked head of `stream`, or version 0 at the genesis hash if it is new.
+    fn head(&self, stream: &StreamKey) -> StreamHead {
+        self.heads.get(stream).map_or(
+            StreamHead {
+                version: 0,
+                hash: EventHash::GENESIS,
+                recorded_at: self.recorded_at,
+            },
+            |head| StreamHead {
+                version: head.version,
+                hash: head.hash,
+                recorded_at: self.recorded_at,
+            },
+        )
+    }
+
+    fn history(&self, stream: &StreamKey) -> &[RecordedEvent] {
+        self.histories.get(stream).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Step 1: the clinic context, the locks, the retries, the histories, the start time.
+async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<Found, StoreError> {
+    let lock = transaction
+        .prepare_cached(
+            "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash FROM streams s \
+             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+               USING (clinic_id, stream_id) \
+             ORDER BY s.clinic_id, s.stream_id FOR UPDATE OF s",
+        )
+        .await?;
+    let retries = transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?;
+    let histories = transaction
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+               USING (clinic_id, stream_id) \
+             ORDER BY clinic_id, stream_id, version"
+        ))
+        .await?;
+    let started = transaction
+        .prepare_cached("SELECT transaction_timestamp()")
+        .await?;
+
+    let mut streams: Vec<&StreamKey> = batch.iter().map(|command| &command.stream).collect();
+    streams.sort_by(|a, b| (a.clinic_id, &a.stream_id).cmp(&(b.clinic_id, &b.stream_id)));
+    let stream_clinics: Vec<Uuid> = streams.iter().map(|stream| stream.clinic_id).collect();
+    let stream_ids: Vec<&str> = streams
+        .iter()
+        .map(|stream| stream.stream_id.as_str())
+        .collect();
+    let (id_clinics, ids): (Vec<Uuid>, Vec<Uuid>) = batch
+        .iter()
+        .flat_map(|command| {
+            command
+                .request
+                .iter()
+                .map(|(id, _)| (command.stream.clinic_id, *id))
+        })
+        .unzip();
+    let mut clinics = stream_clinics.clone();
+    clinics.dedup();
+
+    let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+        [&stream_clinics, &stream_ids];
+    let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id_clinics, &ids];
+    let (locked, retried, read, started) = scoped(transaction, &ClinicScope::of(&clinics), async {
+        futures::try_join!(
+            transaction.query(&lock, &stream_params),
+            transaction.query(&retries, &retry_params),
+            transaction.query(&histories, &stream_params),
+            transaction.query_one(&started, &[]),
+        )
+    })
+    .await?;
+
+    let recorded_at = started.try_get(0)?;
+    let mut heads = HashMap::with_capacity(locked.len());
+    for row in &locked {
+        let stream = StreamKey::new(row.try_get(0)?, row.try_get::<_, String>(1)?);
+        let head = StreamHead::of_locked(row, recorded_at)?;
+        heads.insert(stream, head);
+    }
+    let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
+    for row in &read {
+        let event = decode_event(row)?;
+        let stream = StreamKey::new(event.clinic_id, event.stream_id.clone());
+        histories.entry(stream).or_default().push(event);
+    }
+    Ok(Found {
+        heads,
+        recorded_at,
+        retries: retried,
+        histories,
+    })
+}
+
+/// Step 3: new streams, the events, the existing streams' heads — one round trip.
+async fn write_batch(
+    transaction: &Transaction<'_>,
+    rows: &EventRows,
+    written: &[Written],
+) -> Result<Vec<(Uuid, AppendedEvent)>, StoreError> {
+    let insert = EventRows::prepare(transaction).await?;
+    let create = transaction
+        .prepare_cached(
+            "INSERT INTO streams (clinic_id, stream_id, version, head_hash) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[]) \
+             ORDER BY 1, 2",
+        )
+        .await?;
+    let bump = transaction
+        .prepare_cached(
+            "UPDATE streams s SET version = k.version, head_hash = k.head_hash \
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[]) \
+                 AS k(clinic_id, stream_id, version, head_hash) \
+             WHERE s.clinic_id = k.clinic_id AND s.stream_id = k.stream_id",
+        )
+        .await?;
+    let columns = |new: bool| -> Result<StreamColumns, StoreError> {
+        let mut columns = StreamColumns::default();
+        for stream in written.iter().filter(|stream| stream.new == new) {
+            columns.clinics.push(stream.stream.clinic_id);
+            columns.ids.push(stream.stream.stream_id.clone());
+            columns.versions.push(to_sql_count(stream.version)?);
+            columns.heads.push(stream.hash.0.to_vec());
+        }
+        Ok(columns)
+    };
+    let (created, existing) = (columns(true)?, columns(false)?);
+    // Pipelined, in order: the new streams first (the events' foreign key needs them); a
+    // concurrent creator of the same stream makes this a unique violation, retried.
+    let (_, appended, _) = futures::try_join!(
+        async {
+            if created.clinics.is_empty() {
+                Ok(0)
+            } else {
+                transaction
+                    .execute(&create, &created.params())
+                    .await
+                    .map_err(StoreError::from)
+            }
+        },
+        rows.insert(transaction, &insert),
+        async {
+            if existing.clinics.is_empty() {
+                Ok(0)
+            } else {
+                transaction
+                    .execute(&bump, &existing.params())
+                    .await
+                    .map_err(StoreError::from)
+            }
+        },
+    )?;
+    Ok(appended)
+}
+
+/// A stream the batch writes to, as it will be after the commit.
+struct Written {
+    stream: StreamKey,
+    /// No row yet: inserted, not updated.
+    new: bool,
+    version: u64,
+    hash: EventHash,
+}
+
+#[derive(Default)]
+struct StreamColumns {
+    clinics: Vec<Uuid>,
+    ids: Vec<String>,
+    versions: Vec<i64>,
+    heads: Vec<Vec<u8>>,
+}
+
+impl StreamColumns {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
+        [&self.clinics, &self.ids, &self.versions, &self.heads]
+    }
+}
