@@ -38,8 +38,11 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-/// The shard count the benchmarked server and the rebuilds use.
-const SHARDS: u8 = spineledger_projections::DEFAULT_SHARDS;
+mod sessions;
+
+/// About how many sessions one episode of the session phase receives (a course of care
+/// is 4-6 initial sessions and then a personalised frequency: a few dozen at most).
+const SESSIONS_PER_EPISODE: f64 = 20.0;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct BenchPlan {
     pub rebuild_patients: usize,
     /// Keep the benchmark database afterwards.
     pub keep: bool,
+    /// Shards per projection of the benchmarked server and the rebuilds.
+    pub shards: u8,
 }
 
 /// Latencies of one phase, and what they add up to.
@@ -183,6 +188,10 @@ pub struct BenchReport {
     pub service_single: Phase,
     /// gRPC appends, the concurrent clients.
     pub service_concurrent: Phase,
+    /// `RecordSession` on existing episodes, one client.
+    pub sessions_single: Phase,
+    /// `RecordSession` on existing episodes, the concurrent clients.
+    pub sessions_concurrent: Phase,
     /// Projection lag samples under the concurrent load.
     pub lag: Phase,
     /// The server's peak resident memory, MB.
@@ -233,6 +242,16 @@ impl BenchReport {
             &format!("gRPC append, {} clients", self.clients),
             &self.service_concurrent,
         );
+        row(
+            &mut out,
+            "gRPC RecordSession, 1 client",
+            &self.sessions_single,
+        );
+        row(
+            &mut out,
+            &format!("gRPC RecordSession, {} clients", self.clients),
+            &self.sessions_concurrent,
+        );
         cpu(&mut out, "raw, 1 client", &self.raw_single);
         cpu(
             &mut out,
@@ -244,6 +263,12 @@ impl BenchReport {
             &mut out,
             &format!("append, {} clients", self.clients),
             &self.service_concurrent,
+        );
+        cpu(&mut out, "session, 1 client", &self.sessions_single);
+        cpu(
+            &mut out,
+            &format!("session, {} clients", self.clients),
+            &self.sessions_concurrent,
         );
         let _ = writeln!(
             out,
@@ -277,6 +302,18 @@ impl BenchReport {
             out,
             "  p50 latency at 1 client:  {:.2}x raw (target <= 1.3x)",
             self.service_single.p50_ms / self.raw_single.p50_ms
+        );
+        let _ = writeln!(
+            out,
+            "  sessions at {} clients:   {:.2}x raw throughput, p99 {:.1} ms (target >= 2x, <= 25 ms)",
+            self.clients,
+            self.sessions_concurrent.per_second() / self.raw_concurrent.per_second(),
+            self.sessions_concurrent.p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "  sessions at 1 client:     {:.2}x raw p50 (target <= 1.3x)",
+            self.sessions_single.p50_ms / self.raw_single.p50_ms
         );
         out
     }
@@ -330,7 +367,7 @@ async fn measure(config: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     report.raw_concurrent = pgbench(config, &logs, plan.clients, plan.seconds).await?;
     let _ = std::fs::remove_dir_all(&logs);
 
-    let mut child = Server::start(config).await?;
+    let mut child = Server::start(config, plan.shards).await?;
     let outcome = drive(&child, config, plan, &mut report).await;
     child.stop().await;
     outcome?;
@@ -463,7 +500,7 @@ impl Drop for TempDir {
 }
 
 impl Server {
-    async fn start(config: &Config) -> anyhow::Result<Self> {
+    async fn start(config: &Config, shards: u8) -> anyhow::Result<Self> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
@@ -478,7 +515,7 @@ impl Server {
             .args(["serve", "--listen", &address, "--database-url", &url])
             .args(["--trust-dev-key", "true", "--dev-key-file"])
             .arg(&key_file)
-            .args(["--shards", &SHARDS.to_string()])
+            .args(["--shards", &shards.to_string()])
             .args(
                 spineledger_store::tls::server_ca_path()
                     .map(|ca| vec![std::ffi::OsString::from("--database-ca"), ca.into()])
@@ -683,7 +720,7 @@ async fn drive(
             let rebuilt = spineledger_projections::rebuild::rebuild(
                 &owner,
                 projection,
-                SHARDS,
+                plan.shards,
                 spineledger_projections::rebuild::PAGE_SIZE,
             )
             .await?;
@@ -696,6 +733,20 @@ async fn drive(
         .connect()
         .await?;
     report.service_single = appends(server, channel.clone(), 1, plan.seconds, None).await?;
+    // Enough episodes that each gets about a course's worth of sessions, judged by the
+    // one-client append rate just measured.
+    let episodes = |clients: usize, rate: f64| {
+        let per_client = rate / clients.max(1) as f64 * plan.seconds as f64;
+        (per_client / SESSIONS_PER_EPISODE).ceil().max(1.0) as usize
+    };
+    report.sessions_single = sessions::record_sessions(
+        server,
+        channel.clone(),
+        1,
+        episodes(1, report.service_single.per_second()),
+        plan.seconds,
+    )
+    .await?;
 
     let app_login = spineledger_store::as_role(config, spineledger_store::APP_ROLE);
     let store = EventStore::new(spineledger_store::pool(&app_login, 4)?);
@@ -736,6 +787,14 @@ async fn drive(
     loading.store(false, Ordering::Release);
     let lags = monitor.await?;
     report.lag = Phase::from_latencies(lags, plan.seconds as f64);
+    report.sessions_concurrent = sessions::record_sessions(
+        server,
+        channel.clone(),
+        plan.clients,
+        episodes(plan.clients, report.service_concurrent.per_second()),
+        plan.seconds,
+    )
+    .await?;
     (report.rss_peak_mb, report.rss_mb) = server.resident_mb();
 
     Ok(())

@@ -41,10 +41,15 @@ impl Tool {
                 }
                 let server = spineledger_store::resolve(args.database_url.as_deref()).await?;
                 let plan = crate::bench::BenchPlan {
-                    seconds: args.seconds,
+                    seconds: if args.quick { 2 } else { args.seconds },
                     clients: args.clients.max(1),
-                    rebuild_patients: args.rebuild_patients,
+                    rebuild_patients: if args.quick {
+                        40
+                    } else {
+                        args.rebuild_patients
+                    },
                     keep: args.keep,
+                    shards: args.shards,
                 };
                 let report = crate::bench::run(&server, &plan).await?;
                 print!("{}", report.render());
@@ -138,6 +143,13 @@ pub struct BenchArgs {
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
     keep: bool,
+    /// A smoke run of every phase in well under two minutes (2 s phases, 40 simulated
+    /// patients), for CI: it shows that each phase runs, not how fast.
+    #[arg(long, conflicts_with_all = ["seconds", "rebuild_patients"])]
+    quick: bool,
+    /// Shards per projection of the benchmarked server and the rebuilds.
+    #[arg(long, default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]
+    shards: u8,
 }
 
 /// The arguments of `simulate`.

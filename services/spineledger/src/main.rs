@@ -499,6 +499,11 @@ struct ProjectorSettings {
     /// a dedicated worker can take one off the service's cores.
     #[arg(long, env = "SPINELEDGER_PROJECTIONS", value_delimiter = ',', value_parser = |name: &str| Projection::from_name(name))]
     projections: Vec<Projection>,
+    /// After a wake-up, how long a projector waits for more appends before reading: one
+    /// batch for a burst instead of one per append. Adds up to this much projection lag;
+    /// saves projector work per append at low load (BENCHMARKS.md).
+    #[arg(long, env = "SPINELEDGER_PROJECTOR_COALESCE", default_value = "50ms", value_parser = humantime::parse_duration)]
+    projector_coalesce: Duration,
 }
 
 impl ProjectorSettings {
@@ -507,6 +512,7 @@ impl ProjectorSettings {
         ProjectorConfig {
             shards: self.shards,
             lease_ttl: Duration::from_secs(self.lease_ttl_seconds.max(1)),
+            coalesce: self.projector_coalesce,
             projections: if self.projections.is_empty() {
                 defaults.projections.clone()
             } else {
