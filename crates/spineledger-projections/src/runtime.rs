@@ -20,7 +20,7 @@ use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Gauge;
 use spineledger_store::{
-    ClinicShard, EventStore, GlobalCursor, idle_shard_horizon, read_all_after,
+    ClinicShard, EventStore, GlobalCursor, ShardHint, idle_shard_horizon, read_all_after,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -199,7 +199,7 @@ impl Projector {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProjectionError> {
         ensure_checkpoints(&self.pool, &self.config).await?;
-        let (wake, woken) = watch::channel(0_u64);
+        let (wake, woken) = watch::channel(Wakes::default());
         // Dropping `run` (an aborted worker) must stop every task it started.
         let mut tasks = AbortOnDrop(HashMap::new());
         let _listener = AbortOnDrop(HashMap::from([(
@@ -267,7 +267,10 @@ impl Projector {
     /// The task of one lease: batches until caught up, then waits for a wake-up or the
     /// poll interval. Errors are logged and retried after a pause; an event is never
     /// skipped.
-    async fn project(self, projection: Projection, shard: u8, mut woken: watch::Receiver<u64>) {
+    async fn project(self, projection: Projection, shard: u8, mut woken: watch::Receiver<Wakes>) {
+        let mut seen = woken
+            .borrow_and_update()
+            .of_shard(shard, self.config.shards);
         loop {
             // Most wake-ups concern other shards: one statement tells, without a
             // transaction, whether this one has anything to do.
@@ -287,9 +290,24 @@ impl Projector {
                 // A full batch: more is waiting.
                 Ok(outcome) if outcome.events >= self.config.batch_size => continue,
                 Ok(_) => {
-                    tokio::select! {
-                        _ = woken.changed() => {}
-                        () = tokio::time::sleep(self.config.poll_interval) => {}
+                    // Until a notification names this shard, or the poll is due.
+                    let poll = tokio::time::Instant::now() + self.config.poll_interval;
+                    loop {
+                        tokio::select! {
+                            changed = woken.changed() => {
+                                if changed.is_err() {
+                                    // No listener any more: poll.
+                                    tokio::time::sleep_until(poll).await;
+                                    break;
+                                }
+                                let now = woken.borrow_and_update().of_shard(shard, self.config.shards);
+                                if now != seen {
+                                    seen = now;
+                                    break;
+                                }
+                            }
+                            () = tokio::time::sleep_until(poll) => break,
+                        }
                     }
                     // Let a burst of appends land before reading: one batch instead of
                     // one per append (a few milliseconds of lag for far less work).
@@ -784,10 +802,41 @@ pub async fn wait_for_position(
     }
 }
 
-/// Keeps a LISTEN connection open and bumps `wake` on every notification (receivers see
-/// only the latest value: notifications coalesce). Reconnects after errors; polling
-/// covers the gaps.
-async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
+/// How many notifications named each last byte of a clinic id (a count per byte, so that
+/// receivers, which see only the latest value, still tell whether their shard was named
+/// since they last looked).
+#[derive(Debug, Clone)]
+struct Wakes([u64; 256]);
+
+impl Default for Wakes {
+    fn default() -> Self {
+        Self([0; 256])
+    }
+}
+
+impl Wakes {
+    /// Counts one notification naming `hint`'s bytes.
+    fn add(&mut self, hint: &ShardHint) {
+        for byte in hint.bytes() {
+            let count = &mut self.0[usize::from(byte)];
+            *count = count.wrapping_add(1);
+        }
+    }
+
+    /// A number that changes whenever a notification names `shard` of `shards`.
+    fn of_shard(&self, shard: u8, shards: u8) -> u64 {
+        (0..=u8::MAX)
+            .filter(|byte| byte % shards.max(1) == shard)
+            .fold(0_u64, |sum, byte| {
+                sum.wrapping_add(self.0[usize::from(byte)])
+            })
+    }
+}
+
+/// Keeps a LISTEN connection open and counts in `wake` the shards each notification names
+/// ([`ShardHint`]; one without a readable hint names them all). Reconnects after errors;
+/// polling covers the gaps.
+async fn listen(config: tokio_postgres::Config, wake: watch::Sender<Wakes>) {
     loop {
         let connected = match spineledger_store::tls::connector() {
             Ok(tls) => spineledger_store::tls::effective(&config)
@@ -816,8 +865,10 @@ async fn listen(config: tokio_postgres::Config, wake: watch::Sender<u64>) {
                             subscribed = true;
                         }
                         message = messages.next() => match message {
-                            Some(Ok(AsyncMessage::Notification(_))) => {
-                                wake.send_modify(|count| *count = count.wrapping_add(1));
+                            Some(Ok(AsyncMessage::Notification(notification))) => {
+                                let hint = ShardHint::from_hex(notification.payload())
+                                    .unwrap_or(ShardHint::ALL);
+                                wake.send_modify(|wakes| wakes.add(&hint));
                             }
                             Some(Ok(_)) => {}
                             Some(Err(error)) => {
@@ -853,4 +904,27 @@ fn record_lag(projection: Projection, shard: u8, lag: Duration) {
             KeyValue::new("shard", i64::from(shard)),
         ],
     );
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_wakes_only_the_shards_it_names() {
+        let clinic = Uuid::from_u128(0x0a); // last byte 10: shard 2 of 4, shard 0 of 1
+        let mut hint = ShardHint::default();
+        hint.insert(clinic);
+        let mut wakes = Wakes::default();
+        let before: Vec<u64> = (0..4).map(|shard| wakes.of_shard(shard, 4)).collect();
+        wakes.add(&hint);
+        let after: Vec<u64> = (0..4).map(|shard| wakes.of_shard(shard, 4)).collect();
+        let woken: Vec<bool> = before.iter().zip(&after).map(|(b, a)| b != a).collect();
+        assert_eq!(woken, vec![false, false, true, false]);
+        assert_ne!(wakes.of_shard(0, 1), 0, "one shard holds every clinic");
+        // A notification without a readable hint wakes every shard.
+        let before: Vec<u64> = (0..4).map(|shard| wakes.of_shard(shard, 4)).collect();
+        wakes.add(&ShardHint::ALL);
+        assert!((0..4).all(|shard| wakes.of_shard(shard, 4) != before[usize::from(shard)]));
+    }
 }

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -44,6 +44,7 @@ use crate::store::{
     EVENT_COLUMNS, EventRows, FIND_RETRY_IN_CLINICS, StreamHead, UNIQUE_VIOLATION_RETRIES,
     classify_retry, decode_event, request_keys, to_sql_count, validate_batch,
 };
+use crate::wake::Appended;
 use crate::{
     AppendOutcome, AppendedEvent, ExpectedVersion, Fingerprint, NewEvent, RecordedEvent,
     StoreError, StreamKey,
@@ -104,7 +105,7 @@ pub(crate) struct Committer {
 
 impl Committer {
     /// Starts `settings.writers` writer tasks on the current runtime.
-    pub(crate) fn start(pool: Pool, settings: GroupCommit, appended: Arc<Notify>) -> Self {
+    pub(crate) fn start(pool: Pool, settings: GroupCommit, appended: Arc<Appended>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let max_batch = settings.max_batch.max(1);
@@ -133,7 +134,7 @@ async fn writer(
     pool: Pool,
     queue: Arc<Mutex<mpsc::Receiver<Command>>>,
     max_batch: usize,
-    appended: Arc<Notify>,
+    appended: Arc<Appended>,
 ) {
     // Commands this writer deferred from its last batch (same stream or event id as one
     // in it); they start its next batch, ahead of anything newer.
@@ -200,7 +201,7 @@ fn gather(
 /// Runs `batch` (retrying whole-transaction races), then answers every command. If the
 /// transaction fails for another reason, each command runs alone, so only a command
 /// the database itself refuses gets the failure.
-async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Notify) {
+async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
     match attempt(pool, &mut batch).await {
         Ok(answers) => answer(batch, answers, appended),
         Err(error) if batch.len() == 1 => {
@@ -238,12 +239,15 @@ async fn attempt(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>, Stor
     }
 }
 
-fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Notify) {
-    if answers
+fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
+    let wrote = batch
         .iter()
-        .any(|answer| matches!(answer, Ok(Ok(outcome)) if !outcome.replayed))
-    {
-        appended.notify_one();
+        .zip(&answers)
+        .filter(|(_, answer)| matches!(answer, Ok(Ok(outcome)) if !outcome.replayed))
+        .map(|(command, _)| command.stream.clinic_id)
+        .collect::<Vec<_>>();
+    if !wrote.is_empty() {
+        appended.record(wrote);
     }
     for (command, answer) in batch.into_iter().zip(answers) {
         // The caller may have gone meanwhile; what committed stays committed, and a retry

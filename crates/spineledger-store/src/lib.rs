@@ -21,6 +21,7 @@ mod model;
 mod scope;
 mod store;
 pub mod tls;
+mod wake;
 
 pub use access::{
     Access, AccessCursor, AccessQuery, AccessRecord, AccessSort, LoggedAccess, Reader,
@@ -41,6 +42,7 @@ pub use store::{
     EventStore, append_in, idle_access_horizon, idle_shard_horizon, read_all_after,
     read_streams_upto, request_keys,
 };
+pub use wake::ShardHint;
 
 pub use deadpool_postgres;
 pub use tokio_postgres;

@@ -10,8 +10,6 @@ use crate::chain::{EventHash, Hashed};
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::Notify;
-
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
@@ -19,6 +17,7 @@ use uuid::Uuid;
 
 use crate::group::{Command, Committer, GroupCommit, Refusal};
 use crate::scope::{ClinicScope, scoped};
+use crate::wake::Appended;
 use crate::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, StoreError, StreamKey,
@@ -52,8 +51,9 @@ pub(crate) const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id,
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: Pool,
-    /// Signalled after every committed append; see [`EventStore::spawn_notifier`].
-    appended: Arc<Notify>,
+    /// The clinics that committed appends since the last NOTIFY; see
+    /// [`EventStore::spawn_notifier`].
+    appended: Arc<Appended>,
     /// How decided appends are grouped into transactions.
     group: GroupCommit,
     /// The group commit's queue, its writers started on first use (on the runtime that
@@ -72,7 +72,7 @@ impl EventStore {
     pub fn with_group_commit(pool: Pool, group: GroupCommit) -> Self {
         Self {
             pool,
-            appended: Arc::new(Notify::new()),
+            appended: Arc::new(Appended::default()),
             group,
             committer: Arc::new(OnceLock::new()),
         }
@@ -80,17 +80,20 @@ impl EventStore {
 
     /// Sends `NOTIFY spineledger_events` after appends, coalesced: at most one per
     /// `interval`, from outside the appending transactions (a NOTIFY inside them would
-    /// serialise their commits on PostgreSQL's notification lock). Projectors in any
-    /// process LISTEN for it as a wake-up hint; they poll as well.
+    /// serialise their commits on PostgreSQL's notification lock). Its payload names the
+    /// shards with news ([`ShardHint`]). Projectors in any process LISTEN for it as a
+    /// wake-up hint; they poll as well.
     pub fn spawn_notifier(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             loop {
-                store.appended.notified().await;
+                let hint = store.appended.next().await.to_hex();
                 match store.pool.get().await {
                     Ok(client) => {
-                        if let Err(error) = client.batch_execute("NOTIFY spineledger_events").await
-                        {
+                        let notify = client
+                            .execute("SELECT pg_notify('spineledger_events', $1)", &[&hint])
+                            .await;
+                        if let Err(error) = notify {
                             tracing::debug!(%error, "NOTIFY failed; projectors will poll");
                         }
                     }
@@ -134,7 +137,7 @@ impl EventStore {
                 }
                 other => {
                     if other.as_ref().is_ok_and(|outcome| !outcome.replayed) {
-                        self.appended.notify_one();
+                        self.appended.record([stream.clinic_id]);
                     }
                     return other;
                 }
