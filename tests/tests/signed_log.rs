@@ -58,6 +58,7 @@ async fn integrate_in(database: &TestDatabase, shards: u8) {
         config.clone(),
     );
     projector.balance_leases().await.expect("leases");
+    settle(database).await;
     for shard in 0..config.shards {
         while projector
             .run_batch(Projection::ClinicLog, shard)
@@ -68,6 +69,38 @@ async fn integrate_in(database: &TestDatabase, shards: u8) {
         {}
     }
     projector.release_all().await.expect("release");
+}
+
+/// Waits until every transaction that had started when it was called has ended, so that
+/// a reader sees every record committed before the call. Transaction ids are
+/// cluster-wide: a transaction still running in another test's database (they run in
+/// parallel) keeps this database's newest records unreadable (the never-skip rule), and
+/// a drain that stopped at the first empty batch would then miss them.
+async fn settle(database: &TestDatabase) {
+    let owner = database.owner_client().await;
+    let horizon: i64 = owner
+        .query_one(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+            &[],
+        )
+        .await
+        .expect("xmax")
+        .get(0);
+    for _ in 0..6000 {
+        let oldest: i64 = owner
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await
+            .expect("xmin")
+            .get(0);
+        if oldest >= horizon {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("a transaction older than the test's records stayed open for a minute");
 }
 
 async fn sign(database: &TestDatabase) {

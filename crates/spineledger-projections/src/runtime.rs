@@ -271,6 +271,12 @@ impl Projector {
         let mut seen = woken
             .borrow_and_update()
             .of_shard(shard, self.config.shards);
+        // Until then any notification wakes this task, not only one naming its shard. A
+        // hint names the shards whose appends committed, but a reader sees them only
+        // once every older transaction has ended: after its shard was named, the task
+        // also takes the next notifications (which may announce the end of that older
+        // transaction), for one poll interval.
+        let mut any_wake_until: Option<tokio::time::Instant> = None;
         loop {
             // Most wake-ups concern other shards: one statement tells, without a
             // transaction, whether this one has anything to do.
@@ -301,8 +307,13 @@ impl Projector {
                                     break;
                                 }
                                 let now = woken.borrow_and_update().of_shard(shard, self.config.shards);
+                                let at = tokio::time::Instant::now();
                                 if now != seen {
                                     seen = now;
+                                    any_wake_until = Some(at + self.config.poll_interval);
+                                    break;
+                                }
+                                if any_wake_until.is_some_and(|until| at < until) {
                                     break;
                                 }
                             }

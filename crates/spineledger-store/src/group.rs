@@ -7,7 +7,9 @@
 //!
 //! 1. one round trip, pipelined: the clinic context (every clinic of the batch), the
 //!    existing streams locked `FOR UPDATE` in (clinic, stream) order — every batch locks
-//!    in that order, so two batches cannot deadlock on streams — the stored events under
+//!    in that order, so two batches cannot deadlock on streams (two batches inserting
+//!    the same new event ids in opposite orders can; PostgreSQL detects it and the
+//!    batch that loses is retried) — the stored events under
 //!    the batch's event ids (retries), the streams' histories and the transaction's
 //!    start time (every event's `recorded_at`);
 //! 2. in memory, command by command: a retry gets its original outcome, a stale
@@ -176,7 +178,12 @@ fn gather(
     let mut streams = HashSet::new();
     let mut ids = HashSet::new();
     while batch.len() < max_batch {
-        let queued = || queue.as_mut().and_then(|queue| queue.try_recv().ok());
+        let queued = || {
+            if deferred.len() >= max_batch {
+                return None;
+            }
+            queue.as_mut().and_then(|queue| queue.try_recv().ok())
+        };
         let Some(command) = carried.pop_front().or_else(queued) else {
             break;
         };
@@ -185,13 +192,13 @@ fn gather(
         }
         let clashes = streams.contains(&command.stream)
             || command.request.iter().any(|(id, _)| ids.contains(id));
-        if clashes {
-            deferred.push_back(command);
-            continue;
-        }
         streams.insert(command.stream.clone());
         ids.extend(command.request.iter().map(|(id, _)| *id));
-        batch.push(command);
+        if clashes {
+            deferred.push_back(command);
+        } else {
+            batch.push(command);
+        }
     }
     deferred.extend(carried.drain(..));
     *carried = deferred;
@@ -202,7 +209,7 @@ fn gather(
 /// transaction fails for another reason, each command runs alone, so only a command
 /// the database itself refuses gets the failure.
 async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
-    match attempt(pool, &mut batch).await {
+    match attempt(pool, &mut batch, appended).await {
         Ok(answers) => answer(batch, answers, appended),
         Err(error) if batch.len() == 1 => {
             let answers = vec![Err(error)];
@@ -211,8 +218,11 @@ async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
         Err(error) => {
             tracing::debug!(%error, commands = batch.len(), "batch failed; running its commands one by one");
             for command in batch {
+                if command.reply.is_closed() {
+                    continue;
+                }
                 let mut alone = vec![command];
-                let answers = match attempt(pool, &mut alone).await {
+                let answers = match attempt(pool, &mut alone, appended).await {
                     Ok(answers) => answers,
                     Err(error) => vec![Err(error)],
                 };
@@ -223,10 +233,14 @@ async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
 }
 
 /// [`commit_batch`], retried while it loses a race to a concurrent transaction.
-async fn attempt(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
+async fn attempt(
+    pool: &Pool,
+    batch: &mut [Command],
+    appended: &Appended,
+) -> Result<Vec<Answer>, StoreError> {
     let mut retries = 0;
     loop {
-        match commit_batch(pool, batch).await {
+        match commit_batch(pool, batch, appended).await {
             Err(error) if error.is_lost_race() && retries < UNIQUE_VIOLATION_RETRIES => {
                 retries += 1;
                 tracing::debug!(
@@ -258,7 +272,11 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
 
 /// One batch in one transaction (see the module docs); the answers in batch order, or
 /// the error that failed the transaction as a whole (nothing committed then).
-async fn commit_batch(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
+async fn commit_batch(
+    pool: &Pool,
+    batch: &mut [Command],
+    appended: &Appended,
+) -> Result<Vec<Answer>, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let found = read_batch(&transaction, batch).await?;
@@ -303,10 +321,20 @@ async fn commit_batch(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>,
             .decide
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let events = match decide(history) {
-            Ok(events) => events,
-            Err(refusal) => {
+        // A decision runs on a writer shared by every caller: a panic in it answers its
+        // own command and must not end the writer.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(history)));
+        let events = match decided {
+            Ok(Ok(events)) => events,
+            Ok(Err(refusal)) => {
                 answers.push(Some(Ok(Err(refusal))));
+                continue;
+            }
+            Err(_) => {
+                tracing::error!("a decision panicked; its command is refused");
+                answers.push(Some(Err(StoreError::Malformed(
+                    "the decision of this command failed".into(),
+                ))));
                 continue;
             }
         };
@@ -344,10 +372,14 @@ async fn commit_batch(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>,
             .map(|answer| answer.unwrap_or_else(unreachable_empty))
             .collect());
     }
-    let appended = write_batch(&transaction, &rows, &written).await?;
-    transaction.commit().await?;
-
-    let mut appended = appended.into_iter().peekable();
+    let stored = write_batch(&transaction, &rows, &written).await?;
+    if let Err(error) = transaction.commit().await {
+        // Whether it committed is unknown: the commands are run again (each then finds
+        // its events if they were stored), and the projectors are woken either way.
+        appended.record(written.iter().map(|stream| stream.stream.clinic_id));
+        return Err(error.into());
+    }
+    let mut stored = stored.into_iter().peekable();
     let mut result = Vec::with_capacity(batch.len());
     for (command, answer) in batch.iter().zip(answers) {
         if let Some(answer) = answer {
@@ -357,22 +389,25 @@ async fn commit_batch(pool: &Pool, batch: &mut [Command]) -> Result<Vec<Answer>,
         // Rows come back in position order, which is batch order: this command's rows
         // are the next ones of its clinic and ids.
         let mut events = Vec::with_capacity(command.request.len());
-        while let Some((_, event)) = appended.next_if(|(clinic, event)| {
+        while let Some((_, event)) = stored.next_if(|(clinic, event)| {
             *clinic == command.stream.clinic_id
                 && command.request.iter().any(|(id, _)| *id == event.event_id)
         }) {
             events.push(event);
         }
-        if events.len() != command.request.len() {
-            return Err(StoreError::Malformed(
+        // Committed: a mismatch here answers this command only (its retry gets the
+        // stored outcome), never the batch.
+        if events.len() == command.request.len() {
+            events.sort_by_key(|event| event.version);
+            result.push(Ok(Ok(AppendOutcome {
+                events,
+                replayed: false,
+            })));
+        } else {
+            result.push(Err(StoreError::Malformed(
                 "the batch insert returned other rows than it was given".into(),
-            ));
+            )));
         }
-        events.sort_by_key(|event| event.version);
-        result.push(Ok(Ok(AppendOutcome {
-            events,
-            replayed: false,
-        })));
     }
     Ok(result)
 }

@@ -87,7 +87,12 @@ impl EventStore {
         let store = self.clone();
         tokio::spawn(async move {
             loop {
-                let hint = store.appended.next().await.to_hex();
+                let hint = store.appended.next().await;
+                if hint.is_empty() {
+                    // A spare wake-up: what it announced went out with the last NOTIFY.
+                    continue;
+                }
+                let hint = hint.to_hex();
                 match store.pool.get().await {
                     Ok(client) => {
                         let notify = client

@@ -1128,6 +1128,151 @@ mod group_commit {
         assert_eq!(store.stream_version(&also_good).await.expect("version"), 1);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_decision_fails_its_command_only_and_the_writer_lives_on() {
+        let db = TestDatabase::create().await;
+        let store = one_writer(&db);
+        let clinic = Uuid::new_v4();
+        let blocker = episode(clinic);
+        db.store()
+            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
+            .await
+            .expect("setup");
+        let holder = block_on(&db, &blocker).await;
+        let mut head = vec![append(
+            &store,
+            &blocker,
+            ExpectedVersion::Any,
+            new_event(1),
+            false,
+        )];
+        queue_all(&mut head).await;
+        wait_for_a_lock_wait(&db).await;
+        let (before, broken, after) = (episode(clinic), episode(clinic), episode(clinic));
+        let panicking: Pending = {
+            let (store, broken) = (store.clone(), broken.clone());
+            Box::pin(async move {
+                let proposed = new_event(2);
+                let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+                store
+                    .append_decided(
+                        &broken,
+                        ExpectedVersion::Any,
+                        &request,
+                        move |_| -> Result<Vec<NewEvent>, &'static str> {
+                            panic!("a bug in a decision")
+                        },
+                    )
+                    .await
+            })
+        };
+        let mut batch = vec![
+            append(&store, &before, ExpectedVersion::Any, new_event(3), false),
+            panicking,
+            append(&store, &after, ExpectedVersion::Any, new_event(4), false),
+        ];
+        queue_all(&mut batch).await;
+        holder.batch_execute("COMMIT").await.expect("release");
+        head.pop()
+            .expect("head")
+            .await
+            .expect("store")
+            .expect("decided");
+        let answers = futures::future::join_all(batch).await;
+        assert!(
+            answers[0].as_ref().is_ok_and(Result::is_ok),
+            "{:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(answers[1], Err(StoreError::Malformed(_))),
+            "{:?}",
+            answers[1]
+        );
+        assert!(
+            answers[2].as_ref().is_ok_and(Result::is_ok),
+            "{:?}",
+            answers[2]
+        );
+        assert_eq!(store.stream_version(&broken).await.expect("version"), 0);
+        // The one writer still takes commands.
+        append(
+            &store,
+            &broken,
+            ExpectedVersion::NoStream,
+            new_event(5),
+            false,
+        )
+        .await
+        .expect("store")
+        .expect("decided");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deferred_command_is_not_overtaken_by_a_later_one_of_its_stream() {
+        let db = TestDatabase::create().await;
+        let store = one_writer(&db);
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        let blocker = episode(one);
+        db.store()
+            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
+            .await
+            .expect("setup");
+        let holder = block_on(&db, &blocker).await;
+        let mut head = vec![append(
+            &store,
+            &blocker,
+            ExpectedVersion::Any,
+            new_event(1),
+            false,
+        )];
+        queue_all(&mut head).await;
+        wait_for_a_lock_wait(&db).await;
+        // The same event id at two clinics is two events; a batch still takes one of
+        // them only, and the second waits.
+        let shared = new_event(2);
+        let elsewhere = NewEvent {
+            payload: json!({ "n": 3 }),
+            ..shared.clone()
+        };
+        let (first_stream, second_stream) = (episode(one), episode(two));
+        let mut batch = vec![
+            append(&store, &first_stream, ExpectedVersion::Any, shared, false),
+            append(
+                &store,
+                &second_stream,
+                ExpectedVersion::Any,
+                elsewhere,
+                false,
+            ),
+            append(
+                &store,
+                &second_stream,
+                ExpectedVersion::Any,
+                new_event(4),
+                false,
+            ),
+        ];
+        queue_all(&mut batch).await;
+        holder.batch_execute("COMMIT").await.expect("release");
+        head.pop()
+            .expect("head")
+            .await
+            .expect("store")
+            .expect("decided");
+        let answers: Vec<AppendOutcome> = futures::future::join_all(batch)
+            .await
+            .into_iter()
+            .map(|answer| answer.expect("store").expect("decided"))
+            .collect();
+        let (deferred, later) = (&answers[1].events[0], &answers[2].events[0]);
+        assert_eq!(deferred.version, 1, "the deferred command keeps its turn");
+        assert_eq!(later.version, 2);
+        assert!(deferred.cursor < later.cursor);
+        assert_ne!(answers[0].events[0].cursor.xid, deferred.cursor.xid);
+        verify_chain_with_sql(&db, &second_stream).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn under_contention_every_acknowledged_append_is_committed_once_in_order() {
         let db = TestDatabase::create().await;
