@@ -21,7 +21,9 @@
 //! 4. COMMIT; only then does any command get its answer.
 //!
 //! Each command keeps its own outcome: a conflict, a refusal or a retry answers only that
-//! command, and its neighbours commit. No savepoints (PostgreSQL slows down past 64
+//! command, and its neighbours commit. Within one writer a command never overtakes an
+//! earlier one of its stream; commands of one stream taken by different writers are
+//! concurrent calls, ordered by the stream's lock as they arrive at it. No savepoints (PostgreSQL slows down past 64
 //! subtransactions in one transaction). A batch never holds two commands of one stream or
 //! two commands sharing an event id: such a command waits for the writer's next batch,
 //! where it sees the first one's outcome. When the transaction fails as a whole, a
@@ -93,6 +95,9 @@ pub(crate) struct Command {
     /// In a mutex only so that a `&Command` may be held across an await (the batch is
     /// read while its transaction runs); it is only ever reached through `&mut`.
     pub(crate) decide: std::sync::Mutex<Decide>,
+    /// Set when `decide` panicked: it is not called again (a re-run after a lost race,
+    /// or alone after a failed batch, answers with the failure).
+    pub(crate) panicked: bool,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
@@ -317,6 +322,10 @@ async fn commit_batch(
             continue;
         }
         let history = found.history(&command.stream);
+        if command.panicked {
+            answers.push(Some(Err(decision_failed())));
+            continue;
+        }
         let decide = command
             .decide
             .get_mut()
@@ -330,11 +339,16 @@ async fn commit_batch(
                 answers.push(Some(Ok(Err(refusal))));
                 continue;
             }
-            Err(_) => {
-                tracing::error!("a decision panicked; its command is refused");
-                answers.push(Some(Err(StoreError::Malformed(
-                    "the decision of this command failed".into(),
-                ))));
+            Err(payload) => {
+                // The payload is dropped without being read: it may quote clinical data.
+                drop(payload);
+                command.panicked = true;
+                tracing::error!(
+                    clinic = %command.stream.clinic_id,
+                    stream = %command.stream.stream_id,
+                    "a decision panicked; its command is refused"
+                );
+                answers.push(Some(Err(decision_failed())));
                 continue;
             }
         };
@@ -374,27 +388,29 @@ async fn commit_batch(
     }
     let stored = write_batch(&transaction, &rows, &written).await?;
     if let Err(error) = transaction.commit().await {
-        // Whether it committed is unknown: the commands are run again (each then finds
-        // its events if they were stored), and the projectors are woken either way.
+        // Whether it committed is unknown. A batch of several is run again command by
+        // command (each then finds its events if they were stored); a lone command gets
+        // the error, and its retry with the same command id gets the outcome. The
+        // projectors are woken either way.
         appended.record(written.iter().map(|stream| stream.stream.clinic_id));
         return Err(error.into());
     }
-    let mut stored = stored.into_iter().peekable();
+    // What was stored, by clinic and event id (an event id is unique within a clinic).
+    let mut stored: HashMap<(Uuid, Uuid), AppendedEvent> = stored
+        .into_iter()
+        .map(|(clinic, event)| ((clinic, event.event_id), event))
+        .collect();
     let mut result = Vec::with_capacity(batch.len());
     for (command, answer) in batch.iter().zip(answers) {
         if let Some(answer) = answer {
             result.push(answer);
             continue;
         }
-        // Rows come back in position order, which is batch order: this command's rows
-        // are the next ones of its clinic and ids.
-        let mut events = Vec::with_capacity(command.request.len());
-        while let Some((_, event)) = stored.next_if(|(clinic, event)| {
-            *clinic == command.stream.clinic_id
-                && command.request.iter().any(|(id, _)| *id == event.event_id)
-        }) {
-            events.push(event);
-        }
+        let mut events: Vec<AppendedEvent> = command
+            .request
+            .iter()
+            .filter_map(|(id, _)| stored.remove(&(command.stream.clinic_id, *id)))
+            .collect();
         // Committed: a mismatch here answers this command only (its retry gets the
         // stored outcome), never the batch.
         if events.len() == command.request.len() {
@@ -410,6 +426,11 @@ async fn commit_batch(
         }
     }
     Ok(result)
+}
+
+/// The answer to a command whose decision panicked.
+fn decision_failed() -> StoreError {
+    StoreError::Malformed("the decision of this command failed".into())
 }
 
 fn unreachable_empty() -> Answer {

@@ -473,6 +473,7 @@ impl EventStore {
                 decide: std::sync::Mutex::new(Box::new(move |history| {
                     decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
                 })),
+                panicked: false,
                 reply,
             })
             .await?;
