@@ -10,10 +10,8 @@
 //!    in that order, so two batches cannot deadlock on streams (two batches inserting
 //!    the same new event ids in opposite orders can; PostgreSQL detects it and the
 //!    batch that loses is retried) — the stored events under
-//!    the batch's event ids (retries), the streams' events after what the writers'
-//!    history cache holds (`history.rs`: usually none; checked against the locked
-//!    version, read whole when they do not fit) and the transaction's start time (every
-//!    event's `recorded_at`);
+//!    the batch's event ids (retries), the streams' histories and the transaction's
+//!    start time (every event's `recorded_at`);
 //! 2. in memory, command by command: a retry gets its original outcome, a stale
 //!    expected version its conflict, a refusal its refusal; the others' events are
 //!    hashed onto their stream's head;
@@ -45,11 +43,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::chain::EventHash;
-use crate::history::{self, History, HistoryCache};
 use crate::scope::{ClinicScope, scoped};
 use crate::store::{
     EVENT_COLUMNS, EventRows, FIND_RETRY_IN_CLINICS, StreamHead, UNIQUE_VIOLATION_RETRIES,
-    classify_retry, decode_event, request_keys, to_sql_count, validate_batch, whole_microseconds,
+    classify_retry, decode_event, request_keys, to_sql_count, validate_batch,
 };
 use crate::wake::Appended;
 use crate::{
@@ -119,16 +116,12 @@ impl Committer {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let max_batch = settings.max_batch.max(1);
-        let shared = Arc::new(Writers {
-            pool,
-            appended,
-            histories: HistoryCache::new(history::CAPACITY),
-        });
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(writer(
-                Arc::clone(&shared),
+                pool.clone(),
                 Arc::clone(&receiver),
                 max_batch,
+                Arc::clone(&appended),
             ));
         }
         Self { queue }
@@ -143,20 +136,12 @@ impl Committer {
     }
 }
 
-/// What the writers of one store share.
-struct Writers {
-    pool: Pool,
-    /// Where committed appends are noted for the notifier.
-    appended: Arc<Appended>,
-    /// The streams' histories as far as this store has seen them committed.
-    histories: HistoryCache,
-}
-
 /// One writer: take a batch, run it, answer it; again until the queue closes.
 async fn writer(
-    shared: Arc<Writers>,
+    pool: Pool,
     queue: Arc<Mutex<mpsc::Receiver<Command>>>,
     max_batch: usize,
+    appended: Arc<Appended>,
 ) {
     // Commands this writer deferred from its last batch (same stream or event id as one
     // in it); they start its next batch, ahead of anything newer.
@@ -181,7 +166,7 @@ async fn writer(
             continue;
         }
         let span = tracing::debug_span!("group_commit", commands = batch.len());
-        run(&shared, batch).instrument(span).await;
+        run(&pool, batch, &appended).instrument(span).await;
     }
 }
 
@@ -228,9 +213,8 @@ fn gather(
 /// Runs `batch` (retrying whole-transaction races), then answers every command. If the
 /// transaction fails for another reason, each command runs alone, so only a command
 /// the database itself refuses gets the failure.
-async fn run(shared: &Writers, mut batch: Vec<Command>) {
-    let appended = &shared.appended;
-    match attempt(shared, &mut batch).await {
+async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
+    match attempt(pool, &mut batch, appended).await {
         Ok(answers) => answer(batch, answers, appended),
         Err(error) if batch.len() == 1 => {
             let answers = vec![Err(error)];
@@ -243,7 +227,7 @@ async fn run(shared: &Writers, mut batch: Vec<Command>) {
                     continue;
                 }
                 let mut alone = vec![command];
-                let answers = match attempt(shared, &mut alone).await {
+                let answers = match attempt(pool, &mut alone, appended).await {
                     Ok(answers) => answers,
                     Err(error) => vec![Err(error)],
                 };
@@ -254,10 +238,14 @@ async fn run(shared: &Writers, mut batch: Vec<Command>) {
 }
 
 /// [`commit_batch`], retried while it loses a race to a concurrent transaction.
-async fn attempt(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
+async fn attempt(
+    pool: &Pool,
+    batch: &mut [Command],
+    appended: &Appended,
+) -> Result<Vec<Answer>, StoreError> {
     let mut retries = 0;
     loop {
-        match commit_batch(shared, batch).await {
+        match commit_batch(pool, batch, appended).await {
             Err(error) if error.is_lost_race() && retries < UNIQUE_VIOLATION_RETRIES => {
                 retries += 1;
                 tracing::debug!(
@@ -289,10 +277,14 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
 
 /// One batch in one transaction (see the module docs); the answers in batch order, or
 /// the error that failed the transaction as a whole (nothing committed then).
-async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Answer>, StoreError> {
-    let mut client = shared.pool.get().await?;
+async fn commit_batch(
+    pool: &Pool,
+    batch: &mut [Command],
+    appended: &Appended,
+) -> Result<Vec<Answer>, StoreError> {
+    let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let found = read_batch(&transaction, batch, &shared.histories).await?;
+    let found = read_batch(&transaction, batch).await?;
 
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
     let mut rows = EventRows::default();
@@ -379,8 +371,6 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
                     new: !found.heads.contains_key(&command.stream),
                     version,
                     hash,
-                    previous: head.hash,
-                    events,
                 });
                 answers.push(None);
             }
@@ -391,7 +381,6 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
     if rows.is_empty() {
         // Nothing to write: no commit to wait for (the locks go with the rollback).
         drop(transaction);
-        remember(&shared.histories, &found, &[], &HashMap::new());
         return Ok(answers
             .into_iter()
             .map(|answer| answer.unwrap_or_else(unreachable_empty))
@@ -403,9 +392,7 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
         // command (each then finds its events if they were stored); a lone command gets
         // the error, and its retry with the same command id gets the outcome. The
         // projectors are woken either way.
-        shared
-            .appended
-            .record(written.iter().map(|stream| stream.stream.clinic_id));
+        appended.record(written.iter().map(|stream| stream.stream.clinic_id));
         return Err(error.into());
     }
     // What was stored, by clinic and event id (an event id is unique within a clinic).
@@ -414,7 +401,6 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
         .map(|(clinic, event)| ((clinic, event.event_id), event))
         .collect();
     let mut result = Vec::with_capacity(batch.len());
-    let mut outcomes: HashMap<StreamKey, Vec<AppendedEvent>> = HashMap::new();
     for (command, answer) in batch.iter().zip(answers) {
         if let Some(answer) = answer {
             result.push(answer);
@@ -429,7 +415,6 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
         // stored outcome), never the batch.
         if events.len() == command.request.len() {
             events.sort_by_key(|event| event.version);
-            outcomes.insert(command.stream.clone(), events.clone());
             result.push(Ok(Ok(AppendOutcome {
                 events,
                 replayed: false,
@@ -440,70 +425,7 @@ async fn commit_batch(shared: &Writers, batch: &mut [Command]) -> Result<Vec<Ans
             )));
         }
     }
-    remember(&shared.histories, &found, &written, &outcomes);
     Ok(result)
-}
-
-/// After the batch: every history it read, each written stream's with its new events as
-/// they were committed, goes to the cache. A written stream whose outcome is unknown
-/// (`outcomes` lacks it) is forgotten instead.
-fn remember(
-    cache: &HistoryCache,
-    found: &Found,
-    written: &[Written],
-    outcomes: &HashMap<StreamKey, Vec<AppendedEvent>>,
-) {
-    for (stream, history) in &found.histories {
-        let Some(write) = written.iter().find(|write| &write.stream == stream) else {
-            cache.put(stream, Arc::clone(history));
-            continue;
-        };
-        let appended = outcomes
-            .get(stream)
-            .and_then(|stored| recorded(write, stored, found.recorded_at));
-        match appended {
-            Some(appended) => cache.put(
-                stream,
-                Arc::new(history.iter().cloned().chain(appended).collect()),
-            ),
-            None => cache.forget(stream),
-        }
-    }
-}
-
-/// The committed events of `write` as a read of them would return them.
-fn recorded(
-    write: &Written,
-    stored: &[AppendedEvent],
-    recorded_at: chrono::DateTime<chrono::Utc>,
-) -> Option<Vec<RecordedEvent>> {
-    if stored.len() != write.events.len() {
-        return None;
-    }
-    let mut previous = write.previous;
-    let mut events = Vec::with_capacity(stored.len());
-    for (event, stored) in write.events.iter().zip(stored) {
-        let hash = stored.hash?;
-        events.push(RecordedEvent {
-            clinic_id: write.stream.clinic_id,
-            stream_id: write.stream.stream_id.clone(),
-            version: stored.version,
-            event_id: stored.event_id,
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            payload: event.payload.clone(),
-            metadata: event.metadata.clone(),
-            stored_metadata: serde_json::to_value(&event.metadata).ok()?,
-            occurred_at: event.occurred_at.map(whole_microseconds),
-            recorded_at,
-            cursor: stored.cursor,
-            fingerprint: event.fingerprint,
-            previous_hash: Some(previous),
-            hash: Some(hash),
-        });
-        previous = hash;
-    }
-    Some(events)
 }
 
 /// The answer to a command whose decision panicked.
@@ -522,9 +444,7 @@ struct Found {
     heads: HashMap<StreamKey, StreamHead>,
     recorded_at: chrono::DateTime<chrono::Utc>,
     retries: Vec<Row>,
-    /// Every stream's events from version 1 (whole: checked against the locked version,
-    /// or read whole).
-    histories: HashMap<StreamKey, History>,
+    histories: HashMap<StreamKey, Vec<RecordedEvent>>,
 }
 
 impl Found {
@@ -545,18 +465,12 @@ impl Found {
     }
 
     fn history(&self, stream: &StreamKey) -> &[RecordedEvent] {
-        self.histories
-            .get(stream)
-            .map_or(&[], |history| history.as_slice())
+        self.histories.get(stream).map_or(&[], Vec::as_slice)
     }
 }
 
 /// Step 1: the clinic context, the locks, the retries, the histories, the start time.
-async fn read_batch(
-    transaction: &Transaction<'_>,
-    batch: &[Command],
-    cache: &HistoryCache,
-) -> Result<Found, StoreError> {
+async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<Found, StoreError> {
     let lock = transaction
         .prepare_cached(
             "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash FROM streams s \
@@ -566,12 +480,11 @@ async fn read_batch(
         )
         .await?;
     let retries = transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?;
-    let histories_statement = transaction
+    let histories = transaction
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
-             JOIN unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(clinic_id, stream_id, after) \
+             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
                USING (clinic_id, stream_id) \
-             WHERE events.version > k.after \
              ORDER BY clinic_id, stream_id, version"
         ))
         .await?;
@@ -597,23 +510,15 @@ async fn read_batch(
         .unzip();
     let mut clinics = stream_clinics.clone();
     clinics.dedup();
-    // Only the events after what is cached are read.
-    let cached: Vec<Option<History>> = streams.iter().map(|stream| cache.get(stream)).collect();
-    let afters: Vec<i64> = cached
-        .iter()
-        .map(|history| history.as_ref().map_or(0, |history| history.len() as i64))
-        .collect();
 
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&stream_clinics, &stream_ids];
-    let history_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&stream_clinics, &stream_ids, &afters];
     let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id_clinics, &ids];
     let (locked, retried, read, started) = scoped(transaction, &ClinicScope::of(&clinics), async {
         futures::try_join!(
             transaction.query(&lock, &stream_params),
             transaction.query(&retries, &retry_params),
-            transaction.query(&histories_statement, &history_params),
+            transaction.query(&histories, &stream_params),
             transaction.query_one(&started, &[]),
         )
     })
@@ -626,41 +531,11 @@ async fn read_batch(
         let head = StreamHead::of_locked(row, recorded_at)?;
         heads.insert(stream, head);
     }
-    let mut fetched = by_stream(&read)?;
-    let mut histories: HashMap<StreamKey, History> = HashMap::with_capacity(streams.len());
-    let mut incomplete = Vec::new();
-    for (stream, cached) in streams.iter().zip(cached) {
-        let version = heads.get(*stream).map_or(0, |head| head.version);
-        let read = fetched.remove(*stream).unwrap_or_default();
-        let history = match cached {
-            Some(cached) if read.is_empty() => cached,
-            Some(cached) => Arc::new(cached.iter().cloned().chain(read).collect()),
-            None => Arc::new(read),
-        };
-        if history::is_whole(&history, version) {
-            histories.insert((*stream).clone(), history);
-        } else {
-            incomplete.push(*stream);
-        }
-    }
-    if !incomplete.is_empty() {
-        // A cached prefix that does not fit the locked stream: read those whole (the
-        // database is the truth) and cache them no more.
-        for stream in &incomplete {
-            cache.forget(stream);
-        }
-        let clinics: Vec<Uuid> = incomplete.iter().map(|stream| stream.clinic_id).collect();
-        let ids: Vec<&str> = incomplete
-            .iter()
-            .map(|stream| stream.stream_id.as_str())
-            .collect();
-        let from_start = vec![0_i64; incomplete.len()];
-        let rows = transaction
-            .query(&histories_statement, &[&clinics, &ids, &from_start])
-            .await?;
-        for (stream, events) in by_stream(&rows)? {
-            histories.insert(stream, Arc::new(events));
-        }
+    let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
+    for row in &read {
+        let event = decode_event(row)?;
+        let stream = StreamKey::new(event.clinic_id, event.stream_id.clone());
+        histories.entry(stream).or_default().push(event);
     }
     Ok(Found {
         heads,
@@ -668,17 +543,6 @@ async fn read_batch(
         retries: retried,
         histories,
     })
-}
-
-/// Decoded rows of [`EVENT_COLUMNS`], by stream, in the order read.
-fn by_stream(rows: &[Row]) -> Result<HashMap<StreamKey, Vec<RecordedEvent>>, StoreError> {
-    let mut streams: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
-    for row in rows {
-        let event = decode_event(row)?;
-        let stream = StreamKey::new(event.clinic_id, event.stream_id.clone());
-        streams.entry(stream).or_default().push(event);
-    }
-    Ok(streams)
 }
 
 /// Step 3: new streams, the events, the existing streams' heads — one round trip.
@@ -749,10 +613,6 @@ struct Written {
     new: bool,
     version: u64,
     hash: EventHash,
-    /// The head hash before the batch.
-    previous: EventHash,
-    /// The events decided for it.
-    events: Vec<NewEvent>,
 }
 
 #[derive(Default)]

@@ -17,7 +17,6 @@ mod access;
 mod database;
 mod error;
 mod group;
-mod history;
 mod model;
 mod scope;
 mod store;

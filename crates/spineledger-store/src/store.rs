@@ -824,7 +824,7 @@ pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 /// `at` without its sub-microsecond part (PostgreSQL keeps microseconds).
-pub(crate) fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
+fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 

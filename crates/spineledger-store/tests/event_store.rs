@@ -1273,48 +1273,6 @@ mod group_commit {
         verify_chain_with_sql(&db, &second_stream).await;
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_history_cache_costs_a_read_never_a_wrong_decision() {
-        let db = TestDatabase::create().await;
-        // Two stores over one database: two processes, each with its own cache that
-        // misses the other's appends.
-        let stores = [one_writer(&db), one_writer(&db)];
-        let stream = episode(Uuid::new_v4());
-        let (seen, histories) = std::sync::mpsc::channel();
-        for n in 0..12_u64 {
-            let store = &stores[usize::from(n % 3 == 0 || n % 5 == 0)];
-            let proposed = new_event(n);
-            let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
-            let seen = seen.clone();
-            store
-                .append_decided(
-                    &stream,
-                    ExpectedVersion::Exact(n),
-                    &request,
-                    move |history| {
-                        let _ = seen.send(history.to_vec());
-                        Ok::<_, ()>(vec![proposed.clone()])
-                    },
-                )
-                .await
-                .expect("store")
-                .expect("decided");
-        }
-        drop(seen);
-        let stored = db.store().read_whole_stream(&stream).await.expect("read");
-        let given: Vec<Vec<spineledger_store::RecordedEvent>> = histories.iter().collect();
-        assert_eq!(given.len(), 12);
-        for (n, history) in given.iter().enumerate() {
-            // Exactly what a read of the stream returned at that version, field by field.
-            assert_eq!(
-                history.as_slice(),
-                &stored[..n],
-                "the history decided on at {n}"
-            );
-        }
-        verify_chain_with_sql(&db, &stream).await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn under_contention_every_acknowledged_append_is_committed_once_in_order() {
         let db = TestDatabase::create().await;
