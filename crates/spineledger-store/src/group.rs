@@ -450,18 +450,12 @@ struct Found {
 impl Found {
     /// The locked head of `stream`, or version 0 at the genesis hash if it is new.
     fn head(&self, stream: &StreamKey) -> StreamHead {
-        self.heads.get(stream).map_or(
-            StreamHead {
-                version: 0,
-                hash: EventHash::GENESIS,
-                recorded_at: self.recorded_at,
-            },
-            |head| StreamHead {
-                version: head.version,
-                hash: head.hash,
-                recorded_at: self.recorded_at,
-            },
-        )
+        // The locked heads carry this transaction's start already (`of_locked`).
+        self.heads.get(stream).copied().unwrap_or(StreamHead {
+            version: 0,
+            hash: EventHash::GENESIS,
+            recorded_at: self.recorded_at,
+        })
     }
 
     fn history(&self, stream: &StreamKey) -> &[RecordedEvent] {

@@ -490,6 +490,7 @@ impl EventStore {
 }
 
 /// A locked stream as the appending transaction found it.
+#[derive(Clone, Copy)]
 pub(crate) struct StreamHead {
     /// Its version (0: new).
     pub(crate) version: u64,

@@ -934,19 +934,62 @@ mod group_commit {
         }
     }
 
+    /// The one writer of `store`, held: its batch (an append to `blocker`, a stream of
+    /// its own at `clinic`) waits on a row lock another transaction holds, so whatever
+    /// is queued next forms the next batch.
+    struct HeldWriter {
+        blocker: StreamKey,
+        holder: tokio_postgres::Client,
+        head: Pending,
+    }
+
+    async fn hold_the_writer(
+        db: &TestDatabase,
+        store: &spineledger_store::EventStore,
+        clinic: Uuid,
+    ) -> HeldWriter {
+        let blocker = episode(clinic);
+        db.store()
+            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
+            .await
+            .expect("setup");
+        let holder = block_on(db, &blocker).await;
+        let mut head = vec![append(
+            store,
+            &blocker,
+            ExpectedVersion::Any,
+            new_event(1),
+            false,
+        )];
+        queue_all(&mut head).await;
+        wait_for_a_lock_wait(db).await;
+        let head = head.pop().expect("head");
+        HeldWriter {
+            blocker,
+            holder,
+            head,
+        }
+    }
+
+    impl HeldWriter {
+        /// Lets the held batch commit; its outcome.
+        async fn release(self) -> AppendOutcome {
+            self.holder.batch_execute("COMMIT").await.expect("release");
+            self.head.await.expect("store").expect("decided")
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_batch_answers_each_command_alone_and_commits_the_rest_together() {
         let db = TestDatabase::create().await;
         let store = one_writer(&db);
         let clinic = Uuid::new_v4();
-        let (blocker, conflicting, retried) = (episode(clinic), episode(clinic), episode(clinic));
+        let (conflicting, retried) = (episode(clinic), episode(clinic));
         let (first, refused, second) = (episode(clinic), episode(clinic), episode(clinic));
-        for stream in [&blocker, &conflicting] {
-            db.store()
-                .append(stream, ExpectedVersion::Any, &[new_event(0)])
-                .await
-                .expect("setup");
-        }
+        db.store()
+            .append(&conflicting, ExpectedVersion::Any, &[new_event(0)])
+            .await
+            .expect("setup");
         let original = new_event(1);
         let stored = append(
             &store,
@@ -960,16 +1003,8 @@ mod group_commit {
         .expect("decided");
 
         // The writer's batch waits on a lock held elsewhere; everything behind it queues.
-        let holder = block_on(&db, &blocker).await;
-        let mut head = vec![append(
-            &store,
-            &blocker,
-            ExpectedVersion::Any,
-            new_event(2),
-            false,
-        )];
-        queue_all(&mut head).await;
-        wait_for_a_lock_wait(&db).await;
+        let held = hold_the_writer(&db, &store, clinic).await;
+        let blocker = held.blocker.clone();
         let mut batch = vec![
             append(
                 &store,
@@ -1004,14 +1039,7 @@ mod group_commit {
             ),
         ];
         queue_all(&mut batch).await;
-        holder.batch_execute("COMMIT").await.expect("release");
-
-        let blocked = head
-            .pop()
-            .expect("head")
-            .await
-            .expect("store")
-            .expect("decided");
+        let blocked = held.release().await;
         let answers = futures::future::join_all(batch).await;
         let mut answers = answers.into_iter();
         match answers.next().expect("conflict") {
@@ -1070,21 +1098,7 @@ mod group_commit {
         let db = TestDatabase::create().await;
         let store = one_writer(&db);
         let clinic = Uuid::new_v4();
-        let blocker = episode(clinic);
-        db.store()
-            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
-            .await
-            .expect("setup");
-        let holder = block_on(&db, &blocker).await;
-        let mut head = vec![append(
-            &store,
-            &blocker,
-            ExpectedVersion::Any,
-            new_event(1),
-            false,
-        )];
-        queue_all(&mut head).await;
-        wait_for_a_lock_wait(&db).await;
+        let held = hold_the_writer(&db, &store, clinic).await;
         // jsonb cannot hold U+0000: PostgreSQL fails the statement, and with it the
         // batch's transaction.
         let unstorable = event(Uuid::new_v4(), json!({ "note": "a\u{0}b" }));
@@ -1101,12 +1115,7 @@ mod group_commit {
             ),
         ];
         queue_all(&mut batch).await;
-        holder.batch_execute("COMMIT").await.expect("release");
-        head.pop()
-            .expect("head")
-            .await
-            .expect("store")
-            .expect("decided");
+        held.release().await;
         let answers = futures::future::join_all(batch).await;
         assert!(
             answers[0].as_ref().is_ok_and(Result::is_ok),
@@ -1133,21 +1142,7 @@ mod group_commit {
         let db = TestDatabase::create().await;
         let store = one_writer(&db);
         let clinic = Uuid::new_v4();
-        let blocker = episode(clinic);
-        db.store()
-            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
-            .await
-            .expect("setup");
-        let holder = block_on(&db, &blocker).await;
-        let mut head = vec![append(
-            &store,
-            &blocker,
-            ExpectedVersion::Any,
-            new_event(1),
-            false,
-        )];
-        queue_all(&mut head).await;
-        wait_for_a_lock_wait(&db).await;
+        let held = hold_the_writer(&db, &store, clinic).await;
         let (before, broken, after) = (episode(clinic), episode(clinic), episode(clinic));
         let panicking: Pending = {
             let (store, broken) = (store.clone(), broken.clone());
@@ -1172,12 +1167,7 @@ mod group_commit {
             append(&store, &after, ExpectedVersion::Any, new_event(4), false),
         ];
         queue_all(&mut batch).await;
-        holder.batch_execute("COMMIT").await.expect("release");
-        head.pop()
-            .expect("head")
-            .await
-            .expect("store")
-            .expect("decided");
+        held.release().await;
         let answers = futures::future::join_all(batch).await;
         assert!(
             answers[0].as_ref().is_ok_and(Result::is_ok),
@@ -1213,21 +1203,7 @@ mod group_commit {
         let db = TestDatabase::create().await;
         let store = one_writer(&db);
         let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
-        let blocker = episode(one);
-        db.store()
-            .append(&blocker, ExpectedVersion::Any, &[new_event(0)])
-            .await
-            .expect("setup");
-        let holder = block_on(&db, &blocker).await;
-        let mut head = vec![append(
-            &store,
-            &blocker,
-            ExpectedVersion::Any,
-            new_event(1),
-            false,
-        )];
-        queue_all(&mut head).await;
-        wait_for_a_lock_wait(&db).await;
+        let held = hold_the_writer(&db, &store, one).await;
         // The same event id at two clinics is two events; a batch still takes one of
         // them only, and the second waits.
         let shared = new_event(2);
@@ -1254,12 +1230,7 @@ mod group_commit {
             ),
         ];
         queue_all(&mut batch).await;
-        holder.batch_execute("COMMIT").await.expect("release");
-        head.pop()
-            .expect("head")
-            .await
-            .expect("store")
-            .expect("decided");
+        held.release().await;
         let answers: Vec<AppendOutcome> = futures::future::join_all(batch)
             .await
             .into_iter()

@@ -625,23 +625,54 @@ fn url_escape(text: &str) -> String {
         .collect()
 }
 
+/// A command header of the bench's actor at `clinic`, with a fresh command id.
+fn header(clinic: Uuid) -> Option<v1::CommandHeader> {
+    Some(v1::CommandHeader {
+        clinic_id: clinic.to_string(),
+        command_id: Uuid::new_v4().to_string(),
+        expected_version: None,
+        correlation_id: String::new(),
+        causation_id: String::new(),
+        actor: "bench".into(),
+    })
+}
+
+/// A moment `hours` back, so that every fact sent lies in the past (and a set-up's facts
+/// in clinical order).
+fn hours_ago(hours: i64) -> Option<prost_types::Timestamp> {
+    Some(spineledger_api::views::timestamp(
+        chrono::Utc::now() - chrono::TimeDelta::hours(hours),
+    ))
+}
+
 fn register(clinic: Uuid) -> v1::RegisterPatientRequest {
     v1::RegisterPatientRequest {
-        header: Some(v1::CommandHeader {
-            clinic_id: clinic.to_string(),
-            command_id: Uuid::new_v4().to_string(),
-            expected_version: None,
-            correlation_id: String::new(),
-            causation_id: String::new(),
-            actor: "bench".into(),
-        }),
-        occurred_at: Some(spineledger_api::views::timestamp(
-            chrono::Utc::now() - chrono::TimeDelta::hours(1),
-        )),
+        header: header(clinic),
+        occurred_at: hours_ago(1),
         patient_id: Uuid::new_v4().to_string(),
         birth_year: Some(1971),
         sex: v1::Sex::Female as i32,
     }
+}
+
+/// A load phase's end: every client's latencies (the first failure fails the phase, named
+/// by `what`), and the CPU spent since `before`.
+async fn phase_of(
+    server: &Server,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<f64>, tonic::Status>>>,
+    what: &str,
+    before: CpuSample,
+    started: Instant,
+) -> anyhow::Result<Phase> {
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(
+            task.await?
+                .map_err(|status| anyhow::anyhow!("{what} failed: {status}"))?,
+        );
+    }
+    let after = CpuSample::now(server.child.id());
+    Ok(Phase::from_latencies(latencies, started.elapsed().as_secs_f64()).with_cpu(before, after))
 }
 
 /// The latest acknowledged append: (position, clinic, when acknowledged).
@@ -679,15 +710,7 @@ async fn appends(
             }))
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(
-            task.await?
-                .map_err(|status| anyhow::anyhow!("append failed: {status}"))?,
-        );
-    }
-    let after = CpuSample::now(server.child.id());
-    Ok(Phase::from_latencies(latencies, started.elapsed().as_secs_f64()).with_cpu(before, after))
+    phase_of(server, tasks, "an append", before, started).await
 }
 
 async fn drive(

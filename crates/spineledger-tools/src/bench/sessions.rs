@@ -15,26 +15,7 @@ use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsService
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{CpuSample, Phase, Server};
-
-/// A clock a few hours back, so that every fact of the setup lies in the past and in
-/// clinical order.
-fn hours_ago(hours: i64) -> Option<prost_types::Timestamp> {
-    Some(spineledger_api::views::timestamp(
-        chrono::Utc::now() - chrono::TimeDelta::hours(hours),
-    ))
-}
-
-fn header(clinic: Uuid) -> Option<v1::CommandHeader> {
-    Some(v1::CommandHeader {
-        clinic_id: clinic.to_string(),
-        command_id: Uuid::new_v4().to_string(),
-        expected_version: None,
-        correlation_id: String::new(),
-        causation_id: String::new(),
-        actor: "bench".into(),
-    })
-}
+use super::{CpuSample, Phase, Server, header, hours_ago, phase_of};
 
 fn force(newtons: f64) -> Option<v1::Force> {
     Some(v1::Force {
@@ -198,13 +179,5 @@ pub(super) async fn record_sessions(
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(
-            task.await?
-                .map_err(|status| anyhow::anyhow!("a session append failed: {status}"))?,
-        );
-    }
-    let after = CpuSample::now(server.child.id());
-    Ok(Phase::from_latencies(latencies, started.elapsed().as_secs_f64()).with_cpu(before, after))
+    phase_of(server, tasks, "a session append", before, started).await
 }
