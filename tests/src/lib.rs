@@ -273,8 +273,24 @@ impl Harness {
     }
 
     /// The outcome facts of `script`'s episode, as an analyst's SQL (here with the
-    /// owner's view of every clinic) reads them.
+    /// owner's view of every clinic) reads them, once the outcome projection has
+    /// projected the episode's last event (waited for as a client would: a statistics
+    /// read with `min_position`).
     pub async fn outcome_facts(&self, script: &requests::EpisodeScript) -> serde_json::Value {
+        use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
+        let last = self
+            .episode_events(script)
+            .await
+            .last()
+            .map(|event| event.cursor.position);
+        OutcomeStatisticsServiceClient::new(self.channel().await)
+            .get_outcome_statistics(spineledger_api::v1::GetOutcomeStatisticsRequest {
+                clinic_ids: vec![script.clinic_id.to_string()],
+                min_position: last,
+                ..Default::default()
+            })
+            .await
+            .expect("the outcome projection reaches the episode's last event");
         let client = self.database.owner_client().await;
         client
             .query_one(

@@ -562,5 +562,29 @@ pub async fn assert_models_match_oracle(pool: &Pool, events: &[RecordedEvent]) {
     for (key, want) in &expected {
         assert_eq!(outcomes.get(key), Some(want), "outcome facts of {key:?}");
     }
+    assert_cells_sum_the_episodes(pool).await;
     let _ = Projection::ALL;
+}
+
+/// Asserts the outcome cells hold exactly the tallies of the stored episode facts: each
+/// cell the sum of its episodes' contributions, no cell missing, none left over (a cell
+/// whose episodes all moved out is gone).
+pub async fn assert_cells_sum_the_episodes(pool: &Pool) {
+    let client = pool.get().await.expect("connection");
+    let rows = client
+        .query("SELECT facts FROM outcome_episodes", &[])
+        .await
+        .expect("outcomes");
+    let episodes: Vec<spineledger_readmodels::EpisodeOutcome> = rows
+        .into_iter()
+        .map(|row| serde_json::from_value(row.try_get(0).expect("column")).expect("facts"))
+        .collect();
+    let expected = spineledger_readmodels::cell_changes(episodes.iter().map(|e| (None, e)));
+    let stored = spineledger_projections::cells::stored(&client, "outcome_cells")
+        .await
+        .expect("cells");
+    assert_eq!(stored.len(), expected.len(), "cell count differs");
+    for (cell, tally) in &expected {
+        assert_eq!(stored.get(cell), Some(tally), "cell {cell:?}");
+    }
 }

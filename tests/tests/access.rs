@@ -222,6 +222,7 @@ async fn row_counts(harness: &Harness) -> Vec<i64> {
         "streams",
         "treatment_plans",
         "outcome_episodes",
+        "outcome_cells",
         "access_log",
     ] {
         let row = client

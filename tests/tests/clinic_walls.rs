@@ -17,16 +17,26 @@ use spineledger_store::tokio_postgres::error::SqlState;
 use spineledger_store::tokio_postgres::{Client, Error};
 use uuid::Uuid;
 
-const CLINICAL_TABLES: [&str; 4] = ["events", "streams", "treatment_plans", "outcome_episodes"];
-/// Every table the app role reaches through the wall: the clinical tables and the access
-/// log (which the projector role has no business with).
-const WALLED_TABLES: [&str; 5] = [
+const CLINICAL_TABLES: [&str; 5] = [
     "events",
     "streams",
     "treatment_plans",
     "outcome_episodes",
+    "outcome_cells",
+];
+/// Every table the app role reaches through the wall: the clinical tables and the access
+/// log (which the projector role has no business with).
+const WALLED_TABLES: [&str; 6] = [
+    "events",
+    "streams",
+    "treatment_plans",
+    "outcome_episodes",
+    "outcome_cells",
     "access_log",
 ];
+
+/// The read models' tables (a rebuild swaps each for a fresh one).
+const READ_MODEL_TABLES: [&str; 3] = ["treatment_plans", "outcome_episodes", "outcome_cells"];
 
 /// A server whose database holds an evaluated episode of clinic A and one of clinic B,
 /// projected into both read models.
@@ -455,7 +465,7 @@ async fn a_rebuilt_read_model_keeps_its_wall() {
     }
 
     let app = app_connection(&harness).await;
-    for table in ["treatment_plans", "outcome_episodes"] {
+    for table in READ_MODEL_TABLES {
         let (of_a, of_b, _) = visible(&owner, table, a, b).await;
         assert!(
             of_a > 0 && of_b > 0,
@@ -515,7 +525,7 @@ async fn a_rebuilt_read_model_keeps_its_wall() {
 /// The oids of the read-model tables (a rebuild swaps in new ones).
 async fn table_oids(owner: &Client) -> Vec<u32> {
     let mut oids = Vec::new();
-    for table in ["treatment_plans", "outcome_episodes"] {
+    for table in READ_MODEL_TABLES {
         let oid: u32 = owner
             .query_one("SELECT $1::text::regclass::oid", &[&table])
             .await

@@ -361,8 +361,9 @@ fn projection_status(error: ProjectionError) -> Status {
         ProjectionError::QueryTooBroad { limit } => with_reason(
             Code::FailedPrecondition,
             format!(
-                "the query covers more than {limit} episodes: name fewer clinics or a \
-                 narrower evaluation date range"
+                "the partial months at the ends of the evaluation date range cover more than \
+                 {limit} episodes: start and end the range on the first of a month (UTC), \
+                 whose statistics are pre-aggregated, or name fewer clinics"
             ),
             REASON_QUERY_TOO_BROAD,
             HashMap::from([("limit".to_owned(), limit.to_string())]),

@@ -1,6 +1,7 @@
 //! Projectors: read the event log in global order and keep the read models current.
 //!
 //! - [`models`]: the read-model tables and how a batch of events lands in them;
+//! - [`cells`]: the pre-aggregated outcome statistics the outcome projector keeps;
 //! - [`runtime`]: checkpoints, leases, wake-ups, read-your-writes;
 //! - [`queries`]: what the query API reads;
 //! - [`rebuild`]: rebuild from position zero into fresh tables, compare, swap;
@@ -8,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cells;
 pub mod clinic_log;
 mod error;
 pub mod models;
@@ -16,7 +18,7 @@ pub mod rebuild;
 pub mod runtime;
 
 pub use error::ProjectionError;
-pub use models::{Projection, treatment_plan_of};
+pub use models::{Projection, Tables, treatment_plan_of};
 pub use runtime::{
     BatchOutcome, DEFAULT_SHARDS, FaultInjector, NoFaults, Projector, ProjectorConfig, Stage,
     checkpoint, ensure_checkpoints, wait_for_position,

@@ -14,11 +14,13 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spineledger_domain::{Chart, EpisodeEvent, EpisodeId};
-use spineledger_readmodels::{EpisodeOutcome, EpisodeView, TreatmentPlanView, derive, extend};
+use spineledger_readmodels::{
+    EpisodeOutcome, EpisodeView, TreatmentPlanView, cell_changes, derive, extend,
+};
 use spineledger_store::{GlobalCursor, RecordedEvent, StreamKey, read_streams_upto};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::{ProjectionError, cells};
 
 /// The projections this service maintains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,20 +65,21 @@ impl Projection {
             .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned()))
     }
 
-    /// The table holding the read model (a rebuild writes `<table>_rebuild`, then swaps).
-    pub fn table(self) -> &'static str {
+    /// The tables holding the read model: the primary one first (a rebuild writes each
+    /// as `<table>_rebuild`, then swaps them all).
+    pub fn tables(self) -> &'static [&'static str] {
         match self {
-            Self::TreatmentPlans => "treatment_plans",
-            Self::OutcomeStatistics => "outcome_episodes",
-            Self::ClinicLog => "clinic_log",
+            Self::TreatmentPlans => &["treatment_plans"],
+            Self::OutcomeStatistics => &["outcome_episodes", "outcome_cells"],
+            Self::ClinicLog => &["clinic_log"],
         }
     }
 
-    /// Applies `events` (in global order) to the model in `table`.
+    /// Applies `events` (in global order) to the model's `tables`.
     pub async fn apply(
         self,
         client: &impl GenericClient,
-        table: &str,
+        tables: Tables,
         events: &[RecordedEvent],
     ) -> Result<usize, ProjectionError> {
         let episode_events = decode_episode_events(events)?;
@@ -88,39 +91,68 @@ impl Projection {
         }
         match self {
             Self::TreatmentPlans => {
-                fold_rows::<TreatmentPlanView>(client, table, &episode_events, upto).await
+                fold_rows::<TreatmentPlanView>(client, tables, &episode_events, upto).await
             }
             Self::OutcomeStatistics => {
-                fold_rows::<EpisodeOutcome>(client, table, &episode_events, upto).await
+                fold_rows::<EpisodeOutcome>(client, tables, &episode_events, upto).await
             }
             Self::ClinicLog => Err(ProjectionError::NotAReadModel(self.name())),
         }
     }
 
-    /// A SHA-256 digest of the model's rows (their text form) in key order: equal
-    /// digests, equal models. Rows are streamed and hashed one by one, so the table's
-    /// size is not limited by any single value's size.
+    /// A SHA-256 digest of the model's rows (their text form) in key order, table by
+    /// table: equal digests, equal models. Rows are streamed and hashed one by one, so
+    /// a table's size is not limited by any single value's size.
     pub async fn digest(
         self,
         client: &impl GenericClient,
-        table: &str,
+        tables: Tables,
     ) -> Result<String, ProjectionError> {
         use futures::TryStreamExt;
         use sha2::{Digest, Sha256};
-        let sql = format!("SELECT t::text FROM {table} t ORDER BY t.clinic_id, t.episode_id");
-        let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await?;
-        futures::pin_mut!(rows);
         let mut hasher = Sha256::new();
-        while let Some(row) = rows.try_next().await? {
-            let text: &str = row.try_get(0)?;
-            hasher.update(text.as_bytes());
+        for table in self.tables() {
+            let key = if *table == "outcome_cells" {
+                "t.clinic_id, t.cell"
+            } else {
+                "t.clinic_id, t.episode_id"
+            };
+            hasher.update(table.as_bytes());
             hasher.update(b"\n");
+            let sql = format!("SELECT t::text FROM {} t ORDER BY {key}", tables.of(table));
+            let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await?;
+            futures::pin_mut!(rows);
+            while let Some(row) = rows.try_next().await? {
+                let text: &str = row.try_get(0)?;
+                hasher.update(text.as_bytes());
+                hasher.update(b"\n");
+            }
         }
         Ok(hasher
             .finalize()
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect())
+    }
+}
+
+/// Which copy of a projection's tables a batch writes: the live ones, or a rebuild's
+/// fresh ones (`<table>_rebuild`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tables {
+    /// The tables queries read.
+    Live,
+    /// The fresh tables a rebuild fills before it swaps them in.
+    Rebuild,
+}
+
+impl Tables {
+    /// The name of `table` in this copy.
+    pub fn of(self, table: &str) -> String {
+        match self {
+            Self::Live => table.to_owned(),
+            Self::Rebuild => format!("{table}_rebuild"),
+        }
     }
 }
 
@@ -219,22 +251,30 @@ async fn read_charts(
 
 /// A per-episode read model stored as one JSONB row.
 trait EpisodeRow: EpisodeView + Serialize + DeserializeOwned + Send + Sync {
+    /// The table holding the model.
+    const TABLE: &'static str;
     /// The JSONB column holding the model.
     const COLUMN: &'static str;
-    /// Writes rows (sorted by key, so concurrent writers lock in one order).
+    /// Whether [`EpisodeRow::upsert`] needs the rows as they were before the batch.
+    const NEEDS_BEFORE: bool = false;
+    /// Writes rows (sorted by key, so concurrent writers lock in one order); `before`
+    /// holds the stored rows of the same episodes as they were loaded (empty unless
+    /// [`EpisodeRow::NEEDS_BEFORE`]).
     async fn upsert(
         client: &impl GenericClient,
-        table: &str,
+        tables: Tables,
+        before: &BTreeMap<(Uuid, Uuid), Self>,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
     ) -> Result<(), ProjectionError>;
 }
 
-async fn fold_rows<M: EpisodeRow>(
+async fn fold_rows<M: EpisodeRow + Clone>(
     client: &impl GenericClient,
-    table: &str,
+    tables: Tables,
     facts: &[EpisodeFact],
     upto: GlobalCursor,
 ) -> Result<usize, ProjectionError> {
+    let table = tables.of(M::TABLE);
     let mut keys: Vec<(Uuid, Uuid)> = facts.iter().map(|f| (f.clinic_id, f.episode_id)).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -254,6 +294,11 @@ async fn fold_rows<M: EpisodeRow>(
             serde_json::from_value(value).map_err(|error| ProjectionError::corrupt_row(&error))?;
         rows.insert((row.try_get(0)?, row.try_get(1)?), model);
     }
+    let before = if M::NEEDS_BEFORE {
+        rows.clone()
+    } else {
+        BTreeMap::new()
+    };
     let mut rederive = BTreeSet::new();
     for fact in facts {
         let key = (fact.clinic_id, fact.episode_id);
@@ -272,7 +317,7 @@ async fn fold_rows<M: EpisodeRow>(
             rows.insert(key, derive(key.0, key.1, &chart));
         }
     }
-    M::upsert(client, table, &rows).await?;
+    M::upsert(client, tables, &before, &rows).await?;
     Ok(facts.len())
 }
 
@@ -281,13 +326,16 @@ fn to_json<M: Serialize>(model: &M) -> Result<serde_json::Value, ProjectionError
 }
 
 impl EpisodeRow for TreatmentPlanView {
+    const TABLE: &'static str = "treatment_plans";
     const COLUMN: &'static str = "view";
 
     async fn upsert(
         client: &impl GenericClient,
-        table: &str,
+        tables: Tables,
+        _before: &BTreeMap<(Uuid, Uuid), Self>,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
     ) -> Result<(), ProjectionError> {
+        let table = tables.of(Self::TABLE);
         let mut clinics = Vec::with_capacity(rows.len());
         let mut episodes = Vec::with_capacity(rows.len());
         let mut phases = Vec::with_capacity(rows.len());
@@ -333,14 +381,20 @@ impl EpisodeRow for TreatmentPlanView {
     }
 }
 
+/// The outcome facts, and the cells of the statistics they are counted in: each
+/// episode's old contribution leaves its cells and its new one joins them.
 impl EpisodeRow for EpisodeOutcome {
+    const TABLE: &'static str = "outcome_episodes";
     const COLUMN: &'static str = "facts";
+    const NEEDS_BEFORE: bool = true;
 
     async fn upsert(
         client: &impl GenericClient,
-        table: &str,
+        tables: Tables,
+        before: &BTreeMap<(Uuid, Uuid), Self>,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
     ) -> Result<(), ProjectionError> {
+        let table = tables.of(Self::TABLE);
         let mut clinics = Vec::with_capacity(rows.len());
         let mut episodes = Vec::with_capacity(rows.len());
         let mut evaluated = Vec::with_capacity(rows.len());
@@ -361,6 +415,11 @@ impl EpisodeRow for EpisodeOutcome {
         client
             .execute(&statement, &[&clinics, &episodes, &evaluated, &facts])
             .await?;
-        Ok(())
+        let changes = cell_changes(
+            rows.iter()
+                .filter(|(key, after)| before.get(*key) != Some(*after))
+                .map(|(key, after)| (before.get(key), after)),
+        );
+        cells::apply_changes(client, &tables.of(cells::TABLE), changes).await
     }
 }

@@ -4,14 +4,16 @@
 //! security) is those clinics, set with its first statement (`spineledger_store::scoped`):
 //! a query's `WHERE clinic_id` and the database's wall say the same thing.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use spineledger_readmodels::plan::OVERDUE_GRACE;
-use spineledger_readmodels::{EpisodeOutcome, TreatmentPlanView};
+use spineledger_readmodels::{Cell, Dimension, EpisodeOutcome, Grouping, Tally, TreatmentPlanView};
 use spineledger_store::{ClinicScope, scoped};
 use uuid::Uuid;
 
-use crate::ProjectionError;
+use crate::{ProjectionError, cells};
 
 /// One episode's treatment plan, if the projection has seen the episode.
 pub async fn treatment_plan(
@@ -221,54 +223,204 @@ async fn plans_page(
         .collect()
 }
 
-/// The default of how many episodes one statistics query may aggregate (about 2 KB of
-/// facts each): statistics are computed at query time, and a broader query must be
-/// narrowed (clinics, dates) rather than exhaust the server's memory.
+/// The default of how many episodes one statistics query may read one by one: those
+/// first evaluated in the partial months at the ends of a window that does not start and
+/// end on month boundaries (whole months are read from the pre-aggregated cells, whatever
+/// their size). About 2 KB of facts each; a broader query must use whole months or be
+/// narrowed, rather than exhaust the server's memory.
 pub const MAX_EPISODES_PER_QUERY: usize = 100_000;
 
-/// The outcome facts of the episodes of `clinics` (none when empty: see
-/// [`known_clinics`] for every clinic) first evaluated in `[from, to)`;
-/// [`ProjectionError::QueryTooBroad`] beyond `max_episodes`. Rows are streamed and
-/// decoded one by one.
-pub async fn outcome_episodes(
+/// The tallies of the episodes of `clinics` (none when empty: see [`known_clinics`] for
+/// every clinic) first evaluated in `[from, to)` (every episode when neither is given),
+/// by their values along `group_by`: the input of
+/// [`spineledger_readmodels::statistics::groups`].
+///
+/// The whole UTC months inside the window are read from the pre-aggregated cells (the
+/// cells of the smallest kept grouping that holds `group_by`); the episodes of a partial
+/// month at either end are read one by one and tallied the same way, at most
+/// `max_episodes` of them ([`ProjectionError::QueryTooBroad`] beyond). Both reads run in
+/// one transaction, so they see one state of the model.
+pub async fn outcome_tallies(
     pool: &Pool,
     clinics: &[Uuid],
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    window: Window,
+    group_by: &[Dimension],
     max_episodes: usize,
-) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
+) -> Result<BTreeMap<Vec<String>, Tally>, ProjectionError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let statement = transaction
+    let tallies = scoped(
+        &transaction,
+        &ClinicScope::of(clinics),
+        tallies_in(&transaction, clinics, window, group_by, max_episodes),
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(tallies)
+}
+
+/// [`outcome_tallies`] inside a transaction whose context is set.
+async fn tallies_in(
+    client: &impl GenericClient,
+    clinics: &[Uuid],
+    window: Window,
+    group_by: &[Dimension],
+    max_episodes: usize,
+) -> Result<BTreeMap<Vec<String>, Tally>, ProjectionError> {
+    let split = window.split();
+    let mut tallies: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
+    if let Some((first, end)) = split.months {
+        let grouping = Grouping::serving(group_by);
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT clinic_id, diagnosis, initial_sessions, frequency_phase, \
+                        adherence_band, age_band, {columns} \
+                 FROM outcome_cells \
+                 WHERE clinic_id = ANY($1) AND grouping = $2 \
+                   AND ($3::date IS NULL OR evaluated_month >= $3) \
+                   AND ($4::date IS NULL OR evaluated_month < $4)",
+                columns = cells::tally_columns()
+            ))
+            .await?;
+        let rows = client
+            .query(&statement, &[&clinics, &grouping.bits(), &first, &end])
+            .await?;
+        for row in rows {
+            let cell = Cell {
+                clinic_id: row.try_get(0)?,
+                month: None,
+                grouping,
+                values: [
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                ],
+            };
+            let key = cell.group_key(group_by).ok_or_else(|| {
+                ProjectionError::CorruptRow("an outcome cell lacks a dimension it keeps".into())
+            })?;
+            tallies
+                .entry(key)
+                .or_default()
+                .add(&cells::tally_of(&row, 6)?);
+        }
+    }
+    let mut budget = max_episodes;
+    for (from, to) in split.partial {
+        let episodes = episodes_in(client, clinics, from, to, budget).await?;
+        budget -= episodes.len();
+        for episode in &episodes {
+            let key = group_by.iter().map(|d| d.key_of(episode)).collect();
+            tallies.entry(key).or_default().add(&Tally::of(episode));
+        }
+    }
+    Ok(tallies)
+}
+
+/// A window of first evaluations, `[from, to)`; unbounded where `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Evaluated at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Evaluated before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A window split into the whole UTC months the cells answer and the partial stretches
+/// the episodes answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Split {
+    /// The months `[first, end)` read from cells (unbounded where `None`); `None` when no
+    /// whole month lies inside the window.
+    months: Option<(Option<NaiveDate>, Option<NaiveDate>)>,
+    /// The stretches read episode by episode.
+    partial: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Window {
+    fn split(self) -> Split {
+        let start_of = |month: NaiveDate| month.and_time(NaiveTime::MIN).and_utc();
+        let floor = |at: DateTime<Utc>| at.date_naive().with_day(1);
+        // The first month that starts at or after `from`.
+        let first = self.from.map(|from| {
+            floor(from).and_then(|month| {
+                if start_of(month) == from {
+                    Some(month)
+                } else {
+                    month.checked_add_months(Months::new(1))
+                }
+            })
+        });
+        // Months before the month of `to` end at or before `to`.
+        let end = self.to.map(floor);
+        let (first, end) = match (first, end) {
+            (Some(None), _) | (_, Some(None)) => {
+                return Split::episodes_only(self.from, self.to);
+            }
+            (first, end) => (first.flatten(), end.flatten()),
+        };
+        if let (Some(first), Some(end)) = (first, end)
+            && first >= end
+        {
+            return Split::episodes_only(self.from, self.to);
+        }
+        let mut partial = Vec::new();
+        if let (Some(from), Some(first)) = (self.from, first)
+            && from < start_of(first)
+        {
+            partial.push((from, start_of(first)));
+        }
+        if let (Some(to), Some(end)) = (self.to, end)
+            && start_of(end) < to
+        {
+            partial.push((start_of(end), to));
+        }
+        Split {
+            months: Some((first, end)),
+            partial,
+        }
+    }
+}
+
+impl Split {
+    /// No whole month: every episode of the window is read.
+    fn episodes_only(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
+        let partial = match (from, to) {
+            (Some(from), Some(to)) if from < to => vec![(from, to)],
+            (Some(from), None) => vec![(from, DateTime::<Utc>::MAX_UTC)],
+            (None, Some(to)) => vec![(DateTime::<Utc>::MIN_UTC, to)],
+            _ => Vec::new(),
+        };
+        Self {
+            months: None,
+            partial,
+        }
+    }
+}
+
+/// The outcome facts of the episodes of `clinics` first evaluated in `[from, to)`;
+/// [`ProjectionError::QueryTooBroad`] beyond `max_episodes`. Rows are streamed and
+/// decoded one by one.
+async fn episodes_in(
+    client: &impl GenericClient,
+    clinics: &[Uuid],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    max_episodes: usize,
+) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
+    use futures::TryStreamExt;
+    let statement = client
         .prepare_cached(
             "SELECT facts FROM outcome_episodes \
-             WHERE clinic_id = ANY($1) \
-               AND ($2::timestamptz IS NULL OR evaluated_at >= $2) \
-               AND ($3::timestamptz IS NULL OR evaluated_at < $3) \
-             ORDER BY clinic_id, episode_id LIMIT $4",
+             WHERE clinic_id = ANY($1) AND evaluated_at >= $2 AND evaluated_at < $3 \
+             LIMIT $4",
         )
         .await?;
     let limit = i64::try_from(max_episodes.saturating_add(1)).unwrap_or(i64::MAX);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&clinics, &from, &to, &limit];
-    let episodes = scoped(
-        &transaction,
-        &ClinicScope::of(clinics),
-        collect_outcomes(&transaction, &statement, params, max_episodes),
-    )
-    .await?;
-    transaction.commit().await?;
-    Ok(episodes)
-}
-
-/// The rows of [`outcome_episodes`]' statement, decoded one by one as they arrive.
-async fn collect_outcomes(
-    client: &impl GenericClient,
-    statement: &tokio_postgres::Statement,
-    params: [&(dyn tokio_postgres::types::ToSql + Sync); 4],
-    max_episodes: usize,
-) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
-    use futures::TryStreamExt;
-    let rows = client.query_raw(statement, params).await?;
+    let rows = client.query_raw(&statement, params).await?;
     futures::pin_mut!(rows);
     let mut episodes = Vec::new();
     while let Some(row) = rows.try_next().await? {

@@ -14,7 +14,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use spineledger_store::{ClinicShard, GlobalCursor, read_all_after};
 
 use crate::runtime::stored_shard_count;
-use crate::{Projection, ProjectionError, checkpoint};
+use crate::{Projection, ProjectionError, Tables, checkpoint};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,20 +130,21 @@ async fn rebuild_locked(
     page: usize,
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
-    let table = projection.table();
-    let shadow = format!("{table}_rebuild");
     {
         let client = owner_pool.get().await?;
         // LIKE copies columns, defaults, constraints and indexes, but not row-level
         // security, its policies or the grants: the migrations' own function adds them,
-        // so the table that is swapped in is walled exactly like the one it replaces.
-        client
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS {shadow}; \
-                 CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
-                 SELECT spineledger_protect_read_model('{shadow}'::regclass);"
-            ))
-            .await?;
+        // so the tables that are swapped in are walled exactly like those they replace.
+        for table in projection.tables() {
+            let shadow = Tables::Rebuild.of(table);
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {shadow}; \
+                     CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
+                     SELECT spineledger_protect_read_model('{shadow}'::regclass);"
+                ))
+                .await?;
+        }
     }
 
     // Bulk phase: the live table keeps serving and being updated meanwhile.
@@ -155,7 +156,7 @@ async fn rebuild_locked(
         let (read, last) = apply_page(
             &transaction,
             projection,
-            &shadow,
+            Tables::Rebuild,
             cursor,
             page,
             ClinicShard::ALL,
@@ -176,7 +177,7 @@ async fn rebuild_locked(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match swap(owner_pool, projection, &shadow, shards, page, cursor).await {
+        match swap(owner_pool, projection, shards, page, cursor).await {
             Ok((caught_up, live_digest, rebuilt_digest)) => {
                 break Ok(RebuildReport {
                     projection,
@@ -199,12 +200,10 @@ async fn rebuild_locked(
 async fn swap(
     owner_pool: &Pool,
     projection: Projection,
-    shadow: &str,
     shards: u8,
     page: usize,
     mut cursor: GlobalCursor,
 ) -> Result<(u64, String, String), ProjectionError> {
-    let table = projection.table();
     let mut client = owner_pool.get().await?;
     let transaction = client.transaction().await?;
     // Checkpoints first, as every batch does: live batches of this projection queue
@@ -223,7 +222,7 @@ async fn swap(
         let (read, last) = apply_page(
             &transaction,
             projection,
-            shadow,
+            Tables::Rebuild,
             cursor,
             page,
             ClinicShard::ALL,
@@ -250,7 +249,7 @@ async fn swap(
                 let (read, last) = apply_page(
                     &transaction,
                     projection,
-                    table,
+                    Tables::Live,
                     live,
                     page,
                     shard,
@@ -264,25 +263,28 @@ async fn swap(
             }
         }
     }
-    let live_digest = projection.digest(&transaction, table).await?;
-    let rebuilt_digest = projection.digest(&transaction, shadow).await?;
-    let live_indexes = index_definitions(&transaction, table).await?;
-    transaction
-        .batch_execute(&format!(
-            "ALTER TABLE {table} RENAME TO {table}_retired; \
-             ALTER TABLE {shadow} RENAME TO {table}; \
-             DROP TABLE {table}_retired;"
-        ))
-        .await?;
-    // Give the new table's indexes the names the old ones had, so later migrations that
-    // name them keep working.
-    for (name, definition) in index_definitions(&transaction, table).await? {
-        if let Some((old_name, _)) = live_indexes.iter().find(|(_, old)| *old == definition)
-            && *old_name != name
-        {
-            transaction
-                .batch_execute(&format!("ALTER INDEX {name} RENAME TO {old_name}"))
-                .await?;
+    let live_digest = projection.digest(&transaction, Tables::Live).await?;
+    let rebuilt_digest = projection.digest(&transaction, Tables::Rebuild).await?;
+    for table in projection.tables() {
+        let shadow = Tables::Rebuild.of(table);
+        let live_indexes = index_definitions(&transaction, table).await?;
+        transaction
+            .batch_execute(&format!(
+                "ALTER TABLE {table} RENAME TO {table}_retired; \
+                 ALTER TABLE {shadow} RENAME TO {table}; \
+                 DROP TABLE {table}_retired;"
+            ))
+            .await?;
+        // Give the new table's indexes the names the old ones had, so later migrations
+        // that name them keep working.
+        for (name, definition) in index_definitions(&transaction, table).await? {
+            if let Some((old_name, _)) = live_indexes.iter().find(|(_, old)| *old == definition)
+                && *old_name != name
+            {
+                transaction
+                    .batch_execute(&format!("ALTER INDEX {name} RENAME TO {old_name}"))
+                    .await?;
+            }
         }
     }
     transaction
@@ -325,11 +327,11 @@ async fn index_definitions(
 }
 
 /// Reads one page after `cursor` (only up to `until`, when given) and applies it to
-/// `table`. Returns how many events were read and the cursor after them.
+/// the `tables` copy of the model. Returns how many events were read and the cursor after them.
 async fn apply_page(
     client: &impl GenericClient,
     projection: Projection,
-    table: &str,
+    tables: Tables,
     cursor: GlobalCursor,
     page: usize,
     shard: ClinicShard,
@@ -342,6 +344,6 @@ async fn apply_page(
     let Some(last) = events.last().map(|event| event.cursor) else {
         return Ok((0, cursor));
     };
-    projection.apply(client, table, &events).await?;
+    projection.apply(client, tables, &events).await?;
     Ok((events.len(), last))
 }

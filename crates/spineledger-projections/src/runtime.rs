@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::{Projection, ProjectionError, Tables};
 
 /// Where a batch can be made to fail in tests (fault injection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +393,7 @@ impl Projector {
         let (end, last_recorded) = (last.cursor, last.recorded_at);
         self.faults.check(Stage::AfterRead)?;
         projection
-            .apply(&transaction, projection.table(), &events)
+            .apply(&transaction, Tables::Live, &events)
             .await?;
         self.faults.check(Stage::AfterApply)?;
         self.advance(&transaction, projection, shard, start, end)

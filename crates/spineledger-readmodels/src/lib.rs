@@ -21,6 +21,8 @@
 //! - [`outcomes`]: [`EpisodeOutcome`], the de-identified facts of one episode for statistics.
 //! - [`statistics`]: [`aggregate`], outcome statistics grouped by dimensions, with
 //!   small-cell suppression.
+//! - [`tally`]: [`Tally`], the exact additive sums every statistic is computed from, and
+//!   the [`Cell`]s the projector keeps them in.
 //! - [`responder`]: the Ostelo 2008 thresholds of clinically meaningful change both views use.
 
 #![warn(missing_docs)]
@@ -30,6 +32,7 @@ pub mod outcomes;
 pub mod plan;
 pub mod responder;
 pub mod statistics;
+pub mod tally;
 
 pub use fold::{EpisodeView, FoldMark, derive, derive_from_log, extend};
 pub use outcomes::{AdherenceBand, AgeBand, EpisodeOutcome, FollowUpScores, FrequencyPhase};
@@ -41,7 +44,9 @@ pub use responder::ResponderStatus;
 pub use statistics::{
     AdherenceBandCounts, Dimension, DischargeCounts, Group, GroupStatistics, Mean, Median, MinCell,
     MinCellTooSmall, Proportion, TRAJECTORY_SESSIONS, TrajectoryPoint, UnknownDimension, aggregate,
+    groups,
 };
+pub use tally::{COUNTS, Cell, Count, Grouping, ODI_UNITS_PER_POINT, Tally, cell_changes};
 
 #[cfg(test)]
 mod tests;

@@ -41,18 +41,19 @@
 //! - **Drop-out**: discharged as self-discharge or lost to follow-up.
 //! - **Scores corrected**: episodes where a correction changed a score the facts use.
 //!
-//! Sums are taken over sorted values, so the result does not depend on the order of the
-//! input rows.
+//! Every statistic is computed from the group's exact tally ([`crate::tally`]): integer
+//! sums (ODI in nanopoints) and histograms, so the result does not depend on the order of
+//! the input rows, and statistics read from the projector's cells equal those aggregated
+//! from episode rows.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use spineledger_domain::measures::DischargeReason;
 
-use crate::outcomes::{AdherenceBand, EpisodeOutcome};
-use crate::responder::ResponderStatus;
+use crate::outcomes::EpisodeOutcome;
+use crate::tally::{Count, Tally};
 
 /// The smallest group (and the smallest number of values behind a statistic) that is
 /// shown. It cannot be made below [`MinCell::SMALLEST`] (3): a cell of one or two
@@ -358,174 +359,34 @@ pub fn aggregate(
     group_by: &[Dimension],
     min_cell: MinCell,
 ) -> Vec<Group> {
-    let min_cell = min_cell.get();
-    let mut groups: BTreeMap<Vec<String>, Vec<&EpisodeOutcome>> = BTreeMap::new();
+    let mut tallies: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
     for episode in episodes {
         let key = group_by.iter().map(|d| d.key_of(episode)).collect();
-        groups.entry(key).or_default().push(episode);
+        tallies.entry(key).or_default().add(&Tally::of(episode));
     }
-    groups
+    groups(tallies, group_by, min_cell)
+}
+
+/// The groups of `tallies` (each group's tally by its values along `group_by`), sorted
+/// by key, suppressing groups and statistics of fewer than `min_cell` episodes. Empty
+/// tallies make no group.
+#[must_use]
+pub fn groups(
+    tallies: BTreeMap<Vec<String>, Tally>,
+    group_by: &[Dimension],
+    min_cell: MinCell,
+) -> Vec<Group> {
+    tallies
         .into_iter()
-        .map(|(values, members)| {
+        .filter(|(_, tally)| tally.count(Count::Episodes) > 0)
+        .map(|(values, tally)| {
             let key = group_by.iter().copied().zip(values).collect();
-            if members.len() < min_cell {
-                return Group {
-                    key,
-                    episodes: None,
-                    statistics: None,
-                };
-            }
+            let statistics = tally.statistics(min_cell.get());
             Group {
                 key,
-                episodes: Some(members.len()),
-                statistics: Some(group_statistics(&members, min_cell)),
+                episodes: statistics.as_ref().map(|statistics| statistics.episodes),
+                statistics,
             }
         })
         .collect()
-}
-
-fn group_statistics(members: &[&EpisodeOutcome], min_cell: usize) -> GroupStatistics {
-    let change_nrs = |at: fn(&EpisodeOutcome) -> Option<u8>| {
-        mean(
-            members.iter().filter_map(|e| {
-                let baseline = e.baseline_pain_back?;
-                Some(f64::from(at(e)?) - f64::from(baseline))
-            }),
-            min_cell,
-        )
-    };
-    let change_odi = |at: fn(&EpisodeOutcome) -> Option<f64>| {
-        mean(
-            members
-                .iter()
-                .filter_map(|e| Some(at(e)? - e.baseline_odi?)),
-            min_cell,
-        )
-    };
-    let responders = |status: fn(&EpisodeOutcome) -> ResponderStatus| {
-        let assessed: Vec<ResponderStatus> = members
-            .iter()
-            .map(|e| status(e))
-            .filter(|s| *s != ResponderStatus::NotAssessed)
-            .collect();
-        proportion(
-            assessed.len(),
-            assessed
-                .iter()
-                .filter(|s| **s == ResponderStatus::Responder)
-                .count(),
-            min_cell,
-        )
-    };
-
-    let mut adherence_bands = AdherenceBandCounts::default();
-    let mut discharges = DischargeCounts::default();
-    for episode in members {
-        match episode.adherence_band {
-            AdherenceBand::NoneReported => adherence_bands.none_reported += 1,
-            AdherenceBand::Low => adherence_bands.low += 1,
-            AdherenceBand::Moderate => adherence_bands.moderate += 1,
-            AdherenceBand::High => adherence_bands.high += 1,
-        }
-        match episode.discharge_reason {
-            None => discharges.ongoing += 1,
-            Some(DischargeReason::GoalsMet) => discharges.goals_met += 1,
-            Some(DischargeReason::Plateau) => discharges.plateau += 1,
-            Some(DischargeReason::SelfDischarge) => discharges.self_discharge += 1,
-            Some(DischargeReason::Referred) => discharges.referred += 1,
-            Some(DischargeReason::AdverseEvent) => discharges.adverse_event += 1,
-            Some(DischargeReason::LostToFollowUp) => discharges.lost_to_follow_up += 1,
-        }
-    }
-
-    GroupStatistics {
-        episodes: members.len(),
-        initial_phase_completed: members.iter().filter(|e| e.initial_phase_completed).count(),
-        baseline_nrs: mean(
-            members
-                .iter()
-                .filter_map(|e| e.baseline_pain_back.map(f64::from)),
-            min_cell,
-        ),
-        baseline_odi: mean(members.iter().filter_map(|e| e.baseline_odi), min_cell),
-        nrs_change_session_4: change_nrs(|e| e.at_session_4.map(|f| f.pain_back)),
-        odi_change_session_4: change_odi(|e| e.at_session_4.and_then(|f| f.odi)),
-        nrs_change_session_6: change_nrs(|e| e.at_session_6.map(|f| f.pain_back)),
-        odi_change_session_6: change_odi(|e| e.at_session_6.and_then(|f| f.odi)),
-        nrs_change_discharge: change_nrs(|e| e.at_discharge.map(|f| f.pain_back)),
-        odi_change_discharge: change_odi(|e| e.at_discharge.and_then(|f| f.odi)),
-        nrs_responders: responders(|e| e.nrs_response),
-        odi_responders: responders(|e| e.odi_response),
-        sessions_to_first_nrs_response: median(
-            members
-                .iter()
-                .filter(|e| e.nrs_response == ResponderStatus::Responder)
-                .filter_map(|e| e.sessions_to_first_nrs_response),
-            min_cell,
-        ),
-        pain_trajectory: (1..=TRAJECTORY_SESSIONS)
-            .map(|session_number| TrajectoryPoint {
-                session_number,
-                mean_pain_before: mean(
-                    members.iter().filter_map(|e| {
-                        e.pain_before_by_session
-                            .get(&session_number)
-                            .map(|pain| f64::from(*pain))
-                    }),
-                    min_cell,
-                ),
-            })
-            .collect(),
-        adherence_bands,
-        missed_sessions: members.iter().map(|e| u64::from(e.missed_sessions)).sum(),
-        adverse_events: members.iter().map(|e| u64::from(e.adverse_events)).sum(),
-        episodes_with_adverse_events: members.iter().filter(|e| e.adverse_events > 0).count(),
-        drop_outs: discharges.self_discharge + discharges.lost_to_follow_up,
-        discharges,
-        scores_corrected: members.iter().filter(|e| e.scores_corrected).count(),
-    }
-}
-
-/// The mean of `values`, or None when fewer than `min_cell` (at least 1). Summed in sorted
-/// order so the result does not depend on the order of the rows.
-fn mean(values: impl Iterator<Item = f64>, min_cell: usize) -> Option<Mean> {
-    let mut values: Vec<f64> = values.collect();
-    if values.is_empty() || values.len() < min_cell {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    Some(Mean {
-        n,
-        mean: values.iter().sum::<f64>() / n as f64,
-    })
-}
-
-/// The median of `values`, or None when fewer than `min_cell` (at least 1).
-fn median(values: impl Iterator<Item = u32>, min_cell: usize) -> Option<Median> {
-    let mut values: Vec<u32> = values.collect();
-    if values.is_empty() || values.len() < min_cell {
-        return None;
-    }
-    values.sort_unstable();
-    let n = values.len();
-    let middle = n / 2;
-    let median = if n % 2 == 1 {
-        f64::from(*values.get(middle)?)
-    } else {
-        (f64::from(*values.get(middle - 1)?) + f64::from(*values.get(middle)?)) / 2.0
-    };
-    Some(Median { n, median })
-}
-
-/// `count` of `n`, or None when `n` is fewer than `min_cell` (at least 1).
-fn proportion(n: usize, count: usize, min_cell: usize) -> Option<Proportion> {
-    if n == 0 || n < min_cell {
-        return None;
-    }
-    Some(Proportion {
-        n,
-        count,
-        rate: count as f64 / n as f64,
-    })
 }

@@ -258,7 +258,8 @@ pub async fn ensure_walled(pool: &Pool) -> Result<(), StoreError> {
                               AND pg_has_role(r.oid, p.oid, 'MEMBER')) \
                  OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid IN ( \
                                 to_regclass('events'), to_regclass('streams'), \
-                                to_regclass('treatment_plans'), to_regclass('outcome_episodes')) \
+                                to_regclass('treatment_plans'), to_regclass('outcome_episodes'), \
+                                to_regclass('outcome_cells')) \
                             AND (pg_has_role(r.oid, c.relowner, 'MEMBER') \
                                  OR NOT c.relrowsecurity)) \
                  OR has_schema_privilege(r.oid, 'public', 'CREATE') \

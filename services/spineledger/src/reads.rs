@@ -12,7 +12,7 @@ use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsSer
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
 use spineledger_api::views;
 use spineledger_projections::{Projection, queries};
-use spineledger_readmodels::statistics::{MinCell, aggregate};
+use spineledger_readmodels::statistics::{MinCell, groups};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -27,8 +27,9 @@ pub struct ReadSettings {
     pub min_cell: MinCell,
     /// How long a read-your-writes query waits for the projection.
     pub catch_up_timeout: Duration,
-    /// Most episodes one statistics query may aggregate (FAILED_PRECONDITION
-    /// QUERY_TOO_BROAD beyond).
+    /// Most episodes one statistics query may read one by one, from the partial months
+    /// at the ends of its window (FAILED_PRECONDITION QUERY_TOO_BROAD beyond); whole
+    /// months come from the pre-aggregated cells at any size.
     pub max_statistics_episodes: usize,
 }
 
@@ -254,16 +255,20 @@ impl ReadModels {
         self.catch_up(Projection::OutcomeStatistics, &clinics, query.min_position)
             .await?;
         let max_episodes = self.app.reads.max_statistics_episodes;
-        let episodes = queries::outcome_episodes(
+        let window = queries::Window {
+            from: query.evaluated_from,
+            to: query.evaluated_to,
+        };
+        let tallies = queries::outcome_tallies(
             self.app.store.pool(),
             &clinics,
-            query.evaluated_from,
-            query.evaluated_to,
+            window,
+            &query.group_by,
             max_episodes,
         )
         .await?;
         let min_cell = self.app.reads.min_cell;
-        let groups = aggregate(&episodes, &query.group_by, min_cell);
+        let groups = groups(tallies, &query.group_by, min_cell);
         Ok(v1::GetOutcomeStatisticsResponse {
             min_cell_size: i32::try_from(min_cell.get()).unwrap_or(i32::MAX),
             groups: groups.iter().map(views::outcome_group).collect(),

@@ -6,3 +6,4 @@ mod outcomes;
 mod plan;
 mod properties;
 mod statistics;
+mod tally;

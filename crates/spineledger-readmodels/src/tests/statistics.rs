@@ -9,7 +9,7 @@ use crate::{
     FrequencyPhase, Mean, Median, MinCell, Proportion, ResponderStatus, aggregate,
 };
 
-fn row(clinic: u128, episode: u128) -> EpisodeOutcome {
+pub(super) fn row(clinic: u128, episode: u128) -> EpisodeOutcome {
     let mut outcome = EpisodeOutcome::new(Uuid::from_u128(clinic), Uuid::from_u128(episode));
     outcome.age_band = Some(AgeBand::From45To59);
     outcome.primary_diagnosis = Some("ICD10:M51.2".to_owned());
@@ -18,7 +18,7 @@ fn row(clinic: u128, episode: u128) -> EpisodeOutcome {
     outcome
 }
 
-fn rows(clinic: u128, count: u128) -> Vec<EpisodeOutcome> {
+pub(super) fn rows(clinic: u128, count: u128) -> Vec<EpisodeOutcome> {
     (0..count).map(|n| row(clinic, clinic * 1000 + n)).collect()
 }
 

@@ -1,0 +1,263 @@
+//! The pre-aggregated outcome statistics (`outcome_cells`): one exact tally per cell
+//! ([`spineledger_readmodels::Cell`]), kept by the outcome projector in the same
+//! transaction as the episode facts it sums, and read by statistics queries instead of
+//! the episodes.
+//!
+//! A batch loads the cells its episodes leave or join, adds the changes in memory
+//! ([`Tally`] arithmetic, integers only), writes back the cells that still count an
+//! episode and deletes those that no longer do. A cell belongs to one clinic, so to one
+//! shard, so to one projector at a time; a stale lease holder's transaction fails its
+//! checkpoint compare-and-set and rolls its cell writes back with it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use deadpool_postgres::GenericClient;
+use spineledger_readmodels::{COUNTS, Cell, Count, Grouping, Tally};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+
+/// The table.
+pub const TABLE: &str = "outcome_cells";
+
+/// The tally's columns, in the order [`tally_of`] reads them from `offset` on.
+pub(crate) fn tally_columns() -> String {
+    let mut columns: Vec<&str> = Count::ALL.iter().map(|count| count.column()).collect();
+    columns.extend([
+        "sessions_to_first_nrs_response",
+        "pain_before_n",
+        "pain_before_sum",
+    ]);
+    columns.join(", ")
+}
+
+/// The tally in `row`'s columns from `offset` on (as [`tally_columns`] lists them).
+pub(crate) fn tally_of(row: &Row, offset: usize) -> Result<Tally, ProjectionError> {
+    let mut counts = [0_i64; COUNTS];
+    for (index, count) in counts.iter_mut().enumerate() {
+        *count = row.try_get(offset + index)?;
+    }
+    let histogram: Vec<i64> = row.try_get(offset + COUNTS)?;
+    let pain_n: Vec<i64> = row.try_get(offset + COUNTS + 1)?;
+    let pain_sum: Vec<i64> = row.try_get(offset + COUNTS + 2)?;
+    Tally::from_parts(&counts, histogram, &pain_n, &pain_sum).ok_or_else(|| {
+        ProjectionError::CorruptRow("an outcome cell's trajectory is not 12 sessions long".into())
+    })
+}
+
+/// Every cell in `table`, for tests and audits that compare the cells with the episodes
+/// they sum (the caller's role and clinic context decide which rows it sees).
+pub async fn stored(
+    client: &impl GenericClient,
+    table: &str,
+) -> Result<BTreeMap<Cell, Tally>, ProjectionError> {
+    let sql = format!(
+        "SELECT clinic_id, evaluated_month, grouping, diagnosis, initial_sessions, \
+                frequency_phase, adherence_band, age_band, {columns} FROM {table}",
+        columns = tally_columns()
+    );
+    let mut cells = BTreeMap::new();
+    for row in client.query(&sql, &[]).await? {
+        let grouping = Grouping::from_bits(row.try_get(2)?).ok_or_else(|| {
+            ProjectionError::CorruptRow("an outcome cell of an unknown grouping".into())
+        })?;
+        let cell = Cell {
+            clinic_id: row.try_get(0)?,
+            month: row.try_get(1)?,
+            grouping,
+            values: [
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+                row.try_get(6)?,
+                row.try_get(7)?,
+            ],
+        };
+        cells.insert(cell, tally_of(&row, 8)?);
+    }
+    Ok(cells)
+}
+
+/// Applies `changes` (each cell's change, from [`spineledger_readmodels::cell_changes`])
+/// to the cells in `table`.
+pub(crate) async fn apply_changes(
+    client: &impl GenericClient,
+    table: &str,
+    changes: BTreeMap<Cell, Tally>,
+) -> Result<(), ProjectionError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let clinics: Vec<Uuid> = changes.keys().map(|cell| cell.clinic_id).collect();
+    let keys: Vec<String> = changes.keys().map(Cell::key).collect();
+    let load = client
+        .prepare_cached(&format!(
+            "SELECT c.clinic_id, c.cell, {columns} FROM {table} c \
+             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, cell) \
+               ON c.clinic_id = k.clinic_id AND c.cell = k.cell",
+            columns = tally_columns()
+        ))
+        .await?;
+    let mut stored: BTreeMap<(Uuid, String), Tally> = BTreeMap::new();
+    for row in client.query(&load, &[&clinics, &keys]).await? {
+        stored.insert((row.try_get(0)?, row.try_get(1)?), tally_of(&row, 2)?);
+    }
+
+    let mut gone = (Vec::new(), Vec::new());
+    let mut kept = CellRows::default();
+    for ((cell, change), key) in changes.into_iter().zip(keys) {
+        let mut tally = stored
+            .remove(&(cell.clinic_id, key.clone()))
+            .unwrap_or_default();
+        tally.add(&change);
+        if tally.count(Count::Episodes) <= 0 {
+            if !tally.is_empty() {
+                return Err(ProjectionError::CorruptRow(
+                    "an outcome cell counts no episode but is not empty".to_owned(),
+                ));
+            }
+            gone.0.push(cell.clinic_id);
+            gone.1.push(key);
+        } else {
+            kept.push(&cell, key, &tally);
+        }
+    }
+    if !gone.0.is_empty() {
+        let delete = client
+            .prepare_cached(&format!(
+                "DELETE FROM {table} c USING unnest($1::uuid[], $2::text[]) AS k(clinic_id, cell) \
+                 WHERE c.clinic_id = k.clinic_id AND c.cell = k.cell"
+            ))
+            .await?;
+        client.execute(&delete, &[&gone.0, &gone.1]).await?;
+    }
+    if !kept.clinics.is_empty() {
+        kept.upsert(client, table).await?;
+    }
+    Ok(())
+}
+
+/// Cells to write, column by column (each column one array parameter of an `unnest`).
+#[derive(Default)]
+struct CellRows {
+    clinics: Vec<Uuid>,
+    keys: Vec<String>,
+    months: Vec<Option<chrono::NaiveDate>>,
+    groupings: Vec<i16>,
+    values: [Vec<Option<String>>; 5],
+    counts: Vec<Vec<i64>>,
+    /// Array literals (`{1,2}`): an `unnest` flattens arrays of arrays, so each row's
+    /// array travels as text and is cast back per row.
+    arrays: [Vec<String>; 3],
+}
+
+impl CellRows {
+    fn push(&mut self, cell: &Cell, key: String, tally: &Tally) {
+        self.clinics.push(cell.clinic_id);
+        self.keys.push(key);
+        self.months.push(cell.month);
+        self.groupings.push(cell.grouping.bits());
+        for (column, value) in self.values.iter_mut().zip(&cell.values) {
+            column.push(value.clone());
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![Vec::new(); COUNTS];
+        }
+        for (column, value) in self.counts.iter_mut().zip(tally.counts()) {
+            column.push(*value);
+        }
+        let [histogram, pain_n, pain_sum] = &mut self.arrays;
+        histogram.push(array_literal(tally.sessions_to_first_nrs_response()));
+        pain_n.push(array_literal(tally.pain_before_n()));
+        pain_sum.push(array_literal(tally.pain_before_sum()));
+    }
+
+    async fn upsert(
+        &self,
+        client: &impl GenericClient,
+        table: &str,
+    ) -> Result<(), ProjectionError> {
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&self.clinics, &self.keys, &self.months, &self.groupings];
+        let mut casts = vec!["uuid[]", "text[]", "date[]", "smallint[]"];
+        for column in &self.values {
+            params.push(column);
+            casts.push("text[]");
+        }
+        for column in &self.counts {
+            params.push(column);
+            casts.push("bigint[]");
+        }
+        for column in &self.arrays {
+            params.push(column);
+            casts.push("text[]");
+        }
+        let unnest = casts
+            .iter()
+            .enumerate()
+            .map(|(index, cast)| format!("${}::{cast}", index + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let counts: Vec<&str> = Count::ALL.iter().map(|count| count.column()).collect();
+        let mut columns = vec![
+            "clinic_id",
+            "cell",
+            "evaluated_month",
+            "grouping",
+            "diagnosis",
+            "initial_sessions",
+            "frequency_phase",
+            "adherence_band",
+            "age_band",
+        ];
+        let first_count = columns.len();
+        columns.extend(&counts);
+        columns.extend([
+            "sessions_to_first_nrs_response",
+            "pain_before_n",
+            "pain_before_sum",
+        ]);
+        let mut select = columns
+            .iter()
+            .take(first_count + COUNTS)
+            .map(|column| (*column).to_owned())
+            .collect::<Vec<_>>();
+        for column in columns.iter().skip(first_count + COUNTS) {
+            select.push(format!("{column}::bigint[]"));
+        }
+        let mut updates = String::new();
+        for column in columns.iter().skip(2) {
+            let _ = write!(
+                updates,
+                "{}{column} = EXCLUDED.{column}",
+                if updates.is_empty() { "" } else { ", " }
+            );
+        }
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) \
+             SELECT {select} FROM unnest({unnest}) AS k({columns}) \
+             ON CONFLICT (clinic_id, cell) DO UPDATE SET {updates}",
+            columns = columns.join(", "),
+            select = select.join(", "),
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        client.execute(&statement, &params).await?;
+        Ok(())
+    }
+}
+
+/// `values` as a PostgreSQL array literal.
+fn array_literal(values: &[i64]) -> String {
+    let mut text = String::from("{");
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "{value}");
+    }
+    text.push('}');
+    text
+}
