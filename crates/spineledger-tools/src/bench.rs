@@ -13,9 +13,10 @@
 //!    During the concurrent phase a monitor samples projection lag: the time from an
 //!    acknowledged append until the projector's checkpoint has passed it.
 //!    The child's resident memory (VmHWM, VmRSS) is read from /proc after the load.
-//! 4. **Rebuild** (run first, so the log holds only the simulated cohort):
-//!    `--rebuild-patients` patients are simulated, then both projections are rebuilt from
-//!    position zero; events per second each.
+//! 4. **A large clinic** (first, so the log holds only it and its template): a clinic of
+//!    `--episodes` episodes generated through the event store, both projections rebuilt
+//!    from position zero (events per second each), and its outcome statistics queried
+//!    over gRPC (p50/p99 per query); see [`cohort`].
 //!
 //! fsync and synchronous_commit stay as the server has them (on by default): durability
 //! is never traded for speed, and no append is acknowledged before it committed.
@@ -38,6 +39,7 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+mod cohort;
 mod sessions;
 
 /// About how many sessions one episode of the session phase receives (a course of care
@@ -51,8 +53,9 @@ pub struct BenchPlan {
     pub seconds: u64,
     /// Concurrent clients of the concurrent phases.
     pub clients: usize,
-    /// Patients simulated before the rebuild is timed.
-    pub rebuild_patients: usize,
+    /// Episodes of the large clinic (generated through the store, rebuilt, queried); 0
+    /// skips those phases.
+    pub episodes: usize,
     /// Keep the benchmark database afterwards.
     pub keep: bool,
     /// Shards per projection of the benchmarked server and the rebuilds.
@@ -198,8 +201,12 @@ pub struct BenchReport {
     pub rss_peak_mb: f64,
     /// The server's resident memory after the load, MB.
     pub rss_mb: f64,
+    /// The large clinic generated through the store: episodes, events, seconds.
+    pub generated: (u64, u64, f64),
     /// Each projection rebuilt: events and seconds.
     pub rebuild: Vec<(Projection, u64, f64)>,
+    /// Outcome statistics of the large clinic, per query.
+    pub statistics: Vec<(&'static str, Phase)>,
     /// The concurrent clients.
     pub clients: usize,
 }
@@ -283,6 +290,18 @@ impl BenchReport {
             "{:<44} peak {:.0} MB, after load {:.0} MB",
             "server resident memory", self.rss_peak_mb, self.rss_mb
         );
+        let (episodes, events, seconds) = self.generated;
+        if episodes > 0 {
+            let _ = writeln!(
+                out,
+                "{:<44} {:>9.0} events/s ({events} events in {seconds:.2} s)",
+                format!("generate {episodes} episodes through the store"),
+                events as f64 / seconds.max(1e-9)
+            );
+        }
+        for (label, phase) in &self.statistics {
+            row(&mut out, &format!("statistics, {label}"), phase);
+        }
         for (projection, events, seconds) in &self.rebuild {
             let _ = writeln!(
                 out,
@@ -367,8 +386,27 @@ async fn measure(config: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     report.raw_concurrent = pgbench(config, &logs, plan.clients, plan.seconds).await?;
     let _ = std::fs::remove_dir_all(&logs);
 
+    // The large clinic first, while the log holds only it and its template: the load
+    // phases add patient events the read models skip, which would flatter a rebuild.
+    let mut large = None;
+    if plan.episodes > 0 {
+        let mut child = Server::start(config, plan.shards).await?;
+        let simulated = cohort::simulate_template(&child, plan.episodes).await;
+        child.stop().await;
+        simulated?;
+        let template = cohort::episode_streams(config).await?;
+        large = Some(cohort::generate(config, &template, plan.episodes, &mut report).await?);
+        cohort::rebuild(config, plan.shards, &mut report).await?;
+    }
+
     let mut child = Server::start(config, plan.shards).await?;
-    let outcome = drive(&child, config, plan, &mut report).await;
+    let mut outcome = Ok(());
+    if let Some(large) = &large {
+        outcome = cohort::statistics(&child, large, plan.seconds, &mut report).await;
+    }
+    if outcome.is_ok() {
+        outcome = drive(&child, config, plan, &mut report).await;
+    }
     child.stop().await;
     outcome?;
     Ok(report)
@@ -719,39 +757,6 @@ async fn drive(
     plan: &BenchPlan,
     report: &mut BenchReport,
 ) -> anyhow::Result<()> {
-    // Rebuild first, while the log holds only the simulated cohort: the load phases below
-    // add patient events the read models skip, which would flatter events per second.
-    if plan.rebuild_patients > 0 {
-        // At most 100 clinics (what one token may name), about 100 patients each.
-        let clinics: Vec<Uuid> = (0..plan.rebuild_patients.div_ceil(100).min(100))
-            .map(|_| Uuid::new_v4())
-            .collect();
-        let cohort = crate::simulate::Cohort {
-            patients_per_clinic: plan.rebuild_patients.div_ceil(clinics.len()),
-            clinics,
-            seed: 2026,
-            start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap_or_default(),
-            concurrency: 32,
-        };
-        let channel = Channel::from_shared(server.address.clone())?
-            .connect()
-            .await?;
-        crate::simulate::run(channel, &server.token(&cohort.clinics)?, &cohort).await?;
-        // As the owner: a rebuild creates, renames and drops tables.
-        let owner = spineledger_store::pool(config, 2)?;
-        for projection in Projection::ALL {
-            let rebuilt = spineledger_projections::rebuild::rebuild(
-                &owner,
-                projection,
-                plan.shards,
-                spineledger_projections::rebuild::PAGE_SIZE,
-            )
-            .await?;
-            report
-                .rebuild
-                .push((projection, rebuilt.events, rebuilt.elapsed.as_secs_f64()));
-        }
-    }
     let channel = Channel::from_shared(server.address.clone())?
         .connect()
         .await?;

@@ -43,11 +43,7 @@ impl Tool {
                 let plan = crate::bench::BenchPlan {
                     seconds: if args.quick { 2 } else { args.seconds },
                     clients: args.clients.max(1),
-                    rebuild_patients: if args.quick {
-                        40
-                    } else {
-                        args.rebuild_patients
-                    },
+                    episodes: if args.quick { 2000 } else { args.episodes },
                     keep: args.keep,
                     shards: args.shards,
                 };
@@ -137,15 +133,16 @@ pub struct BenchArgs {
     /// Concurrent clients of the concurrent phases.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Patients to simulate (about 18 events each) before timing rebuilds; 0 skips it.
-    #[arg(long, default_value_t = 2000)]
-    rebuild_patients: usize,
+    /// Episodes of the large clinic generated through the event store (about 18 events
+    /// each), then rebuilt and queried for statistics; 0 skips those phases.
+    #[arg(long, default_value_t = 100_000, alias = "rebuild-patients")]
+    episodes: usize,
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
     keep: bool,
-    /// A smoke run of every phase in well under two minutes (2 s phases, 40 simulated
-    /// patients), for CI: it shows that each phase runs, not how fast.
-    #[arg(long, conflicts_with_all = ["seconds", "rebuild_patients"])]
+    /// A smoke run of every phase in well under two minutes (2 s phases, a clinic of
+    /// 2,000 episodes), for CI: it shows that each phase runs, not how fast.
+    #[arg(long, conflicts_with_all = ["seconds", "episodes"])]
     quick: bool,
     /// Shards per projection of the benchmarked server and the rebuilds.
     #[arg(long, default_value_t = spineledger_projections::DEFAULT_SHARDS, value_parser = clap::value_parser!(u8).range(1..))]

@@ -1,0 +1,323 @@
+//! The large-clinic phases: one clinic of `--episodes` episodes (about 18 events each,
+//! so 100,000 episodes are about 1.8 million events), generated fast through the event
+//! store, then both read models rebuilt from position zero (events per second), then
+//! outcome statistics of that clinic queried over gRPC (p50/p99).
+//!
+//! Generation: a template cohort of at most [`TEMPLATE_PATIENTS`] patients is simulated
+//! through the API (so its events are what the domain decides, with late entries,
+//! back-dated sessions and corrections), then each template episode is copied into the
+//! large clinic as new episodes with `EventStore::append` (one append of a whole
+//! episode, [`WRITERS`] at once): new episode and event ids (a correction names its
+//! corrected event's new id) and every timestamp moved back by a whole number of weeks,
+//! copy by copy, so the clinic's evaluations spread over two years of months as a real
+//! clinic's would, rather than all landing in the template's few weeks.
+//!
+//! The rebuild is timed with the live models emptied first (and the server stopped), so
+//! the swap has no live catch-up to do and the time is the rebuild's alone.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use spineledger_api::v1;
+use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
+use spineledger_projections::Projection;
+use spineledger_store::tokio_postgres::Config;
+use spineledger_store::{
+    ClinicShard, EventStore, ExpectedVersion, GlobalCursor, NewEvent, RecordedEvent, StreamKey,
+};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use super::{BenchReport, Phase, Server};
+
+/// Patients of the template cohort.
+const TEMPLATE_PATIENTS: usize = 200;
+/// Concurrent appends while generating.
+const WRITERS: usize = 8;
+/// Copies are spread over this many weeks back from the template's dates.
+const SPREAD_WEEKS: usize = 104;
+
+/// The large clinic, once generated.
+pub(super) struct LargeClinic {
+    /// Its id.
+    pub clinic: Uuid,
+    /// Episodes generated.
+    pub episodes: usize,
+}
+
+/// Simulates the template cohort (at most [`TEMPLATE_PATIENTS`], no more than
+/// `episodes`) on `server`.
+pub(super) async fn simulate_template(server: &Server, episodes: usize) -> anyhow::Result<()> {
+    let clinic = Uuid::new_v4();
+    let cohort = crate::simulate::Cohort {
+        patients_per_clinic: episodes.clamp(1, TEMPLATE_PATIENTS),
+        clinics: vec![clinic],
+        seed: 2026,
+        start_date: chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap_or_default(),
+        concurrency: 32,
+    };
+    let channel = Channel::from_shared(server.address.clone())?
+        .connect()
+        .await?;
+    crate::simulate::run(channel, &server.token(&[clinic])?, &cohort).await?;
+    Ok(())
+}
+
+/// The episode streams of the log, each in stream order (read as the projector role).
+pub(super) async fn episode_streams(config: &Config) -> anyhow::Result<Vec<Vec<RecordedEvent>>> {
+    let login = spineledger_store::as_role(config, spineledger_store::PROJECTOR_ROLE);
+    let pool = spineledger_store::pool(&login, 1)?;
+    let client = pool.get().await?;
+    let mut streams: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+    let mut cursor = GlobalCursor::START;
+    loop {
+        let page =
+            spineledger_store::read_all_after(&client, cursor, 5000, ClinicShard::ALL).await?;
+        let Some(last) = page.last().map(|event| event.cursor) else {
+            break;
+        };
+        cursor = last;
+        for event in page {
+            if event.stream_id.starts_with("episode-") {
+                streams
+                    .entry(event.stream_id.clone())
+                    .or_default()
+                    .push(event);
+            }
+        }
+    }
+    drop(client);
+    pool.close();
+    let mut streams: Vec<Vec<RecordedEvent>> = streams.into_values().collect();
+    for stream in &mut streams {
+        stream.sort_by_key(|event| event.version);
+    }
+    streams.sort_by(|a, b| a[0].stream_id.cmp(&b[0].stream_id));
+    Ok(streams)
+}
+
+/// Copies the template into a new clinic until it holds `episodes` episodes; fills the
+/// generation figures of `report`.
+pub(super) async fn generate(
+    config: &Config,
+    template: &[Vec<RecordedEvent>],
+    episodes: usize,
+    report: &mut BenchReport,
+) -> anyhow::Result<LargeClinic> {
+    anyhow::ensure!(!template.is_empty(), "the template cohort has no episode");
+    let clinic = Uuid::new_v4();
+    let login = spineledger_store::as_role(config, spineledger_store::APP_ROLE);
+    let store = EventStore::new(spineledger_store::pool(&login, WRITERS)?);
+    let started = Instant::now();
+    let appended: Vec<anyhow::Result<usize>> = futures::stream::iter(0..episodes)
+        .map(|copy| {
+            let store = store.clone();
+            let source = &template[copy % template.len()];
+            let weeks = (copy / template.len()) % SPREAD_WEEKS;
+            async move {
+                let (episode, events) = copy_episode(source, weeks);
+                let stream = StreamKey::new(clinic, format!("episode-{episode}"));
+                store
+                    .append(&stream, ExpectedVersion::NoStream, &events)
+                    .await
+                    .context("appending a generated episode")?;
+                Ok(events.len())
+            }
+        })
+        .buffer_unordered(WRITERS)
+        .collect()
+        .await;
+    let mut events = 0_u64;
+    for count in appended {
+        events += count? as u64;
+    }
+    report.generated = (episodes as u64, events, started.elapsed().as_secs_f64());
+    Ok(LargeClinic { clinic, episodes })
+}
+
+/// A copy of one template episode: a new episode id, new event ids (references among
+/// them rewritten), every timestamp `weeks` weeks earlier.
+fn copy_episode(source: &[RecordedEvent], weeks: usize) -> (Uuid, Vec<NewEvent>) {
+    let episode = Uuid::new_v4();
+    let mut ids: HashMap<String, String> = source
+        .iter()
+        .map(|event| (event.event_id.to_string(), Uuid::new_v4().to_string()))
+        .collect();
+    if let Some(old) = source[0].stream_id.strip_prefix("episode-") {
+        ids.insert(old.to_owned(), episode.to_string());
+    }
+    let shift = chrono::Duration::weeks(i64::try_from(weeks).unwrap_or(0));
+    let events = source
+        .iter()
+        .map(|event| {
+            let mut payload = event.payload.clone();
+            rewrite(&mut payload, &ids, shift);
+            NewEvent {
+                event_id: ids
+                    .get(&event.event_id.to_string())
+                    .and_then(|id| id.parse().ok())
+                    .unwrap_or_else(Uuid::new_v4),
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload,
+                metadata: event.metadata.clone(),
+                occurred_at: event.occurred_at.map(|at| at - shift),
+                fingerprint: event.fingerprint,
+            }
+        })
+        .collect();
+    (episode, events)
+}
+
+/// Rewrites ids found in `ids` and moves every RFC 3339 timestamp back by `shift`.
+fn rewrite(value: &mut serde_json::Value, ids: &HashMap<String, String>, shift: chrono::Duration) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let Some(id) = ids.get(text.as_str()) {
+                text.clone_from(id);
+            } else if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+                *text = (at.with_timezone(&Utc) - shift)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                rewrite(item, ids, shift);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for field in fields.values_mut() {
+                rewrite(field, ids, shift);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Empties the live read models and their checkpoints (the server is stopped), then
+/// rebuilds each from position zero; fills `report.rebuild`.
+pub(super) async fn rebuild(
+    config: &Config,
+    shards: u8,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
+    let owner = spineledger_store::pool(config, 2)?;
+    let client = owner.get().await?;
+    let mut tables: Vec<&str> = Vec::new();
+    let mut names = Vec::new();
+    for projection in Projection::ALL {
+        tables.extend(projection.tables());
+        names.push(projection.name());
+    }
+    client
+        .batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
+        .await?;
+    client
+        .execute(
+            "DELETE FROM projection_checkpoints WHERE projection = ANY($1)",
+            &[&names],
+        )
+        .await?;
+    drop(client);
+    for projection in Projection::ALL {
+        let rebuilt = spineledger_projections::rebuild::rebuild(
+            &owner,
+            projection,
+            shards,
+            spineledger_projections::rebuild::PAGE_SIZE,
+        )
+        .await?;
+        report
+            .rebuild
+            .push((projection, rebuilt.events, rebuilt.elapsed.as_secs_f64()));
+    }
+    owner.close();
+    Ok(())
+}
+
+/// The statistics queries timed: (label, dimensions, whole-months window).
+fn queries() -> Vec<(&'static str, Vec<v1::StatisticsDimension>, bool)> {
+    use v1::StatisticsDimension as D;
+    vec![
+        ("no grouping", vec![], false),
+        ("by age band", vec![D::AgeBand], false),
+        (
+            "by diagnosis and age band",
+            vec![D::Diagnosis, D::AgeBand],
+            false,
+        ),
+        (
+            "by age band, one year of whole months",
+            vec![D::AgeBand],
+            true,
+        ),
+    ]
+}
+
+/// Times `GetOutcomeStatistics` of the large clinic, one client, `seconds` per query.
+pub(super) async fn statistics(
+    server: &Server,
+    clinic: &LargeClinic,
+    seconds: u64,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(server.address.clone())?
+        .connect()
+        .await?;
+    let mut client =
+        OutcomeStatisticsServiceClient::with_interceptor(channel, server.token(&[clinic.clinic])?);
+    let first_of_january = |year: i32| {
+        Some(prost_types::Timestamp {
+            seconds: chrono::NaiveDate::from_ymd_opt(year, 1, 1)
+                .and_then(|day| day.and_hms_opt(0, 0, 0))
+                .map_or(0, |at| at.and_utc().timestamp()),
+            nanos: 0,
+        })
+    };
+    for (label, group_by, windowed) in queries() {
+        let request = v1::GetOutcomeStatisticsRequest {
+            clinic_ids: vec![clinic.clinic.to_string()],
+            group_by: group_by.iter().map(|d| *d as i32).collect(),
+            evaluated_from: if windowed {
+                first_of_january(2025)
+            } else {
+                None
+            },
+            evaluated_to: if windowed {
+                first_of_january(2026)
+            } else {
+                None
+            },
+            min_position: None,
+        };
+        let response = client.get_outcome_statistics(request.clone()).await?;
+        let shown: i64 = response
+            .into_inner()
+            .groups
+            .iter()
+            .filter_map(|group| group.episodes)
+            .sum();
+        if !windowed {
+            anyhow::ensure!(
+                usize::try_from(shown).unwrap_or(0) <= clinic.episodes,
+                "statistics show more episodes than were generated"
+            );
+        }
+        let started = Instant::now();
+        let until = started + Duration::from_secs(seconds);
+        let mut latencies = Vec::new();
+        while Instant::now() < until {
+            let sent = Instant::now();
+            client.get_outcome_statistics(request.clone()).await?;
+            latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+        }
+        report.statistics.push((
+            label,
+            Phase::from_latencies(latencies, started.elapsed().as_secs_f64()),
+        ));
+    }
+    Ok(())
+}
