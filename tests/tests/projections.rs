@@ -431,16 +431,18 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     let token = cohort_token(&harness, &late);
     let channel = harness.plain_channel().await;
     let writing = tokio::spawn(async move { simulate::run(channel, &token, &late).await });
+    // Both read models from one read of the log (as `rebuild --all` does).
     let owner = spineledger_store::pool(harness.database().config(), 2).expect("owner pool");
-    for projection in Projection::ALL {
-        let report = spineledger_projections::rebuild::rebuild(
-            &owner,
-            projection,
-            Harness::projector_config().shards,
-            500,
-        )
-        .await
-        .expect("rebuild");
+    let reports = spineledger_projections::rebuild::rebuild_all(
+        &owner,
+        &Projection::ALL,
+        Harness::projector_config().shards,
+        500,
+    )
+    .await
+    .expect("rebuild");
+    assert_eq!(reports.len(), Projection::ALL.len());
+    for report in reports {
         assert!(report.equal(), "{report:?}");
         assert!(report.events >= appended, "{report:?}");
     }

@@ -115,9 +115,12 @@ pub(crate) async fn apply_changes(
         tally.add(&change);
         if tally.count(Count::Episodes) <= 0 {
             if !tally.is_empty() {
-                return Err(ProjectionError::CorruptRow(
-                    "an outcome cell counts no episode but is not empty".to_owned(),
-                ));
+                // Ids and dimension values only: no personal data.
+                return Err(ProjectionError::CorruptRow(format!(
+                    "outcome cell {key} of clinic {} counts no episode but is not empty: \
+                     the cells have drifted from the episodes; rebuild outcome_statistics",
+                    cell.clinic_id
+                )));
             }
             gone.0.push(cell.clinic_id);
             gone.1.push(key);
@@ -139,6 +142,30 @@ pub(crate) async fn apply_changes(
     }
     Ok(())
 }
+
+/// Writes `cells` (whole tallies, none empty) into `table`, a fresh one being filled by a
+/// rebuild, a few thousand per statement.
+pub(crate) async fn write_all(
+    client: &impl GenericClient,
+    table: &str,
+    cells: &BTreeMap<Cell, Tally>,
+) -> Result<(), ProjectionError> {
+    let mut rows = CellRows::default();
+    for (cell, tally) in cells {
+        rows.push(cell, cell.key(), tally);
+        if rows.clinics.len() == WRITE_CHUNK {
+            rows.upsert(client, table).await?;
+            rows = CellRows::default();
+        }
+    }
+    if !rows.clinics.is_empty() {
+        rows.upsert(client, table).await?;
+    }
+    Ok(())
+}
+
+/// Cells per statement of [`write_all`].
+const WRITE_CHUNK: usize = 5000;
 
 /// Cells to write, column by column (each column one array parameter of an `unnest`).
 #[derive(Default)]

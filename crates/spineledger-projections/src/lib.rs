@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod bulk;
 pub mod cells;
 pub mod clinic_log;
 mod error;

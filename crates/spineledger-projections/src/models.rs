@@ -167,7 +167,9 @@ pub(crate) struct EpisodeFact {
 
 /// Decodes the events of episode streams; other streams (patients) are not part of these
 /// models. An undecodable event stops the projector: skipping it would be silent loss.
-fn decode_episode_events(events: &[RecordedEvent]) -> Result<Vec<EpisodeFact>, ProjectionError> {
+pub(crate) fn decode_episode_events(
+    events: &[RecordedEvent],
+) -> Result<Vec<EpisodeFact>, ProjectionError> {
     let mut facts = Vec::with_capacity(events.len());
     for stored in events {
         let Some(EpisodeId(episode_id)) = EpisodeId::from_stream_id(&stored.stream_id) else {
@@ -206,16 +208,21 @@ pub fn treatment_plan_of(
     episode_id: Uuid,
     events: &[RecordedEvent],
 ) -> Result<Option<TreatmentPlanView>, ProjectionError> {
+    Ok(episode_chart(events)?.map(|chart| derive(clinic_id, episode_id, &chart)))
+}
+
+/// The chart of one episode stream's events (in version order); `None` when they hold no
+/// episode fact.
+pub(crate) fn episode_chart(events: &[RecordedEvent]) -> Result<Option<Chart>, ProjectionError> {
     let facts = decode_episode_events(events)?;
     if facts.is_empty() {
         return Ok(None);
     }
-    let chart = Chart::new(
+    Ok(Some(Chart::new(
         facts
             .into_iter()
             .map(|fact| (fact.event_id, fact.version, fact.event)),
-    );
-    Ok(Some(derive(clinic_id, episode_id, &chart)))
+    )))
 }
 
 /// The charts of `episodes` from their events up to `upto` in the global order.
@@ -250,22 +257,34 @@ async fn read_charts(
 }
 
 /// A per-episode read model stored as one JSONB row.
-trait EpisodeRow: EpisodeView + Serialize + DeserializeOwned + Send + Sync {
+pub(crate) trait EpisodeRow:
+    EpisodeView + Serialize + DeserializeOwned + Send + Sync
+{
     /// The table holding the model.
     const TABLE: &'static str;
     /// The JSONB column holding the model.
     const COLUMN: &'static str;
     /// Whether [`EpisodeRow::upsert`] needs the rows as they were before the batch.
     const NEEDS_BEFORE: bool = false;
-    /// Writes rows (sorted by key, so concurrent writers lock in one order); `before`
-    /// holds the stored rows of the same episodes as they were loaded (empty unless
+    /// Writes rows into `table` (inserted, or replacing the stored ones), sorted by key
+    /// so concurrent writers lock in one order.
+    async fn write_rows(
+        client: &impl GenericClient,
+        table: &str,
+        rows: &BTreeMap<(Uuid, Uuid), Self>,
+    ) -> Result<(), ProjectionError>;
+    /// Writes a batch's rows and whatever depends on them; `before` holds the stored
+    /// rows of the same episodes as they were loaded (empty unless
     /// [`EpisodeRow::NEEDS_BEFORE`]).
     async fn upsert(
         client: &impl GenericClient,
         tables: Tables,
         before: &BTreeMap<(Uuid, Uuid), Self>,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
-    ) -> Result<(), ProjectionError>;
+    ) -> Result<(), ProjectionError> {
+        let _ = before;
+        Self::write_rows(client, &tables.of(Self::TABLE), rows).await
+    }
 }
 
 async fn fold_rows<M: EpisodeRow + Clone>(
@@ -329,13 +348,11 @@ impl EpisodeRow for TreatmentPlanView {
     const TABLE: &'static str = "treatment_plans";
     const COLUMN: &'static str = "view";
 
-    async fn upsert(
+    async fn write_rows(
         client: &impl GenericClient,
-        tables: Tables,
-        _before: &BTreeMap<(Uuid, Uuid), Self>,
+        table: &str,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
     ) -> Result<(), ProjectionError> {
-        let table = tables.of(Self::TABLE);
         let mut clinics = Vec::with_capacity(rows.len());
         let mut episodes = Vec::with_capacity(rows.len());
         let mut phases = Vec::with_capacity(rows.len());
@@ -388,13 +405,11 @@ impl EpisodeRow for EpisodeOutcome {
     const COLUMN: &'static str = "facts";
     const NEEDS_BEFORE: bool = true;
 
-    async fn upsert(
+    async fn write_rows(
         client: &impl GenericClient,
-        tables: Tables,
-        before: &BTreeMap<(Uuid, Uuid), Self>,
+        table: &str,
         rows: &BTreeMap<(Uuid, Uuid), Self>,
     ) -> Result<(), ProjectionError> {
-        let table = tables.of(Self::TABLE);
         let mut clinics = Vec::with_capacity(rows.len());
         let mut episodes = Vec::with_capacity(rows.len());
         let mut evaluated = Vec::with_capacity(rows.len());
@@ -415,6 +430,16 @@ impl EpisodeRow for EpisodeOutcome {
         client
             .execute(&statement, &[&clinics, &episodes, &evaluated, &facts])
             .await?;
+        Ok(())
+    }
+
+    async fn upsert(
+        client: &impl GenericClient,
+        tables: Tables,
+        before: &BTreeMap<(Uuid, Uuid), Self>,
+        rows: &BTreeMap<(Uuid, Uuid), Self>,
+    ) -> Result<(), ProjectionError> {
+        Self::write_rows(client, &tables.of(Self::TABLE), rows).await?;
         let changes = cell_changes(
             rows.iter()
                 .filter(|(key, after)| before.get(*key) != Some(*after))

@@ -239,7 +239,10 @@ pub const MAX_EPISODES_PER_QUERY: usize = 100_000;
 /// cells of the smallest kept grouping that holds `group_by`); the episodes of a partial
 /// month at either end are read one by one and tallied the same way, at most
 /// `max_episodes` of them ([`ProjectionError::QueryTooBroad`] beyond). Both reads run in
-/// one transaction, so they see one state of the model.
+/// one read-only REPEATABLE READ transaction, so they see one state of the model: an
+/// episode the projector moves between months meanwhile is counted once. Cell rows are
+/// streamed and summed as they arrive, so memory grows with the groups answered, not
+/// with the cells read.
 pub async fn outcome_tallies(
     pool: &Pool,
     clinics: &[Uuid],
@@ -248,7 +251,12 @@ pub async fn outcome_tallies(
     max_episodes: usize,
 ) -> Result<BTreeMap<Vec<String>, Tally>, ProjectionError> {
     let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let tallies = scoped(
         &transaction,
         &ClinicScope::of(clinics),
@@ -282,10 +290,12 @@ async fn tallies_in(
                 columns = cells::tally_columns()
             ))
             .await?;
-        let rows = client
-            .query(&statement, &[&clinics, &grouping.bits(), &first, &end])
-            .await?;
-        for row in rows {
+        let bits = grouping.bits();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&clinics, &bits, &first, &end];
+        let rows = client.query_raw(&statement, params).await?;
+        futures::pin_mut!(rows);
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
             let cell = Cell {
                 clinic_id: row.try_get(0)?,
                 month: None,
@@ -402,7 +412,8 @@ impl Split {
 
 /// The outcome facts of the episodes of `clinics` first evaluated in `[from, to)`;
 /// [`ProjectionError::QueryTooBroad`] beyond `max_episodes`. Rows are streamed and
-/// decoded one by one.
+/// decoded one by one. (The facts keep `evaluated_at` to the microsecond, as the column
+/// does, so the column filters exactly what a cell's month counts.)
 async fn episodes_in(
     client: &impl GenericClient,
     clinics: &[Uuid],

@@ -1,7 +1,9 @@
-//! Rebuild a projection from position zero into a fresh table while the live one keeps
+//! Rebuild projections from position zero into fresh tables while the live ones keep
 //! serving, then swap them atomically.
 //!
-//! The swap transaction locks the projection's checkpoints (live batches cannot commit
+//! The bulk phase ([`crate::bulk`]) reads the log once, stream by stream, up to the head
+//! a never-skip reader reaches, and derives every view of every projection rebuilt from
+//! each episode's chart. Then, per projection, the swap transaction locks the projection's checkpoints (live batches cannot commit
 //! meanwhile), brings the fresh table to the head of the log, brings the live table's
 //! shards to the same head, compares digests of the two, renames the fresh table into
 //! place and sets every shard's checkpoint to the head. A rebuilt model built from the
@@ -14,7 +16,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use spineledger_store::{ClinicShard, GlobalCursor, read_all_after};
 
 use crate::runtime::stored_shard_count;
-use crate::{Projection, ProjectionError, Tables, checkpoint};
+use crate::{Projection, ProjectionError, Tables, bulk, checkpoint};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,24 +42,51 @@ impl RebuildReport {
 
 const SWAP_ATTEMPTS: usize = 5;
 
-/// Events per rebuild transaction.
+/// Plans made for each execution in the swap: the fresh tables were filled moments ago
+/// and have no statistics yet, and a cached generic plan made without them (a scan of
+/// the whole table per page of the catch-up) would stay on the connection.
+const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+
+/// Events per catch-up transaction.
 pub const PAGE_SIZE: usize = 5000;
 
-/// Rebuilds `projection`. `owner_pool` connects as the tables' owner (it creates, renames
-/// and drops tables); `shards` is the shard count the new checkpoints are made under
-/// (the live model is caught up under the count stored with its checkpoints).
+/// Rebuilds `projection`; see [`rebuild_all`].
 pub async fn rebuild(
     owner_pool: &Pool,
     projection: Projection,
     shards: u8,
     page: usize,
 ) -> Result<RebuildReport, ProjectionError> {
-    if projection == Projection::ClinicLog {
+    let mut reports = rebuild_all(owner_pool, &[projection], shards, page).await?;
+    reports
+        .pop()
+        .ok_or(ProjectionError::NotAReadModel(projection.name()))
+}
+
+/// Rebuilds `projections` together: one read of the log, each event decoded once and
+/// folded into every view of every projection, the fresh tables bulk-loaded with COPY
+/// ([`load_snapshot`]); then each projection is caught up to the log's head, compared
+/// with its live model and swapped in, one atomic swap each. `owner_pool` connects as the
+/// tables' owner (it creates, renames and drops tables) and needs two connections;
+/// `shards` is the shard count the new checkpoints are made under (the live model is
+/// caught up under the count stored with its checkpoints); `page` is the catch-up's
+/// page size.
+pub async fn rebuild_all(
+    owner_pool: &Pool,
+    projections: &[Projection],
+    shards: u8,
+    page: usize,
+) -> Result<Vec<RebuildReport>, ProjectionError> {
+    if let Some(projection) = projections.iter().find(|p| **p == Projection::ClinicLog) {
         return Err(ProjectionError::NotAReadModel(projection.name()));
     }
-    // One rebuild of a projection at a time: a second one would drop the first's table.
-    let lock = RebuildLock::acquire(owner_pool, projection).await?;
-    let result = rebuild_locked(owner_pool, projection, shards, page).await;
+    let mut projections = projections.to_vec();
+    projections.sort_unstable();
+    projections.dedup();
+    let projections = projections.as_slice();
+    // One rebuild of a projection at a time: a second one would drop the first's tables.
+    let mut lock = RebuildLock::acquire(owner_pool, projections).await?;
+    let result = rebuild_locked(owner_pool, &mut lock, projections, shards, page).await;
     lock.release().await;
     result
 }
@@ -68,26 +97,44 @@ pub async fn rebuild(
 /// that connection instead of returning it to the pool with the lock still held.
 struct RebuildLock {
     client: Option<deadpool_postgres::Object>,
-    projection: Projection,
+    projections: Vec<Projection>,
 }
 
+const LOCK: &str = "SELECT pg_try_advisory_lock(hashtext('spineledger.rebuild'), hashtext($1))";
+const UNLOCK: &str = "SELECT pg_advisory_unlock(hashtext('spineledger.rebuild'), hashtext($1))";
+
 impl RebuildLock {
-    async fn acquire(owner_pool: &Pool, projection: Projection) -> Result<Self, ProjectionError> {
-        let client = owner_pool.get().await?;
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('spineledger.rebuild'), hashtext($1))",
-                &[&projection.name()],
-            )
-            .await?
-            .try_get(0)?;
-        if !locked {
-            return Err(ProjectionError::RebuildInProgress(projection.name()));
+    /// Locks every one of `projections`, or none (another rebuild holds one of them).
+    async fn acquire(
+        owner_pool: &Pool,
+        projections: &[Projection],
+    ) -> Result<Self, ProjectionError> {
+        let mut lock = Self {
+            client: Some(owner_pool.get().await?),
+            projections: Vec::new(),
+        };
+        for projection in projections {
+            let Some(client) = lock.client.as_ref() else {
+                break;
+            };
+            let locked: bool = client
+                .query_one(LOCK, &[&projection.name()])
+                .await?
+                .try_get(0)?;
+            if !locked {
+                lock.release().await;
+                return Err(ProjectionError::RebuildInProgress(projection.name()));
+            }
+            lock.projections.push(*projection);
         }
-        Ok(Self {
-            client: Some(client),
-            projection,
-        })
+        Ok(lock)
+    }
+
+    /// The lock's connection, which the bulk load also writes through.
+    fn client(&mut self) -> Result<&mut deadpool_postgres::Object, ProjectionError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| ProjectionError::CorruptRow("the rebuild lock was released".into()))
     }
 
     /// Unlocks and returns the connection to the pool; if unlocking fails, the connection
@@ -98,19 +145,14 @@ impl RebuildLock {
         let Some(client) = self.client.as_ref() else {
             return;
         };
-        let unlocked = client
-            .execute(
-                "SELECT pg_advisory_unlock(hashtext('spineledger.rebuild'), hashtext($1))",
-                &[&self.projection.name()],
-            )
-            .await;
-        match unlocked {
-            // Unlocked: the connection may go back to the pool.
-            Ok(_) => drop(self.client.take()),
-            Err(error) => {
+        for projection in &self.projections {
+            if let Err(error) = client.execute(UNLOCK, &[&projection.name()]).await {
                 tracing::warn!(%error, "rebuild lock not released; closing its connection");
+                return;
             }
         }
+        // Unlocked: the connection may go back to the pool.
+        drop(self.client.take());
     }
 }
 
@@ -125,74 +167,59 @@ impl Drop for RebuildLock {
 
 async fn rebuild_locked(
     owner_pool: &Pool,
-    projection: Projection,
+    lock: &mut RebuildLock,
+    projections: &[Projection],
     shards: u8,
     page: usize,
-) -> Result<RebuildReport, ProjectionError> {
+) -> Result<Vec<RebuildReport>, ProjectionError> {
     let started = Instant::now();
+    let writer = lock.client()?;
+    // LIKE copies columns, defaults, constraints and indexes, but not row-level security,
+    // its policies or the grants: the migrations' own function adds them, so the tables
+    // that are swapped in are walled exactly like those they replace.
+    for table in projections
+        .iter()
+        .flat_map(|projection| projection.tables())
     {
-        let client = owner_pool.get().await?;
-        // LIKE copies columns, defaults, constraints and indexes, but not row-level
-        // security, its policies or the grants: the migrations' own function adds them,
-        // so the tables that are swapped in are walled exactly like those they replace.
-        for table in projection.tables() {
-            let shadow = Tables::Rebuild.of(table);
-            client
-                .batch_execute(&format!(
-                    "DROP TABLE IF EXISTS {shadow}; \
-                     CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
-                     SELECT spineledger_protect_read_model('{shadow}'::regclass);"
-                ))
-                .await?;
-        }
+        let shadow = Tables::Rebuild.of(table);
+        writer
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {shadow}; \
+                 CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL); \
+                 SELECT spineledger_protect_read_model('{shadow}'::regclass);"
+            ))
+            .await?;
     }
 
-    // Bulk phase: the live table keeps serving and being updated meanwhile.
-    let mut cursor = GlobalCursor::START;
-    let mut events = 0_u64;
-    loop {
-        let mut client = owner_pool.get().await?;
-        let transaction = client.transaction().await?;
-        let (read, last) = apply_page(
-            &transaction,
-            projection,
-            Tables::Rebuild,
-            cursor,
-            page,
-            ClinicShard::ALL,
-            None,
-        )
-        .await?;
-        transaction.commit().await?;
-        events += read as u64;
-        cursor = last;
-        if read < page {
-            break;
-        }
-        if events % 100_000 < page as u64 {
-            tracing::info!(projection = projection.name(), events, "rebuilding");
-        }
-    }
+    // Bulk phase: the live tables keep serving and being updated meanwhile.
+    let (events, head) = bulk::load_snapshot(owner_pool, writer, projections).await?;
+    let loaded = started.elapsed();
 
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match swap(owner_pool, projection, shards, page, cursor).await {
-            Ok((caught_up, live_digest, rebuilt_digest)) => {
-                break Ok(RebuildReport {
-                    projection,
-                    events: events + caught_up,
-                    elapsed: started.elapsed(),
-                    live_digest,
-                    rebuilt_digest,
-                });
+    let mut reports = Vec::with_capacity(projections.len());
+    for projection in projections {
+        let swapping = Instant::now();
+        let mut attempt = 0;
+        let report = loop {
+            attempt += 1;
+            match swap(owner_pool, *projection, shards, page, head).await {
+                Ok((caught_up, live_digest, rebuilt_digest)) => {
+                    break RebuildReport {
+                        projection: *projection,
+                        events: events + caught_up,
+                        elapsed: loaded + swapping.elapsed(),
+                        live_digest,
+                        rebuilt_digest,
+                    };
+                }
+                Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "swap contended; retrying");
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
-                tracing::warn!(%error, attempt, "swap contended; retrying");
-            }
-            Err(error) => break Err(error),
-        }
+        };
+        reports.push(report);
     }
+    Ok(reports)
 }
 
 /// The atomic catch-up, compare and swap. Returns (events applied to the rebuilt model in
@@ -209,7 +236,7 @@ async fn swap(
     // Checkpoints first, as every batch does: live batches of this projection queue
     // behind the swap instead of deadlocking with it.
     transaction
-        .batch_execute("SET LOCAL lock_timeout = '30s'")
+        .batch_execute(&format!("SET LOCAL lock_timeout = '30s'; {FRESH_PLANS}"))
         .await?;
     transaction
         .execute(

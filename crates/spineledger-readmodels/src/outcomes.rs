@@ -229,7 +229,9 @@ pub struct EpisodeOutcome {
     pub clinic_id: Uuid,
     /// The episode (a pseudonymous key, never shown in statistics).
     pub episode_id: Uuid,
-    /// When the first evaluation took place.
+    /// When the first evaluation took place, to the whole microsecond (rounded down), as
+    /// PostgreSQL keeps it: the month of a statistics cell and a date-range filter on
+    /// the stored column then see the same instant.
     pub evaluated_at: Option<DateTime<Utc>>,
     /// Age band at the first evaluation.
     pub age_band: Option<AgeBand>,
@@ -423,7 +425,7 @@ impl EpisodeOutcome {
 
     fn apply_evaluation(&mut self, event_id: Uuid, evaluation: &EvaluationRecorded) {
         if self.evaluated_at.is_none() {
-            self.evaluated_at = Some(evaluation.occurred_at);
+            self.evaluated_at = Some(whole_microseconds(evaluation.occurred_at));
             self.age_band = Some(AgeBand::of_age(evaluation.age_years.value()));
             self.primary_diagnosis = evaluation.diagnoses.first().map(diagnosis_key);
         }
@@ -587,4 +589,10 @@ impl EpisodeView for EpisodeOutcome {
     fn set_mark(&mut self, mark: FoldMark) {
         self.folded = mark;
     }
+}
+
+/// `at` rounded down to a whole microsecond.
+fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    let sub_micro = i64::from(at.timestamp_subsec_nanos() % 1_000);
+    at - chrono::Duration::nanoseconds(sub_micro)
 }

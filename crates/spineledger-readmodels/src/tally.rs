@@ -11,13 +11,15 @@
 //!
 //! - NRS values are whole points, summed as integers.
 //! - ODI values are summed in [`ODI_UNITS_PER_POINT`] units per point (nanopoints). A
-//!   score is rounded to the nearest nanopoint before it is summed; the questionnaire
-//!   gives one decimal, so no recorded score is changed by it. A change is the follow-up's
-//!   units minus the baseline's.
+//!   score is rounded to the nearest nanopoint before it is summed (a questionnaire score
+//!   has one decimal and is not changed by it; a score given directly with more than
+//!   nine decimals moves by less than 5e-10). A change is the follow-up's units minus the
+//!   baseline's.
 //! - Sessions to first response are kept as a histogram (episodes by session count), so
 //!   the median is exact.
 //!
-//! A mean is `sum / n`, rounded once to an `f64`. Sums of tallies are associative and
+//! A mean is the integer sum divided by `n` in double precision, a function of `(sum, n)`
+//! alone: both paths compute it from the same integers. Sums of tallies are associative and
 //! commutative, so a group's statistics do not depend on the order its episodes or cells
 //! are added in, and the projector can subtract an episode's old contribution from a
 //! cell and add its new one.
@@ -454,8 +456,8 @@ impl Tally {
                 moderate: self.size(Count::AdherenceModerate),
                 high: self.size(Count::AdherenceHigh),
             },
-            missed_sessions: self.count(Count::MissedSessions).unsigned_abs(),
-            adverse_events: self.count(Count::AdverseEvents).unsigned_abs(),
+            missed_sessions: u64::try_from(self.count(Count::MissedSessions)).unwrap_or(0),
+            adverse_events: u64::try_from(self.count(Count::AdverseEvents)).unwrap_or(0),
             episodes_with_adverse_events: self.size(Count::EpisodesWithAdverseEvents),
             drop_outs: discharges.self_discharge + discharges.lost_to_follow_up,
             discharges,

@@ -39,8 +39,8 @@ pub use model::{
 };
 pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
-    EventStore, append_in, idle_access_horizon, idle_shard_horizon, read_all_after,
-    read_streams_upto, request_keys,
+    EventStore, append_in, idle_access_horizon, idle_shard_horizon, log_head, read_all_after,
+    read_log_by_stream, read_streams_upto, request_keys,
 };
 pub use wake::ShardHint;
 

@@ -345,6 +345,56 @@ pub async fn read_streams_upto(
     rows.iter().map(decode_event).collect()
 }
 
+/// The head of the log a never-skip reader reaches in this transaction's snapshot: the
+/// last event, in global order, of the transactions older than every one still running
+/// ([`read_all_after`]'s rule). `None` for an empty log. Run in a REPEATABLE READ
+/// transaction with [`read_log_by_stream`], so both see the same log.
+pub async fn log_head(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Option<GlobalCursor>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT xid::text::bigint, position FROM events \
+             WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY xid DESC, position DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    row.map(|row| {
+        let xid: i64 = row.try_get(0)?;
+        Ok(GlobalCursor {
+            xid: u64::try_from(xid).map_err(|_| StoreError::Malformed("negative xid".into()))?,
+            position: row.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+/// Every event up to [`log_head`] of the streams whose id starts with `prefix`, ordered by
+/// clinic, stream and version, streamed as PostgreSQL sends them: a stream's events arrive
+/// together, so a reader can fold one stream at a time without holding the log. Run in
+/// the same REPEATABLE READ transaction as [`log_head`] (a read-only one assigns no
+/// transaction id, so it holds no other reader back).
+pub async fn read_log_by_stream(
+    client: &impl deadpool_postgres::GenericClient,
+    prefix: &str,
+) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>>, StoreError> {
+    use futures::StreamExt as _;
+    // In key order from the primary key: sorting the whole log would spill to disk.
+    client.batch_execute("SET LOCAL enable_sort = off").await?;
+    let rows = client
+        .query_raw(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events \
+                 WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) AND starts_with(stream_id, $1) \
+                 ORDER BY clinic_id, stream_id, version"
+            ),
+            [prefix],
+        )
+        .await?;
+    Ok(rows.map(|row| decode_event(&row?)))
+}
+
 /// For a shard with nothing to read after `cursor`: the last final event of the whole log
 /// (any shard), provided no event of this shard lies between `cursor` and it. A reader of
 /// the shard may move its cursor there without missing anything, so an idle shard does

@@ -13,7 +13,7 @@
 //!    During the concurrent phase a monitor samples projection lag: the time from an
 //!    acknowledged append until the projector's checkpoint has passed it.
 //!    The child's resident memory (VmHWM, VmRSS) is read from /proc after the load.
-//! 4. **A large clinic** (first, so the log holds only it and its template): a clinic of
+//! 4. **A large clinic** (in a database of its own, after the load phases): a clinic of
 //!    `--episodes` episodes generated through the event store, both projections rebuilt
 //!    from position zero (events per second each), and its outcome statistics queried
 //!    over gRPC (p50/p99 per query); see [`cohort`].
@@ -203,8 +203,8 @@ pub struct BenchReport {
     pub rss_mb: f64,
     /// The large clinic generated through the store: episodes, events, seconds.
     pub generated: (u64, u64, f64),
-    /// Each projection rebuilt: events and seconds.
-    pub rebuild: Vec<(Projection, u64, f64)>,
+    /// Both read models rebuilt together: events in the log and seconds.
+    pub rebuild: (u64, f64),
     /// Outcome statistics of the large clinic, per query.
     pub statistics: Vec<(&'static str, Phase)>,
     /// The concurrent clients.
@@ -302,12 +302,13 @@ impl BenchReport {
         for (label, phase) in &self.statistics {
             row(&mut out, &format!("statistics, {label}"), phase);
         }
-        for (projection, events, seconds) in &self.rebuild {
+        let (events, seconds) = self.rebuild;
+        if events > 0 {
             let _ = writeln!(
                 out,
                 "{:<44} {:>9.0} events/s ({events} events in {seconds:.2} s)",
-                format!("rebuild {}", projection.name()),
-                *events as f64 / seconds.max(1e-9)
+                "rebuild both read models",
+                events as f64 / seconds.max(1e-9)
             );
         }
         let _ = writeln!(out, "\nratios against raw PostgreSQL measured in this run:");
@@ -347,28 +348,47 @@ pub async fn run(server: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
         "spineledger_bench_{}",
         chrono::Utc::now().format("%Y%m%d%H%M%S")
     );
+    // The large clinic gets a database of its own: its log would otherwise slow the load
+    // phases (the integrator indexing it, reads over a bigger log), and theirs its rebuild.
+    let clinic_name = format!("{name}_clinic");
     let admin =
         spineledger_store::connect(&spineledger_store::with_dbname(server, "postgres")).await?;
-    admin
-        .batch_execute(&format!(
-            "CREATE DATABASE {}",
-            spineledger_store::quote_identifier(&name)
-        ))
-        .await?;
-    let config = spineledger_store::with_dbname(server, &name);
-    let result = measure(&config, plan).await;
-    if !plan.keep {
+    for database in [&name, &clinic_name] {
         admin
             .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                spineledger_store::quote_identifier(&name)
+                "CREATE DATABASE {}",
+                spineledger_store::quote_identifier(database)
             ))
             .await?;
     }
-    result
+    let config = spineledger_store::with_dbname(server, &name);
+    let clinic_config = spineledger_store::with_dbname(server, &clinic_name);
+    let mut report = BenchReport {
+        clients: plan.clients,
+        ..BenchReport::default()
+    };
+    let mut result = measure(&config, plan, &mut report).await;
+    if result.is_ok() && plan.episodes > 0 {
+        result = cohort::measure(&clinic_config, plan, &mut report).await;
+    }
+    if !plan.keep {
+        for database in [&name, &clinic_name] {
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    spineledger_store::quote_identifier(database)
+                ))
+                .await?;
+        }
+    }
+    result.map(|()| report)
 }
 
-async fn measure(config: &Config, plan: &BenchPlan) -> anyhow::Result<BenchReport> {
+async fn measure(
+    config: &Config,
+    plan: &BenchPlan,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
     spineledger_store::migrate(config).await?;
     let owner = spineledger_store::connect(config).await?;
     owner
@@ -376,40 +396,16 @@ async fn measure(config: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
             "CREATE TABLE bench_raw_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)",
         )
         .await?;
-    let mut report = BenchReport {
-        clients: plan.clients,
-        ..BenchReport::default()
-    };
     let logs = std::env::temp_dir().join(format!("spineledger-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
     report.raw_single = pgbench(config, &logs, 1, plan.seconds).await?;
     report.raw_concurrent = pgbench(config, &logs, plan.clients, plan.seconds).await?;
     let _ = std::fs::remove_dir_all(&logs);
 
-    // The large clinic first, while the log holds only it and its template: the load
-    // phases add patient events the read models skip, which would flatter a rebuild.
-    let mut large = None;
-    if plan.episodes > 0 {
-        let mut child = Server::start(config, plan.shards).await?;
-        let simulated = cohort::simulate_template(&child, plan.episodes).await;
-        child.stop().await;
-        simulated?;
-        let template = cohort::episode_streams(config).await?;
-        large = Some(cohort::generate(config, &template, plan.episodes, &mut report).await?);
-        cohort::rebuild(config, plan.shards, &mut report).await?;
-    }
-
-    let mut child = Server::start(config, plan.shards).await?;
-    let mut outcome = Ok(());
-    if let Some(large) = &large {
-        outcome = cohort::statistics(&child, large, plan.seconds, &mut report).await;
-    }
-    if outcome.is_ok() {
-        outcome = drive(&child, config, plan, &mut report).await;
-    }
+    let mut child = Server::start(config, plan.shards, None).await?;
+    let outcome = drive(&child, config, plan, report).await;
     child.stop().await;
-    outcome?;
-    Ok(report)
+    outcome
 }
 
 /// Runs pgbench with a one-insert transaction; returns its per-transaction latencies.
@@ -538,7 +534,9 @@ impl Drop for TempDir {
 }
 
 impl Server {
-    async fn start(config: &Config, shards: u8) -> anyhow::Result<Self> {
+    /// Starts `serve` on `config`'s database; `projections` limits the projections it
+    /// runs (all by default).
+    async fn start(config: &Config, shards: u8, projections: Option<&str>) -> anyhow::Result<Self> {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
@@ -554,6 +552,11 @@ impl Server {
             .args(["--trust-dev-key", "true", "--dev-key-file"])
             .arg(&key_file)
             .args(["--shards", &shards.to_string()])
+            .args(
+                projections
+                    .map(|names| vec!["--projections", names])
+                    .unwrap_or_default(),
+            )
             .args(
                 spineledger_store::tls::server_ca_path()
                     .map(|ca| vec![std::ffi::OsString::from("--database-ca"), ca.into()])

@@ -135,7 +135,7 @@ pub struct BenchArgs {
     clients: usize,
     /// Episodes of the large clinic generated through the event store (about 18 events
     /// each), then rebuilt and queried for statistics; 0 skips those phases.
-    #[arg(long, default_value_t = 100_000, alias = "rebuild-patients")]
+    #[arg(long, default_value_t = 100_000)]
     episodes: usize,
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]

@@ -857,46 +857,53 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         (Some(name), false) => vec![Projection::from_name(name)?],
         (None, false) => anyhow::bail!("name a projection or pass --all"),
     };
-    for projection in projections {
-        if projection == Projection::ClinicLog {
-            // Never rebuilt (its leaves are the signed record): only its cursors are laid
-            // out for the shard count.
-            let changed =
-                spineledger_projections::clinic_log::reshard(&mut owner.get().await?, args.shards)
-                    .await?;
-            println!(
-                "clinic_log: {}",
-                if changed {
-                    format!(
-                        "cursors laid out for {} shards (leaves untouched)",
-                        args.shards
-                    )
-                } else {
-                    "nothing to do (leaves are never rebuilt)".to_owned()
-                }
-            );
-            continue;
-        }
-        let report = spineledger_projections::rebuild::rebuild(
+    // The read models together (one read of the log), then the clinic log's cursors.
+    let models: Vec<Projection> = projections
+        .iter()
+        .copied()
+        .filter(|projection| *projection != Projection::ClinicLog)
+        .collect();
+    if !models.is_empty() {
+        let reports = spineledger_projections::rebuild::rebuild_all(
             &owner,
-            projection,
+            &models,
             args.shards,
             spineledger_projections::rebuild::PAGE_SIZE,
         )
         .await?;
-        let seconds = report.elapsed.as_secs_f64();
+        for report in reports {
+            let seconds = report.elapsed.as_secs_f64();
+            println!(
+                "{}: {} events in {:.2} s ({:.0} events/s); live digest {}, rebuilt digest {}: {}",
+                report.projection.name(),
+                report.events,
+                seconds,
+                report.events as f64 / seconds.max(1e-9),
+                report.live_digest,
+                report.rebuilt_digest,
+                if report.equal() {
+                    "equal"
+                } else {
+                    "DIFFERENT — the rebuilt model now serves"
+                }
+            );
+        }
+    }
+    if projections.contains(&Projection::ClinicLog) {
+        // Never rebuilt (its leaves are the signed record): only its cursors are laid out
+        // for the shard count.
+        let changed =
+            spineledger_projections::clinic_log::reshard(&mut owner.get().await?, args.shards)
+                .await?;
         println!(
-            "{}: {} events in {:.2} s ({:.0} events/s); live digest {}, rebuilt digest {}: {}",
-            projection.name(),
-            report.events,
-            seconds,
-            report.events as f64 / seconds.max(1e-9),
-            report.live_digest,
-            report.rebuilt_digest,
-            if report.equal() {
-                "equal"
+            "clinic_log: {}",
+            if changed {
+                format!(
+                    "cursors laid out for {} shards (leaves untouched)",
+                    args.shards
+                )
             } else {
-                "DIFFERENT — the rebuilt model now serves"
+                "nothing to do (leaves are never rebuilt)".to_owned()
             }
         );
     }
