@@ -7,8 +7,9 @@
 //! are decoded once, put in clinical order once (the chart), and every view of every
 //! projection being rebuilt is derived from that chart. Views are written to the fresh
 //! tables through a second connection in batches of [`EPISODES_PER_WRITE`] episodes (one
-//! multi-row insert per table, the statement the live projector uses), and the outcome
-//! cells are summed in memory and written once at the end. The live projector's path
+//! multi-row insert per table, the statement the live projector uses) while the next
+//! batch is derived, and the outcome cells are summed in memory and written once at the
+//! end. The live projector's path
 //! (extend, or derive again from the stream) gives the same views, which the swap's
 //! digest compare checks.
 //!
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::{GenericClient, Pool};
 use futures::TryStreamExt as _;
+use spineledger_domain::EpisodeId;
 use spineledger_readmodels::{Cell, EpisodeOutcome, Tally, TreatmentPlanView, derive};
 use spineledger_store::{GlobalCursor, RecordedEvent};
 use uuid::Uuid;
@@ -31,7 +33,8 @@ use crate::{Projection, ProjectionError, Tables, cells};
 const EPISODES_PER_WRITE: usize = 1000;
 
 /// Builds `projections` into their fresh tables from the log up to its head; returns the
-/// number of events in the log up to the head (every stream's) and the head. The views
+/// number of episode events read (the read models' input; patient streams are not read)
+/// and the head. The views
 /// are written through `writer` (a connection of the rebuild's own), the log is read
 /// through a connection from `owner_pool`.
 pub(crate) async fn load_snapshot(
@@ -50,56 +53,95 @@ pub(crate) async fn load_snapshot(
         snapshot.commit().await?;
         return Ok((0, GlobalCursor::START));
     };
-    let in_log: i64 = snapshot
-        .query_one(
-            "SELECT count(*) FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-
+    // One statement reads the whole log: no statement timeout may cut it short.
+    snapshot
+        .batch_execute("SET LOCAL statement_timeout = 0")
+        .await?;
     let mut load = Load::new(projections);
-    {
+    let read = {
         let events = spineledger_store::read_log_by_stream(&snapshot, "episode-").await?;
-        load.add_log(events, writer).await?;
-    }
-    load.write(writer).await?;
-    load.finish(writer).await?;
+        load.add_log(events, writer).await?
+    };
+    // The snapshot is done with: no session idles in it while the cells are written.
     snapshot.commit().await?;
-    Ok((u64::try_from(in_log).unwrap_or(0), head))
+    load.finish(writer).await?;
+    Ok((read, head))
 }
 
 impl Load {
-    /// Adds every stream of `events` (ordered by stream and version), writing views
-    /// through `writer` as batches fill.
+    /// Adds every stream of `events` (ordered by stream and version) and writes the views
+    /// through `writer` in batches; returns how many events it read. Reading and deriving
+    /// go on while a batch is being written (at most two batches wait), so PostgreSQL's
+    /// inserts and the folding overlap.
     async fn add_log(
         &mut self,
         events: impl futures::Stream<Item = Result<RecordedEvent, spineledger_store::StoreError>>,
         writer: &mut deadpool_postgres::Object,
-    ) -> Result<(), ProjectionError> {
-        futures::pin_mut!(events);
-        let mut stream: Vec<RecordedEvent> = Vec::new();
-        let mut read = 0_u64;
-        while let Some(event) = events.try_next().await? {
-            let same = stream.last().is_some_and(|last| {
-                last.clinic_id == event.clinic_id && last.stream_id == event.stream_id
-            });
-            if !same && !stream.is_empty() {
-                self.add(&stream)?;
-                stream.clear();
-                if self.pending() >= EPISODES_PER_WRITE {
-                    self.write(writer).await?;
+    ) -> Result<u64, ProjectionError> {
+        let (batches, mut to_write) = tokio::sync::mpsc::channel::<Batch>(2);
+        let this = &mut *self;
+        let produce = async move {
+            futures::pin_mut!(events);
+            let mut stream: Vec<RecordedEvent> = Vec::new();
+            let mut read = 0_u64;
+            while let Some(event) = events.try_next().await? {
+                let same = stream.last().is_some_and(|last| {
+                    last.clinic_id == event.clinic_id && last.stream_id == event.stream_id
+                });
+                if !same && !stream.is_empty() {
+                    this.add(&stream)?;
+                    stream.clear();
+                    if this.pending() >= EPISODES_PER_WRITE {
+                        send(&batches, this.take_batch()).await?;
+                    }
+                }
+                stream.push(event);
+                read += 1;
+                if read.is_multiple_of(200_000) {
+                    tracing::info!(events = read, "rebuilding");
                 }
             }
-            stream.push(event);
-            read += 1;
-            if read.is_multiple_of(200_000) {
-                tracing::info!(events = read, "rebuilding");
+            if !stream.is_empty() {
+                this.add(&stream)?;
             }
-        }
-        if !stream.is_empty() {
-            self.add(&stream)?;
-        }
+            send(&batches, this.take_batch()).await?;
+            Ok::<u64, ProjectionError>(read)
+        };
+        let consume = async {
+            while let Some(batch) = to_write.recv().await {
+                batch.write(writer).await?;
+            }
+            Ok::<(), ProjectionError>(())
+        };
+        let (read, ()) = futures::try_join!(produce, consume)?;
+        Ok(read)
+    }
+}
+
+/// Hands a batch to the writer.
+async fn send(
+    batches: &tokio::sync::mpsc::Sender<Batch>,
+    batch: Batch,
+) -> Result<(), ProjectionError> {
+    batches
+        .send(batch)
+        .await
+        .map_err(|_| ProjectionError::CorruptRow("the rebuild's writer stopped".into()))
+}
+
+/// Views to write together.
+struct Batch {
+    plans: BTreeMap<(Uuid, Uuid), TreatmentPlanView>,
+    outcomes: BTreeMap<(Uuid, Uuid), EpisodeOutcome>,
+}
+
+impl Batch {
+    /// Writes the views into the fresh tables, in one transaction.
+    async fn write(self, writer: &mut deadpool_postgres::Object) -> Result<(), ProjectionError> {
+        let transaction = writer.transaction().await?;
+        write_views(&transaction, &self.plans).await?;
+        write_views(&transaction, &self.outcomes).await?;
+        transaction.commit().await?;
         Ok(())
     }
 }
@@ -129,11 +171,8 @@ impl Load {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let Some(episode_id) = first
-            .stream_id
-            .strip_prefix("episode-")
-            .and_then(|id| id.parse::<Uuid>().ok())
-        else {
+        // The live projector's own reading of a stream id.
+        let Some(EpisodeId(episode_id)) = EpisodeId::from_stream_id(&first.stream_id) else {
             return Ok(());
         };
         let Some(chart) = episode_chart(events)? else {
@@ -159,20 +198,16 @@ impl Load {
         plans.max(self.outcomes.as_ref().map_or(0, BTreeMap::len))
     }
 
-    /// Writes the pending views, in one transaction.
-    async fn write(
-        &mut self,
-        writer: &mut deadpool_postgres::Object,
-    ) -> Result<(), ProjectionError> {
-        let transaction = writer.transaction().await?;
-        if let Some(plans) = &mut self.plans {
-            write_views(&transaction, plans).await?;
+    /// The pending views, taken out to be written.
+    fn take_batch(&mut self) -> Batch {
+        Batch {
+            plans: self.plans.as_mut().map(std::mem::take).unwrap_or_default(),
+            outcomes: self
+                .outcomes
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default(),
         }
-        if let Some(outcomes) = &mut self.outcomes {
-            write_views(&transaction, outcomes).await?;
-        }
-        transaction.commit().await?;
-        Ok(())
     }
 
     /// Writes the cells.
@@ -186,14 +221,13 @@ impl Load {
     }
 }
 
-/// Writes `views` into the model's fresh table and empties the map.
+/// Writes `views` into the model's fresh table.
 async fn write_views<M: EpisodeRow>(
     writer: &impl GenericClient,
-    views: &mut BTreeMap<(Uuid, Uuid), M>,
+    views: &BTreeMap<(Uuid, Uuid), M>,
 ) -> Result<(), ProjectionError> {
     if !views.is_empty() {
         M::write_rows(writer, &Tables::Rebuild.of(M::TABLE), views).await?;
-        views.clear();
     }
     Ok(())
 }

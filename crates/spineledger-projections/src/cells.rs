@@ -115,10 +115,10 @@ pub(crate) async fn apply_changes(
         tally.add(&change);
         if tally.count(Count::Episodes) <= 0 {
             if !tally.is_empty() {
-                // Ids and dimension values only: no personal data.
+                // The clinic only: a cell's values could single out a patient.
                 return Err(ProjectionError::CorruptRow(format!(
-                    "outcome cell {key} of clinic {} counts no episode but is not empty: \
-                     the cells have drifted from the episodes; rebuild outcome_statistics",
+                    "an outcome cell of clinic {} counts no episode but is not empty: the \
+                     cells have drifted from the episodes; rebuild outcome_statistics",
                     cell.clinic_id
                 )));
             }

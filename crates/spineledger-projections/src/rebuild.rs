@@ -42,9 +42,9 @@ impl RebuildReport {
 
 const SWAP_ATTEMPTS: usize = 5;
 
-/// Plans made for each execution in the swap: the fresh tables were filled moments ago
-/// and have no statistics yet, and a cached generic plan made without them (a scan of
-/// the whole table per page of the catch-up) would stay on the connection.
+/// Plans made for each execution in the catch-up and the swap: the fresh tables were
+/// filled moments ago and have no statistics yet, and a cached generic plan made
+/// without them (a scan of the whole table per page) would stay on the connection.
 const FRESH_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// Events per catch-up transaction.
@@ -64,9 +64,10 @@ pub async fn rebuild(
 }
 
 /// Rebuilds `projections` together: one read of the log, each event decoded once and
-/// folded into every view of every projection, the fresh tables bulk-loaded with COPY
-/// ([`load_snapshot`]); then each projection is caught up to the log's head, compared
-/// with its live model and swapped in, one atomic swap each. `owner_pool` connects as the
+/// folded into every view of every projection, the fresh tables filled with multi-row
+/// inserts (`bulk::load_snapshot`); then each projection is caught up to the log's head
+/// (page by page, then the last stretch inside the swap), compared with its live model
+/// and swapped in, one atomic swap each. `owner_pool` connects as the
 /// tables' owner (it creates, renames and drops tables) and needs two connections;
 /// `shards` is the shard count the new checkpoints are made under (the live model is
 /// caught up under the count stored with its checkpoints); `page` is the catch-up's
@@ -195,31 +196,82 @@ async fn rebuild_locked(
     let (events, head) = bulk::load_snapshot(owner_pool, writer, projections).await?;
     let loaded = started.elapsed();
 
-    let mut reports = Vec::with_capacity(projections.len());
+    let mut reports: Vec<RebuildReport> = Vec::with_capacity(projections.len());
     for projection in projections {
         let swapping = Instant::now();
-        let mut attempt = 0;
-        let report = loop {
-            attempt += 1;
-            match swap(owner_pool, *projection, shards, page, head).await {
-                Ok((caught_up, live_digest, rebuilt_digest)) => {
-                    break RebuildReport {
-                        projection: *projection,
-                        events: events + caught_up,
-                        elapsed: loaded + swapping.elapsed(),
-                        live_digest,
-                        rebuilt_digest,
-                    };
+        let result = catch_up_and_swap(owner_pool, *projection, shards, page, head).await;
+        let (caught_up, live_digest, rebuilt_digest) = match result {
+            Ok(swapped) => swapped,
+            Err(error) => {
+                // Say what was already swapped in: those models serve now.
+                for report in &reports {
+                    tracing::warn!(
+                        projection = report.projection.name(),
+                        equal = report.equal(),
+                        "rebuilt and swapped in before a later projection's rebuild failed"
+                    );
                 }
-                Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
-                    tracing::warn!(%error, attempt, "swap contended; retrying");
-                }
-                Err(error) => return Err(error),
+                return Err(error);
             }
         };
-        reports.push(report);
+        reports.push(RebuildReport {
+            projection: *projection,
+            events: events + caught_up,
+            elapsed: loaded + swapping.elapsed(),
+            live_digest,
+            rebuilt_digest,
+        });
     }
     Ok(reports)
+}
+
+/// Brings `projection`'s fresh tables from the bulk phase's `head` towards the log's
+/// head page by page, in short transactions while the live model keeps serving, then
+/// swaps: the locked swap only has the last stretch left to apply. Returns (events
+/// applied after `head`, live digest, rebuilt digest).
+async fn catch_up_and_swap(
+    owner_pool: &Pool,
+    projection: Projection,
+    shards: u8,
+    page: usize,
+    head: GlobalCursor,
+) -> Result<(u64, String, String), ProjectionError> {
+    let mut cursor = head;
+    let mut caught_up = 0_u64;
+    loop {
+        let mut client = owner_pool.get().await?;
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(FRESH_PLANS).await?;
+        let (read, last) = apply_page(
+            &transaction,
+            projection,
+            Tables::Rebuild,
+            cursor,
+            page,
+            ClinicShard::ALL,
+            None,
+        )
+        .await?;
+        transaction.commit().await?;
+        caught_up += read as u64;
+        cursor = last;
+        if read < page {
+            break;
+        }
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match swap(owner_pool, projection, shards, page, cursor).await {
+            Ok((last_stretch, live_digest, rebuilt_digest)) => {
+                break Ok((caught_up + last_stretch, live_digest, rebuilt_digest));
+            }
+            Err(error) if error.is_transient() && attempt < SWAP_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "swap contended; retrying");
+            }
+            Err(error) => break Err(error),
+        }
+    }
 }
 
 /// The atomic catch-up, compare and swap. Returns (events applied to the rebuilt model in

@@ -353,13 +353,35 @@ pub async fn run(server: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     let clinic_name = format!("{name}_clinic");
     let admin =
         spineledger_store::connect(&spineledger_store::with_dbname(server, "postgres")).await?;
+    let drop_all = |created: Vec<String>| {
+        let admin = &admin;
+        async move {
+            for database in created {
+                let dropped = admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        spineledger_store::quote_identifier(&database)
+                    ))
+                    .await;
+                if let Err(error) = dropped {
+                    eprintln!("could not drop the benchmark database {database}: {error}");
+                }
+            }
+        }
+    };
+    let mut created = Vec::new();
     for database in [&name, &clinic_name] {
-        admin
+        let create = admin
             .batch_execute(&format!(
                 "CREATE DATABASE {}",
                 spineledger_store::quote_identifier(database)
             ))
-            .await?;
+            .await;
+        if let Err(error) = create {
+            drop_all(created).await;
+            return Err(error.into());
+        }
+        created.push(database.clone());
     }
     let config = spineledger_store::with_dbname(server, &name);
     let clinic_config = spineledger_store::with_dbname(server, &clinic_name);
@@ -372,14 +394,7 @@ pub async fn run(server: &Config, plan: &BenchPlan) -> anyhow::Result<BenchRepor
         result = cohort::measure(&clinic_config, plan, &mut report).await;
     }
     if !plan.keep {
-        for database in [&name, &clinic_name] {
-            admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    spineledger_store::quote_identifier(database)
-                ))
-                .await?;
-        }
+        drop_all(created).await;
     }
     result.map(|()| report)
 }

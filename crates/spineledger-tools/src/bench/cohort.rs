@@ -289,23 +289,47 @@ async fn client_analyze(owner: &spineledger_store::deadpool_postgres::Pool) -> a
     Ok(())
 }
 
-/// The statistics queries timed: (label, dimensions, whole-months window).
-fn queries() -> Vec<(&'static str, Vec<v1::StatisticsDimension>, bool)> {
+/// The statistics queries timed: (label, dimensions, window as (from, to) dates).
+type Query = (
+    &'static str,
+    Vec<v1::StatisticsDimension>,
+    Option<((i32, u32, u32), (i32, u32, u32))>,
+);
+
+/// The queries: the whole clinic by none, one and two dimensions (cells of the total, a
+/// one-dimension roll-up, every dimension), the whole months of 2025 (cells only), and
+/// 2025-01-15 to 2025-12-15 (eleven months of cells and two half months of episodes read
+/// one by one).
+fn queries() -> Vec<Query> {
     use v1::StatisticsDimension as D;
     vec![
-        ("no grouping", vec![], false),
-        ("by age band", vec![D::AgeBand], false),
+        ("no grouping", vec![], None),
+        ("by age band", vec![D::AgeBand], None),
         (
             "by diagnosis and age band",
             vec![D::Diagnosis, D::AgeBand],
-            false,
+            None,
         ),
         (
-            "by age band, one year of whole months",
+            "by age band, whole months of 2025",
             vec![D::AgeBand],
-            true,
+            Some(((2025, 1, 1), (2026, 1, 1))),
+        ),
+        (
+            "by age band, 2025-01-15 to 2025-12-15",
+            vec![D::AgeBand],
+            Some(((2025, 1, 15), (2025, 12, 15))),
         ),
     ]
+}
+
+/// Midnight UTC of a date, as a request timestamp.
+fn midnight((year, month, day): (i32, u32, u32)) -> Option<prost_types::Timestamp> {
+    let at = chrono::NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(0, 0, 0)?;
+    Some(prost_types::Timestamp {
+        seconds: at.and_utc().timestamp(),
+        nanos: 0,
+    })
 }
 
 /// Times `GetOutcomeStatistics` of the large clinic, one client, `seconds` per query.
@@ -320,28 +344,12 @@ async fn statistics(
         .await?;
     let mut client =
         OutcomeStatisticsServiceClient::with_interceptor(channel, server.token(&[clinic.clinic])?);
-    let first_of_january = |year: i32| {
-        Some(prost_types::Timestamp {
-            seconds: chrono::NaiveDate::from_ymd_opt(year, 1, 1)
-                .and_then(|day| day.and_hms_opt(0, 0, 0))
-                .map_or(0, |at| at.and_utc().timestamp()),
-            nanos: 0,
-        })
-    };
-    for (label, group_by, windowed) in queries() {
+    for (label, group_by, window) in queries() {
         let request = v1::GetOutcomeStatisticsRequest {
             clinic_ids: vec![clinic.clinic.to_string()],
             group_by: group_by.iter().map(|d| *d as i32).collect(),
-            evaluated_from: if windowed {
-                first_of_january(2025)
-            } else {
-                None
-            },
-            evaluated_to: if windowed {
-                first_of_january(2026)
-            } else {
-                None
-            },
+            evaluated_from: window.and_then(|(from, _)| midnight(from)),
+            evaluated_to: window.and_then(|(_, to)| midnight(to)),
             min_position: None,
         };
         let response = client.get_outcome_statistics(request.clone()).await?;
