@@ -13,9 +13,9 @@
 //! (extend, or derive again from the stream) gives the same views, which the swap's
 //! digest compare checks.
 //!
-//! Memory: one stream's events, one batch of views, and the cells (a few hundred bytes
-//! each; a clinic-month has at most as many cells as episodes, times the seven kept
-//! groupings).
+//! Memory: one stream's events, up to four batches of views (one being filled, two
+//! queued, one being written), and the cells (a few hundred bytes each; a clinic-month
+//! has at most as many cells as episodes, times the seven kept groupings).
 
 use std::collections::BTreeMap;
 
@@ -58,14 +58,30 @@ pub(crate) async fn load_snapshot(
         .batch_execute("SET LOCAL statement_timeout = 0")
         .await?;
     let mut load = Load::new(projections);
-    let read = {
-        let events = spineledger_store::read_log_by_stream(&snapshot, "episode-").await?;
-        load.add_log(events, writer).await?
+    let read = match read_and_load(&snapshot, &mut load, writer).await {
+        Ok(read) => read,
+        Err(error) => {
+            // The server may still be sending the rest of the log: close the connection
+            // rather than hand it back to the pool mid-stream.
+            drop(snapshot);
+            drop(deadpool_postgres::Object::take(reader));
+            return Err(error);
+        }
     };
     // The snapshot is done with: no session idles in it while the cells are written.
     snapshot.commit().await?;
     load.finish(writer).await?;
     Ok((read, head))
+}
+
+/// Reads the log through `snapshot` into `load`, writing views through `writer`.
+async fn read_and_load(
+    snapshot: &deadpool_postgres::Transaction<'_>,
+    load: &mut Load,
+    writer: &mut deadpool_postgres::Object,
+) -> Result<u64, ProjectionError> {
+    let events = spineledger_store::read_log_by_stream(snapshot, "episode-").await?;
+    load.add_log(events, writer).await
 }
 
 impl Load {

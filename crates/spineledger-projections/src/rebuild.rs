@@ -3,10 +3,12 @@
 //!
 //! The bulk phase ([`crate::bulk`]) reads the log once, stream by stream, up to the head
 //! a never-skip reader reaches, and derives every view of every projection rebuilt from
-//! each episode's chart. Then, per projection, the swap transaction locks the projection's checkpoints (live batches cannot commit
-//! meanwhile), brings the fresh table to the head of the log, brings the live table's
-//! shards to the same head, compares digests of the two, renames the fresh table into
-//! place and sets every shard's checkpoint to the head. A rebuilt model built from the
+//! each episode's chart. Then, per projection, the fresh tables are caught up page by
+//! page in short transactions, and the swap transaction locks the projection's
+//! checkpoints (live batches cannot commit meanwhile), brings the fresh tables to the
+//! head of the log, brings the live tables' shards to the same head, compares digests of
+//! the two, renames the fresh tables into place and sets every shard's checkpoint to the
+//! head. A rebuilt model built from the
 //! same events must equal the incrementally built one; the report says whether it does.
 //! The rebuilt model serves either way: it is the log's truth.
 
@@ -23,7 +25,8 @@ use crate::{Projection, ProjectionError, Tables, bulk, checkpoint};
 pub struct RebuildReport {
     /// The projection rebuilt.
     pub projection: Projection,
-    /// Events read from the log (all streams).
+    /// Events applied: the episode events of the bulk phase (patient streams are not
+    /// read), then every event after its head (all streams) in the catch-up.
     pub events: u64,
     /// How long it took.
     pub elapsed: Duration,

@@ -298,7 +298,7 @@ type Query = (
 
 /// The queries: the whole clinic by none, one and two dimensions (cells of the total, a
 /// one-dimension roll-up, every dimension), the whole months of 2025 (cells only), and
-/// 2025-01-15 to 2025-12-15 (eleven months of cells and two half months of episodes read
+/// 2025-01-15 to 2025-12-15 (ten months of cells and two half months of episodes read
 /// one by one).
 fn queries() -> Vec<Query> {
     use v1::StatisticsDimension as D;
