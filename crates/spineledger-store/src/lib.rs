@@ -18,6 +18,7 @@ mod database;
 mod error;
 mod group;
 mod model;
+mod planner;
 mod scope;
 mod store;
 pub mod tls;
@@ -37,6 +38,7 @@ pub use model::{
     AppendOutcome, AppendedEvent, ClinicShard, EventMetadata, ExpectedVersion, Fingerprint,
     GlobalCursor, NewEvent, RecordedEvent, RecordedPrincipal, StreamKey,
 };
+pub use planner::{analyze_grown, keep_statistics};
 pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
     EventStore, append_in, idle_access_horizon, idle_shard_horizon, log_head, read_all_after,

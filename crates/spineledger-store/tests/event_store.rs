@@ -459,6 +459,59 @@ async fn concurrent_migrations_apply_once() {
     );
 }
 
+/// Where autovacuum does not ANALYZE, the service does: a table that grew past the
+/// threshold is analyzed (and one that did not is left alone).
+#[tokio::test]
+async fn grown_tables_are_analyzed() {
+    let db = TestDatabase::create().await;
+    let stream = episode(Uuid::new_v4());
+    let events: Vec<NewEvent> = (1..=200).map(new_event).collect();
+    db.store()
+        .append(&stream, ExpectedVersion::NoStream, &events)
+        .await
+        .expect("append");
+    let owner = db.owner_client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The activity statistics reach the shared counters within about a second. (On a
+    // server with autovacuum on, it may analyze the table first: that counts too.)
+    let analyzed = loop {
+        let analyzed = spineledger_store::analyze_grown(&owner)
+            .await
+            .expect("analyze");
+        let by_autovacuum: bool = owner
+            .query_one(
+                "SELECT last_autoanalyze IS NOT NULL FROM pg_stat_user_tables \
+                 WHERE relname = 'events'",
+                &[],
+            )
+            .await
+            .expect("stats")
+            .get(0);
+        if by_autovacuum || analyzed.iter().any(|table| table == "events") {
+            break analyzed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never counted as grown: {analyzed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        !analyzed.iter().any(|table| table == "treatment_plans"),
+        "{analyzed:?}"
+    );
+    let analyzed_at: Option<chrono::DateTime<chrono::Utc>> = owner
+        .query_one(
+            "SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_user_tables \
+             WHERE relname = 'events'",
+            &[],
+        )
+        .await
+        .expect("stats")
+        .get(0);
+    assert!(analyzed_at.is_some(), "events was analyzed");
+}
+
 #[tokio::test]
 async fn global_reads_page_through_all_events_in_order() {
     let db = TestDatabase::create().await;

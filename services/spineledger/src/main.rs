@@ -692,17 +692,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         ..server::ServeSettings::default()
     };
-    server::serve(
+    // Where autovacuum is off, ANALYZE the grown tables ourselves (as their owner, when
+    // the service has the owner's login): plans made for a small log would otherwise
+    // stay in every pooled connection (spineledger_store::keep_statistics).
+    let keeper = logins.owner.clone().map(|owner| {
+        tokio::spawn(spineledger_store::keep_statistics(
+            owner,
+            STATISTICS_INTERVAL,
+            std::future::pending(),
+        ))
+    });
+    let served = server::serve(
         listener,
         app,
         &logins.projector,
         settings,
         stopped(shutdown_channel()),
     )
-    .await?;
+    .await;
+    if let Some(keeper) = keeper {
+        keeper.abort();
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How often `serve` looks for grown tables to ANALYZE where autovacuum is off.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Verifies and prints a line per finding and a summary; an error when anything was
 /// found (so the exit status says so).
