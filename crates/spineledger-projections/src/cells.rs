@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::{LazyLock, OnceLock};
 
 use deadpool_postgres::GenericClient;
 use spineledger_readmodels::{COUNTS, Cell, Count, Grouping, Tally};
@@ -23,15 +24,39 @@ use crate::ProjectionError;
 /// The table.
 pub const TABLE: &str = "outcome_cells";
 
+/// A cell's key columns, in the order [`CellRows`] writes them.
+const KEY_COLUMNS: [&str; 9] = [
+    "clinic_id",
+    "cell",
+    "evaluated_month",
+    "grouping",
+    "diagnosis",
+    "initial_sessions",
+    "frequency_phase",
+    "adherence_band",
+    "age_band",
+];
+
+/// The tally's array columns, after its counts.
+const ARRAY_COLUMNS: [&str; 3] = [
+    "sessions_to_first_nrs_response",
+    "pain_before_n",
+    "pain_before_sum",
+];
+
+/// The tally's columns: every count, then the arrays.
+fn tally_column_names() -> impl Iterator<Item = &'static str> {
+    Count::ALL
+        .iter()
+        .map(|count| count.column())
+        .chain(ARRAY_COLUMNS)
+}
+
 /// The tally's columns, in the order [`tally_of`] reads them from `offset` on.
-pub(crate) fn tally_columns() -> String {
-    let mut columns: Vec<&str> = Count::ALL.iter().map(|count| count.column()).collect();
-    columns.extend([
-        "sessions_to_first_nrs_response",
-        "pain_before_n",
-        "pain_before_sum",
-    ]);
-    columns.join(", ")
+pub(crate) fn tally_columns() -> &'static str {
+    static COLUMNS: LazyLock<String> =
+        LazyLock::new(|| tally_column_names().collect::<Vec<_>>().join(", "));
+    &COLUMNS
 }
 
 /// The tally in `row`'s columns from `offset` on (as [`tally_columns`] lists them).
@@ -207,73 +232,71 @@ impl CellRows {
         client: &impl GenericClient,
         table: &str,
     ) -> Result<(), ProjectionError> {
+        // In KEY_COLUMNS order, then the counts, then the arrays (as upsert_from_unnest).
         let mut params: Vec<&(dyn ToSql + Sync)> =
             vec![&self.clinics, &self.keys, &self.months, &self.groupings];
-        let mut casts = vec!["uuid[]", "text[]", "date[]", "smallint[]"];
         for column in &self.values {
             params.push(column);
-            casts.push("text[]");
         }
         for column in &self.counts {
             params.push(column);
-            casts.push("bigint[]");
         }
         for column in &self.arrays {
             params.push(column);
-            casts.push("text[]");
         }
-        let unnest = casts
-            .iter()
-            .enumerate()
-            .map(|(index, cast)| format!("${}::{cast}", index + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let counts: Vec<&str> = Count::ALL.iter().map(|count| count.column()).collect();
-        let mut columns = vec![
-            "clinic_id",
-            "cell",
-            "evaluated_month",
-            "grouping",
-            "diagnosis",
-            "initial_sessions",
-            "frequency_phase",
-            "adherence_band",
-            "age_band",
-        ];
-        let first_count = columns.len();
-        columns.extend(&counts);
-        columns.extend([
-            "sessions_to_first_nrs_response",
-            "pain_before_n",
-            "pain_before_sum",
-        ]);
-        let mut select = columns
-            .iter()
-            .take(first_count + COUNTS)
-            .map(|column| (*column).to_owned())
-            .collect::<Vec<_>>();
-        for column in columns.iter().skip(first_count + COUNTS) {
-            select.push(format!("{column}::bigint[]"));
-        }
-        let mut updates = String::new();
-        for column in columns.iter().skip(2) {
-            let _ = write!(
-                updates,
-                "{}{column} = EXCLUDED.{column}",
-                if updates.is_empty() { "" } else { ", " }
-            );
-        }
-        let sql = format!(
-            "INSERT INTO {table} ({columns}) \
-             SELECT {select} FROM unnest({unnest}) AS k({columns}) \
-             ON CONFLICT (clinic_id, cell) DO UPDATE SET {updates}",
-            columns = columns.join(", "),
-            select = select.join(", "),
-        );
+        let sql = format!("INSERT INTO {table} {}", upsert_from_unnest());
         let statement = client.prepare_cached(&sql).await?;
         client.execute(&statement, &params).await?;
         Ok(())
     }
+}
+
+/// The upsert of [`CellRows`] after `INSERT INTO <table>`: the columns, their values
+/// from an `unnest` of one array parameter per column, and the update of every non-key
+/// column on conflict. Built once.
+fn upsert_from_unnest() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let columns: Vec<&str> = KEY_COLUMNS
+            .into_iter()
+            .chain(tally_column_names())
+            .collect();
+        // The parameters' types: the key columns' (the dimension values are text), the
+        // counts', and text for the arrays, which travel as literals.
+        let casts = ["uuid[]", "text[]", "date[]", "smallint[]"]
+            .into_iter()
+            .chain(std::iter::repeat_n("text[]", 5))
+            .chain(std::iter::repeat_n("bigint[]", COUNTS))
+            .chain(std::iter::repeat_n("text[]", ARRAY_COLUMNS.len()));
+        let unnest = casts
+            .enumerate()
+            .map(|(index, cast)| format!("${}::{cast}", index + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The arrays travel as text literals (see `CellRows::arrays`).
+        let select = columns
+            .iter()
+            .map(|column| {
+                if ARRAY_COLUMNS.contains(column) {
+                    format!("{column}::bigint[]")
+                } else {
+                    (*column).to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updates = columns
+            .iter()
+            .skip(2)
+            .map(|column| format!("{column} = EXCLUDED.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = columns.join(", ");
+        format!(
+            "({columns}) SELECT {select} FROM unnest({unnest}) AS k({columns}) \
+             ON CONFLICT (clinic_id, cell) DO UPDATE SET {updates}"
+        )
+    })
 }
 
 /// `values` as a PostgreSQL array literal.

@@ -566,7 +566,7 @@ impl Grouping {
     pub fn serving(group_by: &[Dimension]) -> Self {
         let mask = group_by
             .iter()
-            .filter_map(|dimension| Self::DIMENSIONS.iter().position(|d| d == dimension))
+            .filter_map(|dimension| Self::bit_of(*dimension))
             .fold(0_u8, |mask, bit| mask | (1 << bit));
         if mask.count_ones() <= 1 {
             Self(mask)
@@ -592,10 +592,12 @@ impl Grouping {
     /// Whether the grouping keeps `dimension` (always, for the clinic).
     #[must_use]
     pub fn keeps(self, dimension: Dimension) -> bool {
-        Self::DIMENSIONS
-            .iter()
-            .position(|d| *d == dimension)
-            .is_none_or(|bit| self.0 & (1 << bit) != 0)
+        Self::bit_of(dimension).is_none_or(|bit| self.0 & (1 << bit) != 0)
+    }
+
+    /// The bit of `dimension` in a grouping's mask; `None` for the clinic.
+    fn bit_of(dimension: Dimension) -> Option<usize> {
+        Self::DIMENSIONS.iter().position(|d| *d == dimension)
     }
 }
 
@@ -652,7 +654,7 @@ impl Cell {
                 if *dimension == Dimension::Clinic {
                     return Some(self.clinic_id.to_string());
                 }
-                let bit = Grouping::DIMENSIONS.iter().position(|d| d == dimension)?;
+                let bit = Grouping::bit_of(*dimension)?;
                 self.values[bit].clone()
             })
             .collect()
