@@ -120,9 +120,10 @@ pub(crate) async fn apply_changes(
     let keys: Vec<String> = changes.keys().map(Cell::key).collect();
     let load = client
         .prepare_cached(&format!(
-            "SELECT c.clinic_id, c.cell, {columns} FROM {table} c \
-             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, cell) \
-               ON c.clinic_id = k.clinic_id AND c.cell = k.cell",
+            "SELECT c.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, cell) \
+             CROSS JOIN LATERAL (SELECT t.clinic_id, t.cell, {columns} FROM {table} t \
+                                 WHERE t.clinic_id = k.clinic_id AND t.cell = k.cell \
+                                 OFFSET 0) c",
             columns = tally_columns()
         ))
         .await?;

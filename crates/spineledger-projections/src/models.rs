@@ -45,6 +45,12 @@ impl Projection {
         Self::ClinicLog,
     ];
 
+    /// Whether its tasks take their events from the worker's one read of the log. The
+    /// integrator does not: it also reads the access log, in step with the events.
+    pub(crate) fn follows_tail(self) -> bool {
+        self != Self::ClinicLog
+    }
+
     /// The projection's name (in checkpoints, leases and the `rebuild` command).
     pub fn name(self) -> &'static str {
         match self {
@@ -300,9 +306,10 @@ async fn fold_rows<M: EpisodeRow + Clone>(
     let clinics: Vec<Uuid> = keys.iter().map(|(clinic, _)| *clinic).collect();
     let episodes: Vec<Uuid> = keys.iter().map(|(_, episode)| *episode).collect();
     let sql = format!(
-        "SELECT m.clinic_id, m.episode_id, m.{column} FROM {table} m \
-         JOIN unnest($1::uuid[], $2::uuid[]) AS k(clinic_id, episode_id) \
-           ON m.clinic_id = k.clinic_id AND m.episode_id = k.episode_id",
+        "SELECT m.* FROM unnest($1::uuid[], $2::uuid[]) AS k(clinic_id, episode_id) \
+         CROSS JOIN LATERAL (SELECT t.clinic_id, t.episode_id, t.{column} FROM {table} t \
+                             WHERE t.clinic_id = k.clinic_id AND t.episode_id = k.episode_id \
+                             OFFSET 0) m",
         column = M::COLUMN
     );
     let statement = client.prepare_cached(&sql).await?;

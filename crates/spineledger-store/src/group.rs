@@ -368,7 +368,7 @@ async fn commit_batch(
             Ok((version, hash)) => {
                 written.push(Written {
                     stream: command.stream.clone(),
-                    new: !found.heads.contains_key(&command.stream),
+                    row: found.rows.get(&command.stream).cloned(),
                     version,
                     hash,
                 });
@@ -442,6 +442,9 @@ fn unreachable_empty() -> Answer {
 /// What the batch's first round trip found.
 struct Found {
     heads: HashMap<StreamKey, StreamHead>,
+    /// Where each locked stream's row is (its `ctid`, as text): the version bump finds
+    /// it there, a lookup no planner estimate can turn into a scan.
+    rows: HashMap<StreamKey, String>,
     recorded_at: chrono::DateTime<chrono::Utc>,
     retries: Vec<Row>,
     histories: HashMap<StreamKey, Vec<RecordedEvent>>,
@@ -467,19 +470,23 @@ impl Found {
 async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<Found, StoreError> {
     let lock = transaction
         .prepare_cached(
-            "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash FROM streams s \
-             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
-               USING (clinic_id, stream_id) \
-             ORDER BY s.clinic_id, s.stream_id FOR UPDATE OF s",
+            "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash, s.ctid::text \
+             FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS k(clinic_id, stream_id, n) \
+             CROSS JOIN LATERAL (SELECT t.clinic_id, t.stream_id, t.version, t.head_hash, t.ctid \
+                                 FROM streams t \
+                                 WHERE t.clinic_id = k.clinic_id AND t.stream_id = k.stream_id \
+                                 FOR UPDATE) s \
+             ORDER BY k.n",
         )
         .await?;
     let retries = transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?;
     let histories = transaction
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
-               USING (clinic_id, stream_id) \
-             ORDER BY clinic_id, stream_id, version"
+            "SELECT h.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+             CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events e \
+                                 WHERE e.clinic_id = k.clinic_id AND e.stream_id = k.stream_id \
+                                 OFFSET 0) h \
+             ORDER BY h.clinic_id, h.stream_id, h.version"
         ))
         .await?;
     let started = transaction
@@ -520,9 +527,11 @@ async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<
 
     let recorded_at = started.try_get(0)?;
     let mut heads = HashMap::with_capacity(locked.len());
+    let mut rows = HashMap::with_capacity(locked.len());
     for row in &locked {
         let stream = StreamKey::new(row.try_get(0)?, row.try_get::<_, String>(1)?);
         let head = StreamHead::of_locked(row, recorded_at)?;
+        rows.insert(stream.clone(), row.try_get::<_, String>(4)?);
         heads.insert(stream, head);
     }
     let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
@@ -533,6 +542,7 @@ async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<
     }
     Ok(Found {
         heads,
+        rows,
         recorded_at,
         retries: retried,
         histories,
@@ -556,14 +566,16 @@ async fn write_batch(
     let bump = transaction
         .prepare_cached(
             "UPDATE streams s SET version = k.version, head_hash = k.head_hash \
-             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[]) \
-                 AS k(clinic_id, stream_id, version, head_hash) \
-             WHERE s.clinic_id = k.clinic_id AND s.stream_id = k.stream_id",
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[]::tid[]) \
+                 AS k(clinic_id, stream_id, version, head_hash, row) \
+             WHERE s.ctid = ANY($5::text[]::tid[]) AND s.ctid = k.row \
+               AND s.clinic_id = k.clinic_id AND s.stream_id = k.stream_id",
         )
         .await?;
     let columns = |new: bool| -> Result<StreamColumns, StoreError> {
         let mut columns = StreamColumns::default();
-        for stream in written.iter().filter(|stream| stream.new == new) {
+        for stream in written.iter().filter(|stream| stream.row.is_none() == new) {
+            columns.rows.extend(stream.row.clone());
             columns.clinics.push(stream.stream.clinic_id);
             columns.ids.push(stream.stream.stream_id.clone());
             columns.versions.push(to_sql_count(stream.version)?);
@@ -590,10 +602,16 @@ async fn write_batch(
             if existing.clinics.is_empty() {
                 Ok(0)
             } else {
-                transaction
-                    .execute(&bump, &existing.params())
-                    .await
-                    .map_err(StoreError::from)
+                let bumped = transaction.execute(&bump, &existing.bump_params()).await?;
+                // Each row was locked where the bump looks for it; a stream left behind
+                // would keep a version its new events have passed.
+                if u64::try_from(existing.clinics.len()).ok() == Some(bumped) {
+                    Ok(bumped)
+                } else {
+                    Err(StoreError::Malformed(
+                        "a locked stream was not where its lock found it".into(),
+                    ))
+                }
             }
         },
     )?;
@@ -603,8 +621,8 @@ async fn write_batch(
 /// A stream the batch writes to, as it will be after the commit.
 struct Written {
     stream: StreamKey,
-    /// No row yet: inserted, not updated.
-    new: bool,
+    /// Where its locked row is (`ctid`); `None` for a new stream (inserted, not updated).
+    row: Option<String>,
     version: u64,
     hash: EventHash,
 }
@@ -615,10 +633,21 @@ struct StreamColumns {
     ids: Vec<String>,
     versions: Vec<i64>,
     heads: Vec<Vec<u8>>,
+    rows: Vec<String>,
 }
 
 impl StreamColumns {
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 4] {
         [&self.clinics, &self.ids, &self.versions, &self.heads]
+    }
+
+    fn bump_params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [
+            &self.clinics,
+            &self.ids,
+            &self.versions,
+            &self.heads,
+            &self.rows,
+        ]
     }
 }

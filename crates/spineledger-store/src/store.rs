@@ -37,9 +37,12 @@ const FIND_RETRY: &str = "SELECT event_id, stream_id, version, xid::text::bigint
      fingerprint, hash FROM events WHERE clinic_id = $1 AND event_id = ANY($2)";
 
 /// [`FIND_RETRY`] for a batch of clinics: the same columns, then the clinic.
-pub(crate) const FIND_RETRY_IN_CLINICS: &str = "SELECT event_id, stream_id, version, \
-     xid::text::bigint, position, fingerprint, hash, clinic_id FROM events \
-     WHERE (clinic_id, event_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))";
+pub(crate) const FIND_RETRY_IN_CLINICS: &str = "SELECT r.* \
+     FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::uuid[])) AS k(clinic_id, event_id) \
+     CROSS JOIN LATERAL (SELECT event_id, stream_id, version, xid::text::bigint, position, \
+                                fingerprint, hash, clinic_id FROM events e \
+                         WHERE e.clinic_id = k.clinic_id AND e.event_id = k.event_id \
+                         OFFSET 0) r";
 
 pub(crate) const EVENT_COLUMNS: &str = "clinic_id, stream_id, version, event_id, event_type, \
      schema_version, payload, metadata, occurred_at, recorded_at, xid::text::bigint, \
@@ -329,11 +332,12 @@ pub async fn read_streams_upto(
     let ids: Vec<&str> = streams.iter().map(|s| s.stream_id.as_str()).collect();
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             JOIN unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
-               USING (clinic_id, stream_id) \
-             WHERE (xid, position) <= ($3::text::xid8, $4) \
-             ORDER BY clinic_id, stream_id, version"
+            "SELECT h.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+             CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events e \
+                                 WHERE e.clinic_id = k.clinic_id AND e.stream_id = k.stream_id \
+                                   AND (e.xid, e.position) <= ($3::text::xid8, $4) \
+                                 OFFSET 0) h \
+             ORDER BY h.clinic_id, h.stream_id, h.version"
         ))
         .await?;
     let rows = client
@@ -416,7 +420,9 @@ pub async fn idle_access_horizon(
     idle_horizon(client, "access_log", cursor, shard).await
 }
 
-/// The horizon of `table`, a log with `xid`, `position` and `clinic_id` columns.
+/// The horizon of `table`, a log with `xid`, `position` and `clinic_id` columns. The check
+/// for the shard's records is an ordered, limited scan rather than `NOT EXISTS`: the
+/// planner may answer an anti-join with a scan of the whole log.
 async fn idle_horizon(
     client: &impl deadpool_postgres::GenericClient,
     table: &'static str,
@@ -431,11 +437,12 @@ async fn idle_horizon(
                    AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY xid DESC, position DESC LIMIT 1 \
              ) h \
-             WHERE NOT EXISTS ( \
+             WHERE (SELECT count(*) FROM ( \
                  SELECT 1 FROM {table} e \
                  WHERE (e.xid, e.position) > ($1::text::xid8, $2) \
                    AND (e.xid, e.position) <= (h.xid, h.position) \
-                   AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $4)"
+                   AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $4 \
+                 ORDER BY e.xid, e.position LIMIT 1) t) = 0"
         ))
         .await?;
     let row = client
