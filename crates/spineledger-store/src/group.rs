@@ -43,6 +43,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::chain::EventHash;
+use crate::history::{self, Histories};
 use crate::scope::{ClinicScope, scoped};
 use crate::store::{
     EVENT_COLUMNS, EventRows, FIND_RETRY_IN_CLINICS, StreamHead, UNIQUE_VIOLATION_RETRIES,
@@ -116,12 +117,15 @@ impl Committer {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let max_batch = settings.max_batch.max(1);
+        // One cache for every writer: a stream's next command may reach any of them.
+        let histories = Arc::new(Histories::default());
         for _ in 0..settings.writers.max(1) {
             tokio::spawn(writer(
                 pool.clone(),
                 Arc::clone(&receiver),
                 max_batch,
                 Arc::clone(&appended),
+                Arc::clone(&histories),
             ));
         }
         Self { queue }
@@ -142,6 +146,7 @@ async fn writer(
     queue: Arc<Mutex<mpsc::Receiver<Command>>>,
     max_batch: usize,
     appended: Arc<Appended>,
+    histories: Arc<Histories>,
 ) {
     // Commands this writer deferred from its last batch (same stream or event id as one
     // in it); they start its next batch, ahead of anything newer.
@@ -166,7 +171,9 @@ async fn writer(
             continue;
         }
         let span = tracing::debug_span!("group_commit", commands = batch.len());
-        run(&pool, batch, &appended).instrument(span).await;
+        run(&pool, batch, &appended, &histories)
+            .instrument(span)
+            .await;
     }
 }
 
@@ -213,8 +220,8 @@ fn gather(
 /// Runs `batch` (retrying whole-transaction races), then answers every command. If the
 /// transaction fails for another reason, each command runs alone, so only a command
 /// the database itself refuses gets the failure.
-async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
-    match attempt(pool, &mut batch, appended).await {
+async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended, histories: &Histories) {
+    match attempt(pool, &mut batch, appended, histories).await {
         Ok(answers) => answer(batch, answers, appended),
         Err(error) if batch.len() == 1 => {
             let answers = vec![Err(error)];
@@ -227,7 +234,7 @@ async fn run(pool: &Pool, mut batch: Vec<Command>, appended: &Appended) {
                     continue;
                 }
                 let mut alone = vec![command];
-                let answers = match attempt(pool, &mut alone, appended).await {
+                let answers = match attempt(pool, &mut alone, appended, histories).await {
                     Ok(answers) => answers,
                     Err(error) => vec![Err(error)],
                 };
@@ -242,10 +249,11 @@ async fn attempt(
     pool: &Pool,
     batch: &mut [Command],
     appended: &Appended,
+    histories: &Histories,
 ) -> Result<Vec<Answer>, StoreError> {
     let mut retries = 0;
     loop {
-        match commit_batch(pool, batch, appended).await {
+        match commit_batch(pool, batch, appended, histories).await {
             Err(error) if error.is_lost_race() && retries < UNIQUE_VIOLATION_RETRIES => {
                 retries += 1;
                 tracing::debug!(
@@ -277,93 +285,72 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
 
 /// One batch in one transaction (see the module docs); the answers in batch order, or
 /// the error that failed the transaction as a whole (nothing committed then).
+///
+/// A command whose stream's history this process holds ([`Histories`]) and whose locked
+/// head matches it is decided from it, without the retry lookup and history read. Only
+/// a success is taken from such a decision: a refusal, a conflict or a failed decision
+/// may be a retry of an earlier command, which only the lookup recognises, so that
+/// command is read and decided again in the same transaction. A retry that the cached
+/// decision accepts meets the event ids' unique index at the insert; the transaction
+/// fails, the batch's histories are dropped, and the batch runs again reading everything.
 async fn commit_batch(
     pool: &Pool,
     batch: &mut [Command],
     appended: &Appended,
+    histories: &Histories,
 ) -> Result<Vec<Answer>, StoreError> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let found = read_batch(&transaction, batch).await?;
+    // Taken out of the cache: they come back only after a commit (or a read under lock).
+    let mut known: Vec<Option<Vec<RecordedEvent>>> = batch
+        .iter()
+        .map(|command| histories.take(&command.stream))
+        .collect();
+    let unknown: Vec<usize> = (0..batch.len()).filter(|&i| known[i].is_none()).collect();
+    let mut found = read_batch(&transaction, batch, &unknown).await?;
+
+    // Decide from the held histories that match their locked heads; what does not succeed
+    // is read and decided below like any other command.
+    let mut decided: Vec<Option<Vec<NewEvent>>> = batch.iter().map(|_| None).collect();
+    let mut reread = Vec::new();
+    for (index, command) in batch.iter_mut().enumerate() {
+        let Some(history) = known[index].as_deref() else {
+            continue;
+        };
+        let head = found.head(&command.stream);
+        let events = (history::ends_at(history, head.version, head.hash)
+            && !command.panicked
+            && command.expected.check(head.version).is_ok())
+        .then(|| decide_guarded(command, history))
+        .and_then(|decision| decision.ok()?.ok())
+        .filter(|events| validate_batch(events).is_ok() && request_keys(events) == command.request);
+        match events {
+            Some(events) => decided[index] = Some(events),
+            None => {
+                known[index] = None;
+                reread.push(index);
+            }
+        }
+    }
+    if !reread.is_empty() {
+        found.add(read_histories(&transaction, batch, &reread).await?);
+    }
 
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
     let mut rows = EventRows::default();
     let mut written: Vec<Written> = Vec::new();
-    for command in batch.iter_mut() {
+    for (index, command) in batch.iter_mut().enumerate() {
         let head = found.head(&command.stream);
-        // The stored rows under this command's ids (FIND_RETRY_IN_CLINICS: the event id
-        // first, the clinic last).
-        let stored: Vec<&Row> = found
-            .retries
-            .iter()
-            .filter(|row| {
-                row.try_get::<_, Uuid>(7)
-                    .is_ok_and(|clinic| clinic == command.stream.clinic_id)
-                    && row
-                        .try_get::<_, Uuid>(0)
-                        .is_ok_and(|id| command.request.iter().any(|(asked, _)| *asked == id))
-            })
-            .collect();
-        // A retry is recognised before the version check: the original append moved the
-        // version on, and the retry must still get the original result.
-        match classify_retry(&command.stream, &command.request, &stored) {
-            Ok(Some(replayed)) => {
-                answers.push(Some(Ok(Ok(replayed))));
-                continue;
-            }
-            Ok(None) => {}
-            Err(error) => {
-                answers.push(Some(Err(error)));
-                continue;
-            }
-        }
-        if let Err(conflict) = command.expected.check(head.version) {
-            answers.push(Some(Err(conflict)));
-            continue;
-        }
-        let history = found.history(&command.stream);
-        if command.panicked {
-            answers.push(Some(Err(decision_failed())));
-            continue;
-        }
-        let decide = command
-            .decide
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A decision runs on a writer shared by every caller: a panic in it answers its
-        // own command and must not end the writer.
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(history)));
-        let events = match decided {
-            Ok(Ok(events)) => events,
-            Ok(Err(refusal)) => {
-                answers.push(Some(Ok(Err(refusal))));
-                continue;
-            }
-            Err(payload) => {
-                // The payload is dropped without being read: it may quote clinical data.
-                drop(payload);
-                command.panicked = true;
-                tracing::error!(
-                    clinic = %command.stream.clinic_id,
-                    stream = %command.stream.stream_id,
-                    "a decision panicked; its command is refused"
-                );
-                answers.push(Some(Err(decision_failed())));
-                continue;
-            }
+        let events = match decided[index].take() {
+            Some(events) => events,
+            None => match decide_after_read(command, &found, head.version) {
+                Ok(events) => events,
+                Err(answer) => {
+                    answers.push(Some(answer));
+                    continue;
+                }
+            },
         };
-        if let Err(invalid) = validate_batch(&events).and_then(|()| {
-            if request_keys(&events) == command.request {
-                Ok(())
-            } else {
-                Err(StoreError::InvalidBatch(
-                    "decided events differ from the request's ids and fingerprints",
-                ))
-            }
-        }) {
-            answers.push(Some(Err(invalid)));
-            continue;
-        }
         match rows.push(&command.stream, &head, &events) {
             Ok((version, hash)) => {
                 written.push(Written {
@@ -379,8 +366,10 @@ async fn commit_batch(
     }
 
     if rows.is_empty() {
-        // Nothing to write: no commit to wait for (the locks go with the rollback).
+        // Nothing to write: no commit to wait for (the locks go with the rollback). What
+        // was read under the locks is still each stream's history.
         drop(transaction);
+        found.keep(histories);
         return Ok(answers
             .into_iter()
             .map(|answer| answer.unwrap_or_else(unreachable_empty))
@@ -396,17 +385,21 @@ async fn commit_batch(
         return Err(error.into());
     }
     // What was stored, by clinic and event id (an event id is unique within a clinic).
-    let mut stored: HashMap<(Uuid, Uuid), AppendedEvent> = stored
+    let mut stored: HashMap<(Uuid, Uuid), RecordedEvent> = stored
         .into_iter()
-        .map(|(clinic, event)| ((clinic, event.event_id), event))
+        .map(|event| ((event.clinic_id, event.event_id), event))
         .collect();
     let mut result = Vec::with_capacity(batch.len());
-    for (command, answer) in batch.iter().zip(answers) {
+    for ((command, answer), known) in batch.iter().zip(answers).zip(known) {
+        let history = known.or_else(|| found.histories.remove(&command.stream));
         if let Some(answer) = answer {
+            if let Some(history) = history {
+                histories.put(command.stream.clone(), history);
+            }
             result.push(answer);
             continue;
         }
-        let mut events: Vec<AppendedEvent> = command
+        let mut events: Vec<RecordedEvent> = command
             .request
             .iter()
             .filter_map(|(id, _)| stored.remove(&(command.stream.clinic_id, *id)))
@@ -415,10 +408,14 @@ async fn commit_batch(
         // stored outcome), never the batch.
         if events.len() == command.request.len() {
             events.sort_by_key(|event| event.version);
-            result.push(Ok(Ok(AppendOutcome {
-                events,
+            let outcome = AppendOutcome {
+                events: events.iter().map(AppendedEvent::from).collect(),
                 replayed: false,
-            })));
+            };
+            let mut history = history.unwrap_or_default();
+            history.extend(events);
+            histories.put(command.stream.clone(), history);
+            result.push(Ok(Ok(outcome)));
         } else {
             result.push(Err(StoreError::Malformed(
                 "the batch insert returned other rows than it was given".into(),
@@ -426,6 +423,80 @@ async fn commit_batch(
         }
     }
     Ok(result)
+}
+
+/// Decides `command` on `history`, catching a panic: a decision runs on a writer shared
+/// by every caller, so a panic answers its own command and must not end the writer.
+fn decide_guarded(
+    command: &mut Command,
+    history: &[RecordedEvent],
+) -> Result<Result<Vec<NewEvent>, Refusal>, StoreError> {
+    let decide = command
+        .decide
+        .get_mut()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(history))) {
+        Ok(decided) => Ok(decided),
+        Err(payload) => {
+            // The payload is dropped without being read: it may quote clinical data.
+            drop(payload);
+            command.panicked = true;
+            tracing::error!(
+                clinic = %command.stream.clinic_id,
+                stream = %command.stream.stream_id,
+                "a decision panicked; its command is refused"
+            );
+            Err(decision_failed())
+        }
+    }
+}
+
+/// A command decided on what the batch read under the locks: a retry gets its original
+/// outcome (recognised before the version check, which the original moved on), a stale
+/// expected version its conflict, a refusal its refusal; otherwise the events to append.
+fn decide_after_read(
+    command: &mut Command,
+    found: &Found,
+    version: u64,
+) -> Result<Vec<NewEvent>, Answer> {
+    // The stored rows under this command's ids (FIND_RETRY_IN_CLINICS: the event id
+    // first, the clinic last).
+    let stored: Vec<&Row> = found
+        .retries
+        .iter()
+        .filter(|row| {
+            row.try_get::<_, Uuid>(7)
+                .is_ok_and(|clinic| clinic == command.stream.clinic_id)
+                && row
+                    .try_get::<_, Uuid>(0)
+                    .is_ok_and(|id| command.request.iter().any(|(asked, _)| *asked == id))
+        })
+        .collect();
+    match classify_retry(&command.stream, &command.request, &stored) {
+        Ok(Some(replayed)) => return Err(Ok(Ok(replayed))),
+        Ok(None) => {}
+        Err(error) => return Err(Err(error)),
+    }
+    command.expected.check(version).map_err(Err)?;
+    if command.panicked {
+        return Err(Err(decision_failed()));
+    }
+    let events = match decide_guarded(command, found.history(&command.stream)).map_err(Err)? {
+        Ok(events) => events,
+        Err(refusal) => return Err(Ok(Err(refusal))),
+    };
+    validate_batch(&events)
+        .and_then(|()| {
+            if request_keys(&events) == command.request {
+                Ok(())
+            } else {
+                Err(StoreError::InvalidBatch(
+                    "decided events differ from the request's ids and fingerprints",
+                ))
+            }
+        })
+        .map_err(Err)?;
+    Ok(events)
 }
 
 /// The answer to a command whose decision panicked.
@@ -439,7 +510,7 @@ fn unreachable_empty() -> Answer {
     ))
 }
 
-/// What the batch's first round trip found.
+/// What the batch read under its locks.
 struct Found {
     heads: HashMap<StreamKey, StreamHead>,
     /// Where each locked stream's row is (its `ctid`, as text): the version bump finds
@@ -447,6 +518,7 @@ struct Found {
     rows: HashMap<StreamKey, String>,
     recorded_at: chrono::DateTime<chrono::Utc>,
     retries: Vec<Row>,
+    /// The histories read (of the commands not decided from a held history).
     histories: HashMap<StreamKey, Vec<RecordedEvent>>,
 }
 
@@ -464,10 +536,109 @@ impl Found {
     fn history(&self, stream: &StreamKey) -> &[RecordedEvent] {
         self.histories.get(stream).map_or(&[], Vec::as_slice)
     }
+
+    /// Adds a later read (in the same transaction) of more commands' retries and histories.
+    fn add(&mut self, (retries, histories): Read) {
+        self.retries.extend(retries);
+        self.histories.extend(histories);
+    }
+
+    /// Gives the histories read back to the cache.
+    fn keep(self, cache: &Histories) {
+        for (stream, history) in self.histories {
+            cache.put(stream, history);
+        }
+    }
 }
 
-/// Step 1: the clinic context, the locks, the retries, the histories, the start time.
-async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<Found, StoreError> {
+/// The retry lookup's rows and the streams' histories.
+type Read = (Vec<Row>, HashMap<StreamKey, Vec<RecordedEvent>>);
+
+/// The statements that read the commands' retries and histories, prepared.
+struct ReadStatements {
+    retries: tokio_postgres::Statement,
+    histories: tokio_postgres::Statement,
+}
+
+impl ReadStatements {
+    async fn prepare(transaction: &Transaction<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            retries: transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?,
+            histories: transaction
+                .prepare_cached(&format!(
+                    "SELECT h.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
+                     CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events e \
+                                         WHERE e.clinic_id = k.clinic_id \
+                                           AND e.stream_id = k.stream_id \
+                                         OFFSET 0) h \
+                     ORDER BY h.clinic_id, h.stream_id, h.version"
+                ))
+                .await?,
+        })
+    }
+
+    /// The stored events under the ids of `commands` (of `batch`), and their streams'
+    /// histories: two statements, pipelined.
+    async fn read(
+        &self,
+        transaction: &Transaction<'_>,
+        batch: &[Command],
+        commands: &[usize],
+    ) -> Result<Read, StoreError> {
+        let (id_clinics, ids): (Vec<Uuid>, Vec<Uuid>) = commands
+            .iter()
+            .flat_map(|&index| {
+                let command = &batch[index];
+                command
+                    .request
+                    .iter()
+                    .map(|(id, _)| (command.stream.clinic_id, *id))
+            })
+            .unzip();
+        let clinics: Vec<Uuid> = commands
+            .iter()
+            .map(|&index| batch[index].stream.clinic_id)
+            .collect();
+        let streams: Vec<&str> = commands
+            .iter()
+            .map(|&index| batch[index].stream.stream_id.as_str())
+            .collect();
+        let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id_clinics, &ids];
+        let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&clinics, &streams];
+        let (retried, read) = futures::try_join!(
+            transaction.query(&self.retries, &retry_params),
+            transaction.query(&self.histories, &stream_params),
+        )?;
+        let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
+        for row in &read {
+            let event = decode_event(row)?;
+            let stream = StreamKey::new(event.clinic_id, event.stream_id.clone());
+            histories.entry(stream).or_default().push(event);
+        }
+        Ok((retried, histories))
+    }
+}
+
+/// A second read in the batch's transaction (the locks are held already): the retries and
+/// histories of `commands`.
+async fn read_histories(
+    transaction: &Transaction<'_>,
+    batch: &[Command],
+    commands: &[usize],
+) -> Result<Read, StoreError> {
+    ReadStatements::prepare(transaction)
+        .await?
+        .read(transaction, batch, commands)
+        .await
+}
+
+/// Step 1: the clinic context, the locks (of every stream), the retries and histories of
+/// the commands in `unknown`, the start time.
+async fn read_batch(
+    transaction: &Transaction<'_>,
+    batch: &[Command],
+    unknown: &[usize],
+) -> Result<Found, StoreError> {
     let lock = transaction
         .prepare_cached(
             "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash, s.ctid::text \
@@ -479,16 +650,7 @@ async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<
              ORDER BY k.n",
         )
         .await?;
-    let retries = transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?;
-    let histories = transaction
-        .prepare_cached(&format!(
-            "SELECT h.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
-             CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events e \
-                                 WHERE e.clinic_id = k.clinic_id AND e.stream_id = k.stream_id \
-                                 OFFSET 0) h \
-             ORDER BY h.clinic_id, h.stream_id, h.version"
-        ))
-        .await?;
+    let reads = ReadStatements::prepare(transaction).await?;
     let started = transaction
         .prepare_cached("SELECT transaction_timestamp()")
         .await?;
@@ -500,30 +662,26 @@ async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<
         .iter()
         .map(|stream| stream.stream_id.as_str())
         .collect();
-    let (id_clinics, ids): (Vec<Uuid>, Vec<Uuid>) = batch
-        .iter()
-        .flat_map(|command| {
-            command
-                .request
-                .iter()
-                .map(|(id, _)| (command.stream.clinic_id, *id))
-        })
-        .unzip();
     let mut clinics = stream_clinics.clone();
     clinics.dedup();
 
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&stream_clinics, &stream_ids];
-    let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id_clinics, &ids];
-    let (locked, retried, read, started) = scoped(transaction, &ClinicScope::of(&clinics), async {
-        futures::try_join!(
-            transaction.query(&lock, &stream_params),
-            transaction.query(&retries, &retry_params),
-            transaction.query(&histories, &stream_params),
-            transaction.query_one(&started, &[]),
-        )
-    })
-    .await?;
+    let (locked, (retries, histories), started) =
+        scoped(transaction, &ClinicScope::of(&clinics), async {
+            futures::try_join!(
+                async { Ok(transaction.query(&lock, &stream_params).await?) },
+                async {
+                    if unknown.is_empty() {
+                        Ok((Vec::new(), HashMap::new()))
+                    } else {
+                        reads.read(transaction, batch, unknown).await
+                    }
+                },
+                async { Ok(transaction.query_one(&started, &[]).await?) },
+            )
+        })
+        .await?;
 
     let recorded_at = started.try_get(0)?;
     let mut heads = HashMap::with_capacity(locked.len());
@@ -534,17 +692,11 @@ async fn read_batch(transaction: &Transaction<'_>, batch: &[Command]) -> Result<
         rows.insert(stream.clone(), row.try_get::<_, String>(4)?);
         heads.insert(stream, head);
     }
-    let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
-    for row in &read {
-        let event = decode_event(row)?;
-        let stream = StreamKey::new(event.clinic_id, event.stream_id.clone());
-        histories.entry(stream).or_default().push(event);
-    }
     Ok(Found {
         heads,
         rows,
         recorded_at,
-        retries: retried,
+        retries,
         histories,
     })
 }
@@ -554,7 +706,7 @@ async fn write_batch(
     transaction: &Transaction<'_>,
     rows: &EventRows,
     written: &[Written],
-) -> Result<Vec<(Uuid, AppendedEvent)>, StoreError> {
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let insert = EventRows::prepare(transaction).await?;
     let create = transaction
         .prepare_cached(

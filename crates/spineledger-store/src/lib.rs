@@ -17,6 +17,7 @@ mod access;
 mod database;
 mod error;
 mod group;
+mod history;
 mod model;
 mod planner;
 mod scope;

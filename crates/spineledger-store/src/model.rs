@@ -236,6 +236,17 @@ pub struct AppendedEvent {
     pub hash: Option<EventHash>,
 }
 
+impl From<&RecordedEvent> for AppendedEvent {
+    fn from(event: &RecordedEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            version: event.version,
+            cursor: event.cursor,
+            hash: event.hash,
+        }
+    }
+}
+
 /// The result of an append. A retry of an earlier append gets the original result with
 /// `replayed` set, and nothing new is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -622,7 +622,7 @@ async fn insert_events(
     },)?;
     tracing::debug!(events = appended.len(), version, "appended");
     Ok(AppendOutcome {
-        events: appended.into_iter().map(|(_, event)| event).collect(),
+        events: appended.iter().map(AppendedEvent::from).collect(),
         replayed: false,
     })
 }
@@ -719,7 +719,7 @@ impl EventRows {
         transaction: &Transaction<'_>,
     ) -> Result<tokio_postgres::Statement, StoreError> {
         Ok(transaction
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
                      schema_version, payload, metadata, fingerprint, occurred_at, prev_hash, \
                      hash) \
@@ -734,19 +734,19 @@ impl EventRows {
                           schema_version, payload, metadata, fingerprint, occurred_at, \
                           prev_hash, hash, ordinal) \
                  ORDER BY e.ordinal \
-                 RETURNING clinic_id, event_id, version, xid::text::bigint, position, hash",
-            )
+                 RETURNING {EVENT_COLUMNS}"
+            ))
             .await?)
     }
 
     /// One `INSERT … SELECT FROM UNNEST` of every pushed row (`insert` from
-    /// [`EventRows::prepare`]), positions taken in push order; what was stored, by
-    /// clinic, with its version, cursor and hash, in position order.
+    /// [`EventRows::prepare`]), positions taken in push order; the events as stored (as a
+    /// read would return them), in position order.
     pub(crate) async fn insert(
         &self,
         transaction: &Transaction<'_>,
         insert: &tokio_postgres::Statement,
-    ) -> Result<Vec<(Uuid, AppendedEvent)>, StoreError> {
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
             &self.clinic_ids,
             &self.stream_ids,
@@ -762,22 +762,12 @@ impl EventRows {
             &self.hashes,
         ];
         let rows = transaction.query(insert, &params).await?;
-        let mut appended = rows
+        let mut stored = rows
             .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    AppendedEvent {
-                        event_id: row.try_get(1)?,
-                        version: to_version(row.try_get(2)?)?,
-                        cursor: decode_cursor(row.try_get(3)?, row.try_get(4)?)?,
-                        hash: decode_hash(row.try_get(5)?)?,
-                    },
-                ))
-            })
+            .map(decode_event)
             .collect::<Result<Vec<_>, StoreError>>()?;
-        appended.sort_by_key(|(_, event)| event.cursor.position);
-        Ok(appended)
+        stored.sort_by_key(|event| event.cursor.position);
+        Ok(stored)
     }
 }
 

@@ -1366,3 +1366,161 @@ mod group_commit {
         assert_eq!(stored.len(), 32 * 12);
     }
 }
+
+mod held_histories {
+    //! Decisions from the histories the group commit holds: never on a stale history,
+    //! never instead of recognising a retry, always on what a read would return.
+
+    use std::sync::Mutex;
+
+    use spineledger_store::{EventStore, RecordedEvent};
+
+    use super::*;
+
+    /// Appends `proposed` after deciding on the history, which is kept in `seen`.
+    async fn decide_and_record(
+        store: &EventStore,
+        stream: &StreamKey,
+        proposed: NewEvent,
+        seen: &Arc<Mutex<Vec<RecordedEvent>>>,
+    ) -> spineledger_store::AppendOutcome {
+        let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+        let seen = Arc::clone(seen);
+        store
+            .append_decided(stream, ExpectedVersion::Any, &request, move |history| {
+                *seen.lock().expect("seen") = history.to_vec();
+                Ok::<_, ()>(vec![proposed.clone()])
+            })
+            .await
+            .expect("store")
+            .expect("decided")
+    }
+
+    #[tokio::test]
+    async fn a_stream_another_process_wrote_to_is_read_again_before_deciding() {
+        let db = TestDatabase::create().await;
+        let stream = episode(Uuid::new_v4());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        decide_and_record(db.store(), &stream, new_event(1), &seen).await;
+        decide_and_record(db.store(), &stream, new_event(2), &seen).await;
+        assert_eq!(seen.lock().expect("seen").len(), 1);
+        // Another process: a store of its own (its own writers and history cache).
+        let other = EventStore::new(db.store().pool().clone());
+        decide_and_record(&other, &stream, new_event(3), &seen).await;
+        db.store()
+            .append(&stream, ExpectedVersion::Any, &[new_event(4)])
+            .await
+            .expect("plain append");
+        decide_and_record(db.store(), &stream, new_event(5), &seen).await;
+        let stored = db.store().read_whole_stream(&stream).await.expect("read");
+        let decided_on = seen.lock().expect("seen").clone();
+        assert_eq!(
+            decided_on.len(),
+            4,
+            "the events of the other writers are seen"
+        );
+        assert_eq!(decided_on, stored[..4].to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_held_history_is_what_a_read_returns_jsonb_spelling_included() {
+        let db = TestDatabase::create().await;
+        let stream = episode(Uuid::new_v4());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let odd = event(
+            Uuid::new_v4(),
+            json!({"z": 1, "a": 1e16, "m": 0.10, "k": [300.0, -0.0], "b": {"y": 2, "x": 1}}),
+        );
+        decide_and_record(db.store(), &stream, odd, &seen).await;
+        decide_and_record(db.store(), &stream, new_event(2), &seen).await;
+        let stored = db.store().read_whole_stream(&stream).await.expect("read");
+        assert_eq!(*seen.lock().expect("seen"), stored[..1].to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_retry_on_a_held_history_gets_the_original_outcome_whatever_the_decision() {
+        let db = TestDatabase::create().await;
+        let stream = episode(Uuid::new_v4());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        decide_and_record(db.store(), &stream, new_event(1), &seen).await;
+        let proposed = new_event(2);
+        let first = decide_and_record(db.store(), &stream, proposed.clone(), &seen).await;
+        let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+        // A decision that would accept it again (the insert meets the unique event id) ...
+        let accepted = {
+            let proposed = proposed.clone();
+            db.store()
+                .append_decided(&stream, ExpectedVersion::Any, &request, move |_| {
+                    Ok::<_, &str>(vec![proposed.clone()])
+                })
+                .await
+                .expect("store")
+                .expect("the original outcome")
+        };
+        // ... one that would refuse, and one with a stale expected version.
+        let refused = db
+            .store()
+            .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+                Err::<Vec<NewEvent>, _>("refused")
+            })
+            .await
+            .expect("store")
+            .expect("the original outcome");
+        let stale = {
+            let proposed = proposed.clone();
+            db.store()
+                .append_decided(&stream, ExpectedVersion::Exact(1), &request, move |_| {
+                    Ok::<_, &str>(vec![proposed.clone()])
+                })
+                .await
+                .expect("store")
+                .expect("the original outcome")
+        };
+        for retry in [accepted, refused, stale] {
+            assert!(retry.replayed);
+            assert_eq!(retry.events, first.events);
+        }
+        assert_eq!(
+            db.store().stream_version(&stream).await.expect("version"),
+            2
+        );
+        // And the stream goes on from its true head.
+        decide_and_record(db.store(), &stream, new_event(3), &seen).await;
+        assert_eq!(seen.lock().expect("seen").len(), 2);
+        verify_chain_with_sql(&db, &stream).await;
+    }
+
+    #[tokio::test]
+    async fn a_refusal_and_a_conflict_on_a_held_history_answer_as_after_a_read() {
+        let db = TestDatabase::create().await;
+        let stream = episode(Uuid::new_v4());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        decide_and_record(db.store(), &stream, new_event(1), &seen).await;
+        let proposed = new_event(2);
+        let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+        let refused = db
+            .store()
+            .append_decided(&stream, ExpectedVersion::Any, &request, |_| {
+                Err::<Vec<NewEvent>, _>("refused")
+            })
+            .await
+            .expect("store");
+        assert_eq!(refused, Err("refused"));
+        let conflict = {
+            let proposed = proposed.clone();
+            db.store()
+                .append_decided(&stream, ExpectedVersion::Exact(0), &request, move |_| {
+                    Ok::<_, &str>(vec![proposed.clone()])
+                })
+                .await
+        };
+        assert!(
+            matches!(conflict, Err(StoreError::VersionConflict { .. })),
+            "{conflict:?}"
+        );
+        assert_eq!(
+            db.store().stream_version(&stream).await.expect("version"),
+            1
+        );
+    }
+}
