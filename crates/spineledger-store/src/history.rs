@@ -21,7 +21,7 @@ use crate::{RecordedEvent, StreamKey};
 /// The most events the cache holds, over all its streams. At about 1-2 KB an event in
 /// memory that is some 20-40 MB, inside the service's memory target (200 MB resident),
 /// and some 1,000 episodes of 20 events: the ones a clinic's day keeps touching.
-pub(crate) const MAX_EVENTS: usize = 20_000;
+pub(crate) const MAX_EVENTS: usize = 10_000;
 
 /// The cache: least recently used streams leave first once [`MAX_EVENTS`] is passed.
 #[derive(Debug)]
