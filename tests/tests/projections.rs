@@ -976,3 +976,125 @@ async fn an_idle_shard_moves_its_checkpoint_past_other_shards_events() {
         "shard 0 reads its own events"
     );
 }
+
+/// A patient-stream event of `clinic` (the read models pass over patient streams).
+fn patient_event(n: usize) -> NewEvent {
+    let payload = serde_json::json!({ "n": n });
+    NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "PatientRegistered".into(),
+        schema_version: 1,
+        fingerprint: spineledger_store::Fingerprint::of(&payload).expect("fingerprint"),
+        payload,
+        metadata: spineledger_store::EventMetadata::default(),
+        occurred_at: None,
+    }
+}
+
+/// A clinic id whose last byte puts it in `shard` of the default layout.
+fn clinic_in_shard(shard: u8) -> uuid::Uuid {
+    let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes[15] = shard;
+    uuid::Uuid::from_bytes(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_that_does_not_decode_stops_only_its_own_shard() {
+    let db = TestDatabase::create().await;
+    let config = Harness::projector_config();
+    let projector = Projector::new(
+        db.projector_pool().clone(),
+        db.projector_config(),
+        config.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(projector.run(async {
+        let _ = stopped.await;
+    }));
+    let (bad_clinic, good_clinic) = (clinic_in_shard(0), clinic_in_shard(1));
+    let first = db
+        .store()
+        .append(
+            &StreamKey::new(good_clinic, format!("patient-{}", uuid::Uuid::new_v4())),
+            ExpectedVersion::Any,
+            &[patient_event(0)],
+        )
+        .await
+        .expect("append");
+    let settled = all_events(db.projector_pool(), Some(1)).await;
+    oracle::wait_until_projected(db.projector_pool(), &config, &settled).await;
+    assert!(!first.events.is_empty());
+
+    // A row no reader can decode (its metadata's actor is not text), written past the
+    // service by the tables' owner, in shard 0.
+    let owner = db.owner_client().await;
+    let stream = format!("patient-{}", uuid::Uuid::new_v4());
+    owner
+        .batch_execute(&format!(
+            "INSERT INTO streams (clinic_id, stream_id, version) VALUES ('{bad_clinic}', '{stream}', 1); \
+             INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
+                 schema_version, payload, metadata, fingerprint) \
+             VALUES ('{bad_clinic}', '{stream}', 1, gen_random_uuid(), 'PatientRegistered', 1, \
+                 '{{}}', '{{\"actor\": 5}}', decode(repeat('00', 32), 'hex'))"
+        ))
+        .await
+        .expect("the owner writes an undecodable event");
+
+    // Shard 1 goes on: its later events are projected though the log holds the bad one.
+    let mut later = Vec::new();
+    for n in 1..=5 {
+        let stream = StreamKey::new(good_clinic, format!("patient-{}", uuid::Uuid::new_v4()));
+        later.push(
+            db.store()
+                .append(&stream, ExpectedVersion::Any, &[patient_event(n)])
+                .await
+                .expect("append")
+                .events[0]
+                .cursor,
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = db.projector_pool().get().await.expect("connection");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let last = *later.last().expect("appended");
+    for projection in [Projection::TreatmentPlans, Projection::OutcomeStatistics] {
+        loop {
+            let reached = spineledger_projections::checkpoint(&client, projection, 1)
+                .await
+                .expect("checkpoint");
+            if reached >= last {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} shard 1 stopped at {reached:?}, short of {last:?}",
+                projection.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Shard 0 stops before the bad event: it is never skipped.
+    let stuck = spineledger_projections::checkpoint(&client, Projection::TreatmentPlans, 0)
+        .await
+        .expect("checkpoint");
+    let bad: (i64, i64) = {
+        let row = owner
+            .query_one(
+                "SELECT xid::text::bigint, position FROM events WHERE clinic_id = $1",
+                &[&bad_clinic],
+            )
+            .await
+            .expect("bad event");
+        (row.get(0), row.get(1))
+    };
+    let bad = spineledger_store::GlobalCursor {
+        xid: u64::try_from(bad.0).expect("xid"),
+        position: bad.1,
+    };
+    assert!(
+        stuck < bad,
+        "shard 0 must not pass the event it cannot read"
+    );
+    let _ = stop.send(());
+    running.await.expect("task").expect("projector");
+}

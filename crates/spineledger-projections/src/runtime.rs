@@ -7,7 +7,10 @@
 //! checkpoint update is a compare-and-set on the old checkpoint and requires the lease to
 //! be held still, so a worker that lost its lease (paused, partitioned) cannot commit, and
 //! a crash at any point leaves model and checkpoint consistent: nothing missed, nothing
-//! applied twice. Tasks wake on LISTEN/NOTIFY (a hint, coalesced) and poll as a fallback.
+//! applied twice. The worker's read-model tasks take their events from one shared read
+//! of the log ([`crate::tail`]), which wakes on LISTEN/NOTIFY (a hint, coalesced) and
+//! polls as a fallback; the integrator's tasks probe and read for themselves, woken the
+//! same way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -96,7 +99,8 @@ impl Default for ProjectorConfig {
 }
 
 /// An idle shard moves its checkpoint past other shards' events once they span this many
-/// positions; until then a poll (and the `has_work` probe) rescans at most this stretch.
+/// positions; until then a restart (or, for the integrator, a poll and its `has_work`
+/// probe) rescans at most this stretch.
 /// 100, not more: with every projection probing every idle shard after each append, a
 /// longer stretch cost more in rescans than the extra checkpoint commits it saved
 /// (BENCHMARKS.md, 2026-11-28, the signed log).
@@ -364,7 +368,12 @@ impl Projector {
         let batch_size = self.config.batch_size;
         match tail.slice(here.read, shard, self.config.shards, batch_size) {
             Slice::Behind { from } => {
-                reading.forget();
+                // Pinned at the window's start while it reads the log itself, so the window
+                // waits for it there (up to its cap) instead of running ahead.
+                match from {
+                    Some(from) => reading.report(from),
+                    None => reading.forget(),
+                }
                 *position = None;
                 let outcome = self.run_batch(projection, shard).await?;
                 let full = outcome.events >= batch_size;

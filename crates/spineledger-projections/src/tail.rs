@@ -21,6 +21,10 @@
 //! itself). A task's checkpoint still moves only in its own transaction, as a
 //! compare-and-set under its lease: the window decides what is read, never what is
 //! committed.
+//!
+//! When the tail cannot read (the database is away, or an event does not decode), the
+//! window is closed: every task reads the log itself, as before the tail existed, so a
+//! bad event stops only its own shard, until the tail reads again from the head.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,16 +36,17 @@ use tokio::sync::watch;
 
 use crate::{Projection, ProjectionError};
 
-/// The most events the window holds. About 1-2 KB each in memory, so some 10-20 MB: the
-/// memory target (200 MB resident) leaves room for it, and at the measured append rates
-/// it holds several seconds of the busiest load, far more than a healthy task lags.
-pub(crate) const WINDOW_CAP: usize = 10_000;
+/// The most events the window holds. An event measured about 5 KB in memory, so some
+/// 20 MB, beside the group commit's history cache inside the memory target (200 MB
+/// resident); at the measured append rates (under 3,000 events/s) it holds more than a
+/// second of the busiest load, where a healthy task lags by about 100 ms.
+pub(crate) const WINDOW_CAP: usize = 4_000;
 
 /// Events per read of the log.
 const PAGE: usize = 1_000;
 
-/// What a lease task is told about its shard.
-#[derive(Debug)]
+/// What a lease task is told about its shard. (No `Debug`, here and below: these hold
+/// clinical payloads, which must not reach a log by accident.)
 pub(crate) enum Slice {
     /// The window does not reach back to the task's position (or the tail has not read
     /// the log's head yet): the task reads the log itself. `from` is the window's start
@@ -58,12 +63,12 @@ pub(crate) enum Slice {
 }
 
 /// The window and the positions of the tasks reading it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Window {
-    /// `None` until the tail first found the log's head.
+    /// `None` until the tail first found the log's head, and while it cannot read.
     from: Option<GlobalCursor>,
     to: GlobalCursor,
-    events: VecDeque<RecordedEvent>,
+    events: VecDeque<Arc<RecordedEvent>>,
     /// Where each task in the window has read to (a task before it has no entry).
     readers: HashMap<(Projection, u8), GlobalCursor>,
 }
@@ -101,7 +106,6 @@ impl Window {
 }
 
 /// The worker's shared read of the log.
-#[derive(Debug)]
 pub(crate) struct Tail {
     window: Mutex<Window>,
     /// Counts the tail's reads that found something.
@@ -169,12 +173,20 @@ impl Tail {
         };
         {
             let mut window = self.window();
-            window.events.extend(events);
+            window.events.extend(events.into_iter().map(Arc::new));
             window.to = last;
             window.trim();
         }
         self.progress
             .send_modify(|reads| *reads = reads.wrapping_add(1));
+    }
+
+    /// Closes the window (the tail cannot read): every task reads the log itself until the
+    /// tail reads again, from the head.
+    fn close(&self) {
+        let mut window = self.window();
+        window.from = None;
+        window.events.clear();
     }
 
     /// The events of `shard` (of `shards`) after `position`, at most `limit`.
@@ -185,19 +197,38 @@ impl Tail {
         shards: u8,
         limit: usize,
     ) -> Slice {
+        let (events, end) = match self.shared_slice(position, shard, shards, limit) {
+            Ok(found) => found,
+            Err(behind) => return behind,
+        };
+        // Copied outside the lock: the tail and the other tasks need it meanwhile.
+        Slice::Ready {
+            events: events
+                .iter()
+                .map(|event| RecordedEvent::clone(event))
+                .collect(),
+            end,
+        }
+    }
+
+    /// [`Tail::slice`] under the lock, sharing the events.
+    fn shared_slice(
+        &self,
+        position: GlobalCursor,
+        shard: u8,
+        shards: u8,
+        limit: usize,
+    ) -> Result<(Vec<Arc<RecordedEvent>>, GlobalCursor), Slice> {
         let window = self.window();
         let Some(from) = window.from else {
-            return Slice::Behind { from: None };
+            return Err(Slice::Behind { from: None });
         };
         if position < from {
-            return Slice::Behind { from: Some(from) };
+            return Err(Slice::Behind { from: Some(from) });
         }
         if position >= window.to {
             // At or past the end (a task's own read of the log may run ahead of the tail).
-            return Slice::Ready {
-                events: Vec::new(),
-                end: position,
-            };
+            return Ok((Vec::new(), position));
         }
         let first = window
             .events
@@ -212,12 +243,12 @@ impl Tail {
                 // Full: the checkpoint moves past the last event taken, not the window's end.
                 end = events
                     .last()
-                    .map_or(position, |last: &RecordedEvent| last.cursor);
+                    .map_or(position, |last: &Arc<RecordedEvent>| last.cursor);
                 break;
             }
-            events.push(event.clone());
+            events.push(Arc::clone(event));
         }
-        Slice::Ready { events, end }
+        Ok((events, end))
     }
 
     /// Records how far a task has read (it is in the window), and drops what every
@@ -246,13 +277,29 @@ pub(crate) async fn follow<T>(
     poll_interval: Duration,
     coalesce: Duration,
 ) {
+    // Should this task end (a panic), the window closes and the tasks read for themselves.
+    let _closing = CloseOnDrop(Arc::clone(&tail));
+    let mut failures: u32 = 0;
     loop {
         match tail.read_more(&pool).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+            Ok(true) => {
+                failures = 0;
+                continue;
+            }
+            Ok(false) => failures = 0,
             Err(error) => {
-                tracing::warn!(%error, sqlstate = ?error.sqlstate(), "reading the log failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // The tasks read the log themselves meanwhile; the tail starts again from
+                // the head. Logged without the error's text, which may quote an event.
+                tail.close();
+                if failures == 0 {
+                    tracing::warn!(
+                        sqlstate = ?error.sqlstate(),
+                        "the shared read of the log failed; tasks read for themselves"
+                    );
+                }
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(200).saturating_mul(failures.min(25));
+                tokio::time::sleep(pause).await;
                 continue;
             }
         }
@@ -267,6 +314,15 @@ pub(crate) async fn follow<T>(
             () = tokio::time::sleep_until(poll) => {}
         }
         tokio::time::sleep(coalesce).await;
+    }
+}
+
+/// Closes the window when the tail's task ends.
+struct CloseOnDrop(Arc<Tail>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -334,7 +390,7 @@ mod tests {
                 events.iter().map(|event| event.cursor.position).collect(),
                 *end,
             ),
-            Slice::Behind { .. } => panic!("expected events, got {slice:?}"),
+            Slice::Behind { from } => panic!("expected events, got behind {from:?}"),
         }
     }
 
@@ -398,6 +454,29 @@ mod tests {
         assert!(matches!(tail.slice(at(6), 0, 1, 100), Slice::Behind { .. }));
         let (events, end) = positions(&tail.slice(at(10), 0, 1, 100));
         assert_eq!((events, end), (vec![], at(10)));
+    }
+
+    #[test]
+    fn a_closed_window_sends_every_task_to_the_log_until_it_opens_again_at_the_head() {
+        let tail = Tail::default();
+        tail.start_at(at(0));
+        tail.report((Projection::TreatmentPlans, 0), at(0));
+        tail.extend((1..=3).map(|position| event(0, position)).collect());
+        tail.close();
+        assert!(matches!(
+            tail.slice(at(0), 0, 1, 10),
+            Slice::Behind { from: None }
+        ));
+        assert!(matches!(
+            tail.slice(at(3), 0, 1, 10),
+            Slice::Behind { from: None }
+        ));
+        tail.start_at(at(7));
+        assert!(
+            matches!(tail.slice(at(3), 0, 1, 10), Slice::Behind { from: Some(from) } if from == at(7))
+        );
+        let (events, end) = positions(&tail.slice(at(7), 0, 1, 10));
+        assert_eq!((events, end), (vec![], at(7)));
     }
 
     #[test]

@@ -10,15 +10,19 @@
 //!    in that order, so two batches cannot deadlock on streams (two batches inserting
 //!    the same new event ids in opposite orders can; PostgreSQL detects it and the
 //!    batch that loses is retried) — the stored events under
-//!    the batch's event ids (retries), the streams' histories and the transaction's
-//!    start time (every event's `recorded_at`);
+//!    the batch's event ids (retries), the histories of the streams this process does
+//!    not hold ([`crate::history`]) and the transaction's start time (every event's
+//!    `recorded_at`); a held history whose last event is not the locked head is stale,
+//!    and that stream is read in a second round trip;
 //! 2. in memory, command by command: a retry gets its original outcome, a stale
 //!    expected version its conflict, a refusal its refusal; the others' events are
 //!    hashed onto their stream's head;
 //! 3. one round trip, pipelined: the new streams inserted (in the same order), every
-//!    event in one multi-row insert whose positions follow the batch order, the versions
-//!    and heads of the existing streams moved on;
-//! 4. COMMIT; only then does any command get its answer.
+//!    event in one multi-row insert whose positions follow the batch order (returning
+//!    the events as stored), the versions and heads of the existing streams moved on
+//!    (found by the locked rows' `ctid`);
+//! 4. COMMIT; only then does any command get its answer, and the streams' histories,
+//!    with what was appended, go back to the cache.
 //!
 //! Each command keeps its own outcome: a conflict, a refusal or a retry answers only that
 //! command, and its neighbours commit. Within one writer a command never overtakes an
@@ -286,13 +290,11 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
 /// One batch in one transaction (see the module docs); the answers in batch order, or
 /// the error that failed the transaction as a whole (nothing committed then).
 ///
-/// A command whose stream's history this process holds ([`Histories`]) and whose locked
-/// head matches it is decided from it, without the retry lookup and history read. Only
-/// a success is taken from such a decision: a refusal, a conflict or a failed decision
-/// may be a retry of an earlier command, which only the lookup recognises, so that
-/// command is read and decided again in the same transaction. A retry that the cached
-/// decision accepts meets the event ids' unique index at the insert; the transaction
-/// fails, the batch's histories are dropped, and the batch runs again reading everything.
+/// A command whose stream's history this process holds ([`Histories`]) is decided on it,
+/// without reading the stream, when the locked version and head hash are those of the
+/// history's last event; otherwise the stream is read in a second round trip of the same
+/// transaction. Every command's retry lookup runs as before, so a held history changes
+/// what a decision reads, never how a retry, conflict or refusal is answered.
 async fn commit_batch(
     pool: &Pool,
     batch: &mut [Command],
@@ -308,48 +310,35 @@ async fn commit_batch(
         .collect();
     let unknown: Vec<usize> = (0..batch.len()).filter(|&i| known[i].is_none()).collect();
     let mut found = read_batch(&transaction, batch, &unknown).await?;
-
-    // Decide from the held histories that match their locked heads; what does not succeed
-    // is read and decided below like any other command.
-    let mut decided: Vec<Option<Vec<NewEvent>>> = batch.iter().map(|_| None).collect();
-    let mut reread = Vec::new();
-    for (index, command) in batch.iter_mut().enumerate() {
-        let Some(history) = known[index].as_deref() else {
-            continue;
-        };
-        let head = found.head(&command.stream);
-        let events = (history::ends_at(history, head.version, head.hash)
-            && !command.panicked
-            && command.expected.check(head.version).is_ok())
-        .then(|| decide_guarded(command, history))
-        .and_then(|decision| decision.ok()?.ok())
-        .filter(|events| validate_batch(events).is_ok() && request_keys(events) == command.request);
-        match events {
-            Some(events) => decided[index] = Some(events),
-            None => {
-                known[index] = None;
-                reread.push(index);
-            }
+    let stale: Vec<usize> = (0..batch.len())
+        .filter(|&index| {
+            known[index].as_deref().is_some_and(|history| {
+                let head = found.head(&batch[index].stream);
+                !history::ends_at(history, head.version, head.hash)
+            })
+        })
+        .collect();
+    if !stale.is_empty() {
+        for &index in &stale {
+            known[index] = None;
         }
-    }
-    if !reread.is_empty() {
-        found.add(read_histories(&transaction, batch, &reread).await?);
+        found.add(read_histories(&transaction, batch, &stale).await?);
     }
 
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
     let mut rows = EventRows::default();
     let mut written: Vec<Written> = Vec::new();
-    for (index, command) in batch.iter_mut().enumerate() {
+    for (command, held) in batch.iter_mut().zip(&known) {
         let head = found.head(&command.stream);
-        let events = match decided[index].take() {
-            Some(events) => events,
-            None => match decide_after_read(command, &found, head.version) {
-                Ok(events) => events,
-                Err(answer) => {
-                    answers.push(Some(answer));
-                    continue;
-                }
-            },
+        let history = held
+            .as_deref()
+            .unwrap_or_else(|| found.history(&command.stream));
+        let events = match decide_after_read(command, &found.retries, head.version, history) {
+            Ok(events) => events,
+            Err(answer) => {
+                answers.push(Some(answer));
+                continue;
+            }
         };
         match rows.push(&command.stream, &head, &events) {
             Ok((version, hash)) => {
@@ -451,18 +440,19 @@ fn decide_guarded(
     }
 }
 
-/// A command decided on what the batch read under the locks: a retry gets its original
-/// outcome (recognised before the version check, which the original moved on), a stale
-/// expected version its conflict, a refusal its refusal; otherwise the events to append.
+/// A command decided under the locks, on its stream's current `history`: a retry gets its
+/// original outcome (recognised before the version check, which the original moved on),
+/// a stale expected version its conflict, a refusal its refusal; otherwise the events to
+/// append.
 fn decide_after_read(
     command: &mut Command,
-    found: &Found,
+    retries: &[Row],
     version: u64,
+    history: &[RecordedEvent],
 ) -> Result<Vec<NewEvent>, Answer> {
     // The stored rows under this command's ids (FIND_RETRY_IN_CLINICS: the event id
     // first, the clinic last).
-    let stored: Vec<&Row> = found
-        .retries
+    let stored: Vec<&Row> = retries
         .iter()
         .filter(|row| {
             row.try_get::<_, Uuid>(7)
@@ -481,7 +471,7 @@ fn decide_after_read(
     if command.panicked {
         return Err(Err(decision_failed()));
     }
-    let events = match decide_guarded(command, found.history(&command.stream)).map_err(Err)? {
+    let events = match decide_guarded(command, history).map_err(Err)? {
         Ok(events) => events,
         Err(refusal) => return Err(Ok(Err(refusal))),
     };
@@ -577,15 +567,16 @@ impl ReadStatements {
         })
     }
 
-    /// The stored events under the ids of `commands` (of `batch`), and their streams'
-    /// histories: two statements, pipelined.
+    /// The stored events under the ids of the commands `retries_of`, and the histories
+    /// of the streams of `histories_of` (indices into `batch`): pipelined.
     async fn read(
         &self,
         transaction: &Transaction<'_>,
         batch: &[Command],
-        commands: &[usize],
+        retries_of: &[usize],
+        histories_of: &[usize],
     ) -> Result<Read, StoreError> {
-        let (id_clinics, ids): (Vec<Uuid>, Vec<Uuid>) = commands
+        let (id_clinics, ids): (Vec<Uuid>, Vec<Uuid>) = retries_of
             .iter()
             .flat_map(|&index| {
                 let command = &batch[index];
@@ -595,19 +586,31 @@ impl ReadStatements {
                     .map(|(id, _)| (command.stream.clinic_id, *id))
             })
             .unzip();
-        let clinics: Vec<Uuid> = commands
+        let clinics: Vec<Uuid> = histories_of
             .iter()
             .map(|&index| batch[index].stream.clinic_id)
             .collect();
-        let streams: Vec<&str> = commands
+        let streams: Vec<&str> = histories_of
             .iter()
             .map(|&index| batch[index].stream.stream_id.as_str())
             .collect();
         let retry_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id_clinics, &ids];
         let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&clinics, &streams];
         let (retried, read) = futures::try_join!(
-            transaction.query(&self.retries, &retry_params),
-            transaction.query(&self.histories, &stream_params),
+            async {
+                if retries_of.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    transaction.query(&self.retries, &retry_params).await
+                }
+            },
+            async {
+                if histories_of.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    transaction.query(&self.histories, &stream_params).await
+                }
+            },
         )?;
         let mut histories: HashMap<StreamKey, Vec<RecordedEvent>> = HashMap::new();
         for row in &read {
@@ -619,8 +622,8 @@ impl ReadStatements {
     }
 }
 
-/// A second read in the batch's transaction (the locks are held already): the retries and
-/// histories of `commands`.
+/// A second read in the batch's transaction (the locks are held already): the histories
+/// of the streams of `commands`, whose held histories turned out stale.
 async fn read_histories(
     transaction: &Transaction<'_>,
     batch: &[Command],
@@ -628,12 +631,12 @@ async fn read_histories(
 ) -> Result<Read, StoreError> {
     ReadStatements::prepare(transaction)
         .await?
-        .read(transaction, batch, commands)
+        .read(transaction, batch, &[], commands)
         .await
 }
 
-/// Step 1: the clinic context, the locks (of every stream), the retries and histories of
-/// the commands in `unknown`, the start time.
+/// Step 1: the clinic context, the locks (of every stream), every command's retry lookup,
+/// the histories of the streams of `unknown` (no history held), the start time.
 async fn read_batch(
     transaction: &Transaction<'_>,
     batch: &[Command],
@@ -664,6 +667,7 @@ async fn read_batch(
         .collect();
     let mut clinics = stream_clinics.clone();
     clinics.dedup();
+    let every: Vec<usize> = (0..batch.len()).collect();
 
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&stream_clinics, &stream_ids];
@@ -671,13 +675,7 @@ async fn read_batch(
         scoped(transaction, &ClinicScope::of(&clinics), async {
             futures::try_join!(
                 async { Ok(transaction.query(&lock, &stream_params).await?) },
-                async {
-                    if unknown.is_empty() {
-                        Ok((Vec::new(), HashMap::new()))
-                    } else {
-                        reads.read(transaction, batch, unknown).await
-                    }
-                },
+                reads.read(transaction, batch, &every, unknown),
                 async { Ok(transaction.query_one(&started, &[]).await?) },
             )
         })
