@@ -234,15 +234,100 @@ fn csv_quote(value: &str) -> String {
     }
 }
 
+/// The columns after [`CSV_HEADER`], named by what the response holds (the API lists every
+/// discharge reason, adherence band and trajectory session, in a fixed order): a count
+/// per discharge reason and per adherence band, then the mean pre-session NRS and its n
+/// per session number.
+struct ListColumns {
+    discharges: Vec<String>,
+    bands: Vec<String>,
+    sessions: Vec<i32>,
+}
+
+impl ListColumns {
+    fn of(response: &v1::GetOutcomeStatisticsResponse) -> Self {
+        fn add<T: PartialEq + Clone>(seen: &mut Vec<T>, value: &T) {
+            if !seen.contains(value) {
+                seen.push(value.clone());
+            }
+        }
+        let mut columns = Self {
+            discharges: Vec::new(),
+            bands: Vec::new(),
+            sessions: Vec::new(),
+        };
+        for stats in response.groups.iter().filter_map(|g| g.statistics.as_ref()) {
+            for count in &stats.discharges_by_reason {
+                add(&mut columns.discharges, &count.value);
+            }
+            for count in &stats.adherence_bands {
+                add(&mut columns.bands, &count.value);
+            }
+            for point in &stats.pain_trajectory {
+                add(&mut columns.sessions, &point.session_number);
+            }
+        }
+        columns
+    }
+
+    fn header(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        names.extend(self.discharges.iter().map(|v| format!("discharges_{v}")));
+        names.extend(self.bands.iter().map(|v| format!("adherence_{v}")));
+        for session in &self.sessions {
+            names.push(format!("nrs_before_session_{session}_mean"));
+            names.push(format!("nrs_before_session_{session}_n"));
+        }
+        names
+            .iter()
+            .map(|name| format!(",{}", csv_quote(name)))
+            .collect()
+    }
+
+    fn cells(&self, stats: &v1::OutcomeStatistics) -> Vec<String> {
+        let count_of = |counts: &[v1::Count], value: &str| {
+            counts
+                .iter()
+                .find(|count| count.value == value)
+                .map_or_else(String::new, |count| count.count.to_string())
+        };
+        let mut cells: Vec<String> = Vec::new();
+        cells.extend(
+            self.discharges
+                .iter()
+                .map(|v| count_of(&stats.discharges_by_reason, v)),
+        );
+        cells.extend(
+            self.bands
+                .iter()
+                .map(|v| count_of(&stats.adherence_bands, v)),
+        );
+        for session in &self.sessions {
+            let mean = stats
+                .pain_trajectory
+                .iter()
+                .find(|point| point.session_number == *session)
+                .and_then(|point| point.pain_before.as_ref());
+            // Blank where suppressed (fewer than the minimum cell of sessions).
+            cells.push(mean.map_or_else(String::new, |m| format!("{:.4}", m.mean)));
+            cells.push(mean.map_or_else(String::new, |m| m.n.to_string()));
+        }
+        cells
+    }
+}
+
 fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
+    let lists = ListColumns::of(response);
     let mut out = String::from(CSV_HEADER);
+    out.push_str(&lists.header());
     out.push('\n');
+    let width = out.trim_end().split(',').count();
     for group in &response.groups {
         let mut cells = vec![csv_quote(&group_label(group))];
         match &group.statistics {
             None => {
                 cells.push("true".into());
-                cells.resize(CSV_HEADER.split(',').count(), String::new());
+                cells.resize(width, String::new());
             }
             Some(stats) => {
                 let mean_cells = |m: Option<&v1::Mean>| {
@@ -285,6 +370,7 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
                 cells.push(stats.ongoing.to_string());
                 cells.push(stats.drop_out.to_string());
                 cells.push(stats.episodes_with_corrected_scores.to_string());
+                cells.extend(lists.cells(stats));
             }
         }
         out.push_str(&cells.join(","));
@@ -380,6 +466,30 @@ mod tests {
                     statistics: Some(v1::OutcomeStatistics {
                         episodes: 20,
                         baseline_nrs: Some(v1::Mean { n: 20, mean: 6.5 }),
+                        discharges_by_reason: vec![
+                            v1::Count {
+                                value: "goals_met".into(),
+                                count: 11,
+                            },
+                            v1::Count {
+                                value: "plateau".into(),
+                                count: 3,
+                            },
+                        ],
+                        adherence_bands: vec![v1::Count {
+                            value: "high".into(),
+                            count: 9,
+                        }],
+                        pain_trajectory: vec![
+                            v1::TrajectoryPoint {
+                                session_number: 1,
+                                pain_before: Some(v1::Mean { n: 20, mean: 6.25 }),
+                            },
+                            v1::TrajectoryPoint {
+                                session_number: 2,
+                                pain_before: None,
+                            },
+                        ],
                         ..Default::default()
                     }),
                 },
@@ -407,7 +517,11 @@ mod tests {
     #[test]
     fn every_csv_row_has_as_many_cells_as_the_header() {
         let csv = render(&response(), Format::Csv);
-        let columns = CSV_HEADER.split(',').count();
+        let columns = csv
+            .lines()
+            .next()
+            .map_or(0, |header| header.split(',').count());
+        assert_eq!(columns, CSV_HEADER.split(',').count() + 2 + 1 + 4);
         for line in csv.lines() {
             assert_eq!(line.split(',').count(), columns, "{line}");
         }
@@ -416,6 +530,34 @@ mod tests {
                 .nth(2)
                 .is_some_and(|row| row.starts_with("diagnosis=SNOMED:23056005,true,"))
         );
+    }
+
+    #[test]
+    fn the_csv_holds_the_discharges_adherence_and_trajectory_the_table_shows() {
+        let csv = render(&response(), Format::Csv);
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+        let row: Vec<&str> = lines.next().expect("a shown group").split(',').collect();
+        let cell = |name: &str| {
+            header
+                .iter()
+                .position(|column| *column == name)
+                .map(|index| row[index])
+        };
+        assert_eq!(cell("discharges_goals_met"), Some("11"));
+        assert_eq!(cell("discharges_plateau"), Some("3"));
+        assert_eq!(cell("adherence_high"), Some("9"));
+        assert_eq!(cell("nrs_before_session_1_mean"), Some("6.2500"));
+        assert_eq!(cell("nrs_before_session_1_n"), Some("20"));
+        assert_eq!(
+            cell("nrs_before_session_2_mean"),
+            Some(""),
+            "suppressed: blank"
+        );
+        let table = render(&response(), Format::Table);
+        assert!(table.contains("goals_met 11, plateau 3"), "{table}");
+        assert!(table.contains("high 9"), "{table}");
+        assert!(table.contains("1:6.2 2:-"), "{table}");
     }
 
     #[test]
