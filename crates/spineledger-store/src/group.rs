@@ -5,7 +5,7 @@
 //! (no fixed wait, so a lone append is not delayed), then drains whatever else is already
 //! queued, up to [`GroupCommit::max_batch`] commands, into one transaction:
 //!
-//! 1. one round trip, pipelined: the clinic context (every clinic of the batch), the
+//! 1. one round trip, pipelined: BEGIN, the clinic context (every clinic of the batch), the
 //!    existing streams locked `FOR UPDATE` in (clinic, stream) order — every batch locks
 //!    in that order, so two batches cannot deadlock on streams (two batches inserting
 //!    the same new event ids in opposite orders can; PostgreSQL detects it and the
@@ -20,9 +20,15 @@
 //! 3. one round trip, pipelined: the new streams inserted (in the same order), every
 //!    event in one multi-row insert whose positions follow the batch order (returning
 //!    the events as stored), the versions and heads of the existing streams moved on
-//!    (found by the locked rows' `ctid`);
-//! 4. COMMIT; only then does any command get its answer, and the streams' histories,
-//!    with what was appended, go back to the cache.
+//!    (found by the locked rows' `ctid`), and COMMIT, sent only once every write has
+//!    been (a failed write aborts the transaction, and PostgreSQL answers the COMMIT
+//!    with a rollback);
+//! 4. only after the COMMIT's answer does any command get its own, and the streams'
+//!    histories, with what was appended, go back to the cache.
+//!
+//! So a lone command costs two round trips. The transaction is a plain BEGIN and COMMIT
+//! on the pooled connection (`tokio_postgres`'s `Transaction` waits for each); a failed
+//! batch sends ROLLBACK before its connection goes back to the pool, or closes it.
 //!
 //! Each command keeps its own outcome: a conflict, a refusal or a retry answers only that
 //! command, and its neighbours commit. Within one writer a command never overtakes an
@@ -39,8 +45,9 @@
 use std::any::Any;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::Row;
 use tracing::Instrument;
@@ -48,7 +55,7 @@ use uuid::Uuid;
 
 use crate::chain::EventHash;
 use crate::history::{self, Histories};
-use crate::scope::{ClinicScope, scoped};
+use crate::scope::{ClinicScope, SET_SCOPE};
 use crate::store::{
     EVENT_COLUMNS, EventRows, FIND_RETRY_IN_CLINICS, StreamHead, UNIQUE_VIOLATION_RETRIES,
     classify_retry, decode_event, request_keys, to_sql_count, validate_batch,
@@ -288,7 +295,9 @@ fn answer(batch: Vec<Command>, answers: Vec<Answer>, appended: &Appended) {
 }
 
 /// One batch in one transaction (see the module docs); the answers in batch order, or
-/// the error that failed the transaction as a whole (nothing committed then).
+/// the error that failed the transaction as a whole: nothing committed then, except when
+/// the COMMIT's own outcome is unknown (the commands are then run again one by one, and
+/// each finds its events if they were stored).
 ///
 /// A command whose stream's history this process holds ([`Histories`]) is decided on it,
 /// without reading the stream, when the locked version and head hash are those of the
@@ -301,15 +310,81 @@ async fn commit_batch(
     appended: &Appended,
     histories: &Histories,
 ) -> Result<Vec<Answer>, StoreError> {
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
+    let mut open = Open {
+        connection: Some(pool.get().await?),
+        settled: false,
+    };
+    let settled = AtomicBool::new(false);
+    let result = commit_open(open.connection(), batch, appended, histories, &settled).await;
+    if result.is_ok() || settled.load(Ordering::Relaxed) {
+        open.settled = true;
+    } else {
+        open.abandon().await;
+    }
+    result
+}
+
+/// The pooled connection of a batch. Its transaction is opened and ended by a plain BEGIN
+/// and COMMIT that travel with the batch's other statements (`tokio_postgres`'s
+/// `Transaction` waits a round trip for each), so a lone command takes two round trips.
+/// Dropped with its transaction possibly still open (a failure whose ROLLBACK failed too,
+/// a panic), the connection is closed instead of going back to the pool: that ends the
+/// transaction, and no later user of the pool finds itself inside it.
+struct Open {
+    connection: Option<Connection>,
+    /// The transaction is over (committed or rolled back).
+    settled: bool,
+}
+
+impl Open {
+    fn connection(&self) -> &Connection {
+        match &self.connection {
+            Some(connection) => connection,
+            None => unreachable!("the connection is taken only when the batch is dropped"),
+        }
+    }
+
+    /// After a failure the transaction may be open, aborted or over: ROLLBACK ends it in
+    /// every case (outside a transaction PostgreSQL only warns).
+    async fn abandon(&mut self) {
+        if let Some(connection) = &self.connection
+            && connection.batch_execute("ROLLBACK").await.is_ok()
+        {
+            self.settled = true;
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(connection) = self.connection.take()
+        {
+            drop(deadpool_postgres::Object::take(connection));
+        }
+    }
+}
+
+/// The pool's connection type.
+type Connection = deadpool_postgres::Client;
+
+/// [`commit_batch`] on its connection. `Ok` only once the transaction is over: committed,
+/// or rolled back when nothing was to be written. `settled` is set once PostgreSQL has
+/// answered the COMMIT, whatever the outcome: no ROLLBACK is needed after that.
+async fn commit_open(
+    connection: &Connection,
+    batch: &mut [Command],
+    appended: &Appended,
+    histories: &Histories,
+    settled: &AtomicBool,
+) -> Result<Vec<Answer>, StoreError> {
     // Taken out of the cache: they come back only after a commit (or a read under lock).
     let mut known: Vec<Option<Vec<RecordedEvent>>> = batch
         .iter()
         .map(|command| histories.take(&command.stream))
         .collect();
     let unknown: Vec<usize> = (0..batch.len()).filter(|&i| known[i].is_none()).collect();
-    let mut found = read_batch(&transaction, batch, &unknown).await?;
+    let mut found = read_batch(connection, batch, &unknown).await?;
     let stale: Vec<usize> = (0..batch.len())
         .filter(|&index| {
             known[index].as_deref().is_some_and(|history| {
@@ -322,7 +397,7 @@ async fn commit_batch(
         for &index in &stale {
             known[index] = None;
         }
-        found.add(read_histories(&transaction, batch, &stale).await?);
+        found.add(read_histories(connection, batch, &stale).await?);
     }
 
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
@@ -357,22 +432,25 @@ async fn commit_batch(
     if rows.is_empty() {
         // Nothing to write: no commit to wait for (the locks go with the rollback). What
         // was read under the locks is still each stream's history.
-        drop(transaction);
+        connection.batch_execute("ROLLBACK").await?;
         found.keep(histories);
         return Ok(answers
             .into_iter()
             .map(|answer| answer.unwrap_or_else(unreachable_empty))
             .collect());
     }
-    let stored = write_batch(&transaction, &rows, &written).await?;
-    if let Err(error) = transaction.commit().await {
-        // Whether it committed is unknown. A batch of several is run again command by
-        // command (each then finds its events if they were stored); a lone command gets
-        // the error, and its retry with the same command id gets the outcome. The
-        // projectors are woken either way.
-        appended.record(written.iter().map(|stream| stream.stream.clinic_id));
-        return Err(error.into());
-    }
+    let stored = match write_batch(connection, &rows, &written, settled).await {
+        Ok(stored) => stored,
+        Err(Unsettled::RolledBack(error)) => return Err(error),
+        Err(Unsettled::Unknown(error)) => {
+            // Whether it committed is unknown. A batch of several is run again command by
+            // command (each then finds its events if they were stored); a lone command
+            // gets the error, and its retry with the same command id gets the outcome.
+            // The projectors are woken either way.
+            appended.record(written.iter().map(|stream| stream.stream.clinic_id));
+            return Err(error);
+        }
+    };
     // What was stored, by clinic and event id (an event id is unique within a clinic).
     let mut stored: HashMap<(Uuid, Uuid), RecordedEvent> = stored
         .into_iter()
@@ -551,10 +629,10 @@ struct ReadStatements {
 }
 
 impl ReadStatements {
-    async fn prepare(transaction: &Transaction<'_>) -> Result<Self, StoreError> {
+    async fn prepare(connection: &Connection) -> Result<Self, StoreError> {
         Ok(Self {
-            retries: transaction.prepare_cached(FIND_RETRY_IN_CLINICS).await?,
-            histories: transaction
+            retries: connection.prepare_cached(FIND_RETRY_IN_CLINICS).await?,
+            histories: connection
                 .prepare_cached(&format!(
                     "SELECT h.* FROM unnest($1::uuid[], $2::text[]) AS k(clinic_id, stream_id) \
                      CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM events e \
@@ -571,7 +649,7 @@ impl ReadStatements {
     /// of the streams of `histories_of` (indices into `batch`): pipelined.
     async fn read(
         &self,
-        transaction: &Transaction<'_>,
+        connection: &Connection,
         batch: &[Command],
         retries_of: &[usize],
         histories_of: &[usize],
@@ -601,14 +679,14 @@ impl ReadStatements {
                 if retries_of.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    transaction.query(&self.retries, &retry_params).await
+                    connection.query(&self.retries, &retry_params).await
                 }
             },
             async {
                 if histories_of.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    transaction.query(&self.histories, &stream_params).await
+                    connection.query(&self.histories, &stream_params).await
                 }
             },
         )?;
@@ -625,24 +703,24 @@ impl ReadStatements {
 /// A second read in the batch's transaction (the locks are held already): the histories
 /// of the streams of `commands`, whose held histories turned out stale.
 async fn read_histories(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     batch: &[Command],
     commands: &[usize],
 ) -> Result<Read, StoreError> {
-    ReadStatements::prepare(transaction)
+    ReadStatements::prepare(connection)
         .await?
-        .read(transaction, batch, &[], commands)
+        .read(connection, batch, &[], commands)
         .await
 }
 
 /// Step 1: the clinic context, the locks (of every stream), every command's retry lookup,
 /// the histories of the streams of `unknown` (no history held), the start time.
 async fn read_batch(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     batch: &[Command],
     unknown: &[usize],
 ) -> Result<Found, StoreError> {
-    let lock = transaction
+    let lock = connection
         .prepare_cached(
             "SELECT s.clinic_id, s.stream_id, s.version, s.head_hash, s.ctid::text \
              FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS k(clinic_id, stream_id, n) \
@@ -653,8 +731,8 @@ async fn read_batch(
              ORDER BY k.n",
         )
         .await?;
-    let reads = ReadStatements::prepare(transaction).await?;
-    let started = transaction
+    let reads = ReadStatements::prepare(connection).await?;
+    let started = connection
         .prepare_cached("SELECT transaction_timestamp()")
         .await?;
 
@@ -669,17 +747,20 @@ async fn read_batch(
     clinics.dedup();
     let every: Vec<usize> = (0..batch.len()).collect();
 
+    let set_scope = connection.prepare_cached(SET_SCOPE).await?;
+    let scope = ClinicScope::of(&clinics);
+
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
         [&stream_clinics, &stream_ids];
-    let (locked, (retries, histories), started) =
-        scoped(transaction, &ClinicScope::of(&clinics), async {
-            futures::try_join!(
-                async { Ok(transaction.query(&lock, &stream_params).await?) },
-                reads.read(transaction, batch, &every, unknown),
-                async { Ok(transaction.query_one(&started, &[]).await?) },
-            )
-        })
-        .await?;
+    // One round trip: every statement is prepared above, so each goes out as it is first
+    // polled, in this order, the transaction's BEGIN and clinic context first.
+    let (_, _, locked, (retries, histories), started) = futures::try_join!(
+        async { Ok::<_, StoreError>(connection.batch_execute("BEGIN").await?) },
+        async { Ok(connection.execute(&set_scope, &[&scope.setting()]).await?) },
+        async { Ok(connection.query(&lock, &stream_params).await?) },
+        reads.read(connection, batch, &every, unknown),
+        async { Ok(connection.query_one(&started, &[]).await?) },
+    )?;
 
     let recorded_at = started.try_get(0)?;
     let mut heads = HashMap::with_capacity(locked.len());
@@ -699,27 +780,40 @@ async fn read_batch(
     })
 }
 
-/// Step 3: new streams, the events, the existing streams' heads — one round trip.
+/// Step 3: new streams, the events, the existing streams' heads and the COMMIT — one round
+/// trip. The events as stored once committed.
 async fn write_batch(
-    transaction: &Transaction<'_>,
+    connection: &Connection,
     rows: &EventRows,
     written: &[Written],
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let insert = EventRows::prepare(transaction).await?;
-    let create = transaction
+    settled: &AtomicBool,
+) -> Result<Vec<RecordedEvent>, Unsettled> {
+    let insert = EventRows::prepare(connection).await?;
+    let create = connection
         .prepare_cached(
             "INSERT INTO streams (clinic_id, stream_id, version, head_hash) \
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[]) \
              ORDER BY 1, 2",
         )
         .await?;
-    let bump = transaction
+    let bump = connection
         .prepare_cached(
-            "UPDATE streams s SET version = k.version, head_hash = k.head_hash \
-             FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], $5::text[]::tid[]) \
-                 AS k(clinic_id, stream_id, version, head_hash, row) \
-             WHERE s.ctid = ANY($5::text[]::tid[]) AND s.ctid = k.row \
-               AND s.clinic_id = k.clinic_id AND s.stream_id = k.stream_id",
+            // Each row was locked where the bump looks for it; should one not be there,
+            // the statement fails in PostgreSQL (a bigint cast of a sentence), so the
+            // COMMIT sent after it rolls back: a stream left behind would keep a version
+            // its new events have passed. Not a constant, so it is never folded early.
+            "WITH bumped AS ( \
+                 UPDATE streams s SET version = k.version, head_hash = k.head_hash \
+                 FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bytea[], \
+                             $5::text[]::tid[]) \
+                     AS k(clinic_id, stream_id, version, head_hash, row) \
+                 WHERE s.ctid = ANY($5::text[]::tid[]) AND s.ctid = k.row \
+                   AND s.clinic_id = k.clinic_id AND s.stream_id = k.stream_id \
+                 RETURNING 1) \
+             SELECT CASE WHEN count(*) = cardinality($5::text[]) THEN count(*) \
+                         ELSE ('a locked stream was not where its lock found it: ' \
+                               || count(*))::bigint END \
+             FROM bumped",
         )
         .await?;
     let columns = |new: bool| -> Result<StreamColumns, StoreError> {
@@ -735,37 +829,86 @@ async fn write_batch(
     };
     let (created, existing) = (columns(true)?, columns(false)?);
     // Pipelined, in order: the new streams first (the events' foreign key needs them); a
-    // concurrent creator of the same stream makes this a unique violation, retried.
-    let (_, appended, _) = futures::try_join!(
-        async {
-            if created.clinics.is_empty() {
-                Ok(0)
-            } else {
-                transaction
-                    .execute(&create, &created.params())
-                    .await
-                    .map_err(StoreError::from)
-            }
-        },
-        rows.insert(transaction, &insert),
-        async {
-            if existing.clinics.is_empty() {
-                Ok(0)
-            } else {
-                let bumped = transaction.execute(&bump, &existing.bump_params()).await?;
-                // Each row was locked where the bump looks for it; a stream left behind
-                // would keep a version its new events have passed.
-                if u64::try_from(existing.clinics.len()).ok() == Some(bumped) {
-                    Ok(bumped)
+    // concurrent creator of the same stream makes this a unique violation, retried. Then
+    // the COMMIT, in the same round trip; if a write fails, the transaction is aborted
+    // and PostgreSQL answers the COMMIT with a rollback.
+    let mut writes = std::pin::pin!(async {
+        futures::try_join!(
+            async {
+                if created.clinics.is_empty() {
+                    Ok(0)
                 } else {
-                    Err(StoreError::Malformed(
-                        "a locked stream was not where its lock found it".into(),
-                    ))
+                    connection
+                        .execute(&create, &created.params())
+                        .await
+                        .map_err(StoreError::from)
                 }
-            }
-        },
-    )?;
-    Ok(appended)
+            },
+            rows.insert(connection, &insert),
+            async {
+                if existing.clinics.is_empty() {
+                    Ok(0)
+                } else {
+                    let bumped: i64 = connection
+                        .query_one(&bump, &existing.bump_params())
+                        .await?
+                        .try_get(0)?;
+                    Ok(u64::try_from(bumped).unwrap_or_default())
+                }
+            },
+        )
+    });
+    // The COMMIT may leave only once every write has: a write that fails before it is
+    // sent (its parameters) ends the batch here, with the transaction left to roll back.
+    if let std::task::Poll::Ready(done) = futures::poll!(writes.as_mut()) {
+        return Err(Unsettled::RolledBack(done.err().unwrap_or_else(|| {
+            StoreError::Malformed("the writes finished before they were sent".into())
+        })));
+    }
+    let (written, committed) =
+        futures::join!(writes, async { connection.batch_execute("COMMIT").await });
+    if committed.is_ok() {
+        // Its answer came: the transaction is over, committed or rolled back.
+        settled.store(true, Ordering::Relaxed);
+    }
+    match (written, committed) {
+        // PostgreSQL refused a write: the transaction was aborted and the COMMIT rolled
+        // it back.
+        (Err(error), _) if is_from_the_server(&error) => Err(Unsettled::RolledBack(error)),
+        // Anything else (the connection failed, a row did not decode) came after the
+        // COMMIT was sent, which may have committed.
+        (Err(error), _) => Err(Unsettled::Unknown(error)),
+        (Ok(_), Err(error)) => Err(Unsettled::Unknown(error.into())),
+        (Ok((_, stored, _)), Ok(())) => Ok(stored),
+    }
+}
+
+/// Whether PostgreSQL itself raised `error` (which aborts the transaction it ran in).
+fn is_from_the_server(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(error) if error.as_db_error().is_some())
+}
+
+/// Why a batch's writes did not end in a known commit.
+enum Unsettled {
+    /// Nothing was committed (a write failed; the transaction is aborted or rolled back).
+    RolledBack(StoreError),
+    /// The COMMIT was sent, and what followed failed outside PostgreSQL (or the COMMIT
+    /// itself failed): whether it took effect is unknown.
+    Unknown(StoreError),
+}
+
+impl From<StoreError> for Unsettled {
+    /// A failure before the COMMIT was sent.
+    fn from(error: StoreError) -> Self {
+        Self::RolledBack(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for Unsettled {
+    /// A failure before the COMMIT was sent.
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::RolledBack(error.into())
+    }
 }
 
 /// A stream the batch writes to, as it will be after the commit.

@@ -21,7 +21,7 @@ use uuid::Uuid;
 /// `spineledger_clinic_ids()`): clinic ids separated by commas; empty or unset is none.
 pub const CLINIC_SETTING: &str = "spineledger.clinic_ids";
 
-const SET_SCOPE: &str = "SELECT set_config('spineledger.clinic_ids', $1, true)";
+pub(crate) const SET_SCOPE: &str = "SELECT set_config('spineledger.clinic_ids', $1, true)";
 
 /// The clinics one transaction works for.
 #[derive(Debug, Clone, PartialEq, Eq)]

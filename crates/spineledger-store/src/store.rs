@@ -716,9 +716,9 @@ impl EventRows {
     /// The statement of [`EventRows::insert`], prepared (once per connection) ahead of a
     /// pipeline, so that the insert goes out in the order it is polled.
     pub(crate) async fn prepare(
-        transaction: &Transaction<'_>,
+        client: &impl deadpool_postgres::GenericClient,
     ) -> Result<tokio_postgres::Statement, StoreError> {
-        Ok(transaction
+        Ok(client
             .prepare_cached(&format!(
                 "INSERT INTO events (clinic_id, stream_id, version, event_id, event_type, \
                      schema_version, payload, metadata, fingerprint, occurred_at, prev_hash, \
@@ -744,7 +744,7 @@ impl EventRows {
     /// read would return them), in position order.
     pub(crate) async fn insert(
         &self,
-        transaction: &Transaction<'_>,
+        client: &impl deadpool_postgres::GenericClient,
         insert: &tokio_postgres::Statement,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
@@ -761,7 +761,7 @@ impl EventRows {
             &self.previous_hashes,
             &self.hashes,
         ];
-        let rows = transaction.query(insert, &params).await?;
+        let rows = client.query(insert, &params).await?;
         let mut stored = rows
             .iter()
             .map(decode_event)

@@ -1188,6 +1188,24 @@ mod group_commit {
         assert_eq!(store.stream_version(&bad).await.expect("version"), 0);
         assert_eq!(store.stream_version(&good).await.expect("version"), 1);
         assert_eq!(store.stream_version(&also_good).await.expect("version"), 1);
+        // The failed transaction ended: no pooled connection is left inside one. (The
+        // batch opens and ends its transaction with a plain BEGIN and a COMMIT sent with
+        // its writes, which PostgreSQL turns into a rollback after the failed insert.)
+        let owner = db.owner_client().await;
+        let open: i64 = owner
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        assert_eq!(open, 0, "a pooled connection was left in a transaction");
+        let appended = store
+            .append(&episode(clinic), ExpectedVersion::Any, &[new_event(4)])
+            .await;
+        assert!(appended.is_ok(), "{appended:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
