@@ -851,7 +851,15 @@ pub(crate) fn classify_retry(
 pub(crate) fn decode_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     let stored_metadata: serde_json::Value = row.try_get(7)?;
     let metadata: EventMetadata = serde_json::from_value(stored_metadata.clone())
-        .map_err(|error| StoreError::Malformed(format!("event metadata: {error}")))?;
+        // Not serde's message: it quotes the offending value, and errors reach the logs.
+        .map_err(|error| {
+            StoreError::Malformed(format!(
+                "event metadata: {:?} error at line {} column {}",
+                error.classify(),
+                error.line(),
+                error.column()
+            ))
+        })?;
     Ok(RecordedEvent {
         clinic_id: row.try_get(0)?,
         stream_id: row.try_get(1)?,
