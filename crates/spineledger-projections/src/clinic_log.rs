@@ -35,14 +35,7 @@ impl Projector {
         let clinic_shard = ClinicShard::new(shard, shards)
             .ok_or(ProjectionError::UnknownShard { shard, shards })?;
         let mut client = self.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let ttl_ms = self.config.lease_ttl.as_millis();
-        transaction
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{ttl_ms}ms'; \
-                 SET LOCAL idle_in_transaction_session_timeout = '{ttl_ms}ms'"
-            ))
-            .await?;
+        let transaction = self.batch_transaction(&mut client).await?;
         let projection = Projection::ClinicLog;
         // The checkpoint first, then the access cursor (the order a reshard locks them in);
         // the two reads then travel together (pipelined on the connection).

@@ -106,8 +106,9 @@ impl Default for ProjectorConfig {
 /// (BENCHMARKS.md, 2026-11-28, the signed log).
 pub(crate) const IDLE_ADVANCE_MIN_GAP: i64 = 100;
 
-/// Whether the log after a checkpoint holds work for its shard (see
-/// [`Projector::has_work`]): an event of the shard, or `$4` events of any shard.
+/// Whether the integrator has work on a shard (see [`Projector::has_work`]): an event or
+/// an access-log entry of the shard after its cursors, or `$4` records of either log of
+/// any shard.
 ///
 /// Every scan compares the cursor against scalar subqueries (parameters to the planner,
 /// so the comparison is an index condition) and is ordered by the log's index: the
@@ -116,21 +117,6 @@ pub(crate) const IDLE_ADVANCE_MIN_GAP: i64 = 100;
 /// on 8,000 events; most of a core for idle shards on a large log). No `EXISTS`: the
 /// planner drops an `EXISTS` subquery's order and limit, and scanned again.
 const HAS_WORK: &str = "\
-    WITH c AS (SELECT xid::text::xid8 AS xid, position FROM projection_checkpoints \
-               WHERE projection = $1 AND shard = $2) \
-    SELECT (SELECT count(*) FROM (SELECT 1 FROM events e \
-                   WHERE (e.xid, e.position) > ((SELECT xid FROM c), (SELECT position FROM c)) \
-                     AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                     AND get_byte(uuid_send(e.clinic_id), 15) % $3 = $2 \
-                   ORDER BY e.xid, e.position LIMIT 1) t) > 0 \
-        OR (SELECT count(*) FROM (SELECT 1 FROM events e \
-                                  WHERE (e.xid, e.position) > ((SELECT xid FROM c), (SELECT position FROM c)) \
-                                    AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
-                                  ORDER BY e.xid, e.position LIMIT $4) t) >= $4 \
-    FROM c";
-
-/// [`HAS_WORK`] for the integrator, which reads the access log too.
-const HAS_WORK_WITH_ACCESS_LOG: &str = "\
     WITH c AS (SELECT xid::text::xid8 AS xid, position FROM projection_checkpoints \
                WHERE projection = $1 AND shard = $2), \
          a AS (SELECT xid::text::xid8 AS xid, position FROM clinic_log_access_cursors \
@@ -236,13 +222,7 @@ impl Projector {
                 self.config.coalesce,
             )));
         }
-        let _background = AbortOnDrop(
-            background
-                .into_iter()
-                .enumerate()
-                .map(|(index, task)| ((Projection::ClinicLog, u8::MAX - index as u8), task))
-                .collect(),
-        );
+        let _background = AbortOnDrop(background.into_iter().enumerate().collect());
         let mut ticker = tokio::time::interval(self.config.lease_ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed_at = tokio::time::Instant::now();
@@ -442,7 +422,7 @@ impl Projector {
     }
 
     /// A batch's transaction: a stuck lock must not outlive the lease it was taken under.
-    async fn batch_transaction<'a>(
+    pub(crate) async fn batch_transaction<'a>(
         &self,
         client: &'a mut deadpool_postgres::Object,
     ) -> Result<deadpool_postgres::Transaction<'a>, ProjectionError> {
@@ -473,7 +453,7 @@ impl Projector {
         loop {
             // Most wake-ups concern other shards: one statement tells, without a
             // transaction, whether this one has anything to do.
-            let batch = match self.has_work(projection, shard).await {
+            let batch = match self.has_work(shard).await {
                 Ok(false) => Ok(BatchOutcome {
                     events: 0,
                     cursor: GlobalCursor::START,
@@ -638,29 +618,21 @@ impl Projector {
         })
     }
 
-    /// Whether a batch of `projection` on `shard` would do anything: records of the shard
-    /// after its checkpoint that the never-skip rule lets it read, or a stretch of other
-    /// shards' records long enough to move past. One autocommit statement, no locks; a
-    /// `false` may be stale by the time it arrives, which costs only the wait until the
-    /// next wake-up or poll (never a skipped event: the batch itself decides what to read).
-    pub async fn has_work(
-        &self,
-        projection: Projection,
-        shard: u8,
-    ) -> Result<bool, ProjectionError> {
+    /// Whether an integrator batch on `shard` would do anything: records of the shard
+    /// after its cursors that the never-skip rule lets it read, or a stretch of other
+    /// shards' records long enough to move past. (The read-model tasks need no probe:
+    /// they see their shard's events in the worker's shared read.) One autocommit
+    /// statement, no locks; a `false` may be stale by the time it arrives, which costs
+    /// only the wait until the next wake-up or poll (never a skipped event: the batch
+    /// itself decides what to read).
+    async fn has_work(&self, shard: u8) -> Result<bool, ProjectionError> {
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached(if projection == Projection::ClinicLog {
-                HAS_WORK_WITH_ACCESS_LOG
-            } else {
-                HAS_WORK
-            })
-            .await?;
+        let statement = client.prepare_cached(HAS_WORK).await?;
         let row = client
             .query_opt(
                 &statement,
                 &[
-                    &projection.name(),
+                    &Projection::ClinicLog.name(),
                     &i32::from(shard),
                     &i32::from(self.config.shards),
                     &IDLE_ADVANCE_MIN_GAP,
@@ -848,9 +820,9 @@ struct TaskPosition {
 }
 
 /// Tasks that are aborted when this value is dropped (or on request).
-struct AbortOnDrop(HashMap<(Projection, u8), JoinHandle<()>>);
+struct AbortOnDrop<K>(HashMap<K, JoinHandle<()>>);
 
-impl AbortOnDrop {
+impl<K> AbortOnDrop<K> {
     fn abort_all(&mut self) {
         for (_, task) in self.0.drain() {
             task.abort();
@@ -858,7 +830,7 @@ impl AbortOnDrop {
     }
 }
 
-impl Drop for AbortOnDrop {
+impl<K> Drop for AbortOnDrop<K> {
     fn drop(&mut self) {
         self.abort_all();
     }
