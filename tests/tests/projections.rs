@@ -442,9 +442,17 @@ async fn a_rebuilt_model_equals_the_incrementally_built_one() {
     .await
     .expect("rebuild");
     assert_eq!(reports.len(), Projection::ALL.len());
+    // The bulk phase reads episode streams only (patients' streams feed no read model),
+    // so it covers at least the episode events appended before it; the catch-up counts
+    // whatever the late writers added meanwhile.
+    let episode_events = events
+        .iter()
+        .filter(|event| event.stream_id.starts_with("episode-"))
+        .count();
+    let episode_events = u64::try_from(episode_events).expect("n");
     for report in reports {
         assert!(report.equal(), "{report:?}");
-        assert!(report.events >= appended, "{report:?}");
+        assert!(report.events >= episode_events, "{report:?}");
     }
     owner.close();
     let more = writing.await.expect("writer").expect("simulate");
