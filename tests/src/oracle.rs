@@ -236,6 +236,30 @@ fn chart_of(events: &[&RecordedEvent]) -> (Vec<EpisodeEvent>, u32) {
     )
 }
 
+/// The episodes an ungrouped statistic counts (k = 8), worked out from the events alone:
+/// those whose clinic evaluated at least 8 episodes for the first time in the same UTC
+/// month (the first evaluation in log order); a smaller clinic-month is withheld. Episodes
+/// with no evaluation form one part per clinic.
+pub fn released_episodes(events: &[RecordedEvent]) -> BTreeSet<(Uuid, Uuid)> {
+    use chrono::Datelike;
+    // Episodes by (clinic, (year, month) of the first evaluation).
+    type ClinicMonth = (Uuid, Option<(i32, u32)>);
+    let mut parts: BTreeMap<ClinicMonth, Vec<(Uuid, Uuid)>> = BTreeMap::new();
+    for (key, stream) in episodes_of(events) {
+        let month = stream
+            .iter()
+            .find(|event| event.event_type == "EvaluationRecorded")
+            .and_then(|event| event.occurred_at)
+            .map(|at| (at.year(), at.month()));
+        parts.entry((key.0, month)).or_default().push(key);
+    }
+    parts
+        .into_values()
+        .filter(|episodes| episodes.len() >= 8)
+        .flatten()
+        .collect()
+}
+
 /// The events of each episode stream, by (clinic, episode).
 fn episodes_of(events: &[RecordedEvent]) -> BTreeMap<(Uuid, Uuid), Vec<&RecordedEvent>> {
     let mut episodes: BTreeMap<(Uuid, Uuid), Vec<&RecordedEvent>> = BTreeMap::new();

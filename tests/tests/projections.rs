@@ -78,14 +78,23 @@ async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
     oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
     oracle::assert_models_match_oracle(db.projector_pool(), &events).await;
 
-    // The statistics API agrees with the oracle on the cohort's shape.
-    let expected = oracle::expected_episodes(&events);
+    // The statistics API agrees with the oracle on the cohort's shape, over the episodes
+    // of the clinic-months large enough to be released.
+    let released = oracle::released_episodes(&events);
+    let mut expected = oracle::expected_episodes(&events);
+    let every = expected.len();
+    expected.retain(|key, _| released.contains(key));
+    assert!(
+        expected.len() < every,
+        "the cohort has a small clinic-month"
+    );
     let mut stats = OutcomeStatisticsServiceClient::new(harness.channel().await);
     let response = stats
         .get_outcome_statistics(v1::GetOutcomeStatisticsRequest::default())
         .await
         .expect("statistics")
         .into_inner();
+    assert!(response.groups[0].partial);
     let all = response
         .groups
         .first()
@@ -112,12 +121,14 @@ async fn read_models_of_a_simulated_cohort_equal_the_oracle() {
     harness.stop().await;
 }
 
-/// For every grouping (each subset of the dimensions) and windows of whole months, of
-/// partial months and open-ended, the statistics the query API computes from the
-/// pre-aggregated cells equal those aggregated at query time from the episode rows of
-/// the same cohort.
+/// For every grouping (each subset of the dimensions) and windows of whole months,
+/// bounded and open-ended, the statistics the query API computes from the pre-aggregated
+/// cells equal those aggregated at query time from the episode rows of the same cohort,
+/// released by the same rules (with the smallest minimum cell, so that every rule is at
+/// work).
 async fn statistics_from_cells_equal_those_aggregated_from_episodes(harness: &Harness) {
-    use spineledger_projections::queries::{self, Window};
+    use spineledger_projections::queries;
+    use spineledger_readmodels::release::Months;
     use spineledger_readmodels::statistics::{Dimension, MinCell, aggregate, groups};
 
     let db = harness.database();
@@ -131,64 +142,48 @@ async fn statistics_from_cells_equal_those_aggregated_from_episodes(harness: &Ha
         .collect();
     let pool = db.store().pool();
     let clinics = queries::known_clinics(pool).await.expect("clinics");
-    // Windows around the cohort's own dates: whole months, partial months at either
-    // end, open-ended, and inside one month.
-    let mut dates: Vec<chrono::DateTime<Utc>> =
-        episodes.iter().filter_map(|e| e.evaluated_at).collect();
-    dates.sort_unstable();
-    let (first, middle, last) = (dates[0], dates[dates.len() / 2], dates[dates.len() - 1]);
-    let month_of = |at: chrono::DateTime<Utc>| {
-        use chrono::Datelike;
-        at.date_naive()
-            .with_day(1)
-            .expect("day 1")
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-    };
-    let next_month = |at: chrono::DateTime<Utc>| {
-        month_of(at)
-            .checked_add_months(chrono::Months::new(1))
-            .expect("month")
-    };
+    // Windows around the cohort's own months: bounded, open-ended and one month.
+    let mut months: Vec<NaiveDate> = episodes
+        .iter()
+        .filter_map(spineledger_readmodels::EpisodeOutcome::evaluated_month)
+        .collect();
+    months.sort_unstable();
+    months.dedup();
+    assert!(months.len() >= 3, "the cohort spans months: {months:?}");
+    let (first, middle, last) = (
+        months[0],
+        months[months.len() / 2],
+        months[months.len() - 1],
+    );
+    let next = |month: NaiveDate| month.checked_add_months(chrono::Months::new(1));
     let windows = [
-        Window::default(),
-        Window {
-            from: Some(month_of(first)),
-            to: Some(next_month(middle)),
+        Months::default(),
+        Months {
+            from: Some(first),
+            to: next(middle),
         },
-        Window {
-            from: Some(first + Days::hours(30)),
-            to: Some(middle + Days::milliseconds(500)),
-        },
-        Window {
+        Months {
             from: Some(middle),
             to: None,
         },
-        Window {
+        Months {
             from: None,
-            to: Some(middle - Days::days(1)),
+            to: Some(middle),
         },
-        Window {
-            from: Some(middle - Days::days(9)),
-            to: Some(middle + Days::days(2)),
+        Months {
+            from: Some(middle),
+            to: next(middle),
         },
-        Window {
-            from: Some(first + Days::hours(30)),
-            to: Some(last - Days::days(1)),
+        Months {
+            from: next(first),
+            to: Some(last),
         },
     ];
+    let mut partial_groups = 0;
     for window in windows {
         let cohort: Vec<_> = episodes
             .iter()
-            .filter(|e| {
-                let inside = |at: chrono::DateTime<Utc>| {
-                    window.from.is_none_or(|from| at >= from) && window.to.is_none_or(|to| at < to)
-                };
-                match e.evaluated_at {
-                    Some(at) => inside(at),
-                    None => window == Window::default(),
-                }
-            })
+            .filter(|e| window.contains(e.evaluated_month()))
             .cloned()
             .collect();
         assert!(!cohort.is_empty(), "the window {window:?} holds episodes");
@@ -199,16 +194,26 @@ async fn statistics_from_cells_equal_those_aggregated_from_episodes(harness: &Ha
                 .filter(|(bit, _)| mask & (1 << bit) != 0)
                 .map(|(_, dimension)| dimension)
                 .collect();
-            let tallies = queries::outcome_tallies(pool, &clinics, window, &group_by, 100_000)
+            let parts = queries::outcome_parts(pool, &clinics, window, &group_by)
                 .await
-                .expect("tallies");
+                .expect("parts");
+            let from_cells = groups(
+                parts.release(MinCell::SMALLEST),
+                &group_by,
+                MinCell::SMALLEST,
+            );
+            partial_groups += from_cells.iter().filter(|group| group.partial).count();
             assert_eq!(
-                groups(tallies, &group_by, MinCell::SMALLEST),
+                from_cells,
                 aggregate(&cohort, &group_by, MinCell::SMALLEST),
                 "grouped by {group_by:?} in {window:?}"
             );
         }
     }
+    assert!(
+        partial_groups > 0,
+        "no part was withheld: the rules were not exercised"
+    );
 }
 
 /// Registers a patient and records an evaluation (a new episode); returns the episode's
@@ -629,73 +634,152 @@ async fn two_workers_share_the_leases_and_a_dead_workers_leases_are_taken_over()
     second_task.await.expect("task").expect("projector");
 }
 
+/// Evaluates a new patient of `clinic` at `at` with back pain `pain_back`.
+async fn evaluate_at(
+    writes: &mut ClinicalRecordsServiceClient<spineledger_e2e::AuthChannel>,
+    clinic: uuid::Uuid,
+    at: chrono::DateTime<Utc>,
+    pain_back: i32,
+) {
+    let script = EpisodeScript {
+        clinic_id: clinic,
+        ..EpisodeScript::new()
+    };
+    writes
+        .register_patient(script.register_patient(at - Days::days(1)))
+        .await
+        .expect("register");
+    let mut evaluation = script.evaluation(at);
+    evaluation.pain_back = pain_back;
+    writes
+        .record_evaluation(evaluation)
+        .await
+        .expect("evaluation");
+}
+
+/// The differencing the release rules stop, tried through the API on evaluations placed
+/// by hand (k = 8): clinic A has nine episodes evaluated in March 2026 (back pain 7) and
+/// one in April (back pain 1); clinic B three in March (back pain 1). Whatever windows,
+/// clinic sets and groupings are asked for, the April patient's and clinic B's baseline
+/// pain never show, and neither does a group's size below 8.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn statistics_suppress_groups_smaller_than_the_minimum_cell() {
+async fn statistics_cannot_be_differenced_by_window_clinic_set_or_grouping() {
     let harness = Harness::start().await;
-    let mut total = simulate_into(&harness, &cohort(1, 12, 61)).await;
-    total += simulate_into(&harness, &cohort(1, 3, 62)).await;
+    let (a, b) = (harness.clinic(), harness.clinic());
+    let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
+    let day = |month, day| {
+        NaiveDate::from_ymd_opt(2026, month, day)
+            .and_then(|date| date.and_hms_opt(9, 30, 0))
+            .expect("date")
+            .and_utc()
+    };
+    for n in 0..9 {
+        evaluate_at(&mut writes, a, day(3, 2 + n), 7).await;
+    }
+    evaluate_at(&mut writes, a, day(4, 14), 1).await;
+    for n in 0..3 {
+        evaluate_at(&mut writes, b, day(3, 20 + n), 1).await;
+    }
     let db = harness.database();
-    let events = all_events(
-        db.projector_pool(),
-        Some(usize::try_from(total).expect("n")),
-    )
-    .await;
+    let events = all_events(db.projector_pool(), Some(26)).await;
     oracle::wait_until_projected(db.projector_pool(), &Harness::projector_config(), &events).await;
 
     let mut stats = OutcomeStatisticsServiceClient::new(harness.channel().await);
-    let response = stats
-        .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {
-            group_by: vec![v1::StatisticsDimension::Clinic as i32],
-            ..Default::default()
-        })
-        .await
-        .expect("statistics")
-        .into_inner();
-    assert_eq!(response.min_cell_size, 8);
-    assert_eq!(response.groups.len(), 2);
-    let (shown, hidden): (Vec<_>, Vec<_>) = response.groups.iter().partition(|g| !g.suppressed);
-    assert_eq!(shown.len(), 1);
-    assert_eq!(shown[0].episodes, Some(12));
-    assert!(shown[0].statistics.is_some());
-    assert_eq!(hidden.len(), 1);
-    assert_eq!(hidden[0].episodes, None, "a small count is not disclosed");
-    assert!(hidden[0].statistics.is_none());
-
-    // Whole months come from the cells at any size; the episodes of a window's partial
-    // months are read one by one, and more of them than the limit are refused rather
-    // than loaded.
-    use spineledger_projections::queries::{self, Window};
-    let pool = db.store().pool();
-    let clinics = queries::known_clinics(pool).await.expect("clinics");
-    assert_eq!(clinics.len(), 2);
-    queries::outcome_tallies(pool, &clinics, Window::default(), &[], 0)
-        .await
-        .expect("every month is whole: no episode is read one by one");
-    let (first, last): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) = {
-        let owner = db.owner_client().await;
-        let row = owner
-            .query_one(
-                "SELECT min(evaluated_at), max(evaluated_at) FROM outcome_episodes",
-                &[],
-            )
+    let month = |month| Some(day(month, 1) - Days::minutes(9 * 60 + 30));
+    let ask = |clinics: &[uuid::Uuid],
+               group_by: &[v1::StatisticsDimension],
+               from: Option<chrono::DateTime<Utc>>,
+               to: Option<chrono::DateTime<Utc>>| {
+        v1::GetOutcomeStatisticsRequest {
+            clinic_ids: clinics.iter().map(ToString::to_string).collect(),
+            group_by: group_by.iter().map(|d| *d as i32).collect(),
+            evaluated_from: from.and_then(spineledger_e2e::requests::timestamp),
+            evaluated_to: to.and_then(spineledger_e2e::requests::timestamp),
+            min_position: None,
+        }
+    };
+    // (episodes, mean baseline NRS, partial) of each group, by its key's values.
+    let mut figures = async |request| {
+        let response = stats
+            .get_outcome_statistics(request)
             .await
-            .expect("range");
-        (row.get(0), row.get(1))
+            .expect("statistics")
+            .into_inner();
+        assert_eq!(response.min_cell_size, 8);
+        response
+            .groups
+            .into_iter()
+            .map(|group| {
+                let key: Vec<String> = group.key.iter().map(|k| k.value.clone()).collect();
+                let figures = group.statistics.map(|s| {
+                    let baseline = s.baseline_nrs.expect("nine baselines").mean;
+                    (s.episodes, baseline)
+                });
+                assert_eq!(group.suppressed, figures.is_none());
+                assert_eq!(group.episodes, figures.map(|(n, _)| n));
+                (key, (figures, group.partial))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
     };
-    assert_ne!(
-        first.time(),
-        chrono::NaiveTime::MIN,
-        "not on a month boundary"
+    let none: Vec<String> = Vec::new();
+    let nine = Some((9, 7.0));
+    use v1::StatisticsDimension as D;
+
+    // Windows: March alone, March and April, April alone, and no window at all.
+    let march = figures(ask(&[a], &[], month(3), month(4))).await;
+    assert_eq!(march[&none], (nine, false));
+    let spring = figures(ask(&[a], &[], month(3), month(5))).await;
+    assert_eq!(
+        spring[&none],
+        (nine, true),
+        "April's one episode is withheld"
     );
-    let partial = Window {
-        from: Some(first),
-        to: Some(last + Days::seconds(1)),
-    };
-    let too_broad = queries::outcome_tallies(pool, &clinics, partial, &[], 0).await;
-    assert!(
-        matches!(too_broad, Err(ProjectionError::QueryTooBroad { limit: 0 })),
-        "{too_broad:?}"
-    );
+    let april = figures(ask(&[a], &[], month(4), month(5))).await;
+    assert_eq!(april[&none], (None, true), "April alone is suppressed");
+    let ever = figures(ask(&[a], &[], None, None)).await;
+    assert_eq!(ever[&none], (nine, true));
+
+    // Clinic sets: B's three never add to A's nine, together or grouped by clinic.
+    let both = figures(ask(&[a, b], &[], month(3), month(4))).await;
+    assert_eq!(both[&none], (nine, true));
+    let by_clinic = figures(ask(&[a, b], &[D::Clinic], None, None)).await;
+    assert_eq!(by_clinic[&vec![a.to_string()]], (nine, true));
+    assert_eq!(by_clinic[&vec![b.to_string()]], (None, true));
+    let every_granted = figures(ask(&[], &[], None, None)).await;
+    assert_eq!(every_granted[&none], (nine, true));
+
+    // Groupings: every dimension alone and with the clinic shows the same nine.
+    for dimension in [
+        D::Diagnosis,
+        D::InitialSessions,
+        D::FrequencyPhase,
+        D::AdherenceBand,
+        D::AgeBand,
+    ] {
+        let grouped = figures(ask(&[a, b], &[D::Clinic, dimension], None, None)).await;
+        let shown: Vec<_> = grouped
+            .values()
+            .filter_map(|(figures, _)| *figures)
+            .collect();
+        assert_eq!(
+            shown,
+            [(9, 7.0)],
+            "grouped by clinic and {dimension:?}: {grouped:?}"
+        );
+    }
+
+    // A window that does not start on a month boundary is refused, field named.
+    let refused = stats
+        .get_outcome_statistics(ask(&[a], &[], month(3), Some(day(4, 1))))
+        .await
+        .expect_err("a bound inside a month");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_error_details(&refused);
+    let violations = &details
+        .bad_request()
+        .expect("field violations")
+        .field_violations;
+    assert_eq!(violations[0].field, "evaluated_to");
 
     let bad = stats
         .get_outcome_statistics(v1::GetOutcomeStatisticsRequest {

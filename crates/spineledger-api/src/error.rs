@@ -33,8 +33,6 @@ pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
 pub const REASON_COMMAND_ID_REUSED: &str = "COMMAND_ID_REUSED";
 /// `ErrorInfo` reason of an evaluation for a patient the clinic has not registered.
 pub const REASON_PATIENT_NOT_REGISTERED: &str = "PATIENT_NOT_REGISTERED";
-/// `ErrorInfo` reason of a statistics query over more episodes than allowed.
-pub const REASON_QUERY_TOO_BROAD: &str = "QUERY_TOO_BROAD";
 /// `ErrorInfo` reason of a request naming a clinic its token does not grant.
 pub const REASON_CLINIC_NOT_GRANTED: &str = "CLINIC_NOT_GRANTED";
 /// `ErrorInfo` reason of a caller asserting an actor other than itself without the role
@@ -358,16 +356,6 @@ fn projection_status(error: ProjectionError) -> Status {
         ProjectionError::NotCaughtUp { .. } => Status::unavailable(
             "the read model has not caught up with min_position yet; retry shortly",
         ),
-        ProjectionError::QueryTooBroad { limit } => with_reason(
-            Code::FailedPrecondition,
-            format!(
-                "the partial months at the ends of the evaluation date range cover more than \
-                 {limit} episodes: start and end the range on the first of a month (UTC), \
-                 whose statistics are pre-aggregated, or name fewer clinics"
-            ),
-            REASON_QUERY_TOO_BROAD,
-            HashMap::from([("limit".to_owned(), limit.to_string())]),
-        ),
         ProjectionError::Pool(error) | ProjectionError::Store(StoreError::Pool(error)) => {
             tracing::warn!(%error, "no database connection available");
             Status::unavailable(READ_MODELS_UNAVAILABLE_MESSAGE)
@@ -636,12 +624,6 @@ mod tests {
             status.get_error_details().error_info().unwrap().reason,
             REASON_PATIENT_NOT_REGISTERED
         );
-        let status = to_status(ProjectionError::QueryTooBroad { limit: 14 });
-        assert_eq!(status.code(), Code::FailedPrecondition);
-        let details = status.get_error_details();
-        let info = details.error_info().unwrap();
-        assert_eq!(info.reason, REASON_QUERY_TOO_BROAD);
-        assert_eq!(info.metadata["limit"], "14");
     }
 
     #[test]

@@ -60,12 +60,6 @@ pub enum ProjectionError {
         /// The configured shard count.
         shards: u8,
     },
-    /// A statistics query would aggregate more episodes than allowed.
-    #[error("the query covers more than {limit} episodes")]
-    QueryTooBroad {
-        /// The most episodes a query may aggregate.
-        limit: usize,
-    },
     /// The clinic log is an append-only index, not a read model: it is neither folded nor
     /// rebuilt.
     #[error("{0} is not a read model and cannot be rebuilt")]

@@ -4,12 +4,11 @@
 //! security) is those clinics, set with its first statement (`spineledger_store::scoped`):
 //! a query's `WHERE clinic_id` and the database's wall say the same thing.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use spineledger_readmodels::plan::OVERDUE_GRACE;
-use spineledger_readmodels::{Cell, Dimension, EpisodeOutcome, Grouping, Tally, TreatmentPlanView};
+use spineledger_readmodels::release::{Months, Parts};
+use spineledger_readmodels::{Cell, Dimension, Grouping, TreatmentPlanView};
 use spineledger_store::{ClinicScope, scoped};
 use uuid::Uuid;
 
@@ -223,33 +222,19 @@ async fn plans_page(
         .collect()
 }
 
-/// The default of how many episodes one statistics query may read one by one: those
-/// first evaluated in the partial months at the ends of a window that does not start and
-/// end on month boundaries (whole months are read from the pre-aggregated cells, whatever
-/// their size). About 2 KB of facts each; a broader query must use whole months or be
-/// narrowed, rather than exhaust the server's memory.
-pub const MAX_EPISODES_PER_QUERY: usize = 100_000;
-
-/// The tallies of the episodes of `clinics` (none when empty: see [`known_clinics`] for
-/// every clinic) first evaluated in `[from, to)` (every episode when neither is given),
-/// by their values along `group_by`: the input of
-/// [`spineledger_readmodels::statistics::groups`].
+/// The parts of the statistics of the episodes of `clinics` (none when empty: see
+/// [`known_clinics`] for every clinic) first evaluated in the whole months of `window`,
+/// grouped by `group_by`: one tally per clinic, month and group key, for
+/// [`spineledger_readmodels::release`] to release.
 ///
-/// The whole UTC months inside the window are read from the pre-aggregated cells (the
-/// cells of the smallest kept grouping that holds `group_by`); the episodes of a partial
-/// month at either end are read one by one and tallied the same way, at most
-/// `max_episodes` of them ([`ProjectionError::QueryTooBroad`] beyond). Both reads run in
-/// one read-only REPEATABLE READ transaction, so they see one state of the model: an
-/// episode the projector moves between months meanwhile is counted once. Cell rows are
-/// streamed and summed as they arrive, so memory grows with the groups answered, not
-/// with the cells read.
-pub async fn outcome_tallies(
+/// They are read from the pre-aggregated cells of the smallest kept grouping that holds
+/// `group_by`, in one read-only transaction, so they see one state of the model.
+pub async fn outcome_parts(
     pool: &Pool,
     clinics: &[Uuid],
-    window: Window,
+    window: Months,
     group_by: &[Dimension],
-    max_episodes: usize,
-) -> Result<BTreeMap<Vec<String>, Tally>, ProjectionError> {
+) -> Result<Parts, ProjectionError> {
     let mut client = pool.get().await?;
     let transaction = client
         .build_transaction()
@@ -257,192 +242,60 @@ pub async fn outcome_tallies(
         .read_only(true)
         .start()
         .await?;
-    let tallies = scoped(
+    let parts = scoped(
         &transaction,
         &ClinicScope::of(clinics),
-        tallies_in(&transaction, clinics, window, group_by, max_episodes),
+        parts_in(&transaction, clinics, window, group_by),
     )
     .await?;
     transaction.commit().await?;
-    Ok(tallies)
+    Ok(parts)
 }
 
-/// [`outcome_tallies`] inside a transaction whose context is set.
-async fn tallies_in(
+/// [`outcome_parts`] inside a transaction whose context is set.
+async fn parts_in(
     client: &impl GenericClient,
     clinics: &[Uuid],
-    window: Window,
+    window: Months,
     group_by: &[Dimension],
-    max_episodes: usize,
-) -> Result<BTreeMap<Vec<String>, Tally>, ProjectionError> {
-    let split = window.split();
-    let mut tallies: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
-    if let Some((first, end)) = split.months {
-        let grouping = Grouping::serving(group_by);
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT clinic_id, diagnosis, initial_sessions, frequency_phase, \
-                        adherence_band, age_band, {columns} \
-                 FROM outcome_cells \
-                 WHERE clinic_id = ANY($1) AND grouping = $2 \
-                   AND ($3::date IS NULL OR evaluated_month >= $3) \
-                   AND ($4::date IS NULL OR evaluated_month < $4)",
-                columns = cells::tally_columns()
-            ))
-            .await?;
-        let bits = grouping.bits();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&clinics, &bits, &first, &end];
-        let rows = client.query_raw(&statement, params).await?;
-        futures::pin_mut!(rows);
-        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-            let cell = Cell {
-                clinic_id: row.try_get(0)?,
-                month: None,
-                grouping,
-                values: [
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                    row.try_get(5)?,
-                ],
-            };
-            let key = cell.group_key(group_by).ok_or_else(|| {
-                ProjectionError::CorruptRow("an outcome cell lacks a dimension it keeps".into())
-            })?;
-            tallies
-                .entry(key)
-                .or_default()
-                .add(&cells::tally_of(&row, 6)?);
-        }
-    }
-    let mut budget = max_episodes;
-    for (from, to) in split.partial {
-        let episodes = episodes_in(client, clinics, from, to, budget).await?;
-        budget -= episodes.len();
-        for episode in &episodes {
-            let key = group_by.iter().map(|d| d.key_of(episode)).collect();
-            tallies.entry(key).or_default().add(&Tally::of(episode));
-        }
-    }
-    Ok(tallies)
-}
-
-/// A window of first evaluations, `[from, to)`; unbounded where `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Window {
-    /// Evaluated at or after.
-    pub from: Option<DateTime<Utc>>,
-    /// Evaluated before.
-    pub to: Option<DateTime<Utc>>,
-}
-
-/// A window split into the whole UTC months the cells answer and the partial stretches
-/// the episodes answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Split {
-    /// The months `[first, end)` read from cells (unbounded where `None`); `None` when no
-    /// whole month lies inside the window.
-    months: Option<(Option<NaiveDate>, Option<NaiveDate>)>,
-    /// The stretches read episode by episode.
-    partial: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-impl Window {
-    fn split(self) -> Split {
-        let start_of = |month: NaiveDate| month.and_time(NaiveTime::MIN).and_utc();
-        let floor = |at: DateTime<Utc>| at.date_naive().with_day(1);
-        // The first month that starts at or after `from`.
-        let first = self.from.map(|from| {
-            floor(from).and_then(|month| {
-                if start_of(month) == from {
-                    Some(month)
-                } else {
-                    month.checked_add_months(Months::new(1))
-                }
-            })
-        });
-        // Months before the month of `to` end at or before `to`.
-        let end = self.to.map(floor);
-        let (first, end) = match (first, end) {
-            (Some(None), _) | (_, Some(None)) => {
-                return Split::episodes_only(self.from, self.to);
-            }
-            (first, end) => (first.flatten(), end.flatten()),
-        };
-        if let (Some(first), Some(end)) = (first, end)
-            && first >= end
-        {
-            return Split::episodes_only(self.from, self.to);
-        }
-        let mut partial = Vec::new();
-        if let (Some(from), Some(first)) = (self.from, first)
-            && from < start_of(first)
-        {
-            partial.push((from, start_of(first)));
-        }
-        if let (Some(to), Some(end)) = (self.to, end)
-            && start_of(end) < to
-        {
-            partial.push((start_of(end), to));
-        }
-        Split {
-            months: Some((first, end)),
-            partial,
-        }
-    }
-}
-
-impl Split {
-    /// No whole month: every episode of the window is read.
-    fn episodes_only(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
-        let partial = match (from, to) {
-            (Some(from), Some(to)) if from < to => vec![(from, to)],
-            (Some(from), None) => vec![(from, DateTime::<Utc>::MAX_UTC)],
-            (None, Some(to)) => vec![(DateTime::<Utc>::MIN_UTC, to)],
-            _ => Vec::new(),
-        };
-        Self {
-            months: None,
-            partial,
-        }
-    }
-}
-
-/// The outcome facts of the episodes of `clinics` first evaluated in `[from, to)`;
-/// [`ProjectionError::QueryTooBroad`] beyond `max_episodes`. Rows are streamed and
-/// decoded one by one. (The facts keep `evaluated_at` to the microsecond, as the column
-/// does, so the column filters exactly what a cell's month counts.)
-async fn episodes_in(
-    client: &impl GenericClient,
-    clinics: &[Uuid],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    max_episodes: usize,
-) -> Result<Vec<EpisodeOutcome>, ProjectionError> {
-    use futures::TryStreamExt;
+) -> Result<Parts, ProjectionError> {
+    let grouping = Grouping::serving(group_by);
     let statement = client
-        .prepare_cached(
-            "SELECT facts FROM outcome_episodes \
-             WHERE clinic_id = ANY($1) AND evaluated_at >= $2 AND evaluated_at < $3 \
-             LIMIT $4",
-        )
+        .prepare_cached(&format!(
+            "SELECT clinic_id, evaluated_month, diagnosis, initial_sessions, \
+                    frequency_phase, adherence_band, age_band, {columns} \
+             FROM outcome_cells \
+             WHERE clinic_id = ANY($1) AND grouping = $2 \
+               AND ($3::date IS NULL OR evaluated_month >= $3) \
+               AND ($4::date IS NULL OR evaluated_month < $4)",
+            columns = cells::tally_columns()
+        ))
         .await?;
-    let limit = i64::try_from(max_episodes.saturating_add(1)).unwrap_or(i64::MAX);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&clinics, &from, &to, &limit];
+    let bits = grouping.bits();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&clinics, &bits, &window.from, &window.to];
     let rows = client.query_raw(&statement, params).await?;
     futures::pin_mut!(rows);
-    let mut episodes = Vec::new();
-    while let Some(row) = rows.try_next().await? {
-        if episodes.len() == max_episodes {
-            return Err(ProjectionError::QueryTooBroad {
-                limit: max_episodes,
-            });
-        }
-        episodes.push(decode(row.try_get(0)?)?);
+    let mut parts = Parts::new(group_by);
+    while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+        let cell = Cell {
+            clinic_id: row.try_get(0)?,
+            month: row.try_get(1)?,
+            grouping,
+            values: [
+                row.try_get(2)?,
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+                row.try_get(6)?,
+            ],
+        };
+        let key = cell.group_key(group_by).ok_or_else(|| {
+            ProjectionError::CorruptRow("an outcome cell lacks a dimension it keeps".into())
+        })?;
+        parts.add(cell.clinic_id, cell.month, key, &cells::tally_of(&row, 7)?);
     }
-    Ok(episodes)
+    Ok(parts)
 }
 
 /// Every clinic with events, for statistics over every clinic when a request names

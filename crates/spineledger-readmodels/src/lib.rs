@@ -30,6 +30,7 @@
 pub mod fold;
 pub mod outcomes;
 pub mod plan;
+pub mod release;
 pub mod responder;
 pub mod statistics;
 pub mod tally;

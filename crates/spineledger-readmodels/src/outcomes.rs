@@ -524,6 +524,14 @@ impl EpisodeOutcome {
             .min()
     }
 
+    /// The first day of the UTC month of the first evaluation: the month statistics
+    /// count the episode in. None without an evaluation.
+    #[must_use]
+    pub fn evaluated_month(&self) -> Option<chrono::NaiveDate> {
+        use chrono::Datelike as _;
+        self.evaluated_at.and_then(|at| at.date_naive().with_day(1))
+    }
+
     /// The diagnosis key: the primary diagnosis, or `unknown`.
     #[must_use]
     pub fn diagnosis_key(&self) -> &str {

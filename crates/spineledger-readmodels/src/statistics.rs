@@ -53,6 +53,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::outcomes::EpisodeOutcome;
+use crate::release::{Parts, Released};
 use crate::tally::{Count, Tally};
 
 /// The smallest group (and the smallest number of values behind a statistic) that is
@@ -336,56 +337,70 @@ pub struct GroupStatistics {
 pub struct Group {
     /// The dimension values shared by the group, in the order grouped by.
     pub key: Vec<(Dimension, String)>,
-    /// Episodes in the group; None when the group is suppressed (fewer than `min_cell`).
+    /// Episodes in the group's released parts; None when the group is suppressed.
     pub episodes: Option<usize>,
-    /// The statistics; None when the group is suppressed.
+    /// The statistics of the released parts; None when the group is suppressed.
     pub statistics: Option<GroupStatistics>,
+    /// Whether some of the group's clinic-months were withheld ([`crate::release`]): the
+    /// figures cover the rest.
+    pub partial: bool,
 }
 
 impl Group {
-    /// Whether the group is suppressed for being smaller than `min_cell`.
+    /// Whether the group is suppressed: none of its parts could be released.
     #[must_use]
     pub const fn is_suppressed(&self) -> bool {
         self.statistics.is_none()
     }
 }
 
-/// Groups `episodes` by the values of `group_by` (all in one group when empty) and
-/// aggregates each group, suppressing groups and statistics of fewer than `min_cell`
-/// episodes. Groups come sorted by key; no input, no groups.
+/// Groups `episodes` by the values of `group_by` (all in one group when empty), releases
+/// their parts by the rules of [`crate::release`] and aggregates each group. Groups come
+/// sorted by key; no input, no groups.
 #[must_use]
 pub fn aggregate(
     episodes: &[EpisodeOutcome],
     group_by: &[Dimension],
     min_cell: MinCell,
 ) -> Vec<Group> {
-    let mut tallies: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
+    let mut parts = Parts::new(group_by);
     for episode in episodes {
         let key = group_by.iter().map(|d| d.key_of(episode)).collect();
-        tallies.entry(key).or_default().add(&Tally::of(episode));
+        parts.add(
+            episode.clinic_id,
+            episode.evaluated_month(),
+            key,
+            &Tally::of(episode),
+        );
     }
-    groups(tallies, group_by, min_cell)
+    groups(parts.release(min_cell), group_by, min_cell)
 }
 
-/// The groups of `tallies` (each group's tally by its values along `group_by`), sorted
-/// by key, suppressing groups and statistics of fewer than `min_cell` episodes. Empty
-/// tallies make no group.
+/// The groups of `released` (each group's released tally by its values along
+/// `group_by`), sorted by key: shown with their statistics (means and rates over fewer
+/// than `min_cell` values left out) when a part was released, suppressed (key only)
+/// when none was.
 #[must_use]
 pub fn groups(
-    tallies: BTreeMap<Vec<String>, Tally>,
+    released: BTreeMap<Vec<String>, Released>,
     group_by: &[Dimension],
     min_cell: MinCell,
 ) -> Vec<Group> {
-    tallies
+    released
         .into_iter()
-        .filter(|(_, tally)| tally.count(Count::Episodes) > 0)
-        .map(|(values, tally)| {
+        .filter(|(_, group)| group.withheld || group.tally.count(Count::Episodes) > 0)
+        .map(|(values, group)| {
             let key = group_by.iter().copied().zip(values).collect();
-            let statistics = tally.statistics(min_cell.get());
+            let statistics = if group.tally.count(Count::Episodes) > 0 {
+                group.tally.statistics(min_cell.get())
+            } else {
+                None
+            };
             Group {
                 key,
                 episodes: statistics.as_ref().map(|statistics| statistics.episodes),
                 statistics,
+                partial: group.withheld,
             }
         })
         .collect()

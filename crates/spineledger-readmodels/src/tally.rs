@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use spineledger_domain::measures::DischargeReason;
 use uuid::Uuid;
 
@@ -620,9 +620,7 @@ impl Cell {
     /// The cells `episode` is counted in: one per [`Grouping::KEPT`].
     #[must_use]
     pub fn of(episode: &EpisodeOutcome) -> Vec<Self> {
-        let month = episode
-            .evaluated_at
-            .and_then(|at| at.date_naive().with_day(1));
+        let month = episode.evaluated_month();
         let values = Grouping::DIMENSIONS.map(|dimension| dimension.key_of(episode));
         Grouping::KEPT
             .iter()

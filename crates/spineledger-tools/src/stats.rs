@@ -117,11 +117,18 @@ fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
         let Some(stats) = &group.statistics else {
             let _ = writeln!(
                 out,
-                "   suppressed (fewer than {} episodes)",
+                "   suppressed (no clinic-month of at least {} episodes could be shown)",
                 response.min_cell_size
             );
             continue;
         };
+        if group.partial {
+            let _ = writeln!(
+                out,
+                "   partial: some clinic-months were withheld (too small, or to protect a \
+                 small one); the figures cover the rest"
+            );
+        }
         let rows: Vec<(&str, String)> = vec![
             ("episodes", stats.episodes.to_string()),
             (
@@ -217,7 +224,7 @@ fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
     out
 }
 
-const CSV_HEADER: &str = "group,suppressed,episodes,initial_phase_completed,\
+const CSV_HEADER: &str = "group,suppressed,partial,episodes,initial_phase_completed,\
 baseline_nrs_mean,baseline_nrs_n,baseline_odi_mean,baseline_odi_n,\
 nrs_change_s4_mean,nrs_change_s4_n,nrs_change_s6_mean,nrs_change_s6_n,\
 nrs_change_discharge_mean,nrs_change_discharge_n,odi_change_s4_mean,odi_change_s4_n,\
@@ -327,6 +334,7 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
         match &group.statistics {
             None => {
                 cells.push("true".into());
+                cells.push(group.partial.to_string());
                 cells.resize(width, String::new());
             }
             Some(stats) => {
@@ -343,6 +351,7 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
                     )
                 };
                 cells.push("false".into());
+                cells.push(group.partial.to_string());
                 cells.push(stats.episodes.to_string());
                 cells.push(stats.initial_phase_completed.to_string());
                 for m in [
@@ -441,6 +450,7 @@ fn json(response: &v1::GetOutcomeStatisticsResponse) -> serde_json::Value {
             serde_json::json!({
                 "group": group_label(group),
                 "suppressed": group.suppressed,
+                "partial": group.partial,
                 "statistics": statistics,
             })
         })
@@ -463,6 +473,7 @@ mod tests {
                     }],
                     episodes: Some(20),
                     suppressed: false,
+                    partial: false,
                     statistics: Some(v1::OutcomeStatistics {
                         episodes: 20,
                         baseline_nrs: Some(v1::Mean { n: 20, mean: 6.5 }),
@@ -501,6 +512,7 @@ mod tests {
                     episodes: None,
                     suppressed: true,
                     statistics: None,
+                    partial: true,
                 },
             ],
         }

@@ -681,7 +681,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.reads = ReadSettings {
         min_cell: args.min_cell,
         catch_up_timeout: Duration::from_millis(args.catch_up_timeout_ms),
-        ..ReadSettings::default()
     };
     let settings = server::ServeSettings {
         projector: (!args.no_projector).then(|| args.projector.config()),

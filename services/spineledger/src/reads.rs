@@ -27,10 +27,6 @@ pub struct ReadSettings {
     pub min_cell: MinCell,
     /// How long a read-your-writes query waits for the projection.
     pub catch_up_timeout: Duration,
-    /// Most episodes one statistics query may read one by one, from the partial months
-    /// at the ends of its window (FAILED_PRECONDITION QUERY_TOO_BROAD beyond); whole
-    /// months come from the pre-aggregated cells at any size.
-    pub max_statistics_episodes: usize,
 }
 
 impl Default for ReadSettings {
@@ -38,7 +34,6 @@ impl Default for ReadSettings {
         Self {
             min_cell: MinCell::DEFAULT,
             catch_up_timeout: Duration::from_secs(5),
-            max_statistics_episodes: spineledger_projections::queries::MAX_EPISODES_PER_QUERY,
         }
     }
 }
@@ -254,21 +249,15 @@ impl ReadModels {
         };
         self.catch_up(Projection::OutcomeStatistics, &clinics, query.min_position)
             .await?;
-        let max_episodes = self.app.reads.max_statistics_episodes;
-        let window = queries::Window {
-            from: query.evaluated_from,
-            to: query.evaluated_to,
-        };
-        let tallies = queries::outcome_tallies(
+        let parts = queries::outcome_parts(
             self.app.store.pool(),
             &clinics,
-            window,
+            query.window,
             &query.group_by,
-            max_episodes,
         )
         .await?;
         let min_cell = self.app.reads.min_cell;
-        let groups = groups(tallies, &query.group_by, min_cell);
+        let groups = groups(parts.release(min_cell), &query.group_by, min_cell);
         Ok(v1::GetOutcomeStatisticsResponse {
             min_cell_size: i32::try_from(min_cell.get()).unwrap_or(i32::MAX),
             groups: groups.iter().map(views::outcome_group).collect(),

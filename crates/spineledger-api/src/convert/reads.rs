@@ -3,9 +3,10 @@
 //! whitespace ignored; empty, nil or malformed refused), timestamps, enums and lists, and
 //! the same wording.
 
-use chrono::{DateTime, Utc};
+use chrono::NaiveDate;
 use spineledger_projections::queries::PlanCursor;
 use spineledger_readmodels::PlanPhase;
+use spineledger_readmodels::release::{Months, month_starting_at};
 use spineledger_readmodels::statistics::Dimension;
 use uuid::Uuid;
 
@@ -60,15 +61,36 @@ pub struct StatisticsQuery {
     pub clinic_ids: Vec<Uuid>,
     /// The grouping, each dimension at most once.
     pub group_by: Vec<Dimension>,
-    /// Episodes evaluated at or after this instant.
-    pub evaluated_from: Option<DateTime<Utc>>,
-    /// Episodes evaluated before this instant (after `evaluated_from`).
-    pub evaluated_to: Option<DateTime<Utc>>,
+    /// The whole UTC months of first evaluations counted.
+    pub window: Months,
     /// Read-your-writes: a global position (at least 1) the statistics must include.
     pub min_position: Option<i64>,
 }
 
 impl Check {
+    /// An optional bound of a statistics window: the start of a UTC month (00:00:00 on the
+    /// first), so that windows differ by whole months (see
+    /// [`spineledger_readmodels::release`]).
+    fn optional_month_start(
+        &mut self,
+        field: &str,
+        raw: Option<prost_types::Timestamp>,
+    ) -> Option<Option<NaiveDate>> {
+        let at = self.optional_timestamp(field, raw)?;
+        match at.map(month_starting_at) {
+            None => Some(None),
+            Some(Some(month)) => Some(Some(month)),
+            Some(None) => {
+                self.add(
+                    field,
+                    "must be the start of a UTC month (00:00:00 on the first): statistics \
+                     count whole months",
+                );
+                None
+            }
+        }
+    }
+
     /// `min_position`, when given, is a global position: at least 1.
     fn min_position(&mut self, raw: Option<i64>) -> Option<Option<i64>> {
         match raw {
@@ -170,10 +192,23 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
                     repeated = true;
                 }
             }
-            (!repeated).then_some(group_by)
+            let crossed = group_by
+                .iter()
+                .filter(|dimension| **dimension != Dimension::Clinic)
+                .count()
+                > 1;
+            if crossed {
+                check.add(
+                    "group_by",
+                    "groups by at most one dimension besides clinic: cross-tabulated \
+                     statistics could disclose small groups by subtraction; ask for one \
+                     dimension at a time",
+                );
+            }
+            (!repeated && !crossed).then_some(group_by)
         });
-        let from = check.optional_timestamp("evaluated_from", req.evaluated_from);
-        let to = check.optional_timestamp("evaluated_to", req.evaluated_to);
+        let from = check.optional_month_start("evaluated_from", req.evaluated_from);
+        let to = check.optional_month_start("evaluated_to", req.evaluated_to);
         if let (Some(Some(from)), Some(Some(to))) = (from, to)
             && from >= to
         {
@@ -184,8 +219,10 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
             Some(Self {
                 clinic_ids: clinic_ids?,
                 group_by: group_by?,
-                evaluated_from: from?,
-                evaluated_to: to?,
+                window: Months {
+                    from: from?,
+                    to: to?,
+                },
                 min_position: min_position?,
             })
         })();
@@ -378,13 +415,32 @@ mod tests {
         let query = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
             clinic_ids: vec![CLINIC.to_owned()],
             group_by: vec![v1::StatisticsDimension::AgeBand as i32],
-            evaluated_from: at(1_700_000_000),
-            evaluated_to: at(1_800_000_000),
+            evaluated_from: at(1_698_796_800), // 2023-11-01T00:00:00Z
+            evaluated_to: at(1_798_761_600),   // 2027-01-01T00:00:00Z
             min_position: None,
         })
         .unwrap();
         assert_eq!(query.group_by, [Dimension::AgeBand]);
-        assert!(query.evaluated_from.is_some());
+        assert_eq!(
+            query.window,
+            Months {
+                from: NaiveDate::from_ymd_opt(2023, 11, 1),
+                to: NaiveDate::from_ymd_opt(2027, 1, 1),
+            }
+        );
+
+        // A bound inside a month (a second, or a nanosecond, past its start) is refused.
+        let partial = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+            evaluated_from: at(1_698_796_801),
+            evaluated_to: Some(prost_types::Timestamp {
+                seconds: 1_798_761_600,
+                nanos: 1,
+            }),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(fields(&partial), ["evaluated_from", "evaluated_to"]);
+        assert!(description(&partial, "evaluated_from").contains("start of a UTC month"));
 
         let found = StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
             clinic_ids: vec![CLINIC.to_owned(), "not-a-uuid".to_owned()],
@@ -393,8 +449,8 @@ mod tests {
                 v1::StatisticsDimension::Unspecified as i32,
                 42,
             ],
-            evaluated_from: at(1_800_000_000),
-            evaluated_to: at(1_700_000_000),
+            evaluated_from: at(1_798_761_600),
+            evaluated_to: at(1_698_796_800),
             min_position: None,
         })
         .unwrap_err();
@@ -416,6 +472,19 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(fields(&repeated), ["clinic_ids", "group_by[1]"]);
+
+        // The clinic and one dimension, yes; two dimensions besides the clinic, no.
+        let by = |dimensions: &[v1::StatisticsDimension]| {
+            StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+                group_by: dimensions.iter().map(|d| *d as i32).collect(),
+                ..Default::default()
+            })
+        };
+        use v1::StatisticsDimension as D;
+        assert!(by(&[D::AgeBand, D::Clinic]).is_ok());
+        let crossed = by(&[D::Clinic, D::Diagnosis, D::AgeBand]).unwrap_err();
+        assert_eq!(fields(&crossed), ["group_by"]);
+        assert!(description(&crossed, "group_by").contains("at most one dimension"));
     }
 
     #[test]

@@ -5,5 +5,6 @@ mod fixtures;
 mod outcomes;
 mod plan;
 mod properties;
+mod release;
 mod statistics;
 mod tally;

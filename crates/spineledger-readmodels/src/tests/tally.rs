@@ -1,14 +1,13 @@
 //! Tallies: exact sums that cells and episode rows share, and the cells an episode moves
 //! between.
 
-use std::collections::BTreeMap;
-
 use chrono::{TimeZone, Utc};
 
 use super::statistics::{row, rows};
+use crate::release::Parts;
 use crate::{
-    AdherenceBand, Cell, Count, Dimension, Grouping, Median, MinCell, ResponderStatus, Tally,
-    aggregate, cell_changes, groups,
+    AdherenceBand, Cell, Count, Dimension, Grouping, Median, MinCell, ResponderStatus, aggregate,
+    cell_changes, groups,
 };
 
 #[test]
@@ -130,15 +129,21 @@ fn cells_summed_along_any_grouping_equal_the_episodes_aggregated() {
         vec![Dimension::AdherenceBand, Dimension::InitialSessions],
     ] {
         let grouping = Grouping::serving(&group_by);
-        let mut tallies: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
+        let mut parts = Parts::new(&group_by);
         for (cell, tally) in cells.iter().filter(|(cell, _)| cell.grouping == grouping) {
-            tallies
-                .entry(cell.group_key(&group_by).unwrap())
-                .or_default()
-                .add(tally);
+            parts.add(
+                cell.clinic_id,
+                cell.month,
+                cell.group_key(&group_by).unwrap(),
+                tally,
+            );
         }
         assert_eq!(
-            groups(tallies, &group_by, MinCell::SMALLEST),
+            groups(
+                parts.release(MinCell::SMALLEST),
+                &group_by,
+                MinCell::SMALLEST
+            ),
             aggregate(&episodes, &group_by, MinCell::SMALLEST),
             "{group_by:?}"
         );

@@ -1,0 +1,308 @@
+//! What a statistics answer may show: the rules that keep a small group of patients from
+//! being seen, directly or by subtracting one figure from another.
+//!
+//! # The unit of release
+//!
+//! Every figure is a sum of *parts*: the tally of the episodes of one clinic, first
+//! evaluated in one UTC calendar month, that share the group's key (episodes with no
+//! evaluation form a part of their own, counted only when a query names no dates). A
+//! query can vary its clinics, its window (whole months only) and its grouping, so
+//! those are exactly the ways two answers can differ. The rules below hold for each
+//! part, whatever query it is read by:
+//!
+//! 1. **Small parts are withheld.** A part of fewer than `k` episodes (the minimum cell
+//!    size) is never added into any figure.
+//! 2. **Withheld parts cannot be recovered from their margins.** Within one clinic-month,
+//!    the parts of a grouping add up to the parts of every coarser grouping (its
+//!    margins: the clinic-month total, and for two or more dimensions, each row and
+//!    column). For each such line, if the withheld parts hold fewer than `k` episodes
+//!    between them, the smallest part still shown is withheld as well, until the
+//!    withheld parts of every line hold at least `k` episodes, or none, or the whole
+//!    line. What a margin minus the shown parts reveals is then a union of at least `k`
+//!    episodes, as large as any group that is shown.
+//! 3. **A finer grouping never undoes a coarser one.** A part is withheld whenever one
+//!    of its margins is withheld by the coarser grouping's own release (computed by the
+//!    same rules, from the same clinic-month).
+//!
+//! The decision depends only on the clinic-month's sizes and the set of dimensions, not
+//! on the order a query names them, so every query sees the same release of a part.
+//!
+//! # One dimension at a time
+//!
+//! The API groups by at most one dimension besides the clinic. For those groupings the
+//! rules hold against any linear combination of what is shown: a test solves the whole
+//! system (the total and every one-dimension grouping of a clinic-month, over its finest
+//! parts) for random clinic-months and finds no withheld part of fewer than `k`, and no
+//! two of them together, in its span. With cross-tabulations added (two dimensions at
+//! once) the same attacker finds derivations: rows of two different cross-tabulations
+//! can cover the same episodes, so a part withheld in one is shown in another. Keeping
+//! arbitrary cross-tabulations safe takes suppression at the finest level (which hides
+//! nearly everything at these clinic sizes) or perturbed counts (no longer exact), so
+//! they are refused instead. The rules above are written for any number of dimensions,
+//! and are at their most protective there, but they are only promised for one.
+//!
+//! A figure is the sum of the released parts of its group. So is the difference of
+//! any two figures, across windows (a month more or less), clinic sets (a clinic more
+//! or less) or groupings (a total against its groups): each released part holds at
+//! least `k` episodes, and so does anything derived from them. A group none of whose
+//! parts is released is reported as suppressed; a group some of whose parts are
+//! withheld is shown with what remains and marked partial.
+//!
+//! Why not arbitrary windows with suppression of small answers: two windows one second
+//! apart, holding 8 and 9 episodes, are both large enough, and their difference is one
+//! patient. Whole months make the smallest difference a clinic-month, and rule 1 makes
+//! that clinic-month either at least `k` episodes or absent from both answers.
+//!
+//! What these rules do not promise: inside a released union of `k` or more episodes, a
+//! statistic over fewer values (say, the one episode of nine with a score at session 6)
+//! can be derived by differencing; it is attributed to the union, not to a person.
+//! Figures reproduced at two log positions differ by what was recorded in between.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Utc};
+use uuid::Uuid;
+
+use crate::statistics::{Dimension, MinCell};
+use crate::tally::{Count, Tally};
+
+/// A window of first evaluations in whole UTC months, `[from, to)`: each bound the first
+/// day of a month, unbounded where None. Episodes without an evaluation are counted only
+/// by a window with neither bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Months {
+    /// The first month counted.
+    pub from: Option<NaiveDate>,
+    /// The first month no longer counted.
+    pub to: Option<NaiveDate>,
+}
+
+impl Months {
+    /// Whether an episode first evaluated in `month` (None: never) counts.
+    #[must_use]
+    pub fn contains(self, month: Option<NaiveDate>) -> bool {
+        match month {
+            Some(month) => {
+                self.from.is_none_or(|from| month >= from) && self.to.is_none_or(|to| month < to)
+            }
+            None => self.from.is_none() && self.to.is_none(),
+        }
+    }
+}
+
+/// The month that `at` starts, if it is 00:00:00 UTC on the first day of a month
+/// (to the nanosecond); None for any other instant.
+#[must_use]
+pub fn month_starting_at(at: DateTime<Utc>) -> Option<NaiveDate> {
+    let date = at.date_naive();
+    (date.day() == 1 && at.time() == NaiveTime::MIN).then_some(date)
+}
+
+/// The tallies of a query's parts, by clinic-month and group key, before release.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    dimensions: Vec<Dimension>,
+    by_clinic_month: BTreeMap<(Uuid, Option<NaiveDate>), BTreeMap<Vec<String>, Tally>>,
+}
+
+/// A group's figures after release.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// The sum of the group's released parts (empty when none is released).
+    pub tally: Tally,
+    /// Whether any part of the group was withheld.
+    pub withheld: bool,
+}
+
+impl Parts {
+    /// No parts yet, for groups keyed by their values along `dimensions`.
+    #[must_use]
+    pub fn new(dimensions: &[Dimension]) -> Self {
+        Self {
+            dimensions: dimensions.to_vec(),
+            by_clinic_month: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `tally` to the part of `clinic`, `month` and group `key`.
+    pub fn add(&mut self, clinic: Uuid, month: Option<NaiveDate>, key: Vec<String>, tally: &Tally) {
+        self.by_clinic_month
+            .entry((clinic, month))
+            .or_default()
+            .entry(key)
+            .or_default()
+            .add(tally);
+    }
+
+    /// Applies the release rules part by part and sums what is released, by group key.
+    /// Groups with no episodes at all are left out.
+    #[must_use]
+    pub fn release(self, min_cell: MinCell) -> BTreeMap<Vec<String>, Released> {
+        let mut groups: BTreeMap<Vec<String>, Released> = BTreeMap::new();
+        for parts in self.by_clinic_month.into_values() {
+            let sizes: BTreeMap<&Vec<String>, u64> = parts
+                .iter()
+                .map(|(key, tally)| (key, episodes(tally)))
+                .filter(|(_, size)| *size > 0)
+                .collect();
+            let withheld = withheld(&self.dimensions, &sizes, min_cell);
+            for (key, tally) in &parts {
+                if episodes(tally) == 0 {
+                    continue;
+                }
+                let group = groups.entry(key.clone()).or_default();
+                if withheld.contains(key) {
+                    group.withheld = true;
+                } else {
+                    group.tally.add(tally);
+                }
+            }
+        }
+        groups
+    }
+}
+
+fn episodes(tally: &Tally) -> u64 {
+    u64::try_from(tally.count(Count::Episodes)).unwrap_or(0)
+}
+
+/// The parts of one clinic-month that are withheld, by the rules of the module: `sizes`
+/// maps each part's key (its values along `dimensions`, in that order) to its episodes,
+/// every size above zero and every key as long as `dimensions`.
+#[must_use]
+pub fn withheld<K: Ord + AsRef<[String]>>(
+    dimensions: &[Dimension],
+    sizes: &BTreeMap<K, u64>,
+    min_cell: MinCell,
+) -> BTreeSet<Vec<String>> {
+    // Canonical positions: the dimensions in `Dimension::ALL` order, the clinic left out
+    // (one clinic-month has one clinic, so it splits nothing).
+    let mut order: Vec<usize> = (0..dimensions.len())
+        .filter(|position| dimensions[*position] != Dimension::Clinic)
+        .collect();
+    order.sort_by_key(|position| dimensions[*position]);
+    let canonical: BTreeMap<Vec<&str>, (&[String], u64)> = sizes
+        .iter()
+        .map(|(key, size)| {
+            let key = key.as_ref();
+            let canonical = order
+                .iter()
+                .map(|position| key[*position].as_str())
+                .collect();
+            (canonical, (key, *size))
+        })
+        .collect();
+    let parts: Vec<(Vec<&str>, u64)> = canonical
+        .iter()
+        .map(|(key, (_, size))| (key.clone(), *size))
+        .collect();
+    let full = (1_u32 << order.len()) - 1;
+    let mut release = Release {
+        k: min_cell.get() as u64,
+        parts: &parts,
+        memo: BTreeMap::new(),
+    };
+    let hidden = release.hidden(full);
+    canonical
+        .iter()
+        .filter(|(key, _)| hidden.contains(*key))
+        .map(|(_, (original, _))| original.to_vec())
+        .collect()
+}
+
+/// The release of the coarser groupings of one clinic-month, worked out once each.
+struct Release<'a> {
+    k: u64,
+    /// The finest parts: canonical key and size.
+    parts: &'a [(Vec<&'a str>, u64)],
+    /// For each grouping (a mask of canonical positions): its hidden parts' keys, as the
+    /// projection of the finest keys onto the mask.
+    memo: BTreeMap<u32, BTreeSet<Vec<&'a str>>>,
+}
+
+impl<'a> Release<'a> {
+    /// The hidden parts of the grouping `mask`.
+    fn hidden(&mut self, mask: u32) -> BTreeSet<Vec<&'a str>> {
+        if let Some(hidden) = self.memo.get(&mask) {
+            return hidden.clone();
+        }
+        let mut sizes: BTreeMap<Vec<&'a str>, u64> = BTreeMap::new();
+        for (key, size) in self.parts {
+            *sizes.entry(project(key, mask)).or_default() += size;
+        }
+        let keys: Vec<Vec<&'a str>> = sizes.keys().cloned().collect();
+        let size: Vec<u64> = sizes.values().copied().collect();
+        // Rule 1: small parts. Rule 3: parts with a withheld margin one dimension coarser
+        // (whose own release already carries every coarser one).
+        let mut hidden: Vec<bool> = size.iter().map(|n| *n < self.k).collect();
+        for bit in (0..u32::BITS).filter(|bit| mask & (1 << bit) != 0) {
+            let coarser = mask & !(1 << bit);
+            let withheld = self.hidden(coarser);
+            for (index, key) in keys.iter().enumerate() {
+                if withheld.contains(&project_within(key, mask, coarser)) {
+                    hidden[index] = true;
+                }
+            }
+        }
+        // Rule 2: lines, one per proper subset of the grouping's dimensions.
+        let mut lines: Vec<Vec<usize>> = Vec::new();
+        for margin in (0..mask).filter(|margin| margin & !mask == 0) {
+            let mut by_margin: BTreeMap<Vec<&str>, Vec<usize>> = BTreeMap::new();
+            for (index, key) in keys.iter().enumerate() {
+                by_margin
+                    .entry(project_within(key, mask, margin))
+                    .or_default()
+                    .push(index);
+            }
+            lines.extend(by_margin.into_values().filter(|line| line.len() > 1));
+        }
+        loop {
+            let mut changed = false;
+            for line in &lines {
+                let hidden_size: u64 = line.iter().filter(|i| hidden[**i]).map(|i| size[*i]).sum();
+                if hidden_size == 0 || hidden_size >= self.k {
+                    continue;
+                }
+                // The smallest part still shown, the first key on a tie.
+                if let Some(next) = line
+                    .iter()
+                    .filter(|i| !hidden[**i])
+                    .min_by_key(|i| (size[**i], **i))
+                {
+                    hidden[*next] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let hidden: BTreeSet<Vec<&'a str>> = keys
+            .into_iter()
+            .zip(hidden)
+            .filter_map(|(key, hidden)| hidden.then_some(key))
+            .collect();
+        self.memo.insert(mask, hidden.clone());
+        hidden
+    }
+}
+
+/// A finest key's values at the positions of `mask`.
+fn project<'a>(key: &[&'a str], mask: u32) -> Vec<&'a str> {
+    key.iter()
+        .enumerate()
+        .filter(|(position, _)| mask & (1 << position) != 0)
+        .map(|(_, value)| *value)
+        .collect()
+}
+
+/// A key of the grouping `mask` (its values at `mask`'s positions, in order) projected
+/// onto `margin`, a subset of `mask`.
+fn project_within<'a>(key: &[&'a str], mask: u32, margin: u32) -> Vec<&'a str> {
+    (0..u32::BITS)
+        .filter(|bit| mask & (1 << bit) != 0)
+        .zip(key)
+        .filter(|(bit, _)| margin & (1 << bit) != 0)
+        .map(|(_, value)| *value)
+        .collect()
+}

@@ -1,0 +1,345 @@
+//! The release rules, attacked: whatever the total and every one-dimension grouping of a
+//! clinic-month show, no withheld part of fewer than k episodes (nor two of them
+//! together) can be worked out by adding and subtracting what is shown: the attacker
+//! solves the linear system of everything shown (over the finest parts, whose existence
+//! it is told) and checks whether a withheld part's episodes are in its span.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+use super::statistics::row;
+use crate::release::{Months, Parts, month_starting_at, withheld};
+use crate::{Dimension, MinCell, Tally, aggregate};
+
+const DIMENSIONS: [Dimension; 3] = [
+    Dimension::Diagnosis,
+    Dimension::AdherenceBand,
+    Dimension::AgeBand,
+];
+/// Values per dimension: a 3 x 3 x 2 table of finest parts.
+const VALUES: [usize; 3] = [3, 3, 2];
+
+fn min_cell(k: usize) -> MinCell {
+    MinCell::new(k).expect("k >= 3")
+}
+
+/// The finest parts: one per combination of values, in row-major order.
+fn finest_keys() -> Vec<Vec<String>> {
+    let mut keys = vec![Vec::new()];
+    for (dimension, values) in VALUES.iter().enumerate() {
+        keys = keys
+            .into_iter()
+            .flat_map(|key| {
+                (0..*values).map(move |value| {
+                    let mut key = key.clone();
+                    key.push(format!("d{dimension}v{value}"));
+                    key
+                })
+            })
+            .collect();
+    }
+    keys
+}
+
+/// One grouping's parts (key to size and the finest parts inside), from the finest sizes.
+type Grouped = BTreeMap<Vec<String>, (u64, BTreeSet<usize>)>;
+
+fn grouped(sizes: &[u64], mask: usize) -> Grouped {
+    let mut parts: Grouped = BTreeMap::new();
+    for (index, key) in finest_keys().into_iter().enumerate() {
+        if sizes[index] == 0 {
+            continue;
+        }
+        let key: Vec<String> = key
+            .into_iter()
+            .enumerate()
+            .filter(|(position, _)| mask & (1 << position) != 0)
+            .map(|(_, value)| value)
+            .collect();
+        let part = parts.entry(key).or_default();
+        part.0 += sizes[index];
+        part.1.insert(index);
+    }
+    parts
+}
+
+fn dimensions_of(mask: usize) -> Vec<Dimension> {
+    (0..DIMENSIONS.len())
+        .filter(|position| mask & (1 << position) != 0)
+        .map(|position| DIMENSIONS[position])
+        .collect()
+}
+
+/// Linear combinations of the finest parts' sizes: a basis in echelon form.
+#[derive(Default)]
+struct Span {
+    rows: Vec<(usize, Vec<f64>)>,
+}
+
+impl Span {
+    fn residual(&self, mut vector: Vec<f64>) -> Vec<f64> {
+        for (pivot, row) in &self.rows {
+            let factor = vector[*pivot] / row[*pivot];
+            if factor != 0.0 {
+                for (value, r) in vector.iter_mut().zip(row) {
+                    *value -= factor * r;
+                }
+            }
+        }
+        vector
+    }
+
+    fn add(&mut self, vector: Vec<f64>) {
+        let residual = self.residual(vector);
+        if let Some(pivot) = residual.iter().position(|value| value.abs() > 1e-9) {
+            self.rows.push((pivot, residual));
+        }
+    }
+
+    fn contains(&self, vector: Vec<f64>) -> bool {
+        self.residual(vector).iter().all(|value| value.abs() < 1e-9)
+    }
+}
+
+fn indicator(parts: &BTreeSet<usize>, width: usize) -> Vec<f64> {
+    (0..width)
+        .map(|index| if parts.contains(&index) { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// Every grouping's release of one clinic-month; panics with the derivation if a
+/// withheld part of fewer than k episodes, or two withheld parts of one grouping holding
+/// fewer than k together, lie in the span of what is shown.
+fn assert_nothing_small_derivable(sizes: &[u64], k: usize) {
+    let width = sizes.len();
+    let mut shown = Span::default();
+    let mut hidden: Vec<(usize, u64, BTreeSet<usize>)> = Vec::new();
+    // The groupings the API answers: the total and each dimension alone. (With pairs of
+    // dimensions as well, this attacker finds derivations: see the module's docs.)
+    for mask in (0..(1_usize << DIMENSIONS.len())).filter(|mask| mask.count_ones() <= 1) {
+        let parts = grouped(sizes, mask);
+        let query: BTreeMap<Vec<String>, u64> = parts
+            .iter()
+            .map(|(key, (size, _))| (key.clone(), *size))
+            .collect();
+        let withheld = withheld(&dimensions_of(mask), &query, min_cell(k));
+        for (key, (size, inside)) in parts {
+            if withheld.contains(&key) {
+                hidden.push((mask, size, inside));
+            } else {
+                assert!(size >= k as u64, "a part of {size} < {k} is shown");
+                shown.add(indicator(&inside, width));
+            }
+        }
+    }
+    for (mask, size, inside) in &hidden {
+        if *size < k as u64 {
+            assert!(
+                !shown.contains(indicator(inside, width)),
+                "grouping {mask:03b}: a withheld part of {size} can be derived from {sizes:?}"
+            );
+        }
+    }
+    for (i, (mask, size, inside)) in hidden.iter().enumerate() {
+        for (other_mask, other_size, other) in &hidden[i + 1..] {
+            if mask == other_mask && size + other_size < k as u64 {
+                let union: BTreeSet<usize> = inside.union(other).copied().collect();
+                assert!(
+                    !shown.contains(indicator(&union, width)),
+                    "grouping {mask:03b}: two withheld parts of {size} and {other_size} \
+                     together can be derived from {sizes:?}"
+                );
+            }
+        }
+    }
+}
+
+fn part_size() -> impl Strategy<Value = u64> {
+    prop_oneof![3 => Just(0_u64), 3 => 1_u64..8, 4 => 8_u64..40]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn no_small_withheld_part_can_be_derived_from_every_grouping(
+        sizes in prop::collection::vec(part_size(), 18),
+        k in prop_oneof![Just(3_usize), Just(5), Just(8)],
+    ) {
+        assert_nothing_small_derivable(&sizes, k);
+    }
+
+    #[test]
+    fn the_release_does_not_depend_on_the_order_dimensions_are_named(
+        sizes in prop::collection::vec(part_size(), 18),
+    ) {
+        let forward = grouped(&sizes, 0b111);
+        let query: BTreeMap<Vec<String>, u64> =
+            forward.iter().map(|(key, (size, _))| (key.clone(), *size)).collect();
+        let reversed: BTreeMap<Vec<String>, u64> = query
+            .iter()
+            .map(|(key, size)| (key.iter().rev().cloned().collect(), *size))
+            .collect();
+        let mut names = DIMENSIONS.to_vec();
+        let hidden = withheld(&names, &query, MinCell::DEFAULT);
+        names.reverse();
+        let hidden_reversed: BTreeSet<Vec<String>> = withheld(&names, &reversed, MinCell::DEFAULT)
+            .into_iter()
+            .map(|key| key.into_iter().rev().collect())
+            .collect();
+        prop_assert_eq!(hidden, hidden_reversed);
+    }
+}
+
+/// Cases a person can check by hand (k = 8).
+#[test]
+fn worked_examples() {
+    let one = |sizes: &[(&str, u64)]| -> BTreeSet<String> {
+        let query: BTreeMap<Vec<String>, u64> = sizes
+            .iter()
+            .map(|(key, size)| (vec![(*key).to_owned()], *size))
+            .collect();
+        withheld(&[Dimension::Diagnosis], &query, MinCell::DEFAULT)
+            .into_iter()
+            .map(|mut key| key.remove(0))
+            .collect()
+    };
+    let set = |keys: &[&str]| keys.iter().map(|key| (*key).to_owned()).collect();
+    // Nothing small: everything shown.
+    assert_eq!(one(&[("a", 8), ("b", 30)]), set(&[]));
+    // One small part: the total minus the other would give it away, so the smallest
+    // other part goes too.
+    assert_eq!(one(&[("a", 3), ("b", 20), ("c", 9)]), set(&["a", "c"]));
+    // Two small parts holding 8 between them protect each other.
+    assert_eq!(one(&[("a", 3), ("b", 5), ("c", 20)]), set(&["a", "b"]));
+    // Two holding 7 do not: a third goes.
+    assert_eq!(
+        one(&[("a", 3), ("b", 4), ("c", 20), ("d", 30)]),
+        set(&["a", "b", "c"])
+    );
+    // A clinic-month of 7 is withheld whole.
+    assert_eq!(one(&[("a", 4), ("b", 3)]), set(&["a", "b"]));
+    // The grouping by diagnosis and age band of a month whose diagnosis margin withheld
+    // B (to protect A) withholds all of B's row, though each of its parts is large.
+    let two: BTreeMap<Vec<String>, u64> = [
+        (["A", "young"], 3),
+        (["B", "old"], 9),
+        (["C", "young"], 15),
+        (["C", "old"], 15),
+    ]
+    .into_iter()
+    .map(|(key, size)| (key.map(str::to_owned).to_vec(), size))
+    .collect();
+    let hidden = withheld(
+        &[Dimension::Diagnosis, Dimension::AgeBand],
+        &two,
+        MinCell::DEFAULT,
+    );
+    assert!(hidden.contains(&vec!["B".to_owned(), "old".to_owned()]));
+    assert!(hidden.contains(&vec!["A".to_owned(), "young".to_owned()]));
+}
+
+/// Figures over windows and clinic sets add released parts only, so the difference of
+/// two of them is made of parts of at least k episodes.
+#[test]
+fn windows_and_clinic_sets_differ_by_released_parts_only() {
+    let clinic = Uuid::from_u128(1);
+    let other = Uuid::from_u128(2);
+    let march = NaiveDate::from_ymd_opt(2026, 3, 1);
+    let april = NaiveDate::from_ymd_opt(2026, 4, 1);
+    let may = NaiveDate::from_ymd_opt(2026, 5, 1);
+    let episode = |clinic: Uuid, month: Option<NaiveDate>, pain: u8| {
+        let mut episode = row(0, 0);
+        episode.clinic_id = clinic;
+        episode.evaluated_at = month
+            .and_then(|m| m.and_hms_opt(10, 0, 0))
+            .map(|at| at.and_utc());
+        episode.baseline_pain_back = Some(pain);
+        episode
+    };
+    let mut episodes: Vec<_> = (0..9).map(|_| episode(clinic, march, 7)).collect();
+    episodes.push(episode(clinic, april, 1));
+    episodes.extend((0..3).map(|_| episode(other, march, 1)));
+    let figure = |window: Months, clinics: &[Uuid]| {
+        let cohort: Vec<_> = episodes
+            .iter()
+            .filter(|e| window.contains(e.evaluated_month()) && clinics.contains(&e.clinic_id))
+            .cloned()
+            .collect();
+        let groups = aggregate(&cohort, &[], MinCell::DEFAULT);
+        assert_eq!(groups.len(), 1);
+        let group = &groups[0];
+        (
+            group
+                .statistics
+                .as_ref()
+                .map(|s| (s.episodes, s.baseline_nrs.expect("baselines").mean)),
+            group.partial,
+        )
+    };
+    let march_only = Months {
+        from: march,
+        to: april,
+    };
+    let spring = Months {
+        from: march,
+        to: may,
+    };
+    assert_eq!(figure(march_only, &[clinic]), (Some((9, 7.0)), false));
+    assert_eq!(figure(spring, &[clinic]), (Some((9, 7.0)), true));
+    assert_eq!(
+        figure(
+            Months {
+                from: april,
+                to: may
+            },
+            &[clinic]
+        ),
+        (None, true)
+    );
+    assert_eq!(figure(march_only, &[clinic, other]), (Some((9, 7.0)), true));
+    assert_eq!(
+        figure(Months::default(), &[clinic, other]),
+        (Some((9, 7.0)), true)
+    );
+    // Parts are released per clinic-month, whatever else the query holds.
+    let mut parts = Parts::new(&[]);
+    for e in &episodes {
+        parts.add(e.clinic_id, e.evaluated_month(), Vec::new(), &Tally::of(e));
+    }
+    let released = parts.release(MinCell::DEFAULT);
+    assert_eq!(released[&Vec::new()].tally.count(crate::Count::Episodes), 9);
+}
+
+#[test]
+fn windows_are_whole_utc_months() {
+    use chrono::{TimeZone, Utc};
+    let start = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        month_starting_at(start),
+        NaiveDate::from_ymd_opt(2026, 3, 1)
+    );
+    assert_eq!(
+        month_starting_at(start + chrono::Duration::nanoseconds(1)),
+        None
+    );
+    assert_eq!(
+        month_starting_at(start - chrono::Duration::seconds(1)),
+        None
+    );
+    assert_eq!(month_starting_at(start + chrono::Duration::days(1)), None);
+    let window = Months {
+        from: NaiveDate::from_ymd_opt(2026, 3, 1),
+        to: NaiveDate::from_ymd_opt(2026, 4, 1),
+    };
+    assert!(window.contains(NaiveDate::from_ymd_opt(2026, 3, 1)));
+    assert!(!window.contains(NaiveDate::from_ymd_opt(2026, 4, 1)));
+    assert!(
+        !window.contains(None),
+        "no evaluation: only in an unbounded window"
+    );
+    assert!(Months::default().contains(None));
+}
