@@ -53,6 +53,10 @@
 //! patient. Whole months make the smallest difference a clinic-month, and rule 1 makes
 //! that clinic-month either at least `k` episodes or absent from both answers.
 //!
+//! A group with no released part is not listed (its key would tell that a patient of
+//! the window has it). Known gap: episodes without a plan are `no_plan` in two
+//! dimensions (initial sessions, frequency phase) whose releases are decided apart.
+//!
 //! What these rules do not promise: inside a released union of `k` or more episodes, a
 //! statistic over fewer values (say, the one episode of nine with a score at session 6)
 //! can be derived by differencing; it is attributed to the union, not to a person.

@@ -4,15 +4,14 @@
 //!
 //! # Suppression
 //!
-//! A group of fewer than `min_cell` episodes is suppressed: it is listed by its key only,
-//! with neither its episode count nor any statistic ([`Group::episodes`] and
-//! [`Group::statistics`] are `None`). Inside a group that is shown, every mean, median and
-//! proportion computed over fewer than `min_cell` values is suppressed too (`None`), and
-//! so is each point of the pain trajectory. The default, [`MinCell::DEFAULT`] = 8, follows
-//! NHS Digital's small-number policy, which suppresses counts and means of 1-7 values.
-//! Counts of the shown group's episodes by category (adherence bands, discharge reasons)
-//! are shown; callers that publish several overlapping groupings should still mind
-//! differencing between them.
+//! What a group may show is decided part by part ([`crate::release`]): a group adds up
+//! its released parts and is listed only if it has one. Inside a listed group, every
+//! mean, median and proportion computed over fewer than `min_cell` values is left out
+//! (`None`), and so is each point of the pain trajectory. The default,
+//! [`MinCell::DEFAULT`] = 8, follows NHS Digital's small-number policy, which suppresses
+//! counts and means of 1-7 values. Counts of the group's episodes by category (discharge
+//! reasons, adverse events) are shown; the API leaves out counts by adherence band,
+//! which would cross-tabulate a grouping dimension.
 //!
 //! # Definitions
 //!
@@ -377,9 +376,9 @@ pub fn aggregate(
 }
 
 /// The groups of `released` (each group's released tally by its values along
-/// `group_by`), sorted by key: shown with their statistics (means and rates over fewer
-/// than `min_cell` values left out) when a part was released, suppressed (key only)
-/// when none was.
+/// `group_by`) that have a released part, sorted by key, with their statistics (means
+/// and rates over fewer than `min_cell` values left out). A group with nothing released
+/// is left out: its key alone would disclose that a patient of the window has it.
 #[must_use]
 pub fn groups(
     released: BTreeMap<Vec<String>, Released>,
@@ -388,7 +387,7 @@ pub fn groups(
 ) -> Vec<Group> {
     released
         .into_iter()
-        .filter(|(_, group)| group.withheld || group.tally.count(Count::Episodes) > 0)
+        .filter(|(_, group)| group.tally.count(Count::Episodes) > 0)
         .map(|(values, group)| {
             let key = group_by.iter().copied().zip(values).collect();
             let statistics = if group.tally.count(Count::Episodes) > 0 {

@@ -30,6 +30,10 @@ pub const APP_ROLE: &str = "spineledger_app";
 /// The role projector workers log in as: it reads every clinic's events and writes the
 /// read models and the projector bookkeeping.
 pub const PROJECTOR_ROLE: &str = "spineledger_projector";
+/// The role analysts' own tools log in as (NOLOGIN until an operator gives it a
+/// password): it sees only the `analytics` schema, over the clinics granted to it in
+/// `analyst_grants` (see `migrations/V12__analytics.sql`).
+pub const ANALYST_ROLE: &str = "spineledger_analyst";
 /// Advisory lock key that serialises migrations across processes.
 const MIGRATION_LOCK_KEY: i64 = 0x5350_494e_454c_4544; // "SPINELED"
 

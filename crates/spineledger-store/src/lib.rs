@@ -30,8 +30,9 @@ pub use access::{
     read_access_after, read_clinic_access_log,
 };
 pub use database::{
-    APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe, ensure_database,
-    ensure_walled, migrate, parse_url, pool, quote_identifier, resolve, with_dbname,
+    ANALYST_ROLE, APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe,
+    ensure_database, ensure_walled, migrate, parse_url, pool, quote_identifier, resolve,
+    with_dbname,
 };
 pub use error::StoreError;
 pub use group::GroupCommit;

@@ -244,27 +244,25 @@ fn the_median_sessions_to_response_is_over_responders_at_the_latest_follow_up() 
 }
 
 #[test]
-fn groups_below_min_cell_are_suppressed_without_any_number() {
+fn groups_with_nothing_released_are_not_listed() {
     let mut episodes = rows(1, 3);
     episodes.extend(rows(2, 8));
     let groups = aggregate(&episodes, &[Dimension::Clinic], MinCell::default());
-    assert_eq!(groups.len(), 2);
-    let small = &groups[0];
+    // Clinic 1's three episodes are withheld; even its key is not listed.
+    assert_eq!(groups.len(), 1);
+    let large = &groups[0];
     assert_eq!(
-        small.key,
-        vec![(Dimension::Clinic, Uuid::from_u128(1).to_string())]
+        large.key,
+        vec![(Dimension::Clinic, Uuid::from_u128(2).to_string())]
     );
-    assert!(small.is_suppressed());
-    assert_eq!(small.episodes, None);
-    assert_eq!(small.statistics, None);
-    let json = serde_json::to_value(small).unwrap();
-    assert_eq!(json["episodes"], serde_json::Value::Null);
-    assert_eq!(json["statistics"], serde_json::Value::Null);
-
-    let large = &groups[1];
     assert!(!large.is_suppressed());
+    assert!(!large.partial);
     assert_eq!(large.episodes, Some(8));
     assert_eq!(large.statistics.as_ref().unwrap().episodes, 8);
+    // Together, clinic 1's part is left out of the total, which says so.
+    let total = aggregate(&episodes, &[], MinCell::default());
+    assert_eq!(total[0].episodes, Some(8));
+    assert!(total[0].partial);
 }
 
 #[test]
@@ -299,7 +297,11 @@ fn groups_are_keyed_by_each_dimension() {
     other.frequency_phase = FrequencyPhase::Maintenance;
     other.adherence_band = AdherenceBand::High;
     other.age_band = Some(AgeBand::From75);
-    let episodes = vec![row(1, 1), other];
+    // Three of each, so that every part reaches the smallest minimum cell (3).
+    let episodes: Vec<_> = [row(1, 1), other]
+        .iter()
+        .flat_map(|episode| std::iter::repeat_n(episode.clone(), 3))
+        .collect();
     let expected = [
         (
             Dimension::Clinic,
@@ -338,6 +340,11 @@ fn several_dimensions_key_groups_in_the_order_given_and_sort_them() {
     let mut episodes = rows(2, 2);
     episodes.extend(rows(1, 2));
     episodes[0].age_band = Some(AgeBand::From18To29);
+    // Three of each, so that every part reaches the smallest minimum cell (3).
+    let episodes: Vec<_> = episodes
+        .iter()
+        .flat_map(|episode| std::iter::repeat_n(episode.clone(), 3))
+        .collect();
     let groups = aggregate(
         &episodes,
         &[Dimension::Clinic, Dimension::AgeBand],

@@ -1,0 +1,307 @@
+-- SQL for analysts' own tools (psql, pandas, Metabase, Superset, Power BI, DuckDB).
+--
+-- A login role, spineledger_analyst, sees one schema, `analytics`: views and a function
+-- over the released parts of the pre-aggregated outcome statistics (outcome_cells), of
+-- the clinics granted to the login in analyst_grants, and nothing else: no events, no
+-- episode rows, no free text, no withheld part. The release is the API's, part by part
+-- (spineledger-readmodels, release.rs): a part is one clinic's episodes first evaluated
+-- in one UTC month, in the clinic-month total or in one value of one dimension; a part
+-- of fewer than k episodes is withheld, and within a clinic-month and dimension the
+-- smallest parts are withheld with it until the withheld ones hold at least k. For one
+-- dimension that is the shortest run of parts, smallest first (ties by value in byte
+-- order), that takes in every small part and holds at least k episodes. A test compares
+-- these figures with the API's.
+--
+-- The wall is row-level security: the views belong to spineledger_analytics, a role
+-- that cannot log in, reads outcome_cells under a policy admitting the clinics granted
+-- to the session's login (session_user), and is the only way the analyst reaches them.
+
+DO $$
+DECLARE
+    role_name text;
+BEGIN
+    FOREACH role_name IN ARRAY ARRAY['spineledger_analyst', 'spineledger_analytics'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role_name) THEN
+            BEGIN
+                -- NOLOGIN: an operator lets the analyst in with
+                -- ALTER ROLE spineledger_analyst LOGIN PASSWORD '…' (see the README).
+                EXECUTE format(
+                    'CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+                    'NOREPLICATION NOBYPASSRLS', role_name);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- The migrator hands the analysts' views to spineledger_analytics below, which takes
+-- membership (a superuser has it already).
+DO $$
+BEGIN
+    IF NOT pg_has_role(current_user, 'spineledger_analytics', 'MEMBER') THEN
+        EXECUTE format('GRANT spineledger_analytics TO %I', current_user);
+    END IF;
+END;
+$$;
+
+-- k, as the server's --min-cell (8 unless changed; never below 3).
+CREATE TABLE statistics_settings (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    min_cell  integer NOT NULL CHECK (min_cell >= 3)
+);
+INSERT INTO statistics_settings (min_cell) VALUES (8);
+
+-- Which clinics each analyst login sees. Kept by the owner (the operator).
+CREATE TABLE analyst_grants (
+    login     name NOT NULL,
+    clinic_id uuid NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (login, clinic_id)
+);
+
+-- The clinics granted to the session's login; runs as the owner, returns ids only.
+CREATE FUNCTION spineledger_analyst_clinics() RETURNS uuid[]
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(clinic_id), '{}'::uuid[])
+    FROM public.analyst_grants WHERE login = session_user
+$$;
+REVOKE ALL ON FUNCTION spineledger_analyst_clinics() FROM PUBLIC;
+-- The policy's call runs with the querying user's privileges (a view does not change
+-- current_user): the analyst may learn its own grants.
+GRANT EXECUTE ON FUNCTION spineledger_analyst_clinics()
+    TO spineledger_analytics, spineledger_analyst;
+
+GRANT SELECT ON outcome_cells, statistics_settings TO spineledger_analytics;
+CREATE POLICY analyst_clinics ON outcome_cells FOR SELECT TO spineledger_analytics
+    USING (clinic_id = ANY (spineledger_analyst_clinics()));
+
+-- Every part with its release decision: internal, not reachable by analysts.
+CREATE SCHEMA spineledger_release;
+CREATE VIEW spineledger_release.parts AS
+WITH settings AS (SELECT min_cell FROM public.statistics_settings),
+parts AS (
+    SELECT c.*,
+           CASE c.grouping WHEN 0 THEN 'none' WHEN 1 THEN 'diagnosis'
+                WHEN 2 THEN 'initial_sessions' WHEN 4 THEN 'frequency_phase'
+                WHEN 8 THEN 'adherence_band' WHEN 16 THEN 'age_band' END AS dimension,
+           CASE c.grouping WHEN 1 THEN c.diagnosis WHEN 2 THEN c.initial_sessions
+                WHEN 4 THEN c.frequency_phase WHEN 8 THEN c.adherence_band
+                WHEN 16 THEN c.age_band END AS value
+    FROM public.outcome_cells c
+    WHERE c.grouping IN (0, 1, 2, 4, 8, 16)
+),
+ranked AS (
+    SELECT parts.*, settings.min_cell,
+           row_number() OVER run AS rank,
+           sum(parts.episodes) OVER run - parts.episodes AS before,
+           count(*) FILTER (WHERE parts.episodes < settings.min_cell)
+               OVER (PARTITION BY parts.clinic_id, parts.evaluated_month, parts.grouping)
+               AS small_parts
+    FROM parts CROSS JOIN settings
+    WINDOW run AS (PARTITION BY parts.clinic_id, parts.evaluated_month, parts.grouping
+                   ORDER BY parts.episodes, parts.value COLLATE "C"
+                   ROWS UNBOUNDED PRECEDING)
+)
+SELECT *, (small_parts = 0 OR (rank > small_parts AND before >= min_cell)) AS released
+FROM ranked;
+
+-- The analysts' schema.
+CREATE SCHEMA analytics;
+COMMENT ON SCHEMA analytics IS
+    'Outcome statistics of spinal decompression episodes, released part by part '
+    '(one clinic, one UTC month of first evaluation, one value of at most one dimension). '
+    'Parts of fewer than k episodes, and parts withheld to protect them, never appear. '
+    'Definitions: the view analytics.definitions and the README.';
+
+CREATE VIEW analytics.monthly_outcomes WITH (security_barrier) AS
+SELECT clinic_id, evaluated_month, dimension, value, episodes, initial_phase_completed,
+       CASE WHEN baseline_nrs_n >= min_cell THEN baseline_nrs_n END AS baseline_nrs_n,
+       CASE WHEN baseline_nrs_n >= min_cell
+            THEN baseline_nrs_sum::float8 / baseline_nrs_n::float8 END AS baseline_nrs_mean,
+       CASE WHEN baseline_odi_n >= min_cell THEN baseline_odi_n END AS baseline_odi_n,
+       CASE WHEN baseline_odi_n >= min_cell
+            THEN baseline_odi_sum::float8 / (baseline_odi_n::float8 * 1e9::float8)
+            END AS baseline_odi_mean,
+       CASE WHEN nrs_assessed >= min_cell THEN nrs_assessed END AS nrs_assessed,
+       CASE WHEN nrs_assessed >= min_cell THEN nrs_responders END AS nrs_responders,
+       CASE WHEN odi_assessed >= min_cell THEN odi_assessed END AS odi_assessed,
+       CASE WHEN odi_assessed >= min_cell THEN odi_responders END AS odi_responders,
+       missed_sessions, adverse_events, episodes_with_adverse_events,
+       discharged_goals_met, discharged_plateau, discharged_self_discharge,
+       discharged_referred, discharged_adverse_event, discharged_lost_to_follow_up,
+       ongoing, discharged_self_discharge + discharged_lost_to_follow_up AS drop_out,
+       scores_corrected
+FROM spineledger_release.parts
+WHERE released;
+COMMENT ON VIEW analytics.monthly_outcomes IS
+    'One row per released part: clinic, month of first evaluation (NULL: never '
+    'evaluated), dimension (none, diagnosis, initial_sessions, frequency_phase, '
+    'adherence_band, age_band) and its value. Means and rates over fewer than k values '
+    'are NULL. Counts by adherence band are not kept beside another dimension (they '
+    'would cross-tabulate it): the rows of dimension adherence_band give them. '
+    'To add months or clinics up, use analytics.outcome_statistics, which sums '
+    'the released parts before it applies the k rule, as the API does.';
+
+-- A window of whole months over the granted clinics (or those named), grouped by one
+-- dimension or none, optionally by clinic: the API's GetOutcomeStatistics in SQL.
+CREATE FUNCTION analytics.outcome_statistics(
+    dimension  text    DEFAULT 'none',
+    from_month date    DEFAULT NULL,
+    to_month   date    DEFAULT NULL,
+    clinics    uuid[]  DEFAULT NULL,
+    by_clinic  boolean DEFAULT false
+) RETURNS TABLE (
+    clinic_id uuid, value text, suppressed boolean, partial boolean, episodes bigint,
+    initial_phase_completed bigint,
+    baseline_nrs_n bigint, baseline_nrs_mean float8,
+    baseline_odi_n bigint, baseline_odi_mean float8,
+    nrs_change_session_4_n bigint, nrs_change_session_4_mean float8,
+    nrs_change_session_6_n bigint, nrs_change_session_6_mean float8,
+    nrs_change_discharge_n bigint, nrs_change_discharge_mean float8,
+    odi_change_session_4_n bigint, odi_change_session_4_mean float8,
+    odi_change_session_6_n bigint, odi_change_session_6_mean float8,
+    odi_change_discharge_n bigint, odi_change_discharge_mean float8,
+    nrs_assessed bigint, nrs_responders bigint, odi_assessed bigint, odi_responders bigint,
+    missed_sessions bigint, adverse_events bigint,
+    episodes_with_adverse_events bigint, discharged_goals_met bigint,
+    discharged_plateau bigint, discharged_self_discharge bigint, discharged_referred bigint,
+    discharged_adverse_event bigint, discharged_lost_to_follow_up bigint, ongoing bigint,
+    drop_out bigint, scores_corrected bigint
+)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k integer;
+BEGIN
+    IF dimension NOT IN ('none', 'diagnosis', 'initial_sessions', 'frequency_phase',
+                         'adherence_band', 'age_band') THEN
+        RAISE EXCEPTION 'unknown dimension %', dimension USING ERRCODE = '22023',
+            HINT = 'none, diagnosis, initial_sessions, frequency_phase, adherence_band '
+                   'or age_band';
+    END IF;
+    IF from_month <> date_trunc('month', from_month)::date
+       OR to_month <> date_trunc('month', to_month)::date THEN
+        RAISE EXCEPTION 'windows are whole months: from_month and to_month must be the '
+                        'first of a month' USING ERRCODE = '22023';
+    END IF;
+    SELECT s.min_cell INTO k FROM public.statistics_settings s;
+    RETURN QUERY
+    WITH window_parts AS (
+        SELECT p.*
+        FROM spineledger_release.parts p
+        WHERE p.dimension = outcome_statistics.dimension
+          AND (clinics IS NULL OR p.clinic_id = ANY (clinics))
+          AND CASE WHEN from_month IS NULL AND to_month IS NULL THEN true
+                   ELSE p.evaluated_month >= coalesce(from_month, '-infinity'::date)
+                    AND p.evaluated_month < coalesce(to_month, 'infinity'::date) END
+    ),
+    summed AS (
+        SELECT CASE WHEN by_clinic THEN w.clinic_id END AS clinic_id, w.value,
+               bool_or(NOT w.released) AS partial,
+               sum(w.episodes) FILTER (WHERE w.released) AS episodes,
+               sum(w.initial_phase_completed) FILTER (WHERE w.released) AS initial_phase_completed,
+               sum(w.baseline_nrs_n) FILTER (WHERE w.released) AS baseline_nrs_n,
+               sum(w.baseline_nrs_sum) FILTER (WHERE w.released) AS baseline_nrs_sum,
+               sum(w.baseline_odi_n) FILTER (WHERE w.released) AS baseline_odi_n,
+               sum(w.baseline_odi_sum) FILTER (WHERE w.released) AS baseline_odi_sum,
+               sum(w.nrs_change_session_4_n) FILTER (WHERE w.released) AS n4n,
+               sum(w.nrs_change_session_4_sum) FILTER (WHERE w.released) AS n4s,
+               sum(w.nrs_change_session_6_n) FILTER (WHERE w.released) AS n6n,
+               sum(w.nrs_change_session_6_sum) FILTER (WHERE w.released) AS n6s,
+               sum(w.nrs_change_discharge_n) FILTER (WHERE w.released) AS ndn,
+               sum(w.nrs_change_discharge_sum) FILTER (WHERE w.released) AS nds,
+               sum(w.odi_change_session_4_n) FILTER (WHERE w.released) AS o4n,
+               sum(w.odi_change_session_4_sum) FILTER (WHERE w.released) AS o4s,
+               sum(w.odi_change_session_6_n) FILTER (WHERE w.released) AS o6n,
+               sum(w.odi_change_session_6_sum) FILTER (WHERE w.released) AS o6s,
+               sum(w.odi_change_discharge_n) FILTER (WHERE w.released) AS odn,
+               sum(w.odi_change_discharge_sum) FILTER (WHERE w.released) AS ods,
+               sum(w.nrs_assessed) FILTER (WHERE w.released) AS nrs_assessed,
+               sum(w.nrs_responders) FILTER (WHERE w.released) AS nrs_responders,
+               sum(w.odi_assessed) FILTER (WHERE w.released) AS odi_assessed,
+               sum(w.odi_responders) FILTER (WHERE w.released) AS odi_responders,
+               sum(w.missed_sessions) FILTER (WHERE w.released) AS missed,
+               sum(w.adverse_events) FILTER (WHERE w.released) AS adverse,
+               sum(w.episodes_with_adverse_events) FILTER (WHERE w.released) AS adverse_episodes,
+               sum(w.discharged_goals_met) FILTER (WHERE w.released) AS d1,
+               sum(w.discharged_plateau) FILTER (WHERE w.released) AS d2,
+               sum(w.discharged_self_discharge) FILTER (WHERE w.released) AS d3,
+               sum(w.discharged_referred) FILTER (WHERE w.released) AS d4,
+               sum(w.discharged_adverse_event) FILTER (WHERE w.released) AS d5,
+               sum(w.discharged_lost_to_follow_up) FILTER (WHERE w.released) AS d6,
+               sum(w.ongoing) FILTER (WHERE w.released) AS ongoing,
+               sum(w.scores_corrected) FILTER (WHERE w.released) AS corrected
+        FROM window_parts w
+        GROUP BY 1, 2
+    )
+    SELECT s.clinic_id, s.value, s.episodes IS NULL, s.partial, s.episodes::bigint,
+           s.initial_phase_completed::bigint,
+           CASE WHEN s.baseline_nrs_n >= k THEN s.baseline_nrs_n::bigint END,
+           CASE WHEN s.baseline_nrs_n >= k
+                THEN s.baseline_nrs_sum::float8 / s.baseline_nrs_n::float8 END,
+           CASE WHEN s.baseline_odi_n >= k THEN s.baseline_odi_n::bigint END,
+           CASE WHEN s.baseline_odi_n >= k
+                THEN s.baseline_odi_sum::float8 / (s.baseline_odi_n::float8 * 1e9::float8) END,
+           CASE WHEN s.n4n >= k THEN s.n4n::bigint END,
+           CASE WHEN s.n4n >= k THEN s.n4s::float8 / s.n4n::float8 END,
+           CASE WHEN s.n6n >= k THEN s.n6n::bigint END,
+           CASE WHEN s.n6n >= k THEN s.n6s::float8 / s.n6n::float8 END,
+           CASE WHEN s.ndn >= k THEN s.ndn::bigint END,
+           CASE WHEN s.ndn >= k THEN s.nds::float8 / s.ndn::float8 END,
+           CASE WHEN s.o4n >= k THEN s.o4n::bigint END,
+           CASE WHEN s.o4n >= k THEN s.o4s::float8 / (s.o4n::float8 * 1e9::float8) END,
+           CASE WHEN s.o6n >= k THEN s.o6n::bigint END,
+           CASE WHEN s.o6n >= k THEN s.o6s::float8 / (s.o6n::float8 * 1e9::float8) END,
+           CASE WHEN s.odn >= k THEN s.odn::bigint END,
+           CASE WHEN s.odn >= k THEN s.ods::float8 / (s.odn::float8 * 1e9::float8) END,
+           CASE WHEN s.nrs_assessed >= k THEN s.nrs_assessed::bigint END,
+           CASE WHEN s.nrs_assessed >= k THEN s.nrs_responders::bigint END,
+           CASE WHEN s.odi_assessed >= k THEN s.odi_assessed::bigint END,
+           CASE WHEN s.odi_assessed >= k THEN s.odi_responders::bigint END,
+           s.missed::bigint,
+           s.adverse::bigint, s.adverse_episodes::bigint, s.d1::bigint, s.d2::bigint,
+           s.d3::bigint, s.d4::bigint, s.d5::bigint, s.d6::bigint, s.ongoing::bigint,
+           (s.d3 + s.d6)::bigint, s.corrected::bigint
+    FROM summed s
+    WHERE s.episodes IS NOT NULL
+    ORDER BY s.clinic_id, s.value COLLATE "C";
+END;
+$$;
+COMMENT ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean) IS
+    'Outcome statistics over whole months [from_month, to_month) (NULL: unbounded; '
+    'episodes never evaluated count only when both are NULL), over the clinics granted '
+    '(or those of them named), grouped by one dimension or none, and by clinic if asked: '
+    'the sums of the released parts, with means and rates over fewer than k values NULL. '
+    'A group with nothing released is not listed (suppressed is always false; kept for '
+    'the API''s shape). The same figures as the API''s GetOutcomeStatistics.';
+
+CREATE VIEW analytics.definitions (statistic, definition, source) AS VALUES
+    ('part', 'the episodes of one clinic first evaluated in one UTC month, in one value of one dimension (or all)', NULL),
+    ('released', 'a part of at least k episodes that is not withheld to protect a smaller one in its clinic-month', 'NHS Digital small-number suppression (1-7)'),
+    ('k', 'the minimum cell size, public.statistics_settings; 8 unless the operator changed it', NULL),
+    ('NRS', 'back pain on the 0-10 numeric rating scale', 'LOINC 72514-3'),
+    ('ODI', 'Oswestry Disability Index 0-100 %', 'Fairbank & Pynsent, Spine 2000;25(22):2940-52'),
+    ('baseline', 'the first evaluation', NULL),
+    ('change', 'follow-up minus baseline, negative is improvement; at session 4 / 6: the last outcome or reassessment after exactly 4 / 6 sessions; at discharge: the latest follow-up of a discharged episode', NULL),
+    ('responder', 'NRS improved >= 2 points or >= 30 %; ODI >= 10 points or >= 30 %, at the latest follow-up, of the episodes with baseline and follow-up', 'Ostelo et al., Spine 2008;33(1):90-94'),
+    ('adherence band', 'mean of the adherence reports: low < 50 %, moderate 50-79 %, high >= 80 %, none reported', NULL),
+    ('drop-out', 'discharged as self-discharge or lost to follow-up', NULL),
+    ('scores corrected', 'episodes where a correction changed a value these statistics use', NULL);
+
+ALTER VIEW spineledger_release.parts OWNER TO spineledger_analytics;
+ALTER VIEW analytics.monthly_outcomes OWNER TO spineledger_analytics;
+ALTER VIEW analytics.definitions OWNER TO spineledger_analytics;
+ALTER FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
+    OWNER TO spineledger_analytics;
+GRANT USAGE ON SCHEMA spineledger_release TO spineledger_analytics;
+GRANT USAGE ON SCHEMA analytics TO spineledger_analytics;
+
+REVOKE ALL ON SCHEMA spineledger_release FROM PUBLIC;
+REVOKE ALL ON SCHEMA analytics FROM PUBLIC;
+REVOKE ALL ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
+    FROM PUBLIC;
+GRANT USAGE ON SCHEMA analytics TO spineledger_analyst;
+GRANT SELECT ON analytics.monthly_outcomes, analytics.definitions TO spineledger_analyst;
+GRANT EXECUTE ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
+    TO spineledger_analyst;
