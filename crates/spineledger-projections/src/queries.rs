@@ -295,6 +295,36 @@ async fn parts_in(
         })?;
         parts.add(cell.clinic_id, cell.month, key, &cells::tally_of(&row, 7)?);
     }
+    if let Some((_, other)) = parts.sibling_dimension() {
+        // The other plan dimension's part sizes, for the joint release of `no_plan`.
+        let grouping = Grouping::serving(&[other]);
+        let column = other.as_str();
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT clinic_id, evaluated_month, {column}, episodes FROM outcome_cells \
+                 WHERE clinic_id = ANY($1) AND grouping = $2 \
+                   AND ($3::date IS NULL OR evaluated_month >= $3) \
+                   AND ($4::date IS NULL OR evaluated_month < $4)"
+            ))
+            .await?;
+        let bits = grouping.bits();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&clinics, &bits, &window.from, &window.to];
+        let rows = client.query_raw(&statement, params).await?;
+        futures::pin_mut!(rows);
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            let value: Option<String> = row.try_get(2)?;
+            let episodes: i64 = row.try_get(3)?;
+            parts.add_sibling(
+                row.try_get(0)?,
+                row.try_get(1)?,
+                value.ok_or_else(|| {
+                    ProjectionError::CorruptRow("an outcome cell lacks a dimension it keeps".into())
+                })?,
+                u64::try_from(episodes).unwrap_or(0),
+            );
+        }
+    }
     Ok(parts)
 }
 

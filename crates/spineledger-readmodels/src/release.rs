@@ -24,6 +24,12 @@
 //!    of its margins is withheld by the coarser grouping's own release (computed by the
 //!    same rules, from the same clinic-month).
 //!
+//! 4. **`no_plan` is one set in two dimensions.** An episode without a plan is
+//!    `no_plan` by initial sessions and by frequency phase alike. If the other plan
+//!    dimension's release withholds `no_plan`, this one withholds it too, and never as
+//!    the only withheld part of the clinic-month (the total minus the parts shown would
+//!    give it): the smallest shown part goes with it.
+//!
 //! The decision depends only on the clinic-month's sizes and the set of dimensions, not
 //! on the order a query names them, so every query sees the same release of a part.
 //!
@@ -54,8 +60,7 @@
 //! that clinic-month either at least `k` episodes or absent from both answers.
 //!
 //! A group with no released part is not listed (its key would tell that a patient of
-//! the window has it). Known gap: episodes without a plan are `no_plan` in two
-//! dimensions (initial sessions, frequency phase) whose releases are decided apart.
+//! the window has it).
 //!
 //! What these rules do not promise: inside a released union of `k` or more episodes, a
 //! statistic over fewer values (say, the one episode of nine with a score at session 6)
@@ -102,11 +107,20 @@ pub fn month_starting_at(at: DateTime<Utc>) -> Option<NaiveDate> {
     (date.day() == 1 && at.time() == NaiveTime::MIN).then_some(date)
 }
 
+/// The two dimensions that share a value: an episode without a plan is `no_plan` both by
+/// initial sessions and by frequency phase, so those two parts are one set of episodes.
+pub const PLAN_DIMENSIONS: [Dimension; 2] = [Dimension::InitialSessions, Dimension::FrequencyPhase];
+/// The value the plan dimensions share.
+pub const NO_PLAN: &str = "no_plan";
+
 /// The tallies of a query's parts, by clinic-month and group key, before release.
 #[derive(Debug, Clone)]
 pub struct Parts {
     dimensions: Vec<Dimension>,
     by_clinic_month: BTreeMap<(Uuid, Option<NaiveDate>), BTreeMap<Vec<String>, Tally>>,
+    /// Grouped by a plan dimension: the sizes of the other plan dimension's parts, by
+    /// clinic-month and value.
+    sibling: BTreeMap<(Uuid, Option<NaiveDate>), BTreeMap<Vec<String>, u64>>,
 }
 
 /// A group's figures after release.
@@ -125,7 +139,41 @@ impl Parts {
         Self {
             dimensions: dimensions.to_vec(),
             by_clinic_month: BTreeMap::new(),
+            sibling: BTreeMap::new(),
         }
+    }
+
+    /// The plan dimension the parts are grouped by, and the other one, whose release
+    /// must agree with theirs on `no_plan` (none unless exactly one of them is grouped
+    /// by).
+    #[must_use]
+    pub fn sibling_dimension(&self) -> Option<(Dimension, Dimension)> {
+        let [first, second] = PLAN_DIMENSIONS;
+        match (
+            self.dimensions.contains(&first),
+            self.dimensions.contains(&second),
+        ) {
+            (true, false) => Some((first, second)),
+            (false, true) => Some((second, first)),
+            _ => None,
+        }
+    }
+
+    /// Adds `episodes` to the part of the sibling plan dimension (see
+    /// [`Parts::sibling_dimension`]) with `value`, in `clinic` and `month`.
+    pub fn add_sibling(
+        &mut self,
+        clinic: Uuid,
+        month: Option<NaiveDate>,
+        value: String,
+        episodes: u64,
+    ) {
+        *self
+            .sibling
+            .entry((clinic, month))
+            .or_default()
+            .entry(vec![value])
+            .or_default() += episodes;
     }
 
     /// Adds `tally` to the part of `clinic`, `month` and group `key`.
@@ -141,15 +189,30 @@ impl Parts {
     /// Applies the release rules part by part and sums what is released, by group key.
     /// Groups with no episodes at all are left out.
     #[must_use]
-    pub fn release(self, min_cell: MinCell) -> BTreeMap<Vec<String>, Released> {
+    pub fn release(mut self, min_cell: MinCell) -> BTreeMap<Vec<String>, Released> {
         let mut groups: BTreeMap<Vec<String>, Released> = BTreeMap::new();
-        for parts in self.by_clinic_month.into_values() {
+        let sibling = self.sibling_dimension();
+        for (clinic_month, parts) in self.by_clinic_month {
             let sizes: BTreeMap<&Vec<String>, u64> = parts
                 .iter()
                 .map(|(key, tally)| (key, episodes(tally)))
                 .filter(|(_, size)| *size > 0)
                 .collect();
-            let withheld = withheld(&self.dimensions, &sizes, min_cell);
+            // Rule 4: `no_plan` withheld by the other plan dimension is withheld here too.
+            let mut forced = BTreeSet::new();
+            if let Some((grouped, other)) = sibling {
+                let other_sizes = self.sibling.remove(&clinic_month).unwrap_or_default();
+                let no_plan = vec![NO_PLAN.to_owned()];
+                if withheld(&[other], &other_sizes, min_cell).contains(&no_plan) {
+                    let position = self.dimensions.iter().position(|d| *d == grouped);
+                    forced = sizes
+                        .keys()
+                        .filter(|key| position.is_some_and(|p| key[p] == NO_PLAN))
+                        .map(|key| (*key).clone())
+                        .collect();
+                }
+            }
+            let withheld = withheld_forcing(&self.dimensions, &sizes, min_cell, &forced);
             for (key, tally) in &parts {
                 if episodes(tally) == 0 {
                     continue;
@@ -179,6 +242,19 @@ pub fn withheld<K: Ord + AsRef<[String]>>(
     sizes: &BTreeMap<K, u64>,
     min_cell: MinCell,
 ) -> BTreeSet<Vec<String>> {
+    withheld_forcing(dimensions, sizes, min_cell, &BTreeSet::new())
+}
+
+/// [`withheld`], with the parts `forced` (keys as in `sizes`) withheld from the start
+/// (rule 4), and never left as the only withheld part of a line: the total minus the
+/// other parts would show it.
+#[must_use]
+pub fn withheld_forcing<K: Ord + AsRef<[String]>>(
+    dimensions: &[Dimension],
+    sizes: &BTreeMap<K, u64>,
+    min_cell: MinCell,
+    forced: &BTreeSet<Vec<String>>,
+) -> BTreeSet<Vec<String>> {
     // Canonical positions: the dimensions in `Dimension::ALL` order, the clinic left out
     // (one clinic-month has one clinic, so it splits nothing).
     let mut order: Vec<usize> = (0..dimensions.len())
@@ -196,6 +272,11 @@ pub fn withheld<K: Ord + AsRef<[String]>>(
             (canonical, (key, *size))
         })
         .collect();
+    let forced: BTreeSet<Vec<&str>> = canonical
+        .iter()
+        .filter(|(_, (original, _))| forced.contains(*original))
+        .map(|(key, _)| key.clone())
+        .collect();
     let parts: Vec<(Vec<&str>, u64)> = canonical
         .iter()
         .map(|(key, (_, size))| (key.clone(), *size))
@@ -204,6 +285,8 @@ pub fn withheld<K: Ord + AsRef<[String]>>(
     let mut release = Release {
         k: min_cell.get() as u64,
         parts: &parts,
+        full,
+        forced,
         memo: BTreeMap::new(),
     };
     let hidden = release.hidden(full);
@@ -219,6 +302,10 @@ struct Release<'a> {
     k: u64,
     /// The finest parts: canonical key and size.
     parts: &'a [(Vec<&'a str>, u64)],
+    /// The finest grouping's mask.
+    full: u32,
+    /// Finest parts withheld from the start (rule 4).
+    forced: BTreeSet<Vec<&'a str>>,
     /// For each grouping (a mask of canonical positions): its hidden parts' keys, as the
     /// projection of the finest keys onto the mask.
     memo: BTreeMap<u32, BTreeSet<Vec<&'a str>>>,
@@ -238,7 +325,15 @@ impl<'a> Release<'a> {
         let size: Vec<u64> = sizes.values().copied().collect();
         // Rule 1: small parts. Rule 3: parts with a withheld margin one dimension coarser
         // (whose own release already carries every coarser one).
-        let mut hidden: Vec<bool> = size.iter().map(|n| *n < self.k).collect();
+        let forced: Vec<bool> = keys
+            .iter()
+            .map(|key| mask == self.full && self.forced.contains(key))
+            .collect();
+        let mut hidden: Vec<bool> = size
+            .iter()
+            .zip(&forced)
+            .map(|(n, forced)| *n < self.k || *forced)
+            .collect();
         for bit in (0..u32::BITS).filter(|bit| mask & (1 << bit) != 0) {
             let coarser = mask & !(1 << bit);
             let withheld = self.hidden(coarser);
@@ -264,7 +359,12 @@ impl<'a> Release<'a> {
             let mut changed = false;
             for line in &lines {
                 let hidden_size: u64 = line.iter().filter(|i| hidden[**i]).map(|i| size[*i]).sum();
-                if hidden_size == 0 || hidden_size >= self.k {
+                let mut hidden_parts = line.iter().filter(|i| hidden[**i]);
+                let lone_forced = match (hidden_parts.next(), hidden_parts.next()) {
+                    (Some(only), None) => forced[*only],
+                    _ => false,
+                };
+                if hidden_size == 0 || (hidden_size >= self.k && !lone_forced) {
                     continue;
                 }
                 // The smallest part still shown, the first key on a tie.

@@ -363,14 +363,14 @@ pub fn aggregate(
     min_cell: MinCell,
 ) -> Vec<Group> {
     let mut parts = Parts::new(group_by);
+    let sibling = parts.sibling_dimension();
     for episode in episodes {
         let key = group_by.iter().map(|d| d.key_of(episode)).collect();
-        parts.add(
-            episode.clinic_id,
-            episode.evaluated_month(),
-            key,
-            &Tally::of(episode),
-        );
+        let month = episode.evaluated_month();
+        parts.add(episode.clinic_id, month, key, &Tally::of(episode));
+        if let Some((_, other)) = sibling {
+            parts.add_sibling(episode.clinic_id, month, other.key_of(episode), 1);
+        }
     }
     groups(parts.release(min_cell), group_by, min_cell)
 }

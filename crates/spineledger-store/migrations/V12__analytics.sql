@@ -9,8 +9,9 @@
 -- of fewer than k episodes is withheld, and within a clinic-month and dimension the
 -- smallest parts are withheld with it until the withheld ones hold at least k. For one
 -- dimension that is the shortest run of parts, smallest first (ties by value in byte
--- order), that takes in every small part and holds at least k episodes. A test compares
--- these figures with the API's.
+-- order), that takes in every small part and holds at least k episodes; no_plan, shared
+-- by two dimensions, is withheld by both or neither. A test compares these figures with
+-- the API's.
 --
 -- The wall is row-level security: the views belong to spineledger_analytics, a role
 -- that cannot log in, reads outcome_cells under a policy admitting the clinics granted
@@ -73,13 +74,63 @@ REVOKE ALL ON FUNCTION spineledger_analyst_clinics() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION spineledger_analyst_clinics()
     TO spineledger_analytics, spineledger_analyst;
 
-GRANT SELECT ON outcome_cells, statistics_settings TO spineledger_analytics;
-CREATE POLICY analyst_clinics ON outcome_cells FOR SELECT TO spineledger_analytics
-    USING (clinic_id = ANY (spineledger_analyst_clinics()));
+GRANT SELECT ON statistics_settings TO spineledger_analytics;
 
--- Every part with its release decision: internal, not reachable by analysts.
+-- The wall of a read-model table, as V11 built it, plus, for the outcome cells (live,
+-- or a rebuild's fresh copy `outcome_cells_rebuild`, which is swapped in), the
+-- analytics role's read of the granted clinics' rows.
+CREATE OR REPLACE FUNCTION spineledger_protect_read_model(target regclass) RETURNS void
+LANGUAGE plpgsql SET client_min_messages = warning AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
+    EXECUTE format('DROP POLICY IF EXISTS app_clinics ON %s', target);
+    EXECUTE format(
+        'CREATE POLICY app_clinics ON %s FOR SELECT TO spineledger_app '
+        'USING (clinic_id = ANY (spineledger_clinic_ids()))', target);
+    EXECUTE format('DROP POLICY IF EXISTS projector_all_clinics ON %s', target);
+    EXECUTE format(
+        'CREATE POLICY projector_all_clinics ON %s FOR ALL TO spineledger_projector '
+        'USING (true) WITH CHECK (true)', target);
+    EXECUTE format('REVOKE ALL ON %s FROM PUBLIC, spineledger_app, spineledger_projector',
+                   target);
+    EXECUTE format('GRANT SELECT ON %s TO spineledger_app', target);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO spineledger_projector',
+                   target);
+    IF (SELECT relname FROM pg_class WHERE oid = target)
+           IN ('outcome_cells', 'outcome_cells_rebuild') THEN
+        EXECUTE format('DROP POLICY IF EXISTS analyst_clinics ON %s', target);
+        EXECUTE format(
+            'CREATE POLICY analyst_clinics ON %s FOR SELECT TO spineledger_analytics '
+            'USING (clinic_id = ANY (spineledger_analyst_clinics()))', target);
+        EXECUTE format('GRANT SELECT ON %s TO spineledger_analytics', target);
+    END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION spineledger_protect_read_model(regclass) FROM PUBLIC;
+SELECT spineledger_protect_read_model('outcome_cells');
+
+-- Every part of the granted clinics with its release decision: internal, for the
+-- analytics role only. A function with a text body, not a view: a view would tie itself
+-- to today's outcome_cells table, which a rebuild swaps for a fresh one and drops.
 CREATE SCHEMA spineledger_release;
-CREATE VIEW spineledger_release.parts AS
+CREATE FUNCTION spineledger_release.parts() RETURNS TABLE (
+    clinic_id uuid, evaluated_month date, dimension text, value text, min_cell integer,
+    released boolean, episodes bigint, initial_phase_completed bigint,
+    baseline_nrs_n bigint, baseline_nrs_sum bigint, baseline_odi_n bigint,
+    baseline_odi_sum bigint, nrs_change_session_4_n bigint, nrs_change_session_4_sum bigint,
+    nrs_change_session_6_n bigint, nrs_change_session_6_sum bigint,
+    nrs_change_discharge_n bigint, nrs_change_discharge_sum bigint,
+    odi_change_session_4_n bigint, odi_change_session_4_sum bigint,
+    odi_change_session_6_n bigint, odi_change_session_6_sum bigint,
+    odi_change_discharge_n bigint, odi_change_discharge_sum bigint,
+    nrs_assessed bigint, nrs_responders bigint, odi_assessed bigint, odi_responders bigint,
+    missed_sessions bigint, adverse_events bigint, episodes_with_adverse_events bigint,
+    discharged_goals_met bigint, discharged_plateau bigint,
+    discharged_self_discharge bigint, discharged_referred bigint,
+    discharged_adverse_event bigint, discharged_lost_to_follow_up bigint, ongoing bigint,
+    scores_corrected bigint
+)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $body$
 WITH settings AS (SELECT min_cell FROM public.statistics_settings),
 parts AS (
     SELECT c.*,
@@ -103,9 +154,57 @@ ranked AS (
     WINDOW run AS (PARTITION BY parts.clinic_id, parts.evaluated_month, parts.grouping
                    ORDER BY parts.episodes, parts.value COLLATE "C"
                    ROWS UNBOUNDED PRECEDING)
+),
+-- Rule 4: where either plan dimension withholds no_plan (an episode without a plan is
+-- no_plan in both), both withhold it, and never as the only withheld part. The ranking is
+-- done again with the forced part first; elsewhere it is unchanged.
+first_pass AS (
+    SELECT ranked.*,
+           bool_or(ranked.grouping IN (2, 4) AND ranked.value = 'no_plan'
+                   AND NOT (ranked.small_parts = 0
+                            OR (ranked.rank > ranked.small_parts
+                                AND ranked.before >= ranked.min_cell)))
+               OVER (PARTITION BY ranked.clinic_id, ranked.evaluated_month)
+               AS no_plan_withheld
+    FROM ranked
+),
+forced AS (
+    SELECT first_pass.*,
+           (first_pass.grouping IN (2, 4) AND first_pass.value = 'no_plan'
+            AND first_pass.no_plan_withheld) AS forced
+    FROM first_pass
+),
+reranked AS (
+    SELECT forced.*,
+           row_number() OVER run AS rank2,
+           sum(forced.episodes) OVER run - forced.episodes AS before2,
+           count(*) FILTER (WHERE forced.episodes < forced.min_cell OR forced.forced)
+               OVER clinic_month AS held,
+           bool_or(forced.forced) OVER clinic_month AS has_forced
+    FROM forced
+    WINDOW clinic_month AS (PARTITION BY forced.clinic_id, forced.evaluated_month,
+                                         forced.grouping),
+           run AS (PARTITION BY forced.clinic_id, forced.evaluated_month, forced.grouping
+                   ORDER BY (forced.episodes < forced.min_cell OR forced.forced) DESC,
+                            forced.episodes, forced.value COLLATE "C"
+                   ROWS UNBOUNDED PRECEDING)
 )
-SELECT *, (small_parts = 0 OR (rank > small_parts AND before >= min_cell)) AS released
-FROM ranked;
+SELECT clinic_id, evaluated_month, dimension, value, min_cell,
+       (held = 0
+        OR (rank2 > held + CASE WHEN has_forced AND held = 1 THEN 1 ELSE 0 END
+            AND before2 >= min_cell)) AS released,
+       episodes, initial_phase_completed, baseline_nrs_n, baseline_nrs_sum,
+       baseline_odi_n, baseline_odi_sum, nrs_change_session_4_n, nrs_change_session_4_sum,
+       nrs_change_session_6_n, nrs_change_session_6_sum, nrs_change_discharge_n,
+       nrs_change_discharge_sum, odi_change_session_4_n, odi_change_session_4_sum,
+       odi_change_session_6_n, odi_change_session_6_sum, odi_change_discharge_n,
+       odi_change_discharge_sum, nrs_assessed, nrs_responders, odi_assessed,
+       odi_responders, missed_sessions, adverse_events, episodes_with_adverse_events,
+       discharged_goals_met, discharged_plateau, discharged_self_discharge,
+       discharged_referred, discharged_adverse_event, discharged_lost_to_follow_up,
+       ongoing, scores_corrected
+FROM reranked
+$body$;
 
 -- The analysts' schema.
 CREATE SCHEMA analytics;
@@ -115,7 +214,20 @@ COMMENT ON SCHEMA analytics IS
     'Parts of fewer than k episodes, and parts withheld to protect them, never appear. '
     'Definitions: the view analytics.definitions and the README.';
 
-CREATE VIEW analytics.monthly_outcomes WITH (security_barrier) AS
+-- The released parts as analysts see them (means and rates under k NULL): a definer
+-- function the analyst may call, wrapped in the documented view.
+CREATE FUNCTION spineledger_release.monthly_outcomes() RETURNS TABLE (
+    clinic_id uuid, evaluated_month date, dimension text, value text, episodes bigint,
+    initial_phase_completed bigint, baseline_nrs_n bigint, baseline_nrs_mean float8,
+    baseline_odi_n bigint, baseline_odi_mean float8, nrs_assessed bigint,
+    nrs_responders bigint, odi_assessed bigint, odi_responders bigint,
+    missed_sessions bigint, adverse_events bigint, episodes_with_adverse_events bigint,
+    discharged_goals_met bigint, discharged_plateau bigint,
+    discharged_self_discharge bigint, discharged_referred bigint,
+    discharged_adverse_event bigint, discharged_lost_to_follow_up bigint, ongoing bigint,
+    drop_out bigint, scores_corrected bigint
+)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
 SELECT clinic_id, evaluated_month, dimension, value, episodes, initial_phase_completed,
        CASE WHEN baseline_nrs_n >= min_cell THEN baseline_nrs_n END AS baseline_nrs_n,
        CASE WHEN baseline_nrs_n >= min_cell
@@ -133,8 +245,12 @@ SELECT clinic_id, evaluated_month, dimension, value, episodes, initial_phase_com
        discharged_referred, discharged_adverse_event, discharged_lost_to_follow_up,
        ongoing, discharged_self_discharge + discharged_lost_to_follow_up AS drop_out,
        scores_corrected
-FROM spineledger_release.parts
-WHERE released;
+FROM spineledger_release.parts() AS p
+WHERE p.released
+$body$;
+
+CREATE VIEW analytics.monthly_outcomes AS
+SELECT * FROM spineledger_release.monthly_outcomes();
 COMMENT ON VIEW analytics.monthly_outcomes IS
     'One row per released part: clinic, month of first evaluation (NULL: never '
     'evaluated), dimension (none, diagnosis, initial_sessions, frequency_phase, '
@@ -189,7 +305,7 @@ BEGIN
     RETURN QUERY
     WITH window_parts AS (
         SELECT p.*
-        FROM spineledger_release.parts p
+        FROM spineledger_release.parts() p
         WHERE p.dimension = outcome_statistics.dimension
           AND (clinics IS NULL OR p.clinic_id = ANY (clinics))
           AND CASE WHEN from_month IS NULL AND to_month IS NULL THEN true
@@ -289,7 +405,8 @@ CREATE VIEW analytics.definitions (statistic, definition, source) AS VALUES
     ('drop-out', 'discharged as self-discharge or lost to follow-up', NULL),
     ('scores corrected', 'episodes where a correction changed a value these statistics use', NULL);
 
-ALTER VIEW spineledger_release.parts OWNER TO spineledger_analytics;
+ALTER FUNCTION spineledger_release.parts() OWNER TO spineledger_analytics;
+ALTER FUNCTION spineledger_release.monthly_outcomes() OWNER TO spineledger_analytics;
 ALTER VIEW analytics.monthly_outcomes OWNER TO spineledger_analytics;
 ALTER VIEW analytics.definitions OWNER TO spineledger_analytics;
 ALTER FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
@@ -298,6 +415,12 @@ GRANT USAGE ON SCHEMA spineledger_release TO spineledger_analytics;
 GRANT USAGE ON SCHEMA analytics TO spineledger_analytics;
 
 REVOKE ALL ON SCHEMA spineledger_release FROM PUBLIC;
+REVOKE ALL ON FUNCTION spineledger_release.parts(), spineledger_release.monthly_outcomes()
+    FROM PUBLIC;
+-- The analyst reaches the view's own rows through the function behind it, and nothing
+-- else in that schema.
+GRANT USAGE ON SCHEMA spineledger_release TO spineledger_analyst;
+GRANT EXECUTE ON FUNCTION spineledger_release.monthly_outcomes() TO spineledger_analyst;
 REVOKE ALL ON SCHEMA analytics FROM PUBLIC;
 REVOKE ALL ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
     FROM PUBLIC;

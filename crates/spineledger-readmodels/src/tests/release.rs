@@ -344,3 +344,131 @@ fn windows_are_whole_utc_months() {
     );
     assert!(Months::default().contains(None));
 }
+
+/// The plan table: initial sessions x frequency phase, where an episode without a plan
+/// is `no_plan` in both (and no other cell holds `no_plan`). Cells, in order:
+/// (no_plan, no_plan), (4, initial_only), (4, intensive), (6, initial_only),
+/// (6, intensive).
+const PLAN_CELLS: [(Option<u8>, crate::FrequencyPhase); 5] = [
+    (None, crate::FrequencyPhase::NoPlan),
+    (Some(4), crate::FrequencyPhase::InitialOnly),
+    (Some(4), crate::FrequencyPhase::Intensive),
+    (Some(6), crate::FrequencyPhase::InitialOnly),
+    (Some(6), crate::FrequencyPhase::Intensive),
+];
+
+/// One clinic-month of the plan table with `sizes[i]` episodes in cell `i`.
+fn plan_month(sizes: &[u64]) -> Vec<crate::EpisodeOutcome> {
+    let mut episodes = Vec::new();
+    for (cell, size) in PLAN_CELLS.iter().zip(sizes) {
+        for _ in 0..*size {
+            let mut episode = row(1, episodes.len() as u128);
+            episode.initial_sessions = cell.0;
+            episode.frequency_phase = cell.1;
+            episode.evaluated_at = NaiveDate::from_ymd_opt(2026, 3, 1)
+                .and_then(|day| day.and_hms_opt(9, 0, 0))
+                .map(|at| at.and_utc());
+            episodes.push(episode);
+        }
+    }
+    episodes
+}
+
+/// Everything the total, the grouping by initial sessions and the grouping by frequency
+/// phase show of one clinic-month of the plan table; panics if a withheld part of fewer
+/// than k episodes (or two withheld parts of one grouping holding fewer than k) can be
+/// derived from it.
+fn assert_plan_parts_underivable(sizes: &[u64], k: usize) {
+    let width = sizes.len();
+    let episodes = plan_month(sizes);
+    let mut shown = Span::default();
+    let mut hidden: Vec<(Dimension, u64, BTreeSet<usize>)> = Vec::new();
+    let total: u64 = sizes.iter().sum();
+    let every: BTreeSet<usize> = (0..width).filter(|i| sizes[*i] > 0).collect();
+    if total >= k as u64 {
+        shown.add(indicator(&every, width));
+    } else if total > 0 {
+        hidden.push((Dimension::Clinic, total, every));
+    }
+    for dimension in [Dimension::InitialSessions, Dimension::FrequencyPhase] {
+        let listed: BTreeMap<String, usize> = aggregate(&episodes, &[dimension], min_cell(k))
+            .into_iter()
+            .map(|group| (group.key[0].1.clone(), group.episodes.expect("listed")))
+            .collect();
+        // The part of each value: its cells.
+        let mut parts: BTreeMap<String, (u64, BTreeSet<usize>)> = BTreeMap::new();
+        for (index, (sessions, phase)) in PLAN_CELLS.iter().enumerate() {
+            if sizes[index] == 0 {
+                continue;
+            }
+            let value = match dimension {
+                Dimension::InitialSessions => {
+                    sessions.map_or_else(|| "no_plan".to_owned(), |n| n.to_string())
+                }
+                _ => phase.as_str().to_owned(),
+            };
+            let part = parts.entry(value).or_default();
+            part.0 += sizes[index];
+            part.1.insert(index);
+        }
+        for (value, (size, inside)) in parts {
+            match listed.get(&value) {
+                Some(episodes) => {
+                    assert_eq!(*episodes as u64, size, "one clinic-month: whole parts");
+                    assert!(size >= k as u64);
+                    shown.add(indicator(&inside, width));
+                }
+                None => hidden.push((dimension, size, inside)),
+            }
+        }
+    }
+    for (dimension, size, inside) in &hidden {
+        if *size < k as u64 {
+            assert!(
+                !shown.contains(indicator(inside, width)),
+                "{dimension}: a withheld part of {size} can be derived from {sizes:?}"
+            );
+        }
+    }
+    for (i, (dimension, size, inside)) in hidden.iter().enumerate() {
+        for (other_dimension, other_size, other) in &hidden[i + 1..] {
+            if dimension == other_dimension && size + other_size < k as u64 {
+                let union: BTreeSet<usize> = inside.union(other).copied().collect();
+                assert!(
+                    !shown.contains(indicator(&union, width)),
+                    "{dimension}: withheld parts of {size} and {other_size} together can \
+                     be derived from {sizes:?}"
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(800))]
+
+    #[test]
+    fn no_plan_shared_by_two_dimensions_does_not_undo_their_suppression(
+        sizes in prop::collection::vec(part_size(), 5),
+        k in prop_oneof![Just(3_usize), Just(5), Just(8)],
+    ) {
+        assert_plan_parts_underivable(&sizes, k);
+    }
+}
+
+/// The case a review found (k = 8): by frequency phase, `initial_only` (3) is withheld
+/// and `no_plan` (10) with it; by initial sessions, `no_plan` (10) and `6` (30) would
+/// both be shown, and the total minus `intensive` minus `no_plan` would give the three.
+#[test]
+fn no_plan_withheld_by_one_plan_dimension_is_withheld_by_the_other() {
+    let episodes = plan_month(&[10, 0, 0, 3, 27]);
+    let by_phase = aggregate(&episodes, &[Dimension::FrequencyPhase], MinCell::DEFAULT);
+    let phases: Vec<&str> = by_phase.iter().map(|g| g.key[0].1.as_str()).collect();
+    assert_eq!(phases, ["intensive"]);
+    let by_sessions = aggregate(&episodes, &[Dimension::InitialSessions], MinCell::DEFAULT);
+    assert!(
+        by_sessions.is_empty(),
+        "no_plan is withheld, and 6 with it, or the total would give no_plan: {by_sessions:?}"
+    );
+    assert_plan_parts_underivable(&[10, 0, 0, 3, 27], 8);
+}
