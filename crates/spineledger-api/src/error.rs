@@ -62,6 +62,8 @@ pub enum ApiError {
     PatientNotRegistered,
     /// `min_position` is not the position of an event of the requested clinics.
     UnknownMinPosition,
+    /// `as_of_positions` lacks a position for a clinic the statistics cover.
+    AsOfPositionsIncomplete,
     /// No treatment plan for the requested episode at the clinic.
     PlanNotFound,
     /// A stored event of the stream does not decode (DATA_LOSS).
@@ -107,6 +109,9 @@ impl fmt::Display for ApiError {
             Self::Rejected(rejection) => rejection.fmt(f),
             Self::PatientNotRegistered => f.write_str("the patient is not registered"),
             Self::UnknownMinPosition => f.write_str("min_position is not a requested event"),
+            Self::AsOfPositionsIncomplete => {
+                f.write_str("as_of_positions lacks a clinic the statistics cover")
+            }
             Self::PlanNotFound => f.write_str("no treatment plan"),
             Self::UndecodableEvent { event_id, .. } => {
                 write!(f, "stored event {event_id} cannot be decoded")
@@ -254,6 +259,15 @@ impl From<ApiError> for Status {
                 );
                 invalid_argument(violations)
             }
+            ApiError::AsOfPositionsIncomplete => {
+                let mut violations = FieldViolations::new();
+                violations.add(
+                    "as_of_positions",
+                    "needs a position for every clinic the statistics cover (clinic_ids, or \
+                     every clinic the token grants)",
+                );
+                invalid_argument(violations)
+            }
             ApiError::PlanNotFound => {
                 Status::not_found("no treatment plan for this episode at this clinic")
             }
@@ -356,6 +370,15 @@ fn projection_status(error: ProjectionError) -> Status {
         ProjectionError::NotCaughtUp { .. } => Status::unavailable(
             "the read model has not caught up with min_position yet; retry shortly",
         ),
+        ProjectionError::UnknownPosition { position } => {
+            let mut violations = FieldViolations::new();
+            violations.add("as_of", format!("no event has global position {position}"));
+            invalid_argument(violations)
+        }
+        ProjectionError::PositionNotFinal { position } => Status::unavailable(format!(
+            "the log up to position {position} is not final yet (a transaction that could \
+             still write before it is running); retry shortly"
+        )),
         ProjectionError::Pool(error) | ProjectionError::Store(StoreError::Pool(error)) => {
             tracing::warn!(%error, "no database connection available");
             Status::unavailable(READ_MODELS_UNAVAILABLE_MESSAGE)

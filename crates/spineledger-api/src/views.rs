@@ -197,6 +197,5 @@ pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
         episodes: group.episodes.map(count),
         suppressed: group.statistics.is_none(),
         statistics: group.statistics.as_ref().map(statistics),
-        partial: group.partial,
     }
 }

@@ -30,6 +30,18 @@ pub enum ProjectionError {
     /// A fault injected by a test.
     #[error("injected fault at {0:?}")]
     Injected(crate::runtime::Stage),
+    /// An as-of position that no event has.
+    #[error("no event has global position {position}")]
+    UnknownPosition {
+        /// The position asked for.
+        position: i64,
+    },
+    /// An as-of position before which a running transaction could still add events.
+    #[error("the log up to position {position} is not final yet")]
+    PositionNotFinal {
+        /// The position asked for.
+        position: i64,
+    },
     /// Waiting for the projection to reach a position took too long.
     #[error("the projection has not reached position {position} yet")]
     NotCaughtUp {

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod as_of;
 mod bulk;
 pub mod cells;
 pub mod clinic_log;

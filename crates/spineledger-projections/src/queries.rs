@@ -4,6 +4,8 @@
 //! security) is those clinics, set with its first statement (`spineledger_store::scoped`):
 //! a query's `WHERE clinic_id` and the database's wall say the same thing.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use spineledger_readmodels::plan::OVERDUE_GRACE;
@@ -12,7 +14,7 @@ use spineledger_readmodels::{Cell, Dimension, Grouping, TreatmentPlanView};
 use spineledger_store::{ClinicScope, scoped};
 use uuid::Uuid;
 
-use crate::{ProjectionError, cells};
+use crate::{Projection, ProjectionError, cells};
 
 /// One episode's treatment plan, if the projection has seen the episode.
 pub async fn treatment_plan(
@@ -222,6 +224,18 @@ async fn plans_page(
         .collect()
 }
 
+/// A statistics answer before release: its parts, and the global position each clinic's
+/// figures reflect.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The parts.
+    pub parts: Parts,
+    /// By clinic: the figures hold exactly the clinic's events up to this position, in
+    /// the global order (0: none). Given back as `as_of` positions, they give the same
+    /// figures again ([`crate::as_of`]).
+    pub reflects: BTreeMap<Uuid, i64>,
+}
+
 /// The parts of the statistics of the episodes of `clinics` (none when empty: see
 /// [`known_clinics`] for every clinic) first evaluated in the whole months of `window`,
 /// grouped by `group_by`: one tally per clinic, month and group key, for
@@ -234,7 +248,7 @@ pub async fn outcome_parts(
     clinics: &[Uuid],
     window: Months,
     group_by: &[Dimension],
-) -> Result<Parts, ProjectionError> {
+) -> Result<Answer, ProjectionError> {
     let mut client = pool.get().await?;
     let transaction = client
         .build_transaction()
@@ -248,8 +262,19 @@ pub async fn outcome_parts(
         parts_in(&transaction, clinics, window, group_by),
     )
     .await?;
+    // In the same snapshot: how far the projection had read for each clinic's shard.
+    let shards = crate::runtime::stored_shard_count(&transaction, Projection::OutcomeStatistics)
+        .await?
+        .unwrap_or(1);
+    let mut reflects = BTreeMap::new();
+    for clinic in clinics {
+        let shard = spineledger_store::ClinicShard::of(*clinic, shards).index();
+        let cursor =
+            crate::runtime::checkpoint(&transaction, Projection::OutcomeStatistics, shard).await?;
+        reflects.insert(*clinic, cursor.position);
+    }
     transaction.commit().await?;
-    Ok(parts)
+    Ok(Answer { parts, reflects })
 }
 
 /// [`outcome_parts`] inside a transaction whose context is set.

@@ -30,6 +30,12 @@
 //!    the only withheld part of the clinic-month (the total minus the parts shown would
 //!    give it): the smallest shown part goes with it.
 //!
+//! 5. **`no_plan` counts for nothing in a withheld set.** Its episodes had no sessions,
+//!    so they add nothing to the counts of missed sessions, adverse events or completed
+//!    initial phases: a withheld set of a small part and `no_plan` would give those
+//!    counts of the small part away. The withheld parts must hold k episodes besides
+//!    `no_plan`, and it is the last part chosen to go with a small one.
+//!
 //! The decision depends only on the clinic-month's sizes and the set of dimensions, not
 //! on the order a query names them, so every query sees the same release of a part.
 //!
@@ -51,8 +57,8 @@
 //! any two figures, across windows (a month more or less), clinic sets (a clinic more
 //! or less) or groupings (a total against its groups): each released part holds at
 //! least `k` episodes, and so does anything derived from them. A group none of whose
-//! parts is released is reported as suppressed; a group some of whose parts are
-//! withheld is shown with what remains and marked partial.
+//! parts is released is not listed, and nothing tells which groups lost parts: a key
+//! with a withheld part would tell that some patient of that clinic-month has it.
 //!
 //! Why not arbitrary windows with suppression of small answers: two windows one second
 //! apart, holding 8 and 9 episodes, are both large enough, and their difference is one
@@ -277,6 +283,19 @@ pub fn withheld_forcing<K: Ord + AsRef<[String]>>(
         .filter(|(_, (original, _))| forced.contains(*original))
         .map(|(key, _)| key.clone())
         .collect();
+    // Parts that tell nothing about plan-related figures (rule 5): `no_plan` along a plan
+    // dimension.
+    let plan_positions: Vec<usize> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, position)| PLAN_DIMENSIONS.contains(&dimensions[**position]))
+        .map(|(canonical, _)| canonical)
+        .collect();
+    let uninformative: BTreeSet<Vec<&str>> = canonical
+        .keys()
+        .filter(|key| plan_positions.iter().any(|p| key[*p] == NO_PLAN))
+        .cloned()
+        .collect();
     let parts: Vec<(Vec<&str>, u64)> = canonical
         .iter()
         .map(|(key, (_, size))| (key.clone(), *size))
@@ -287,6 +306,7 @@ pub fn withheld_forcing<K: Ord + AsRef<[String]>>(
         parts: &parts,
         full,
         forced,
+        uninformative,
         memo: BTreeMap::new(),
     };
     let hidden = release.hidden(full);
@@ -306,6 +326,8 @@ struct Release<'a> {
     full: u32,
     /// Finest parts withheld from the start (rule 4).
     forced: BTreeSet<Vec<&'a str>>,
+    /// Finest parts that count for nothing towards the k a withheld set must hold (rule 5).
+    uninformative: BTreeSet<Vec<&'a str>>,
     /// For each grouping (a mask of canonical positions): its hidden parts' keys, as the
     /// projection of the finest keys onto the mask.
     memo: BTreeMap<u32, BTreeSet<Vec<&'a str>>>,
@@ -334,6 +356,17 @@ impl<'a> Release<'a> {
             .zip(&forced)
             .map(|(n, forced)| *n < self.k || *forced)
             .collect();
+        let weight: Vec<u64> = keys
+            .iter()
+            .zip(&size)
+            .map(|(key, size)| {
+                if mask == self.full && self.uninformative.contains(key) {
+                    0
+                } else {
+                    *size
+                }
+            })
+            .collect();
         for bit in (0..u32::BITS).filter(|bit| mask & (1 << bit) != 0) {
             let coarser = mask & !(1 << bit);
             let withheld = self.hidden(coarser);
@@ -358,20 +391,22 @@ impl<'a> Release<'a> {
         loop {
             let mut changed = false;
             for line in &lines {
-                let hidden_size: u64 = line.iter().filter(|i| hidden[**i]).map(|i| size[*i]).sum();
+                let hidden_weight: u64 = line
+                    .iter()
+                    .filter(|i| hidden[**i])
+                    .map(|i| weight[*i])
+                    .sum();
                 let mut hidden_parts = line.iter().filter(|i| hidden[**i]);
-                let lone_forced = match (hidden_parts.next(), hidden_parts.next()) {
-                    (Some(only), None) => forced[*only],
-                    _ => false,
-                };
-                if hidden_size == 0 || (hidden_size >= self.k && !lone_forced) {
+                let (first, second) = (hidden_parts.next(), hidden_parts.next());
+                let lone_forced = second.is_none() && first.is_some_and(|only| forced[*only]);
+                if first.is_none() || (hidden_weight >= self.k && !lone_forced) {
                     continue;
                 }
-                // The smallest part still shown, the first key on a tie.
+                // The smallest part still shown that counts, the first key on a tie.
                 if let Some(next) = line
                     .iter()
                     .filter(|i| !hidden[**i])
-                    .min_by_key(|i| (size[**i], **i))
+                    .min_by_key(|i| (weight[**i] == 0, size[**i], **i))
                 {
                     hidden[*next] = true;
                     changed = true;

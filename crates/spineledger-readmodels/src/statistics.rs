@@ -341,7 +341,8 @@ pub struct Group {
     /// The statistics of the released parts; None when the group is suppressed.
     pub statistics: Option<GroupStatistics>,
     /// Whether some of the group's clinic-months were withheld ([`crate::release`]): the
-    /// figures cover the rest.
+    /// figures cover the rest. For tests and tools: the API does not send it, as beside
+    /// a month's released parts it would tell that a withheld part has the group's key.
     pub partial: bool,
 }
 

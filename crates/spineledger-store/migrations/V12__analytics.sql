@@ -9,9 +9,9 @@
 -- of fewer than k episodes is withheld, and within a clinic-month and dimension the
 -- smallest parts are withheld with it until the withheld ones hold at least k. For one
 -- dimension that is the shortest run of parts, smallest first (ties by value in byte
--- order), that takes in every small part and holds at least k episodes; no_plan, shared
--- by two dimensions, is withheld by both or neither. A test compares these figures with
--- the API's.
+-- order), that takes in every small part and holds at least k episodes besides no_plan
+-- (which is chosen last); no_plan, shared by two dimensions, is withheld by both or
+-- neither. A test compares these figures with the API's.
 --
 -- The wall is row-level security: the views belong to spineledger_analytics, a role
 -- that cannot log in, reads outcome_cells under a policy admitting the clinics granted
@@ -69,8 +69,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     FROM public.analyst_grants WHERE login = session_user
 $$;
 REVOKE ALL ON FUNCTION spineledger_analyst_clinics() FROM PUBLIC;
--- The policy's call runs with the querying user's privileges (a view does not change
--- current_user): the analyst may learn its own grants.
+-- Granted to the analyst as well, so that it may learn its own grants.
 GRANT EXECUTE ON FUNCTION spineledger_analyst_clinics()
     TO spineledger_analytics, spineledger_analyst;
 
@@ -146,13 +145,18 @@ parts AS (
 ranked AS (
     SELECT parts.*, settings.min_cell,
            row_number() OVER run AS rank,
-           sum(parts.episodes) OVER run - parts.episodes AS before,
+           sum(CASE WHEN parts.grouping IN (2, 4) AND parts.value = 'no_plan' THEN 0
+                    ELSE parts.episodes END) OVER run
+               - CASE WHEN parts.grouping IN (2, 4) AND parts.value = 'no_plan' THEN 0
+                      ELSE parts.episodes END AS before,
            count(*) FILTER (WHERE parts.episodes < settings.min_cell)
                OVER (PARTITION BY parts.clinic_id, parts.evaluated_month, parts.grouping)
                AS small_parts
     FROM parts CROSS JOIN settings
     WINDOW run AS (PARTITION BY parts.clinic_id, parts.evaluated_month, parts.grouping
-                   ORDER BY parts.episodes, parts.value COLLATE "C"
+                   ORDER BY parts.episodes < settings.min_cell DESC,
+                            (parts.grouping IN (2, 4) AND parts.value = 'no_plan'),
+                            parts.episodes, parts.value COLLATE "C"
                    ROWS UNBOUNDED PRECEDING)
 ),
 -- Rule 4: where either plan dimension withholds no_plan (an episode without a plan is
@@ -174,19 +178,28 @@ forced AS (
             AND first_pass.no_plan_withheld) AS forced
     FROM first_pass
 ),
-reranked AS (
+-- Rule 5: no_plan (of a plan dimension) counts for nothing towards the k a withheld set
+-- must hold, and is the last part chosen to go with a small one.
+weighed AS (
     SELECT forced.*,
-           row_number() OVER run AS rank2,
-           sum(forced.episodes) OVER run - forced.episodes AS before2,
-           count(*) FILTER (WHERE forced.episodes < forced.min_cell OR forced.forced)
-               OVER clinic_month AS held,
-           bool_or(forced.forced) OVER clinic_month AS has_forced
+           CASE WHEN forced.grouping IN (2, 4) AND forced.value = 'no_plan' THEN 0
+                ELSE forced.episodes END AS weight
     FROM forced
-    WINDOW clinic_month AS (PARTITION BY forced.clinic_id, forced.evaluated_month,
-                                         forced.grouping),
-           run AS (PARTITION BY forced.clinic_id, forced.evaluated_month, forced.grouping
-                   ORDER BY (forced.episodes < forced.min_cell OR forced.forced) DESC,
-                            forced.episodes, forced.value COLLATE "C"
+),
+reranked AS (
+    SELECT weighed.*,
+           row_number() OVER run AS rank2,
+           sum(weighed.weight) OVER run - weighed.weight AS before2,
+           count(*) FILTER (WHERE weighed.episodes < weighed.min_cell OR weighed.forced)
+               OVER clinic_month AS held,
+           bool_or(weighed.forced) OVER clinic_month AS has_forced
+    FROM weighed
+    WINDOW clinic_month AS (PARTITION BY weighed.clinic_id, weighed.evaluated_month,
+                                         weighed.grouping),
+           run AS (PARTITION BY weighed.clinic_id, weighed.evaluated_month, weighed.grouping
+                   ORDER BY (weighed.episodes < weighed.min_cell OR weighed.forced) DESC,
+                            weighed.weight = 0, weighed.episodes,
+                            weighed.value COLLATE "C"
                    ROWS UNBOUNDED PRECEDING)
 )
 SELECT clinic_id, evaluated_month, dimension, value, min_cell,
@@ -269,7 +282,7 @@ CREATE FUNCTION analytics.outcome_statistics(
     clinics    uuid[]  DEFAULT NULL,
     by_clinic  boolean DEFAULT false
 ) RETURNS TABLE (
-    clinic_id uuid, value text, suppressed boolean, partial boolean, episodes bigint,
+    clinic_id uuid, value text, suppressed boolean, episodes bigint,
     initial_phase_completed bigint,
     baseline_nrs_n bigint, baseline_nrs_mean float8,
     baseline_odi_n bigint, baseline_odi_mean float8,
@@ -314,7 +327,6 @@ BEGIN
     ),
     summed AS (
         SELECT CASE WHEN by_clinic THEN w.clinic_id END AS clinic_id, w.value,
-               bool_or(NOT w.released) AS partial,
                sum(w.episodes) FILTER (WHERE w.released) AS episodes,
                sum(w.initial_phase_completed) FILTER (WHERE w.released) AS initial_phase_completed,
                sum(w.baseline_nrs_n) FILTER (WHERE w.released) AS baseline_nrs_n,
@@ -351,7 +363,7 @@ BEGIN
         FROM window_parts w
         GROUP BY 1, 2
     )
-    SELECT s.clinic_id, s.value, s.episodes IS NULL, s.partial, s.episodes::bigint,
+    SELECT s.clinic_id, s.value, s.episodes IS NULL, s.episodes::bigint,
            s.initial_phase_completed::bigint,
            CASE WHEN s.baseline_nrs_n >= k THEN s.baseline_nrs_n::bigint END,
            CASE WHEN s.baseline_nrs_n >= k
@@ -405,12 +417,16 @@ CREATE VIEW analytics.definitions (statistic, definition, source) AS VALUES
     ('drop-out', 'discharged as self-discharge or lost to follow-up', NULL),
     ('scores corrected', 'episodes where a correction changed a value these statistics use', NULL);
 
+-- A new owner needs CREATE on the schema (unless the migrator is a superuser); it keeps
+-- none afterwards.
+GRANT CREATE ON SCHEMA spineledger_release, analytics TO spineledger_analytics;
 ALTER FUNCTION spineledger_release.parts() OWNER TO spineledger_analytics;
 ALTER FUNCTION spineledger_release.monthly_outcomes() OWNER TO spineledger_analytics;
 ALTER VIEW analytics.monthly_outcomes OWNER TO spineledger_analytics;
 ALTER VIEW analytics.definitions OWNER TO spineledger_analytics;
 ALTER FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
     OWNER TO spineledger_analytics;
+REVOKE CREATE ON SCHEMA spineledger_release, analytics FROM spineledger_analytics;
 GRANT USAGE ON SCHEMA spineledger_release TO spineledger_analytics;
 GRANT USAGE ON SCHEMA analytics TO spineledger_analytics;
 
@@ -428,3 +444,17 @@ GRANT USAGE ON SCHEMA analytics TO spineledger_analyst;
 GRANT SELECT ON analytics.monthly_outcomes, analytics.definitions TO spineledger_analyst;
 GRANT EXECUTE ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean)
     TO spineledger_analyst;
+
+-- Statistics as of a global position (GetOutcomeStatistics as_of_*): the position's
+-- cursor in the global order, (xid, position), and whether it is final (every
+-- transaction up to its own has ended, so the log up to it is settled). The position
+-- may be any clinic's (an earlier answer states its projection's checkpoint); only the
+-- transaction id is learnt, never the event.
+CREATE FUNCTION spineledger_event_cursor(at_position bigint)
+RETURNS TABLE (xid bigint, final boolean)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT e.xid::text::bigint, e.xid < pg_snapshot_xmin(pg_current_snapshot())
+    FROM public.events e WHERE e.position = at_position
+$$;
+REVOKE ALL ON FUNCTION spineledger_event_cursor(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION spineledger_event_cursor(bigint) TO spineledger_app;

@@ -246,6 +246,19 @@ pub async fn migrate(config: &Config) -> Result<usize, StoreError> {
     Ok(applied)
 }
 
+/// Stores `min_cell` as the k of the analysts' SQL (`statistics_settings`, V12), so that
+/// the views release what the API releases. As the owner; `serve` does it after
+/// migrating.
+pub async fn set_statistics_min_cell(config: &Config, min_cell: usize) -> Result<(), StoreError> {
+    let min_cell = i32::try_from(min_cell)
+        .map_err(|_| StoreError::Configuration(format!("min cell {min_cell} is too large")))?;
+    connect(config)
+        .await?
+        .execute("UPDATE statistics_settings SET min_cell = $1", &[&min_cell])
+        .await?;
+    Ok(())
+}
+
 /// Refuses a service login that row-level security would not hold: a superuser, a role
 /// with BYPASSRLS, or one that owns (or inherits the owner of) a clinical table. Those
 /// see every clinic whatever the transaction's context says, so the service must not

@@ -32,7 +32,7 @@ pub use access::{
 pub use database::{
     ANALYST_ROLE, APP_ROLE, DEFAULT_DATABASE, PROJECTOR_ROLE, as_role, connect, describe,
     ensure_database, ensure_walled, migrate, parse_url, pool, quote_identifier, resolve,
-    with_dbname,
+    set_statistics_min_cell, with_dbname,
 };
 pub use error::StoreError;
 pub use group::GroupCommit;
@@ -43,8 +43,8 @@ pub use model::{
 pub use planner::{analyze_grown, keep_statistics};
 pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
-    EventStore, append_in, idle_access_horizon, idle_shard_horizon, log_head, read_all_after,
-    read_log_by_stream, read_streams_upto, request_keys,
+    EventStore, Upto, append_in, event_cursor, idle_access_horizon, idle_shard_horizon, log_head,
+    read_all_after, read_clinic_log_upto, read_log_by_stream, read_streams_upto, request_keys,
 };
 pub use wake::ShardHint;
 

@@ -399,6 +399,72 @@ pub async fn read_log_by_stream(
     Ok(rows.map(|row| decode_event(&row?)))
 }
 
+/// Where a replay of one clinic's log stops ([`read_clinic_log_upto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upto {
+    /// At this cursor in the global order, inclusive.
+    Cursor(GlobalCursor),
+    /// At the last event recorded at or before this instant.
+    RecordedAt(chrono::DateTime<chrono::Utc>),
+}
+
+/// The cursor of the event at global `position`, if there is one, and whether it is
+/// final: every transaction up to its own has ended, so the log up to it can no longer
+/// change. Only the cursor is learnt (through the owner's `spineledger_event_cursor`),
+/// not the event, so any clinic's position can be resolved.
+pub async fn event_cursor(
+    client: &impl deadpool_postgres::GenericClient,
+    position: i64,
+) -> Result<Option<(GlobalCursor, bool)>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT xid, final FROM spineledger_event_cursor($1)")
+        .await?;
+    let row = client.query_opt(&statement, &[&position]).await?;
+    row.map(|row| {
+        let xid: i64 = row.try_get(0)?;
+        Ok((
+            GlobalCursor {
+                xid: u64::try_from(xid)
+                    .map_err(|_| StoreError::Malformed("negative xid".into()))?,
+                position,
+            },
+            row.try_get(1)?,
+        ))
+    })
+    .transpose()
+}
+
+/// Every final event of `clinic`'s streams whose id starts with `prefix`, up to `upto`,
+/// ordered by stream and version and streamed as PostgreSQL sends them (a stream's events
+/// arrive together). Run in a REPEATABLE READ transaction whose clinic context admits
+/// the clinic.
+pub async fn read_clinic_log_upto(
+    client: &impl deadpool_postgres::GenericClient,
+    clinic: uuid::Uuid,
+    prefix: &str,
+    upto: Upto,
+) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>>, StoreError> {
+    use futures::StreamExt as _;
+    let (xid, position, at) = match upto {
+        Upto::Cursor(cursor) => (Some(cursor.xid.to_string()), Some(cursor.position), None),
+        Upto::RecordedAt(at) => (None, None, Some(at)),
+    };
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE clinic_id = $1 AND starts_with(stream_id, $2) \
+               AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+               AND ($3::text IS NULL OR (xid, position) <= ($3::text::xid8, $4::bigint)) \
+               AND ($5::timestamptz IS NULL OR recorded_at <= $5) \
+             ORDER BY stream_id, version"
+        ))
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&clinic, &prefix, &xid, &position, &at];
+    let rows = client.query_raw(&statement, params).await?;
+    Ok(rows.map(|row| decode_event(&row?)))
+}
+
 /// For a shard with nothing to read after `cursor`: the last final event of the whole log
 /// (any shard), provided no event of this shard lies between `cursor` and it. A reader of
 /// the shard may move its cursor there without missing anything, so an idle shard does

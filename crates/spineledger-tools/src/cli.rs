@@ -99,6 +99,10 @@ impl Tool {
                 let query = StatsQuery {
                     clinics: args.clinics,
                     group_by: args.group_by,
+                    from_month: args.from_month,
+                    to_month: args.to_month,
+                    as_of_position: args.as_of_position,
+                    as_of: args.as_of,
                 };
                 let format = match args.format {
                     FormatArg::Table => Format::Table,
@@ -185,6 +189,18 @@ pub struct StatsArgs {
     /// frequency_phase, adherence_band, age_band.
     #[arg(long = "group-by")]
     group_by: Vec<spineledger_readmodels::statistics::Dimension>,
+    /// Episodes first evaluated from this month on (the first of a month, 2026-01-01).
+    #[arg(long = "from-month")]
+    from_month: Option<chrono::NaiveDate>,
+    /// ... and before this month (the first of a month).
+    #[arg(long = "to-month")]
+    to_month: Option<chrono::NaiveDate>,
+    /// The statistics as they stood at this global position (a replay of the log).
+    #[arg(long = "as-of-position", conflicts_with = "as_of")]
+    as_of_position: Option<i64>,
+    /// The statistics of the events recorded at or before this time (RFC 3339).
+    #[arg(long = "as-of")]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use spineledger_api::client::BearerToken;
 use spineledger_api::v1;
+use spineledger_api::v1::get_outcome_statistics_request::AsOf;
 use spineledger_api::v1::outcome_statistics_service_client::OutcomeStatisticsServiceClient;
 use spineledger_readmodels::statistics::Dimension;
 use uuid::Uuid;
@@ -16,6 +17,24 @@ pub struct StatsQuery {
     pub clinics: Vec<Uuid>,
     /// The dimensions to group by; empty: one group.
     pub group_by: Vec<Dimension>,
+    /// The first month counted (the first of a month).
+    pub from_month: Option<chrono::NaiveDate>,
+    /// The first month no longer counted.
+    pub to_month: Option<chrono::NaiveDate>,
+    /// As of this global position.
+    pub as_of_position: Option<i64>,
+    /// As of this time (events recorded at or before).
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Midnight UTC of `month`'s date, as a request timestamp (the server checks it is the
+/// first of a month).
+fn month_start(month: Option<chrono::NaiveDate>) -> Option<prost_types::Timestamp> {
+    let at = month?.and_hms_opt(0, 0, 0)?.and_utc();
+    Some(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    })
 }
 
 /// How to print them.
@@ -49,9 +68,17 @@ pub async fn fetch_and_render(
                 spineledger_api::convert::enums::dimension::to_proto(*dimension) as i32
             })
             .collect(),
-        evaluated_from: None,
-        evaluated_to: None,
+        evaluated_from: month_start(query.from_month),
+        evaluated_to: month_start(query.to_month),
         min_position: None,
+        as_of: match (query.as_of_position, query.as_of) {
+            (Some(position), _) => Some(AsOf::AsOfPosition(position)),
+            (None, Some(at)) => Some(AsOf::AsOfRecordedAt(prost_types::Timestamp {
+                seconds: at.timestamp(),
+                nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+            })),
+            (None, None) => None,
+        },
     };
     let response = client
         .get_outcome_statistics(request)
@@ -103,14 +130,26 @@ fn rate(value: Option<&v1::Rate>) -> String {
     )
 }
 
+/// The log the figures reflect, clinic by clinic: `clinic=position;…`.
+fn reflects(response: &v1::GetOutcomeStatisticsResponse) -> String {
+    response
+        .reflects
+        .iter()
+        .map(|r| format!("{}={}", r.clinic_id, r.position))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Outcome statistics — groups and means built on fewer than {} values are suppressed.\n\
          Change = follow-up minus baseline (negative is improvement). Responders: NRS >= 2 \
-         points or >= 30 %, ODI >= 10 points or >= 30 % (Ostelo et al. 2008).",
-        response.min_cell_size
+         points or >= 30 %, ODI >= 10 points or >= 30 % (Ostelo et al. 2008).\n\
+         Reflects the log up to (clinic=global position): {}",
+        response.min_cell_size,
+        reflects(response)
     );
     for group in &response.groups {
         let _ = writeln!(out, "\n== {}", group_label(group));
@@ -122,13 +161,6 @@ fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
             );
             continue;
         };
-        if group.partial {
-            let _ = writeln!(
-                out,
-                "   partial: some clinic-months were withheld (too small, or to protect a \
-                 small one); the figures cover the rest"
-            );
-        }
         let rows: Vec<(&str, String)> = vec![
             ("episodes", stats.episodes.to_string()),
             (
@@ -224,7 +256,7 @@ fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
     out
 }
 
-const CSV_HEADER: &str = "group,suppressed,partial,episodes,initial_phase_completed,\
+const CSV_HEADER: &str = "group,suppressed,episodes,initial_phase_completed,\
 baseline_nrs_mean,baseline_nrs_n,baseline_odi_mean,baseline_odi_n,\
 nrs_change_s4_mean,nrs_change_s4_n,nrs_change_s6_mean,nrs_change_s6_n,\
 nrs_change_discharge_mean,nrs_change_discharge_n,odi_change_s4_mean,odi_change_s4_n,\
@@ -327,14 +359,15 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
     let lists = ListColumns::of(response);
     let mut out = String::from(CSV_HEADER);
     out.push_str(&lists.header());
-    out.push('\n');
-    let width = out.trim_end().split(',').count();
+    out.push_str(",reflects\n");
+    // The columns before `reflects`.
+    let width = out.trim_end().split(',').count() - 1;
+    let reflects = csv_quote(&reflects(response));
     for group in &response.groups {
         let mut cells = vec![csv_quote(&group_label(group))];
         match &group.statistics {
             None => {
                 cells.push("true".into());
-                cells.push(group.partial.to_string());
                 cells.resize(width, String::new());
             }
             Some(stats) => {
@@ -351,7 +384,6 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
                     )
                 };
                 cells.push("false".into());
-                cells.push(group.partial.to_string());
                 cells.push(stats.episodes.to_string());
                 cells.push(stats.initial_phase_completed.to_string());
                 for m in [
@@ -382,6 +414,8 @@ fn csv(response: &v1::GetOutcomeStatisticsResponse) -> String {
                 cells.extend(lists.cells(stats));
             }
         }
+        cells.resize(width, String::new());
+        cells.push(reflects.clone());
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -450,12 +484,20 @@ fn json(response: &v1::GetOutcomeStatisticsResponse) -> serde_json::Value {
             serde_json::json!({
                 "group": group_label(group),
                 "suppressed": group.suppressed,
-                "partial": group.partial,
                 "statistics": statistics,
             })
         })
         .collect();
-    serde_json::json!({ "min_cell_size": response.min_cell_size, "groups": groups })
+    let reflects: serde_json::Map<String, serde_json::Value> = response
+        .reflects
+        .iter()
+        .map(|r| (r.clinic_id.clone(), serde_json::Value::from(r.position)))
+        .collect();
+    serde_json::json!({
+        "min_cell_size": response.min_cell_size,
+        "reflects": reflects,
+        "groups": groups,
+    })
 }
 
 #[cfg(test)]
@@ -473,7 +515,6 @@ mod tests {
                     }],
                     episodes: Some(20),
                     suppressed: false,
-                    partial: false,
                     statistics: Some(v1::OutcomeStatistics {
                         episodes: 20,
                         baseline_nrs: Some(v1::Mean { n: 20, mean: 6.5 }),
@@ -512,9 +553,12 @@ mod tests {
                     episodes: None,
                     suppressed: true,
                     statistics: None,
-                    partial: true,
                 },
             ],
+            reflects: vec![v1::ClinicPosition {
+                clinic_id: "3f1c2d9e-0000-4000-8000-000000000001".into(),
+                position: 4021,
+            }],
         }
     }
 
@@ -533,7 +577,14 @@ mod tests {
             .lines()
             .next()
             .map_or(0, |header| header.split(',').count());
-        assert_eq!(columns, CSV_HEADER.split(',').count() + 2 + 1 + 4);
+        // The fixed columns, 2 discharge reasons, 1 adherence band, 2 x 2 trajectory
+        // columns, and where the figures stand in the log.
+        assert_eq!(columns, CSV_HEADER.split(',').count() + 2 + 1 + 4 + 1);
+        assert!(
+            csv.lines()
+                .nth(1)
+                .is_some_and(|row| { row.ends_with(",3f1c2d9e-0000-4000-8000-000000000001=4021") })
+        );
         for line in csv.lines() {
             assert_eq!(line.split(',').count(), columns, "{line}");
         }

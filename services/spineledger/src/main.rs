@@ -654,6 +654,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let verifier = args.auth.verifier(args.listen)?;
     let logins = args.database.urls()?.prepare().await?;
+    if let Some(owner) = &logins.owner {
+        // The analysts' SQL releases with the same k as the API.
+        spineledger_store::set_statistics_min_cell(owner, args.min_cell.get()).await?;
+    }
     let store = logins.store(args.pool_size)?;
     let listener = TcpListener::bind(args.listen)
         .await

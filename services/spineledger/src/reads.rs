@@ -11,6 +11,7 @@ use spineledger_api::v1;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsService;
 use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
 use spineledger_api::views;
+use spineledger_projections::as_of::{self, Cut};
 use spineledger_projections::{Projection, queries};
 use spineledger_readmodels::statistics::{MinCell, groups};
 use tonic::{Request, Response, Status};
@@ -247,20 +248,52 @@ impl ReadModels {
         } else {
             query.clinic_ids
         };
-        self.catch_up(Projection::OutcomeStatistics, &clinics, query.min_position)
-            .await?;
-        let parts = queries::outcome_parts(
-            self.app.store.pool(),
-            &clinics,
-            query.window,
-            &query.group_by,
-        )
-        .await?;
+        let answer = match &query.as_of {
+            None => {
+                self.catch_up(Projection::OutcomeStatistics, &clinics, query.min_position)
+                    .await?;
+                queries::outcome_parts(
+                    self.app.store.pool(),
+                    &clinics,
+                    query.window,
+                    &query.group_by,
+                )
+                .await?
+            }
+            Some(cut) => {
+                if let Cut::Positions(positions) = cut {
+                    // A position may name only a clinic the token grants, and every
+                    // clinic answered needs one.
+                    for clinic in positions.keys() {
+                        auth::require_clinic(principal, *clinic, "as_of_positions")?;
+                    }
+                    if clinics.iter().any(|clinic| !positions.contains_key(clinic)) {
+                        return Err(ApiError::AsOfPositionsIncomplete);
+                    }
+                }
+                as_of::outcome_parts_as_of(
+                    self.app.store.pool(),
+                    &clinics,
+                    cut,
+                    query.window,
+                    &query.group_by,
+                )
+                .await?
+            }
+        };
         let min_cell = self.app.reads.min_cell;
-        let groups = groups(parts.release(min_cell), &query.group_by, min_cell);
+        let groups = groups(answer.parts.release(min_cell), &query.group_by, min_cell);
         Ok(v1::GetOutcomeStatisticsResponse {
             min_cell_size: i32::try_from(min_cell.get()).unwrap_or(i32::MAX),
             groups: groups.iter().map(views::outcome_group).collect(),
+            reflects: answer
+                .reflects
+                .iter()
+                .map(|(clinic, position)| v1::ClinicPosition {
+                    clinic_id: clinic.to_string(),
+                    position: *position,
+                })
+                .collect(),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! the same wording.
 
 use chrono::NaiveDate;
+use spineledger_projections::as_of::Cut;
 use spineledger_projections::queries::PlanCursor;
 use spineledger_readmodels::PlanPhase;
 use spineledger_readmodels::release::{Months, month_starting_at};
@@ -65,9 +66,57 @@ pub struct StatisticsQuery {
     pub window: Months,
     /// Read-your-writes: a global position (at least 1) the statistics must include.
     pub min_position: Option<i64>,
+    /// Replay to an earlier point of the log instead of reading the live cells.
+    pub as_of: Option<Cut>,
 }
 
 impl Check {
+    /// The point of the log a statistics answer is replayed to: positions of at least 0
+    /// (each clinic named once), or a time.
+    fn as_of(
+        &mut self,
+        raw: Option<v1::get_outcome_statistics_request::AsOf>,
+    ) -> Option<Option<Cut>> {
+        use v1::get_outcome_statistics_request::AsOf;
+        match raw {
+            None => Some(None),
+            Some(AsOf::AsOfPosition(position)) => {
+                if position < 0 {
+                    self.add("as_of_position", "must be a global position, at least 0");
+                    return None;
+                }
+                Some(Some(Cut::Position(position)))
+            }
+            Some(AsOf::AsOfPositions(list)) => {
+                let mut positions = std::collections::BTreeMap::new();
+                let mut valid = true;
+                for (index, entry) in list.positions.into_iter().enumerate() {
+                    let path = format!("as_of_positions.positions[{index}]");
+                    let clinic = self.uuid(&format!("{path}.clinic_id"), &entry.clinic_id);
+                    if entry.position < 0 {
+                        self.add(
+                            &format!("{path}.position"),
+                            "must be a global position, at least 0",
+                        );
+                        valid = false;
+                    }
+                    match clinic {
+                        Some(clinic) if positions.insert(clinic, entry.position).is_some() => {
+                            self.add(&format!("{path}.clinic_id"), "names a clinic twice");
+                            valid = false;
+                        }
+                        Some(_) => {}
+                        None => valid = false,
+                    }
+                }
+                valid.then_some(Some(Cut::Positions(positions)))
+            }
+            Some(AsOf::AsOfRecordedAt(at)) => self
+                .optional_timestamp("as_of_recorded_at", Some(at))
+                .map(|at| at.map(Cut::RecordedAt)),
+        }
+    }
+
     /// An optional bound of a statistics window: the start of a UTC month (00:00:00 on the
     /// first), so that windows differ by whole months (see
     /// [`spineledger_readmodels::release`]).
@@ -215,6 +264,10 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
             check.add("evaluated_to", "must be after evaluated_from");
         }
         let min_position = check.min_position(req.min_position);
+        let as_of = check.as_of(req.as_of);
+        if req.min_position.is_some() && matches!(as_of, Some(Some(_))) {
+            check.add("min_position", "cannot be combined with as_of");
+        }
         let query = (|| {
             Some(Self {
                 clinic_ids: clinic_ids?,
@@ -224,6 +277,7 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
                     to: to?,
                 },
                 min_position: min_position?,
+                as_of: as_of?,
             })
         })();
         check.finish(query)
@@ -418,6 +472,7 @@ mod tests {
             evaluated_from: at(1_698_796_800), // 2023-11-01T00:00:00Z
             evaluated_to: at(1_798_761_600),   // 2027-01-01T00:00:00Z
             min_position: None,
+            as_of: None,
         })
         .unwrap();
         assert_eq!(query.group_by, [Dimension::AgeBand]);
@@ -452,6 +507,7 @@ mod tests {
             evaluated_from: at(1_798_761_600),
             evaluated_to: at(1_698_796_800),
             min_position: None,
+            as_of: None,
         })
         .unwrap_err();
         assert_eq!(

@@ -341,6 +341,7 @@ async fn statistics(
             evaluated_from: window.and_then(|(from, _)| midnight(from)),
             evaluated_to: window.and_then(|(_, to)| midnight(to)),
             min_position: None,
+            as_of: None,
         };
         let response = client.get_outcome_statistics(request.clone()).await?;
         let shown: i64 = response
