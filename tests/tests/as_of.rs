@@ -120,6 +120,11 @@ async fn a_figure_taken_earlier_is_given_again_as_of_the_positions_it_stated() {
         .expect("as of the earlier positions");
     assert_eq!(again.groups, earlier.groups);
     assert_eq!(again.reflects, earlier.reflects);
+    // Naming no clinic: the positions' clinics, not whatever the token grants by now.
+    let unnamed = statistics(&mut stats, &[], &[D::Clinic], Some(positions.clone()))
+        .await
+        .expect("as of the earlier positions, no clinic named");
+    assert_eq!(unnamed.groups, earlier.groups);
     let again_by_age = statistics(&mut stats, &[clinic], &[D::AgeBand], Some(positions))
         .await
         .expect("by age band as of the earlier positions");
@@ -133,6 +138,14 @@ async fn a_figure_taken_earlier_is_given_again_as_of_the_positions_it_stated() {
         .await
         .expect("as of a time");
     assert_eq!(by_time.groups, earlier.groups);
+    // The time picked a cut; the positions it states give the same figures.
+    let picked = AsOf::AsOfPositions(v1::ClinicPositions {
+        positions: by_time.reflects.clone(),
+    });
+    let by_picked = statistics(&mut stats, &both, &[D::Clinic], Some(picked))
+        .await
+        .expect("as of the positions the time picked");
+    assert_eq!(by_picked.groups, earlier.groups);
     // As of where the live answer stands now: the live answer (replay equals the cells).
     let current = AsOf::AsOfPositions(v1::ClinicPositions {
         positions: now.reflects.clone(),

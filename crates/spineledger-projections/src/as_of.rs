@@ -30,12 +30,14 @@ pub enum Cut {
     Position(i64),
     /// Each clinic at its own position: what an earlier answer states it reflects.
     Positions(BTreeMap<Uuid, i64>),
-    /// Every event recorded at or before this instant.
+    /// Each clinic at its last event, in the log's order, recorded at or before this
+    /// instant (a transaction still open then may add events later: the positions the
+    /// answer states are what reproduces it).
     RecordedAt(DateTime<Utc>),
 }
 
 /// The parts of the statistics of `clinics` as they stood at `cut`, with the position
-/// each clinic's figures reflect (for a time, the last event included; 0 for none).
+/// each clinic's figures reflect (0: none of its events).
 ///
 /// # Errors
 /// [`ProjectionError::UnknownPosition`] for a position no event has;
@@ -55,6 +57,11 @@ pub async fn outcome_parts_as_of(
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
+        .await?;
+    // A replay reads whole clinics' logs: bounded, so that it cannot hold a connection
+    // (and an old snapshot, which holds back vacuum) without end.
+    transaction
+        .batch_execute("SET LOCAL statement_timeout = '300s'")
         .await?;
     let answer = scoped(
         &transaction,
@@ -87,7 +94,15 @@ async fn replay(
             Cut::RecordedAt(_) => None,
         };
         let upto = if let Cut::RecordedAt(at) = cut {
-            Upto::RecordedAt(*at)
+            // The time picks the cut: the clinic's last event recorded by then, in the
+            // log's order; `reflects` states it, so positions give it back exactly.
+            match spineledger_store::last_recorded_cursor(client, *clinic, *at).await? {
+                Some(cursor) => cursor,
+                None => {
+                    reflects.insert(*clinic, 0);
+                    continue;
+                }
+            }
         } else {
             let position = position.unwrap_or_default();
             if position == 0 {
@@ -101,13 +116,17 @@ async fn replay(
             if !settled {
                 return Err(ProjectionError::PositionNotFinal { position });
             }
-            Upto::Cursor(cursor)
+            cursor
         };
-        let events =
-            spineledger_store::read_clinic_log_upto(client, *clinic, "episode-", upto).await?;
+        let events = spineledger_store::read_clinic_log_upto(
+            client,
+            *clinic,
+            "episode-",
+            Upto::Cursor(upto),
+        )
+        .await?;
         futures::pin_mut!(events);
         let mut stream: Vec<RecordedEvent> = Vec::new();
-        let mut last = 0_i64;
         let mut fold = |stream: &[RecordedEvent]| -> Result<(), ProjectionError> {
             let Some(first) = stream.first() else {
                 return Ok(());
@@ -137,11 +156,10 @@ async fn replay(
                 fold(&stream)?;
                 stream.clear();
             }
-            last = last.max(event.cursor.position);
             stream.push(event);
         }
         fold(&stream)?;
-        reflects.insert(*clinic, position.unwrap_or(last));
+        reflects.insert(*clinic, upto.position);
     }
     Ok(Answer { parts, reflects })
 }

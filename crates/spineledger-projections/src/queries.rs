@@ -256,6 +256,11 @@ pub async fn outcome_parts(
         .read_only(true)
         .start()
         .await?;
+    // Before the snapshot is taken (by the first query): wait out a rebuild's swap of the
+    // cells table, so that the cells and the checkpoints read below are of one state.
+    transaction
+        .batch_execute("LOCK TABLE outcome_cells IN ACCESS SHARE MODE")
+        .await?;
     let parts = scoped(
         &transaction,
         &ClinicScope::of(clinics),

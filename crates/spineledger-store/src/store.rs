@@ -434,6 +434,32 @@ pub async fn event_cursor(
     .transpose()
 }
 
+/// The cursor of `clinic`'s last final event, in the global order, among those recorded
+/// at or before `at`: where a replay "as of a time" stops. `None` when there is none.
+pub async fn last_recorded_cursor(
+    client: &impl deadpool_postgres::GenericClient,
+    clinic: uuid::Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<GlobalCursor>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT xid::text::bigint, position FROM events \
+             WHERE clinic_id = $1 AND recorded_at <= $2 \
+               AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY xid DESC, position DESC LIMIT 1",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&clinic, &at]).await?;
+    row.map(|row| {
+        let xid: i64 = row.try_get(0)?;
+        Ok(GlobalCursor {
+            xid: u64::try_from(xid).map_err(|_| StoreError::Malformed("negative xid".into()))?,
+            position: row.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
 /// Every final event of `clinic`'s streams whose id starts with `prefix`, up to `upto`,
 /// ordered by stream and version and streamed as PostgreSQL sends them (a stream's events
 /// arrive together). Run in a REPEATABLE READ transaction whose clinic context admits

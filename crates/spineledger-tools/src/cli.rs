@@ -102,6 +102,7 @@ impl Tool {
                     from_month: args.from_month,
                     to_month: args.to_month,
                     as_of_position: args.as_of_position,
+                    as_of_clinic_positions: args.as_of_clinic_positions,
                     as_of: args.as_of,
                 };
                 let format = match args.format {
@@ -196,13 +197,37 @@ pub struct StatsArgs {
     #[arg(long = "to-month")]
     to_month: Option<chrono::NaiveDate>,
     /// The statistics as they stood at this global position (a replay of the log).
-    #[arg(long = "as-of-position", conflicts_with = "as_of")]
+    #[arg(long = "as-of-position", conflicts_with_all = ["as_of", "as_of_clinic_positions"])]
     as_of_position: Option<i64>,
+    /// Each clinic as it stood at its own position, CLINIC=POSITION (repeatable): the
+    /// "reflects" an earlier answer printed, to have it again.
+    #[arg(
+        long = "as-of-clinic-position",
+        value_parser = parse_clinic_position,
+        conflicts_with = "as_of"
+    )]
+    as_of_clinic_positions: Vec<(uuid::Uuid, i64)>,
     /// The statistics of the events recorded at or before this time (RFC 3339).
     #[arg(long = "as-of")]
     as_of: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
+}
+
+/// `CLINIC=POSITION`, as `stats` prints what its figures reflect.
+fn parse_clinic_position(text: &str) -> Result<(uuid::Uuid, i64), String> {
+    let (clinic, position) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not CLINIC=POSITION"))?;
+    let clinic = clinic
+        .trim()
+        .parse()
+        .map_err(|_| format!("{clinic:?} is not a clinic id"))?;
+    let position = position
+        .trim()
+        .parse()
+        .map_err(|_| format!("{position:?} is not a global position"))?;
+    Ok((clinic, position))
 }
 
 /// The arguments of `access-log`.

@@ -23,6 +23,8 @@ pub struct StatsQuery {
     pub to_month: Option<chrono::NaiveDate>,
     /// As of this global position.
     pub as_of_position: Option<i64>,
+    /// As of these positions, clinic by clinic.
+    pub as_of_clinic_positions: Vec<(Uuid, i64)>,
     /// As of this time (events recorded at or before).
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -77,6 +79,18 @@ pub async fn fetch_and_render(
                 seconds: at.timestamp(),
                 nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
             })),
+            (None, None) if !query.as_of_clinic_positions.is_empty() => {
+                Some(AsOf::AsOfPositions(v1::ClinicPositions {
+                    positions: query
+                        .as_of_clinic_positions
+                        .iter()
+                        .map(|(clinic, position)| v1::ClinicPosition {
+                            clinic_id: clinic.to_string(),
+                            position: *position,
+                        })
+                        .collect(),
+                }))
+            }
             (None, None) => None,
         },
     };

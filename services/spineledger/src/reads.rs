@@ -224,6 +224,12 @@ impl ReadModels {
         request: v1::GetOutcomeStatisticsRequest,
     ) -> Result<v1::GetOutcomeStatisticsResponse, ApiError> {
         let mut query = StatisticsQuery::try_from(request)?;
+        // Positions given back from an earlier answer name its clinics: with no clinic
+        // named, those are the clinics (not whatever the token grants by now).
+        if let (true, Some(Cut::Positions(positions))) = (query.clinic_ids.is_empty(), &query.as_of)
+        {
+            query.clinic_ids = positions.keys().copied().collect();
+        }
         // No clinic named: every clinic the token grants. A named clinic must be granted.
         match principal.granted_clinics() {
             Some(granted) if query.clinic_ids.is_empty() => {
