@@ -267,17 +267,32 @@ pub async fn outcome_parts(
         parts_in(&transaction, clinics, window, group_by),
     )
     .await?;
-    // In the same snapshot: how far the projection had read for each clinic's shard.
-    let shards = crate::runtime::stored_shard_count(&transaction, Projection::OutcomeStatistics)
+    // In the same snapshot, in one read: how far the projection had read for each
+    // clinic's shard (0 where it has not started).
+    let statement = transaction
+        .prepare_cached(
+            "SELECT shard, shard_count, position FROM projection_checkpoints \
+             WHERE projection = $1",
+        )
+        .await?;
+    let mut shards: u8 = 1;
+    let mut positions: BTreeMap<u8, i64> = BTreeMap::new();
+    for row in transaction
+        .query(&statement, &[&Projection::OutcomeStatistics.name()])
         .await?
-        .unwrap_or(1);
-    let mut reflects = BTreeMap::new();
-    for clinic in clinics {
-        let shard = spineledger_store::ClinicShard::of(*clinic, shards).index();
-        let cursor =
-            crate::runtime::checkpoint(&transaction, Projection::OutcomeStatistics, shard).await?;
-        reflects.insert(*clinic, cursor.position);
+    {
+        let shard: i32 = row.try_get(0)?;
+        let count: i32 = row.try_get(1)?;
+        shards = u8::try_from(count).unwrap_or(shards);
+        positions.insert(u8::try_from(shard).unwrap_or(u8::MAX), row.try_get(2)?);
     }
+    let reflects = clinics
+        .iter()
+        .map(|clinic| {
+            let shard = spineledger_store::ClinicShard::of(*clinic, shards).index();
+            (*clinic, positions.get(&shard).copied().unwrap_or(0))
+        })
+        .collect();
     transaction.commit().await?;
     Ok(Answer { parts, reflects })
 }
