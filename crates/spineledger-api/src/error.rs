@@ -64,6 +64,8 @@ pub enum ApiError {
     UnknownMinPosition,
     /// `as_of_positions` lacks a position for a clinic the statistics cover.
     AsOfPositionsIncomplete,
+    /// Another as-of replay held the server's replay slot for too long.
+    ReplayBusy,
     /// No treatment plan for the requested episode at the clinic.
     PlanNotFound,
     /// A stored event of the stream does not decode (DATA_LOSS).
@@ -112,6 +114,7 @@ impl fmt::Display for ApiError {
             Self::AsOfPositionsIncomplete => {
                 f.write_str("as_of_positions lacks a clinic the statistics cover")
             }
+            Self::ReplayBusy => f.write_str("another as-of replay is running"),
             Self::PlanNotFound => f.write_str("no treatment plan"),
             Self::UndecodableEvent { event_id, .. } => {
                 write!(f, "stored event {event_id} cannot be decoded")
@@ -268,6 +271,9 @@ impl From<ApiError> for Status {
                 );
                 invalid_argument(violations)
             }
+            ApiError::ReplayBusy => Status::unavailable(
+                "another as-of statistics replay is running on this server; retry shortly",
+            ),
             ApiError::PlanNotFound => {
                 Status::not_found("no treatment plan for this episode at this clinic")
             }
@@ -653,6 +659,16 @@ mod tests {
     fn read_side_failures_keep_their_codes() {
         let status = to_status(ProjectionError::NotCaughtUp { position: 7 });
         assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(to_status(ApiError::ReplayBusy).code(), Code::Unavailable);
+        assert_eq!(
+            to_status(ProjectionError::PositionNotFinal { position: 7 }).code(),
+            Code::Unavailable
+        );
+        let unknown = to_status(ProjectionError::UnknownPosition { position: 7 });
+        assert_eq!(unknown.code(), Code::InvalidArgument);
+        let details = unknown.get_error_details();
+        let violations = details.bad_request().expect("field violations");
+        assert_eq!(violations.field_violations[0].field, "as_of");
         let status = to_status(ApiError::UnknownMinPosition);
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(

@@ -39,16 +39,24 @@ impl Default for ReadSettings {
     }
 }
 
+/// As-of statistics replayed at once by one server: a replay reads whole clinics' logs
+/// on a pooled connection, so more of them would starve the other requests.
+const CONCURRENT_REPLAYS: usize = 1;
+
 /// The `TreatmentPlanService` and `OutcomeStatisticsService` implementations.
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     app: App,
+    replays: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadModels {
     /// The query services over `app`.
     pub fn new(app: App) -> Self {
-        Self { app }
+        Self {
+            app,
+            replays: std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REPLAYS)),
+        }
     }
 
     /// Waits until `projection` includes the event at `min_position` (if given).
@@ -277,6 +285,12 @@ impl ReadModels {
                         return Err(ApiError::AsOfPositionsIncomplete);
                     }
                 }
+                // One replay at a time; a caller waits as long as read-your-writes does.
+                let _replay =
+                    tokio::time::timeout(self.app.reads.catch_up_timeout, self.replays.acquire())
+                        .await
+                        .map_err(|_| ApiError::ReplayBusy)?
+                        .map_err(|_| ApiError::ReplayBusy)?;
                 as_of::outcome_parts_as_of(
                     self.app.store.pool(),
                     &clinics,
