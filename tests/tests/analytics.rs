@@ -314,6 +314,21 @@ async fn an_analyst_login_sees_the_released_statistics_of_its_clinics_and_nothin
         .expect("other clinic")
         .get(0);
     assert_eq!(leaked, 0);
+    // No clinic named, as in the API: every clinic granted.
+    let episodes = |clinics: Option<Vec<Uuid>>| {
+        let analyst = &analyst;
+        async move {
+            analyst
+                .query_one(
+                    "SELECT episodes FROM analytics.outcome_statistics('none', NULL, NULL, $1)",
+                    &[&clinics],
+                )
+                .await
+                .expect("every granted clinic")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(episodes(Some(Vec::new())).await, episodes(None).await);
     // A window inside a month is refused.
     let partial = analyst
         .query(

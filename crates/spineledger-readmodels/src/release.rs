@@ -36,6 +36,11 @@
 //!    counts of the small part away. The withheld parts must hold k episodes besides
 //!    `no_plan`, and it is the last part chosen to go with a small one.
 //!
+//! With rule 5, rule 4 no longer changes an answer: `no_plan` is withheld only when it
+//! is small itself (then in both plan dimensions) or when the planned episodes of the
+//! clinic-month number fewer than k (then every part of both is). It stays as a guard
+//! should rule 5 change, and `withheld_forcing` is tested on its own.
+//!
 //! The decision depends only on the clinic-month's sizes and the set of dimensions, not
 //! on the order a query names them, so every query sees the same release of a part.
 //!

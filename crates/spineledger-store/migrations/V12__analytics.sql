@@ -320,7 +320,7 @@ BEGIN
         SELECT p.*
         FROM spineledger_release.parts() p
         WHERE p.dimension = outcome_statistics.dimension
-          AND (clinics IS NULL OR p.clinic_id = ANY (clinics))
+          AND (clinics IS NULL OR cardinality(clinics) = 0 OR p.clinic_id = ANY (clinics))
           AND CASE WHEN from_month IS NULL AND to_month IS NULL THEN true
                    ELSE p.evaluated_month >= coalesce(from_month, '-infinity'::date)
                     AND p.evaluated_month < coalesce(to_month, 'infinity'::date) END
@@ -399,7 +399,8 @@ $$;
 COMMENT ON FUNCTION analytics.outcome_statistics(text, date, date, uuid[], boolean) IS
     'Outcome statistics over whole months [from_month, to_month) (NULL: unbounded; '
     'episodes never evaluated count only when both are NULL), over the clinics granted '
-    '(or those of them named), grouped by one dimension or none, and by clinic if asked: '
+    '(or those of them named; NULL or an empty array: every one granted), grouped by '
+    'one dimension or none, and by clinic if asked: '
     'the sums of the released parts, with means and rates over fewer than k values NULL. '
     'A group with nothing released is not listed (suppressed is always false; kept for '
     'the API''s shape). The same figures as the API''s GetOutcomeStatistics.';
