@@ -680,7 +680,10 @@ async fn a_write_whose_deadline_passes_while_it_waits_is_not_appended() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{status:?}"
     );
-    // Only now is the lock released: an append still pending would go through now.
+    // The client's deadline ran out; the server's, counted from when the request
+    // arrived, runs out a moment later. Past both, the lock is released: an append still
+    // pending would go through now.
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
     holder.commit().await.expect("release");
     tokio::time::sleep(StdDuration::from_millis(500)).await;
     // (The read models may still be catching up with the evaluation: compare the log.)
