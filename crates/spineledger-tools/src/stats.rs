@@ -249,7 +249,11 @@ fn table(response: &v1::GetOutcomeStatisticsResponse) -> String {
             .iter()
             .map(|c| format!("{} {}", c.value, c.count))
             .collect();
-        let _ = writeln!(out, "   {:<34} {}", "adherence bands", bands.join(", "));
+        // The server leaves them out of groups (a cross-tabulation); a server of an
+        // older version may still send them.
+        if !bands.is_empty() {
+            let _ = writeln!(out, "   {:<34} {}", "adherence bands", bands.join(", "));
+        }
         let trajectory: Vec<String> = stats
             .pain_trajectory
             .iter()
