@@ -120,7 +120,13 @@ async fn a_figure_taken_earlier_is_given_again_as_of_the_positions_it_stated() {
         .expect("as of the earlier positions");
     assert_eq!(again.groups, earlier.groups);
     assert_eq!(again.reflects, earlier.reflects);
-    // Naming no clinic: the positions' clinics, not whatever the token grants by now.
+    // Naming no clinic: the positions' clinics, not whatever the token grants by now
+    // (a third clinic, granted since, with patients of its own).
+    let third = harness.clinic();
+    for day in 1..=9 {
+        evaluated(&mut writes, third, march(day)).await;
+    }
+    settle(&harness, 61).await;
     let unnamed = statistics(&mut stats, &[], &[D::Clinic], Some(positions.clone()))
         .await
         .expect("as of the earlier positions, no clinic named");

@@ -266,8 +266,7 @@ impl From<ApiError> for Status {
                 let mut violations = FieldViolations::new();
                 violations.add(
                     "as_of_positions",
-                    "needs a position for every clinic the statistics cover (clinic_ids, or \
-                     every clinic the token grants)",
+                    "needs a position for every clinic named in clinic_ids",
                 );
                 invalid_argument(violations)
             }

@@ -88,6 +88,14 @@ impl Check {
                 Some(Some(Cut::Position(position)))
             }
             Some(AsOf::AsOfPositions(list)) => {
+                // As many clinics as a query may name: they become its clinics when it
+                // names none.
+                self.list_len(
+                    "as_of_positions.positions",
+                    &list.positions,
+                    0,
+                    MAX_CLINICS_PER_QUERY,
+                )?;
                 let mut positions = std::collections::BTreeMap::new();
                 let mut valid = true;
                 for (index, entry) in list.positions.into_iter().enumerate() {
@@ -538,6 +546,28 @@ mod tests {
         };
         use v1::StatisticsDimension as D;
         assert!(by(&[D::AgeBand, D::Clinic]).is_ok());
+
+        // As-of positions: no more clinics than a query may name, none negative.
+        let positions = |count: usize, position: i64| {
+            StatisticsQuery::try_from(v1::GetOutcomeStatisticsRequest {
+                as_of: Some(v1::get_outcome_statistics_request::AsOf::AsOfPositions(
+                    v1::ClinicPositions {
+                        positions: (0..count)
+                            .map(|n| v1::ClinicPosition {
+                                clinic_id: Uuid::from_u128(n as u128 + 1).to_string(),
+                                position,
+                            })
+                            .collect(),
+                    },
+                )),
+                ..Default::default()
+            })
+        };
+        assert!(positions(MAX_CLINICS_PER_QUERY, 7).is_ok());
+        let too_many = positions(MAX_CLINICS_PER_QUERY + 1, 7).unwrap_err();
+        assert_eq!(fields(&too_many), ["as_of_positions.positions"]);
+        let negative = positions(1, -1).unwrap_err();
+        assert_eq!(fields(&negative), ["as_of_positions.positions[0].position"]);
         let crossed = by(&[D::Clinic, D::Diagnosis, D::AgeBand]).unwrap_err();
         assert_eq!(fields(&crossed), ["group_by"]);
         assert!(description(&crossed, "group_by").contains("at most one dimension"));
