@@ -16,7 +16,7 @@ use futures::TryStreamExt as _;
 use spineledger_domain::EpisodeId;
 use spineledger_readmodels::release::{Months, Parts};
 use spineledger_readmodels::{Dimension, EpisodeOutcome, Tally, derive};
-use spineledger_store::{ClinicScope, RecordedEvent, Upto, scoped};
+use spineledger_store::{ClinicScope, RecordedEvent, scoped};
 use uuid::Uuid;
 
 use crate::ProjectionError;
@@ -118,13 +118,8 @@ async fn replay(
             }
             cursor
         };
-        let events = spineledger_store::read_clinic_log_upto(
-            client,
-            *clinic,
-            "episode-",
-            Upto::Cursor(upto),
-        )
-        .await?;
+        let events =
+            spineledger_store::read_clinic_log_upto(client, *clinic, "episode-", upto).await?;
         futures::pin_mut!(events);
         let mut stream: Vec<RecordedEvent> = Vec::new();
         let mut fold = |stream: &[RecordedEvent]| -> Result<(), ProjectionError> {

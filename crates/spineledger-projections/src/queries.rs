@@ -297,6 +297,12 @@ pub async fn outcome_parts(
     Ok(Answer { parts, reflects })
 }
 
+/// The cells of clinics `$1`, grouping `$2` and the months `[$3, $4)` (unbounded where
+/// NULL; cells of episodes never evaluated only when both are).
+const CELLS_OF_WINDOW: &str = "clinic_id = ANY($1) AND grouping = $2 \
+     AND ($3::date IS NULL OR evaluated_month >= $3) \
+     AND ($4::date IS NULL OR evaluated_month < $4)";
+
 /// [`outcome_parts`] inside a transaction whose context is set.
 async fn parts_in(
     client: &impl GenericClient,
@@ -309,10 +315,7 @@ async fn parts_in(
         .prepare_cached(&format!(
             "SELECT clinic_id, evaluated_month, diagnosis, initial_sessions, \
                     frequency_phase, adherence_band, age_band, {columns} \
-             FROM outcome_cells \
-             WHERE clinic_id = ANY($1) AND grouping = $2 \
-               AND ($3::date IS NULL OR evaluated_month >= $3) \
-               AND ($4::date IS NULL OR evaluated_month < $4)",
+             FROM outcome_cells WHERE {CELLS_OF_WINDOW}",
             columns = cells::tally_columns()
         ))
         .await?;
@@ -347,9 +350,7 @@ async fn parts_in(
         let statement = client
             .prepare_cached(&format!(
                 "SELECT clinic_id, evaluated_month, {column}, episodes FROM outcome_cells \
-                 WHERE clinic_id = ANY($1) AND grouping = $2 \
-                   AND ($3::date IS NULL OR evaluated_month >= $3) \
-                   AND ($4::date IS NULL OR evaluated_month < $4)"
+                 WHERE {CELLS_OF_WINDOW}"
             ))
             .await?;
         let bits = grouping.bits();

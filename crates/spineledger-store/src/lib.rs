@@ -43,7 +43,7 @@ pub use model::{
 pub use planner::{analyze_grown, keep_statistics};
 pub use scope::{CLINIC_SETTING, ClinicScope, scoped};
 pub use store::{
-    EventStore, Upto, append_in, event_cursor, idle_access_horizon, idle_shard_horizon,
+    EventStore, append_in, event_cursor, idle_access_horizon, idle_shard_horizon,
     last_recorded_cursor, log_head, read_all_after, read_clinic_log_upto, read_log_by_stream,
     read_streams_upto, request_keys,
 };

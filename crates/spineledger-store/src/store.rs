@@ -365,9 +365,8 @@ pub async fn log_head(
         )
         .await?;
     row.map(|row| {
-        let xid: i64 = row.try_get(0)?;
         Ok(GlobalCursor {
-            xid: u64::try_from(xid).map_err(|_| StoreError::Malformed("negative xid".into()))?,
+            xid: xid_at(&row, 0)?,
             position: row.try_get(1)?,
         })
     })
@@ -399,15 +398,6 @@ pub async fn read_log_by_stream(
     Ok(rows.map(|row| decode_event(&row?)))
 }
 
-/// Where a replay of one clinic's log stops ([`read_clinic_log_upto`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upto {
-    /// At this cursor in the global order, inclusive.
-    Cursor(GlobalCursor),
-    /// At the last event recorded at or before this instant.
-    RecordedAt(chrono::DateTime<chrono::Utc>),
-}
-
 /// The cursor of the event at global `position`, if there is one, and whether it is
 /// final: every transaction up to its own has ended, so the log up to it can no longer
 /// change. Only the cursor is learnt (through the owner's `spineledger_event_cursor`),
@@ -421,17 +411,21 @@ pub async fn event_cursor(
         .await?;
     let row = client.query_opt(&statement, &[&position]).await?;
     row.map(|row| {
-        let xid: i64 = row.try_get(0)?;
         Ok((
             GlobalCursor {
-                xid: u64::try_from(xid)
-                    .map_err(|_| StoreError::Malformed("negative xid".into()))?,
+                xid: xid_at(&row, 0)?,
                 position,
             },
             row.try_get(1)?,
         ))
     })
     .transpose()
+}
+
+/// A transaction id read as `xid::text::bigint` in column `index`.
+fn xid_at(row: &Row, index: usize) -> Result<u64, StoreError> {
+    let xid: i64 = row.try_get(index)?;
+    u64::try_from(xid).map_err(|_| StoreError::Malformed("negative xid".into()))
 }
 
 /// The cursor of `clinic`'s last final event, in the global order, among those recorded
@@ -451,16 +445,16 @@ pub async fn last_recorded_cursor(
         .await?;
     let row = client.query_opt(&statement, &[&clinic, &at]).await?;
     row.map(|row| {
-        let xid: i64 = row.try_get(0)?;
         Ok(GlobalCursor {
-            xid: u64::try_from(xid).map_err(|_| StoreError::Malformed("negative xid".into()))?,
+            xid: xid_at(&row, 0)?,
             position: row.try_get(1)?,
         })
     })
     .transpose()
 }
 
-/// Every final event of `clinic`'s streams whose id starts with `prefix`, up to `upto`,
+/// Every final event of `clinic`'s streams whose id starts with `prefix`, up to `upto`
+/// in the global order (inclusive),
 /// ordered by stream and version and streamed as PostgreSQL sends them (a stream's events
 /// arrive together). Run in a REPEATABLE READ transaction whose clinic context admits
 /// the clinic.
@@ -468,25 +462,21 @@ pub async fn read_clinic_log_upto(
     client: &impl deadpool_postgres::GenericClient,
     clinic: uuid::Uuid,
     prefix: &str,
-    upto: Upto,
+    upto: GlobalCursor,
 ) -> Result<impl futures::Stream<Item = Result<RecordedEvent, StoreError>>, StoreError> {
     use futures::StreamExt as _;
-    let (xid, position, at) = match upto {
-        Upto::Cursor(cursor) => (Some(cursor.xid.to_string()), Some(cursor.position), None),
-        Upto::RecordedAt(at) => (None, None, Some(at)),
-    };
     let statement = client
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE clinic_id = $1 AND starts_with(stream_id, $2) \
                AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
-               AND ($3::text IS NULL OR (xid, position) <= ($3::text::xid8, $4::bigint)) \
-               AND ($5::timestamptz IS NULL OR recorded_at <= $5) \
+               AND (xid, position) <= ($3::text::xid8, $4) \
              ORDER BY stream_id, version"
         ))
         .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&clinic, &prefix, &xid, &position, &at];
+    let xid = upto.xid.to_string();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&clinic, &prefix, &xid, &upto.position];
     let rows = client.query_raw(&statement, params).await?;
     Ok(rows.map(|row| decode_event(&row?)))
 }
