@@ -109,6 +109,8 @@ impl EpisodeScript {
                     finding: v1::Finding::Absent as i32,
                 })
                 .collect(),
+            sciatica: Some(true),
+            symptom_duration_weeks: Some(10),
         }
     }
 

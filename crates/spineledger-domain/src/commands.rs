@@ -20,7 +20,7 @@ use crate::measures::{
     HomeCareInstruction, InitialSpanWeeks, LumbarFlexionCm, MissedReason, Note, OswestryIndex,
     OverallHealth, PainNrs, PeriodDays, Pgic, Recommendation, RelaxSeconds, RolandMorris,
     SciaticaSymptoms, SessionMode, ShortText, SleepQuality, SpinalLevel, StraightLegRaise,
-    Tolerance, TractionAngleDegrees,
+    SymptomWeeks, Tolerance, TractionAngleDegrees,
 };
 use crate::policy::Policy;
 use crate::rejection::Rejection;
@@ -62,6 +62,8 @@ pub struct RecordEvaluation {
     pub body_weight_kg: Option<BodyWeightKg>,
     pub diagnoses: Vec<Diagnosis>,
     pub contraindications: ContraindicationScreening,
+    pub sciatica: Option<bool>,
+    pub symptom_duration_weeks: Option<SymptomWeeks>,
 }
 
 /// Start a treatment plan. Fields as in [`TreatmentPlanStarted`].
@@ -537,6 +539,8 @@ fn record_evaluation(
         body_weight_kg: c.body_weight_kg,
         diagnoses: c.diagnoses.clone(),
         contraindications: c.contraindications.clone(),
+        sciatica: c.sciatica,
+        symptom_duration_weeks: c.symptom_duration_weeks,
     };
     require_age_fits_birth_year(&evaluation, patient)?;
     Ok(EpisodeEvent::EvaluationRecorded(evaluation))

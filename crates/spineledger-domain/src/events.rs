@@ -18,7 +18,7 @@ use crate::measures::{
     HomeCareInstruction, InitialSpanWeeks, LumbarFlexionCm, MissedReason, Note, OswestryIndex,
     OverallHealth, PainNrs, PeriodDays, Pgic, Recommendation, RelaxSeconds, RolandMorris,
     SciaticaSymptoms, SessionMode, ShortText, SleepQuality, SpinalLevel, StraightLegRaise,
-    Tolerance, TractionAngleDegrees,
+    SymptomWeeks, Tolerance, TractionAngleDegrees,
 };
 
 /// The schema version every event is written with today.
@@ -103,6 +103,15 @@ pub struct EvaluationRecorded {
     pub diagnoses: Vec<Diagnosis>,
     /// The contraindication screening, every item exactly once.
     pub contraindications: ContraindicationScreening,
+    /// Whether the patient has sciatica (leg pain radiating below the knee), when the
+    /// provider recorded it. Added after schema version 1 was in use: absent from older
+    /// payloads and left out of the payload when not recorded, so older events read and
+    /// hash exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sciatica: Option<bool>,
+    /// Weeks since the symptoms began, when recorded (added like `sciatica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symptom_duration_weeks: Option<SymptomWeeks>,
 }
 
 /// A treatment plan began with its initial phase.

@@ -192,6 +192,11 @@ bounded_int!(
     OverallHealth, u8, 0, 10, "overall health (0-10)"
 );
 bounded_int!(
+    /// How long the current symptoms have lasted at evaluation, in whole weeks since their
+    /// onset, 0-5200 (a hundred years). Statistics band it by chronicity.
+    SymptomWeeks, u16, 0, 5200, "symptom duration (weeks, 0-5200)"
+);
+bounded_int!(
     /// Age in whole years at evaluation, kept so statistics survive personal-data erasure.
     AgeYears, u8, 0, 120, "age (years, 0-120)"
 );

@@ -24,10 +24,14 @@
 //! - [`tally`]: [`Tally`], the exact additive sums every statistic is computed from, and
 //!   the [`Cell`]s the projector keeps them in.
 //! - [`responder`]: the Ostelo 2008 thresholds of clinically meaningful change both views use.
+//! - [`casemix`]: case-mix adjusted comparison of clinics (models fitted over every
+//!   clinic, observed against expected), with [`funnel`], the funnel-plot limits.
 
 #![warn(missing_docs)]
 
+pub mod casemix;
 pub mod fold;
+pub mod funnel;
 pub mod outcomes;
 pub mod plan;
 pub mod release;
@@ -36,7 +40,7 @@ pub mod statistics;
 pub mod tally;
 
 pub use fold::{EpisodeView, FoldMark, derive, derive_from_log, extend};
-pub use outcomes::{AdherenceBand, AgeBand, EpisodeOutcome, FollowUpScores, FrequencyPhase};
+pub use outcomes::{AdherenceBand, AgeBand, Chronicity, EpisodeOutcome, FollowUpScores, FrequencyPhase};
 pub use plan::{
     NrsReading, OdiReading, PhaseCadence, PlanFlags, PlanPhase, PlanStatus, ScoreReading,
     SessionSettings, ToleranceTrend, TreatmentPlanView,

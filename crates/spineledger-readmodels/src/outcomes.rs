@@ -30,7 +30,7 @@
 //! - **Adverse events**: sessions that recorded an adverse event.
 //!
 //! `scores_corrected` is set when a correction changed a value these facts use: pain and
-//! ODI scores, pre-session pain, age, diagnoses, the initial session count, a frequency,
+//! ODI scores, pre-session pain, age, diagnoses, sciatica, symptom duration, the initial session count, a frequency,
 //! adherence, an adverse event or a discharge reason. Every correction is counted.
 
 use std::collections::BTreeMap;
@@ -94,6 +94,42 @@ impl AgeBand {
             Self::From45To59 => "45-59",
             Self::From60To74 => "60-74",
             Self::From75 => "75+",
+        }
+    }
+}
+
+/// How long the symptoms had lasted at the first evaluation, in the bands low back pain
+/// guidelines use (for example NICE NG59 and the Cochrane Back Review Group): acute under
+/// 6 weeks, subacute 6 to 12 weeks, chronic more than 12 weeks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chronicity {
+    /// Under 6 weeks.
+    Acute,
+    /// 6 to 12 weeks.
+    Subacute,
+    /// More than 12 weeks.
+    Chronic,
+}
+
+impl Chronicity {
+    /// The band of a duration in whole weeks.
+    #[must_use]
+    pub const fn of_weeks(weeks: u16) -> Self {
+        match weeks {
+            0..=5 => Self::Acute,
+            6..=12 => Self::Subacute,
+            _ => Self::Chronic,
+        }
+    }
+
+    /// The snake_case name, as serialized.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Acute => "acute",
+            Self::Subacute => "subacute",
+            Self::Chronic => "chronic",
         }
     }
 }
@@ -237,6 +273,12 @@ pub struct EpisodeOutcome {
     pub age_band: Option<AgeBand>,
     /// First diagnosis of the first evaluation, as `ICD10:M51.2` or `SNOMED:23056005`.
     pub primary_diagnosis: Option<String>,
+    /// Sciatica at the first evaluation, when recorded.
+    #[serde(default)]
+    pub sciatica: Option<bool>,
+    /// Weeks the symptoms had lasted at the first evaluation, when recorded.
+    #[serde(default)]
+    pub symptom_duration_weeks: Option<u16>,
     /// Sessions planned for the initial phase; None without a plan.
     pub initial_sessions: Option<u8>,
     /// Sessions recorded in the episode.
@@ -308,6 +350,8 @@ impl EpisodeOutcome {
             evaluated_at: None,
             age_band: None,
             primary_diagnosis: None,
+            sciatica: None,
+            symptom_duration_weeks: None,
             initial_sessions: None,
             sessions_completed: 0,
             initial_phase_sessions: 0,
@@ -346,7 +390,14 @@ impl EpisodeOutcome {
     /// Folds one fact of the chart, in clinical order. Total: never panics.
     fn fold(&mut self, entry: &ChartEntry) {
         let used: &[&str] = match &entry.event {
-            EpisodeEvent::EvaluationRecorded(_) => &["pain_back", "odi", "age_years", "diagnoses"],
+            EpisodeEvent::EvaluationRecorded(_) => &[
+                "pain_back",
+                "odi",
+                "age_years",
+                "diagnoses",
+                "sciatica",
+                "symptom_duration_weeks",
+            ],
             EpisodeEvent::OutcomeRecorded(_) | EpisodeEvent::ReassessmentRecorded(_) => {
                 &["pain_back", "odi"]
             }
@@ -428,6 +479,8 @@ impl EpisodeOutcome {
             self.evaluated_at = Some(whole_microseconds(evaluation.occurred_at));
             self.age_band = Some(AgeBand::of_age(evaluation.age_years.value()));
             self.primary_diagnosis = evaluation.diagnoses.first().map(diagnosis_key);
+            self.sciatica = evaluation.sciatica;
+            self.symptom_duration_weeks = evaluation.symptom_duration_weeks.map(|w| w.value());
         }
         self.measurements.push(Measurement {
             event_id,
@@ -552,6 +605,12 @@ impl EpisodeOutcome {
             Some(band) => band.as_str(),
             None => "unknown",
         }
+    }
+
+    /// The chronicity band at the first evaluation, when the duration was recorded.
+    #[must_use]
+    pub fn chronicity(&self) -> Option<Chronicity> {
+        self.symptom_duration_weeks.map(Chronicity::of_weeks)
     }
 
     /// Mean adherence of all reports, percent; None without a report.

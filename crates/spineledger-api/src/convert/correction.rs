@@ -26,7 +26,7 @@ use spineledger_domain::events::{FieldCorrection, SessionRecorded};
 use spineledger_domain::measures::{
     self as m, AdherencePercent, AgeYears, BodyWeightKg, Contraindication, Cycles, DurationMinutes,
     HoldSeconds, HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm,
-    MeasureError, Note, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris,
+    MeasureError, Note, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SymptomWeeks,
     SessionsPerWeek, ShortText, SleepQuality, TimesPerWeek, TractionAngleDegrees,
 };
 use spineledger_domain::serde_json::{self, Value as Json};
@@ -325,6 +325,8 @@ pub fn correctable_fields(event_type: &str) -> Vec<&'static str> {
             "diagnoses",
             "contraindications",
             "contraindications.<CONTRAINDICATION_…>",
+            "sciatica",
+            "symptom_duration_weeks",
         ],
         "TreatmentPlanStarted" => vec![
             "initial_sessions",
@@ -410,6 +412,16 @@ fn resolve_field(check: &mut Check, event_type: &str, path: &str, at: &str, v: J
         })),
         (_, "sleep_quality") => same(optional(v, |v| {
             int(check, at, v, SleepQuality::try_from_i64)
+        })),
+        ("EvaluationRecorded", "sciatica") => same(optional(v, |v| match v {
+            Json::Bool(_) => Some(v),
+            _ => {
+                check.add(at, "must be true or false (or null: not recorded)");
+                None
+            }
+        })),
+        ("EvaluationRecorded", "symptom_duration_weeks") => same(optional(v, |v| {
+            int(check, at, v, SymptomWeeks::try_from_i64)
         })),
         (_, "overall_health") => same(optional(v, |v| {
             int(check, at, v, OverallHealth::try_from_i64)

@@ -10,7 +10,7 @@ use spineledger_domain::ids::{EpisodeId, PatientId};
 use spineledger_domain::measures::{
     self as m, AdherencePercent, AgeYears, BodyWeightKg, Cadence, Cycles, DurationMinutes,
     HoldSeconds, HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm,
-    OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SessionsPerWeek,
+    OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SessionsPerWeek, SymptomWeeks,
     SleepQuality, TimesPerWeek, TractionAngleDegrees,
 };
 
@@ -90,6 +90,11 @@ pub fn record_evaluation(
     let body_weight = check.optional_float("body_weight_kg", req.body_weight_kg, BodyWeightKg::new);
     let diagnoses = check.diagnoses("diagnoses", req.diagnoses);
     let contraindications = check.screening("contraindications", req.contraindications);
+    let symptom_duration_weeks = check.optional_scaled(
+        "symptom_duration_weeks",
+        req.symptom_duration_weeks,
+        SymptomWeeks::try_from_i64,
+    );
     episode_request(check, header, occurred_at, episode, |occurred_at| {
         Some(EpisodeCommand::RecordEvaluation(RecordEvaluation {
             occurred_at,
@@ -109,6 +114,8 @@ pub fn record_evaluation(
             body_weight_kg: body_weight?,
             diagnoses: diagnoses?,
             contraindications: contraindications?,
+            sciatica: req.sciatica,
+            symptom_duration_weeks: symptom_duration_weeks?,
         }))
     })
 }

@@ -88,6 +88,8 @@ pub(crate) fn evaluation() -> v1::RecordEvaluationRequest {
                 finding: v1::Finding::Absent as i32,
             })
             .collect(),
+        sciatica: Some(true),
+        symptom_duration_weeks: Some(10),
     }
 }
 

@@ -66,6 +66,8 @@ pub fn evaluation_with(
             Diagnosis::new(CodeSystem::SnomedCt, "23056005").unwrap(),
         ],
         contraindications: screening,
+        sciatica: Some(true),
+        symptom_duration_weeks: Some(SymptomWeeks::new(10).unwrap()),
     })
 }
 

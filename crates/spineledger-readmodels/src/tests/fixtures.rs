@@ -60,6 +60,8 @@ pub fn evaluation(day: f64, pain_back: u8, odi_score: f64, age: u8) -> EpisodeEv
             Diagnosis::new(CodeSystem::SnomedCt, "23056005").unwrap(),
         ],
         contraindications: ContraindicationScreening::all(Finding::Absent),
+        sciatica: None,
+        symptom_duration_weeks: None,
     })
 }
 

@@ -8,3 +8,4 @@ mod properties;
 mod release;
 mod statistics;
 mod tally;
+mod casemix;

@@ -84,6 +84,8 @@ async fn open_episode(
                     finding: v1::Finding::Absent as i32,
                 })
                 .collect(),
+            sciatica: None,
+            symptom_duration_weeks: None,
         })
         .await?;
     client

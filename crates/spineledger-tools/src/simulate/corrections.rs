@@ -107,7 +107,7 @@ pub const SCREENED_ITEM: &str = "contraindications.<CONTRAINDICATION_…>";
 
 /// The fields one correction names together, by event type and proto path; together they
 /// are every field of `spineledger_api::convert::correction::correctable_fields`.
-pub const GROUPS: [(&str, &[&str]); 27] = [
+pub const GROUPS: [(&str, &[&str]); 28] = [
     ("EvaluationRecorded", &["pain_back", "pain_leg"]),
     ("EvaluationRecorded", &["odi", "rmdq"]),
     (
@@ -124,6 +124,7 @@ pub const GROUPS: [(&str, &[&str]); 27] = [
     ),
     ("EvaluationRecorded", &["diagnoses", SCREENED_ITEM]),
     ("EvaluationRecorded", &["contraindications"]),
+    ("EvaluationRecorded", &["sciatica", "symptom_duration_weeks"]),
     (
         "TreatmentPlanStarted",
         &["initial_sessions", "justification"],
@@ -420,6 +421,8 @@ impl Writer {
             "sleep_quality" => json!(self.rng.random_range(2..9)),
             "posture_notes" => json!("reduced lumbar lordosis, slight antalgic lean"),
             "overall_health" => json!(self.rng.random_range(3..9)),
+            "sciatica" => json!(*pain_leg >= 4),
+            "symptom_duration_weeks" => json!(self.rng.random_range(1..60)),
             // Upwards only: the force ceiling derives from the weight.
             "body_weight_kg" => json!(weight + f64::from(self.rng.random_range(1..=3))),
             "diagnoses" => {

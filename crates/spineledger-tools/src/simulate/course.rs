@@ -39,6 +39,25 @@ struct Baseline {
     odi: f64,
     /// Whole kilograms, as recorded: the force ceiling derives from the recorded weight.
     weight: f64,
+    /// Leg pain radiating below the knee.
+    sciatica: bool,
+    /// Weeks since the symptoms began.
+    symptom_weeks: i32,
+}
+
+impl Baseline {
+    /// The chance that this patient's pain responds: lower with sciatica and with
+    /// longer-lasting symptoms, so that clinics with harder patients look worse before
+    /// case-mix adjustment (about 0.6 over the simulated mix).
+    fn response_chance(&self) -> f64 {
+        let chronicity = match self.symptom_weeks {
+            0..=5 => 0.0,
+            6..=12 => 0.06,
+            _ => 0.14,
+        };
+        let sciatica = if self.sciatica { 0.12 } else { 0.0 };
+        0.76 - chronicity - sciatica
+    }
 }
 
 /// The course of treatment as it goes.
@@ -98,6 +117,12 @@ impl Writer {
             leg: self.normal(5.0, 2.0).clamp(0.0, 10.0),
             odi: self.normal(38.0, 12.0).clamp(8.0, 80.0),
             weight: self.normal(80.0, 14.0).clamp(48.0, 140.0).round(),
+            sciatica: false,
+            symptom_weeks: self.rng.random_range(1..=60),
+        };
+        let baseline = Baseline {
+            sciatica: baseline.leg >= 4.0 && self.rng.random_bool(0.8),
+            ..baseline
         };
         let blocked = self.rng.random_bool(0.03);
         let evaluated = self
@@ -205,6 +230,8 @@ impl Writer {
                     code: code.into()
                 }],
                 contraindications,
+                sciatica: Some(baseline.sciatica),
+                symptom_duration_weeks: Some(baseline.symptom_weeks),
             }
         );
         if evaluated {
@@ -266,7 +293,7 @@ impl Writer {
         );
         self.phase_start = Some(at);
         let adherence = self.rng.random_range(20.0..100.0);
-        let responder = self.rng.random_bool(0.6);
+        let responder = self.rng.random_bool(baseline.response_chance());
         let ongoing = self.rng.random_bool(0.15);
         let stop_after = if ongoing {
             self.rng.random_range(1..initial_sessions + 3)
