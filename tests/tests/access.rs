@@ -95,6 +95,14 @@ fn every_rpc(script: &EpisodeScript) -> Vec<(String, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "/spineledger.v1.OutcomeStatisticsService/CompareClinics".to_owned(),
+            v1::CompareClinicsRequest {
+                clinic_ids: vec![script.clinic_id.to_string()],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
             format!("{AUDIT}ListStreamEvents"),
             v1::ListStreamEventsRequest {
                 clinic_id: script.clinic_id.to_string(),

@@ -2,6 +2,8 @@
 //! [`crate::convert`], the enum maps of both directions in [`crate::convert::enums`].) Nothing here can fail: every read-model value has a wire form.
 
 use chrono::{DateTime, Utc};
+use spineledger_readmodels::casemix::{ClinicComparison, Comparison, Fit, Measure, Model};
+use spineledger_readmodels::funnel::Position;
 use spineledger_readmodels::statistics::{Group, GroupStatistics, Mean, Median, Proportion};
 use spineledger_readmodels::{PlanPhase, TreatmentPlanView};
 
@@ -197,5 +199,102 @@ pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
         episodes: group.episodes.map(count),
         suppressed: group.statistics.is_none(),
         statistics: group.statistics.as_ref().map(statistics),
+    }
+}
+
+/// A case-mix comparison of one measure as a message.
+#[must_use]
+pub fn case_mix_comparison(comparison: &Comparison) -> v1::CaseMixComparison {
+    let measure = match comparison.measure {
+        Measure::NrsResponder => v1::CaseMixMeasure::NrsResponder,
+        Measure::NrsChange => v1::CaseMixMeasure::NrsChange,
+        Measure::OdiChange => v1::CaseMixMeasure::OdiChange,
+    };
+    let (model, not_fitted_reason) = match &comparison.model {
+        Ok(model) => (Some(case_mix_model(model)), String::new()),
+        Err(reason) => (None, reason.to_string()),
+    };
+    v1::CaseMixComparison {
+        measure: measure as i32,
+        model,
+        not_fitted_reason,
+        clinics: comparison.clinics.iter().map(clinic_comparison).collect(),
+        overdispersion: comparison.overdispersion,
+    }
+}
+
+fn case_mix_model(model: &Model) -> v1::CaseMixModel {
+    let mut message = v1::CaseMixModel {
+        episodes: i64::try_from(model.episodes).unwrap_or(i64::MAX),
+        mean_outcome: model.mean_outcome,
+        coefficients: model
+            .coefficients
+            .iter()
+            .map(|c| v1::CaseMixCoefficient {
+                term: c.term.clone(),
+                estimate: c.estimate,
+                standard_error: c.standard_error,
+            })
+            .collect(),
+        references: model
+            .references
+            .iter()
+            .map(|(factor, level)| v1::CaseMixReference {
+                factor: factor.clone(),
+                level: level.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    match model.fit {
+        Fit::Linear {
+            r_squared,
+            adjusted_r_squared,
+            residual_sd,
+        } => {
+            message.r_squared = Some(r_squared);
+            message.adjusted_r_squared = Some(adjusted_r_squared);
+            message.residual_sd = Some(residual_sd);
+        }
+        Fit::Logistic {
+            deviance,
+            null_deviance,
+            pseudo_r_squared,
+            c_statistic,
+            brier_score,
+            iterations: _,
+        } => {
+            message.deviance = Some(deviance);
+            message.null_deviance = Some(null_deviance);
+            message.pseudo_r_squared = Some(pseudo_r_squared);
+            message.c_statistic = Some(c_statistic);
+            message.brier_score = Some(brier_score);
+        }
+    }
+    message
+}
+
+fn clinic_comparison(clinic: &ClinicComparison) -> v1::ClinicComparison {
+    let position = match clinic.position {
+        Position::BelowOuter => v1::FunnelPosition::Below998,
+        Position::BelowInner => v1::FunnelPosition::Below95,
+        Position::Within => v1::FunnelPosition::Within,
+        Position::AboveInner => v1::FunnelPosition::Above95,
+        Position::AboveOuter => v1::FunnelPosition::Above998,
+    };
+    v1::ClinicComparison {
+        clinic_id: clinic.clinic_id.to_string(),
+        episodes: i64::try_from(clinic.episodes).unwrap_or(i64::MAX),
+        observed: clinic.observed,
+        expected: clinic.expected,
+        adjusted: clinic.adjusted,
+        limits: Some(v1::FunnelLimits {
+            lower_99_8: clinic.limits.lower_outer,
+            lower_95: clinic.limits.lower_inner,
+            upper_95: clinic.limits.upper_inner,
+            upper_99_8: clinic.limits.upper_outer,
+        }),
+        position: position as i32,
+        z_score: clinic.z_score,
     }
 }

@@ -183,6 +183,10 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
         Access::Roles(STATISTICS_READERS),
     ),
     (
+        "/spineledger.v1.OutcomeStatisticsService/CompareClinics",
+        Access::Roles(STATISTICS_READERS),
+    ),
+    (
         "/spineledger.v1.AuditService/ListStreamEvents",
         Access::Roles(AUDITORS),
     ),

@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use spineledger_readmodels::casemix::Subject;
 use spineledger_readmodels::plan::OVERDUE_GRACE;
 use spineledger_readmodels::release::{Months, Parts};
-use spineledger_readmodels::{Cell, Dimension, Grouping, TreatmentPlanView};
+use spineledger_readmodels::{
+    Cell, Dimension, EpisodeOutcome, Grouping, MinCell, TreatmentPlanView,
+};
 use spineledger_store::{ClinicScope, scoped};
 use uuid::Uuid;
 
@@ -267,9 +270,18 @@ pub async fn outcome_parts(
         parts_in(&transaction, clinics, window, group_by),
     )
     .await?;
-    // In the same snapshot, in one read: how far the projection had read for each
-    // clinic's shard (0 where it has not started).
-    let statement = transaction
+    let reflects = outcome_positions(&transaction, clinics).await?;
+    transaction.commit().await?;
+    Ok(Answer { parts, reflects })
+}
+
+/// How far the outcome projection had read for each of `clinics`' shards (0 where it
+/// has not started), in the transaction's snapshot: one read of the checkpoints.
+async fn outcome_positions(
+    client: &impl GenericClient,
+    clinics: &[Uuid],
+) -> Result<BTreeMap<Uuid, i64>, ProjectionError> {
+    let statement = client
         .prepare_cached(
             "SELECT shard, shard_count, position FROM projection_checkpoints \
              WHERE projection = $1",
@@ -277,7 +289,7 @@ pub async fn outcome_parts(
         .await?;
     let mut shards: u8 = 1;
     let mut positions: BTreeMap<u8, i64> = BTreeMap::new();
-    for row in transaction
+    for row in client
         .query(&statement, &[&Projection::OutcomeStatistics.name()])
         .await?
     {
@@ -286,15 +298,87 @@ pub async fn outcome_parts(
         shards = u8::try_from(count).unwrap_or(shards);
         positions.insert(u8::try_from(shard).unwrap_or(u8::MAX), row.try_get(2)?);
     }
-    let reflects = clinics
+    Ok(clinics
         .iter()
         .map(|clinic| {
             let shard = spineledger_store::ClinicShard::of(*clinic, shards).index();
             (*clinic, positions.get(&shard).copied().unwrap_or(0))
         })
-        .collect();
+        .collect())
+}
+
+/// The episodes a case-mix comparison is fitted over, and the positions they reflect.
+#[derive(Debug, Clone)]
+pub struct Cohort {
+    /// One subject per evaluated episode of a released clinic-month.
+    pub subjects: Vec<Subject>,
+    /// For each clinic reported on: the outcome projection's position (as in
+    /// [`Answer::reflects`]).
+    pub reflects: BTreeMap<Uuid, i64>,
+}
+
+/// The subjects of every episode of `clinics` first evaluated in the months of
+/// `window`, from the clinic-months that hold at least `min_cell` episodes (a smaller
+/// clinic-month is withheld from every figure, as in the statistics, so it takes no part
+/// in the model either), read in one snapshot with the positions of `reported`.
+pub async fn cohort(
+    pool: &Pool,
+    clinics: &[Uuid],
+    reported: &[Uuid],
+    window: Months,
+    min_cell: MinCell,
+) -> Result<Cohort, ProjectionError> {
+    let mut client = pool.get().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    // As for the statistics: a rebuild's swap must not fall between rows and checkpoints.
+    transaction
+        .batch_execute("LOCK TABLE outcome_episodes IN ACCESS SHARE MODE")
+        .await?;
+    let from = window.from.map(month_start);
+    let to = window.to.map(month_start);
+    let statement = transaction
+        .prepare_cached(
+            "SELECT facts FROM outcome_episodes \
+             WHERE clinic_id = ANY($1) AND evaluated_at IS NOT NULL \
+               AND ($2::timestamptz IS NULL OR evaluated_at >= $2) \
+               AND ($3::timestamptz IS NULL OR evaluated_at < $3)",
+        )
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&clinics, &from, &to];
+    let read = async {
+        let rows = transaction.query_raw(&statement, params).await?;
+        futures::pin_mut!(rows);
+        let mut by_part: BTreeMap<(Uuid, Option<NaiveDate>), Vec<Option<Subject>>> =
+            BTreeMap::new();
+        while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+            let outcome: EpisodeOutcome = decode(row.try_get(0)?)?;
+            by_part
+                .entry((outcome.clinic_id, outcome.evaluated_month()))
+                .or_default()
+                .push(Subject::of(&outcome));
+        }
+        Ok::<_, ProjectionError>(by_part)
+    };
+    let by_part = scoped(&transaction, &ClinicScope::of(clinics), read).await?;
+    let reflects = outcome_positions(&transaction, reported).await?;
     transaction.commit().await?;
-    Ok(Answer { parts, reflects })
+    let subjects = by_part
+        .into_values()
+        .filter(|episodes| episodes.len() >= min_cell.get())
+        .flatten()
+        .flatten()
+        .collect();
+    Ok(Cohort { subjects, reflects })
+}
+
+/// 00:00 UTC on `month`.
+fn month_start(month: NaiveDate) -> DateTime<Utc> {
+    month.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// The cells of clinics `$1`, grouping `$2` and the months `[$3, $4)` (unbounded where

@@ -17,9 +17,11 @@
 //! **Covariates**, all from the first evaluation: baseline back-pain NRS and baseline ODI
 //! (linear, centred on their means), and the factors age band, sciatica (yes, no, not
 //! recorded), chronicity (acute under 6 weeks, subacute 6-12, chronic more than 12, not
-//! recorded) and primary diagnosis. A diagnosis held by fewer than
-//! [`MIN_LEVEL_EPISODES`] episodes of the fit is pooled as `other`, so that no coefficient
-//! describes a handful of patients. Each factor's most frequent level is its reference
+//! recorded) and primary diagnosis. A level of any factor held by fewer than
+//! [`MIN_LEVEL_EPISODES`] episodes of the fit is pooled as `other` (or, when the pooled
+//! levels together are still fewer, counted with the reference level), so that no
+//! coefficient describes a handful of patients: with one patient alone in a level, a
+//! linear model's coefficient would be that patient's residual. Each factor's most frequent level is its reference
 //! (coefficient zero); the others are indicator terms. Sex is not a covariate: the
 //! outcome facts do not carry it (they hold nothing identifying).
 //!
@@ -50,7 +52,7 @@ use crate::outcomes::EpisodeOutcome;
 use crate::responder::ResponderStatus;
 use crate::statistics::MinCell;
 
-/// A diagnosis level needs this many episodes in the fit to keep its own term.
+/// A factor level needs this many episodes in the fit to keep its own term.
 pub const MIN_LEVEL_EPISODES: usize = 30;
 
 /// The ridge added to every term but the intercept.
@@ -178,52 +180,63 @@ struct Factor {
     name: &'static str,
     reference: String,
     levels: Vec<String>,
-    /// Levels pooled into `other` (diagnoses only).
+    /// Levels held by too few episodes for a term of their own ...
     pooled: BTreeSet<String>,
+    /// ... and the level they count as: `other`, or the reference.
+    pooled_into: String,
 }
 
 const OTHER: &str = "other";
 
 impl Factor {
-    fn new(name: &'static str, values: &[&str], pool_below: Option<usize>) -> Self {
+    /// The factor of `values`: levels held by fewer than [`MIN_LEVEL_EPISODES`] are
+    /// pooled as `other`, or, when those together are still fewer, counted with the
+    /// reference level, so that no term describes fewer episodes than that.
+    fn new(name: &'static str, values: &[&str]) -> Self {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for value in values {
             *counts.entry(value).or_default() += 1;
         }
-        let mut pooled = BTreeSet::new();
-        if let Some(minimum) = pool_below {
-            let rare: Vec<&str> = counts
-                .iter()
-                .filter(|(_, count)| **count < minimum)
-                .map(|(value, _)| *value)
-                .collect();
-            for value in rare {
-                let count = counts.remove(value).unwrap_or(0);
-                *counts.entry(OTHER).or_default() += count;
-                pooled.insert(value.to_owned());
-            }
+        let rare: BTreeSet<String> = counts
+            .iter()
+            .filter(|(_, count)| **count < MIN_LEVEL_EPISODES)
+            .map(|(value, _)| (*value).to_owned())
+            .collect();
+        let pooled_count: usize = rare
+            .iter()
+            .filter_map(|value| counts.remove(value.as_str()))
+            .sum();
+        let own_level = pooled_count >= MIN_LEVEL_EPISODES;
+        if own_level {
+            counts.insert(OTHER, pooled_count);
         }
         // The most frequent level is the reference; ties go to the first by name.
         let reference = counts
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map_or_else(String::new, |(value, _)| (*value).to_owned());
+            .map_or_else(|| OTHER.to_owned(), |(value, _)| (*value).to_owned());
         let levels = counts
             .keys()
             .filter(|value| **value != reference)
             .map(|value| (*value).to_owned())
             .collect();
+        let pooled_into = if own_level {
+            OTHER.to_owned()
+        } else {
+            reference.clone()
+        };
         Self {
             name,
             reference,
             levels,
-            pooled,
+            pooled: rare,
+            pooled_into,
         }
     }
 
-    fn level_of<'a>(&self, value: &'a str) -> &'a str {
+    fn level_of<'a>(&'a self, value: &'a str) -> &'a str {
         if self.pooled.contains(value) {
-            OTHER
+            &self.pooled_into
         } else {
             value
         }
@@ -241,20 +254,24 @@ struct Design {
 impl Design {
     fn new(subjects: &[&Subject]) -> Self {
         let n = subjects.len().max(1) as f64;
-        let centre_nrs = subjects.iter().map(|s| s.covariates.baseline_nrs).sum::<f64>() / n;
-        let centre_odi = subjects.iter().map(|s| s.covariates.baseline_odi).sum::<f64>() / n;
+        let centre_nrs = subjects
+            .iter()
+            .map(|s| s.covariates.baseline_nrs)
+            .sum::<f64>()
+            / n;
+        let centre_odi = subjects
+            .iter()
+            .map(|s| s.covariates.baseline_odi)
+            .sum::<f64>()
+            / n;
         let column = |f: fn(&Covariates) -> &str| -> Vec<&str> {
             subjects.iter().map(|s| f(&s.covariates)).collect()
         };
         let factors = vec![
-            Factor::new("age_band", &column(|c| &c.age_band), None),
-            Factor::new("sciatica", &column(|c| &c.sciatica), None),
-            Factor::new("chronicity", &column(|c| &c.chronicity), None),
-            Factor::new(
-                "diagnosis",
-                &column(|c| &c.diagnosis),
-                Some(MIN_LEVEL_EPISODES),
-            ),
+            Factor::new("age_band", &column(|c| &c.age_band)),
+            Factor::new("sciatica", &column(|c| &c.sciatica)),
+            Factor::new("chronicity", &column(|c| &c.chronicity)),
+            Factor::new("diagnosis", &column(|c| &c.diagnosis)),
         ];
         Self {
             centre_nrs,
@@ -397,7 +414,9 @@ impl Model {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NotFitted {
     /// Too few episodes (or too few of the rarer outcome) for the terms.
-    #[error("{available} episodes (of the rarer outcome, for a responder model) where {needed} are needed: ten per term")]
+    #[error(
+        "{available} episodes (of the rarer outcome, for a responder model) where {needed} are needed: ten per term"
+    )]
     TooFewEpisodes {
         /// What the data has.
         available: usize,
@@ -703,7 +722,13 @@ fn clinic_comparisons(
                 let (observed, expected) = (observed / count, expected / count);
                 let adjusted = overall + observed - expected;
                 let limits = funnel::mean_limits(overall, residual_sd, n)?;
-                (observed, expected, adjusted, limits, residual_sd / count.sqrt())
+                (
+                    observed,
+                    expected,
+                    adjusted,
+                    limits,
+                    residual_sd / count.sqrt(),
+                )
             };
             Some(ClinicComparison {
                 clinic_id,
@@ -713,7 +738,11 @@ fn clinic_comparisons(
                 adjusted,
                 position: limits.position(adjusted),
                 limits,
-                z_score: if se > 0.0 { (adjusted - overall) / se } else { 0.0 },
+                z_score: if se > 0.0 {
+                    (adjusted - overall) / se
+                } else {
+                    0.0
+                },
             })
         })
         .collect()

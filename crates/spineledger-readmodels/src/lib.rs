@@ -40,7 +40,9 @@ pub mod statistics;
 pub mod tally;
 
 pub use fold::{EpisodeView, FoldMark, derive, derive_from_log, extend};
-pub use outcomes::{AdherenceBand, AgeBand, Chronicity, EpisodeOutcome, FollowUpScores, FrequencyPhase};
+pub use outcomes::{
+    AdherenceBand, AgeBand, Chronicity, EpisodeOutcome, FollowUpScores, FrequencyPhase,
+};
 pub use plan::{
     NrsReading, OdiReading, PhaseCadence, PlanFlags, PlanPhase, PlanStatus, ScoreReading,
     SessionSettings, ToleranceTrend, TreatmentPlanView,

@@ -480,7 +480,9 @@ impl EpisodeOutcome {
             self.age_band = Some(AgeBand::of_age(evaluation.age_years.value()));
             self.primary_diagnosis = evaluation.diagnoses.first().map(diagnosis_key);
             self.sciatica = evaluation.sciatica;
-            self.symptom_duration_weeks = evaluation.symptom_duration_weeks.map(|w| w.value());
+            self.symptom_duration_weeks = evaluation
+                .symptom_duration_weeks
+                .map(spineledger_domain::measures::SymptomWeeks::value);
         }
         self.measurements.push(Measurement {
             event_id,

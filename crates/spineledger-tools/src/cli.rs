@@ -17,6 +17,9 @@ pub enum Tool {
     Simulate(SimulateArgs),
     /// Print outcome statistics through the gRPC API.
     Stats(StatsArgs),
+    /// Write an HTML report of the outcome statistics and the case-mix comparison of
+    /// clinics, with charts, as one self-contained file (analyst token).
+    Report(ReportArgs),
     /// Print an episode's history and its treatment plan as it stood (auditor token).
     Replay(ReplayArgs),
     /// Write a clinic's access log as FHIR R4 AuditEvent resources, one per line (NDJSON),
@@ -93,6 +96,22 @@ impl Tool {
                     "{}",
                     crate::replay::fetch_and_render(channel, &token, &query).await?
                 );
+                Ok(())
+            }
+            Self::Report(args) => {
+                let query = crate::report::ReportQuery {
+                    clinics: args.clinics,
+                    from_month: args.from_month,
+                    to_month: args.to_month,
+                };
+                let token = args.server.bearer()?;
+                let channel = args.server.channel().await?;
+                let data = crate::report::fetch(channel, &token, &query).await?;
+                let html = crate::report::render(&data, &query, chrono::Utc::now())?;
+                std::fs::write(&args.out, html).map_err(|error| {
+                    anyhow::anyhow!("cannot write {}: {error}", args.out.display())
+                })?;
+                eprintln!("report written to {}", args.out.display());
                 Ok(())
             }
             Self::Stats(args) => {
@@ -212,6 +231,27 @@ pub struct StatsArgs {
     as_of: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     format: FormatArg,
+}
+
+/// The arguments of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The server and an analyst token (`spineledger token issue --role analyst --clinic
+    /// …`).
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Only these clinics (repeatable); default: every clinic the token grants.
+    #[arg(long = "clinic")]
+    clinics: Vec<uuid::Uuid>,
+    /// Episodes first evaluated from this month on (the first of a month, 2026-01-01).
+    #[arg(long = "from-month")]
+    from_month: Option<chrono::NaiveDate>,
+    /// ... and before this month (the first of a month).
+    #[arg(long = "to-month")]
+    to_month: Option<chrono::NaiveDate>,
+    /// The HTML file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// `CLINIC=POSITION`, as `stats` prints what its figures reflect.

@@ -9,5 +9,6 @@ pub mod access_log;
 pub mod bench;
 pub mod cli;
 pub mod replay;
+pub mod report;
 pub mod simulate;
 pub mod stats;

@@ -31,7 +31,7 @@ pub struct StatsQuery {
 
 /// Midnight UTC of `month`'s date, as a request timestamp (the server checks it is the
 /// first of a month).
-fn month_start(month: Option<chrono::NaiveDate>) -> Option<prost_types::Timestamp> {
+pub(crate) fn month_start(month: Option<chrono::NaiveDate>) -> Option<prost_types::Timestamp> {
     let at = month?.and_hms_opt(0, 0, 0)?.and_utc();
     Some(prost_types::Timestamp {
         seconds: at.timestamp(),
@@ -61,6 +61,22 @@ pub async fn fetch_and_render(
     format: Format,
 ) -> anyhow::Result<String> {
     let mut client = OutcomeStatisticsServiceClient::with_interceptor(channel, token.clone());
+    Ok(render(&fetch(&mut client, query).await?, format))
+}
+
+/// A statistics client with a bearer token.
+pub type StatisticsClient = OutcomeStatisticsServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
+>;
+
+/// Asks the server for the statistics `query` describes.
+///
+/// # Errors
+/// The server's refusal (its code and message), or no connection.
+pub async fn fetch(
+    client: &mut StatisticsClient,
+    query: &StatsQuery,
+) -> anyhow::Result<v1::GetOutcomeStatisticsResponse> {
     let request = v1::GetOutcomeStatisticsRequest {
         clinic_ids: query.clinics.iter().map(Uuid::to_string).collect(),
         group_by: query
@@ -94,12 +110,11 @@ pub async fn fetch_and_render(
             (None, None) => None,
         },
     };
-    let response = client
+    Ok(client
         .get_outcome_statistics(request)
         .await
         .map_err(|status| anyhow::anyhow!("{:?}: {}", status.code(), status.message()))?
-        .into_inner();
-    Ok(render(&response, format))
+        .into_inner())
 }
 
 /// Renders a statistics response.

@@ -3,9 +3,12 @@
 //! `convert::reads`: a valid query type, or INVALID_ARGUMENT with the fields);
 //! "at least position P" waits, bounded, for the projection, else UNAVAILABLE.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use spineledger_api::convert::{PlanListQuery, PlanQuery, StatisticsQuery, page_token};
+use spineledger_api::convert::{
+    ComparisonQuery, PlanListQuery, PlanQuery, StatisticsQuery, page_token,
+};
 use spineledger_api::error::ApiError;
 use spineledger_api::v1;
 use spineledger_api::v1::outcome_statistics_service_server::OutcomeStatisticsService;
@@ -13,6 +16,7 @@ use spineledger_api::v1::treatment_plan_service_server::TreatmentPlanService;
 use spineledger_api::views;
 use spineledger_projections::as_of::{self, Cut};
 use spineledger_projections::{Projection, queries};
+use spineledger_readmodels::casemix::{self, Measure};
 use spineledger_readmodels::statistics::{MinCell, groups};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -122,6 +126,16 @@ impl OutcomeStatisticsService for ReadModels {
             self.statistics(&principal, request.into_inner()).await?,
         ))
     }
+
+    async fn compare_clinics(
+        &self,
+        request: Request<v1::CompareClinicsRequest>,
+    ) -> Result<Response<v1::CompareClinicsResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        Ok(Response::new(
+            self.comparison(&principal, request.into_inner()).await?,
+        ))
+    }
 }
 
 impl ReadModels {
@@ -226,6 +240,80 @@ impl ReadModels {
         })
     }
 
+    /// The clinics an analyst's request answers for: those it names, each granted; with
+    /// none named, every clinic the token grants (every known clinic for a token that
+    /// grants them all: the database's wall needs them by name).
+    async fn answered_clinics(
+        &self,
+        principal: &Principal,
+        named: Vec<Uuid>,
+    ) -> Result<Vec<Uuid>, ApiError> {
+        match principal.granted_clinics() {
+            Some(granted) if named.is_empty() => {
+                // An empty grant must never widen to "every clinic" below.
+                if granted.is_empty() {
+                    return Err(ApiError::ClinicNotGranted {
+                        field: "clinic_ids",
+                    });
+                }
+                return Ok(granted.iter().copied().collect());
+            }
+            _ => {
+                for clinic in &named {
+                    auth::require_clinic(principal, *clinic, "clinic_ids")?;
+                }
+            }
+        }
+        if named.is_empty() {
+            Ok(queries::known_clinics(self.app.store.pool()).await?)
+        } else {
+            Ok(named)
+        }
+    }
+
+    /// The case-mix comparison: a model per measure fitted over the released
+    /// clinic-months of every clinic (`spineledger_readmodels::casemix`), and the clinics
+    /// asked about against it.
+    async fn comparison(
+        &self,
+        principal: &Principal,
+        request: v1::CompareClinicsRequest,
+    ) -> Result<v1::CompareClinicsResponse, ApiError> {
+        let query = ComparisonQuery::try_from(request)?;
+        let compared = self.answered_clinics(principal, query.clinic_ids).await?;
+        let pool = self.app.store.pool();
+        let every_clinic = queries::known_clinics(pool).await?;
+        let min_cell = self.app.reads.min_cell;
+        // One heavy read at a time, like a replay: the cohort is every clinic's episodes.
+        let _heavy = tokio::time::timeout(self.app.reads.catch_up_timeout, self.replays.acquire())
+            .await
+            .map_err(|_| ApiError::ReplayBusy)?
+            .map_err(|_| ApiError::ReplayBusy)?;
+        let cohort =
+            queries::cohort(pool, &every_clinic, &compared, query.window, min_cell).await?;
+        let reflects = cohort
+            .reflects
+            .iter()
+            .map(|(clinic, position)| v1::ClinicPosition {
+                clinic_id: clinic.to_string(),
+                position: *position,
+            })
+            .collect();
+        let compared: BTreeSet<Uuid> = compared.into_iter().collect();
+        // Fitting is CPU work: off the runtime's threads.
+        let comparisons = tokio::task::spawn_blocking(move || {
+            Measure::ALL
+                .map(|measure| casemix::compare(measure, &cohort.subjects, &compared, min_cell))
+        })
+        .await
+        .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+        Ok(v1::CompareClinicsResponse {
+            min_cell_size: i32::try_from(min_cell.get()).unwrap_or(i32::MAX),
+            comparisons: comparisons.iter().map(views::case_mix_comparison).collect(),
+            reflects,
+        })
+    }
+
     async fn statistics(
         &self,
         principal: &Principal,
@@ -238,30 +326,9 @@ impl ReadModels {
         {
             query.clinic_ids = positions.keys().copied().collect();
         }
-        // No clinic named: every clinic the token grants. A named clinic must be granted.
-        match principal.granted_clinics() {
-            Some(granted) if query.clinic_ids.is_empty() => {
-                // An empty grant must never widen to "every clinic" below.
-                if granted.is_empty() {
-                    return Err(ApiError::ClinicNotGranted {
-                        field: "clinic_ids",
-                    });
-                }
-                query.clinic_ids = granted.iter().copied().collect();
-            }
-            _ => {
-                for clinic in &query.clinic_ids {
-                    auth::require_clinic(principal, *clinic, "clinic_ids")?;
-                }
-            }
-        }
-        // Still none: a token granting every clinic. The database's wall needs them by
-        // name.
-        let clinics = if query.clinic_ids.is_empty() {
-            queries::known_clinics(self.app.store.pool()).await?
-        } else {
-            query.clinic_ids
-        };
+        let clinics = self
+            .answered_clinics(principal, std::mem::take(&mut query.clinic_ids))
+            .await?;
         let answer = match &query.as_of {
             None => {
                 self.catch_up(Projection::OutcomeStatistics, &clinics, query.min_position)

@@ -26,8 +26,8 @@ use spineledger_domain::events::{FieldCorrection, SessionRecorded};
 use spineledger_domain::measures::{
     self as m, AdherencePercent, AgeYears, BodyWeightKg, Contraindication, Cycles, DurationMinutes,
     HoldSeconds, HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm,
-    MeasureError, Note, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SymptomWeeks,
-    SessionsPerWeek, ShortText, SleepQuality, TimesPerWeek, TractionAngleDegrees,
+    MeasureError, Note, OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris,
+    SessionsPerWeek, ShortText, SleepQuality, SymptomWeeks, TimesPerWeek, TractionAngleDegrees,
 };
 use spineledger_domain::serde_json::{self, Value as Json};
 

@@ -10,8 +10,8 @@ use spineledger_domain::ids::{EpisodeId, PatientId};
 use spineledger_domain::measures::{
     self as m, AdherencePercent, AgeYears, BodyWeightKg, Cadence, Cycles, DurationMinutes,
     HoldSeconds, HomeCareInstruction, InitialSpanWeeks, IntervalDays, LumbarFlexionCm,
-    OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SessionsPerWeek, SymptomWeeks,
-    SleepQuality, TimesPerWeek, TractionAngleDegrees,
+    OverallHealth, PainNrs, PeriodDays, Pgic, RelaxSeconds, RolandMorris, SessionsPerWeek,
+    SleepQuality, SymptomWeeks, TimesPerWeek, TractionAngleDegrees,
 };
 
 use super::enums::{

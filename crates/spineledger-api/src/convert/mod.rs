@@ -41,8 +41,8 @@ pub use episode::{
 };
 pub use patient::register_patient;
 pub use reads::{
-    DEFAULT_PAGE_SIZE, MAX_CLINICS_PER_QUERY, MAX_PAGE_SIZE, PlanListQuery, PlanQuery,
-    StatisticsQuery, page_token,
+    ComparisonQuery, DEFAULT_PAGE_SIZE, MAX_CLINICS_PER_QUERY, MAX_PAGE_SIZE, PlanListQuery,
+    PlanQuery, StatisticsQuery, page_token,
 };
 
 /// How far in the future `occurred_at` may lie, for clocks that disagree.

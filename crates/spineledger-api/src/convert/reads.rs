@@ -70,7 +70,61 @@ pub struct StatisticsQuery {
     pub as_of: Option<Cut>,
 }
 
+/// A valid `CompareClinicsRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComparisonQuery {
+    /// The clinics compared (at most [`MAX_CLINICS_PER_QUERY`]); empty: every clinic
+    /// granted.
+    pub clinic_ids: Vec<Uuid>,
+    /// The whole UTC months of first evaluations the model and the comparison take.
+    pub window: Months,
+}
+
+impl TryFrom<v1::CompareClinicsRequest> for ComparisonQuery {
+    type Error = FieldViolations;
+
+    fn try_from(req: v1::CompareClinicsRequest) -> Result<Self, FieldViolations> {
+        let mut check = Check::new();
+        let clinic_ids = check.clinic_ids(req.clinic_ids);
+        let window = check.months(req.evaluated_from, req.evaluated_to);
+        let query = (|| {
+            Some(Self {
+                clinic_ids: clinic_ids?,
+                window: window?,
+            })
+        })();
+        check.finish(query)
+    }
+}
+
 impl Check {
+    /// The clinics a statistics query names: UUIDs, at most [`MAX_CLINICS_PER_QUERY`].
+    fn clinic_ids(&mut self, raw: Vec<String>) -> Option<Vec<Uuid>> {
+        self.list_len("clinic_ids", &raw, 0, MAX_CLINICS_PER_QUERY)
+            .and_then(|()| self.each("clinic_ids", raw, |check, path, raw| check.uuid(path, &raw)))
+    }
+
+    /// A window of whole UTC months: each bound, when given, at 00:00 UTC on the first of
+    /// a month, and `to` after `from`.
+    fn months(
+        &mut self,
+        from: Option<prost_types::Timestamp>,
+        to: Option<prost_types::Timestamp>,
+    ) -> Option<Months> {
+        let from = self.optional_month_start("evaluated_from", from);
+        let to = self.optional_month_start("evaluated_to", to);
+        if let (Some(Some(from)), Some(Some(to))) = (from, to)
+            && from >= to
+        {
+            self.add("evaluated_to", "must be after evaluated_from");
+            return None;
+        }
+        Some(Months {
+            from: from?,
+            to: to?,
+        })
+    }
+
     /// The point of the log a statistics answer is replayed to: positions of at least 0
     /// (each clinic named once), or a time.
     fn as_of(
@@ -231,13 +285,7 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
 
     fn try_from(req: v1::GetOutcomeStatisticsRequest) -> Result<Self, FieldViolations> {
         let mut check = Check::new();
-        let clinic_ids = check
-            .list_len("clinic_ids", &req.clinic_ids, 0, MAX_CLINICS_PER_QUERY)
-            .and_then(|()| {
-                check.each("clinic_ids", req.clinic_ids, |check, path, raw| {
-                    check.uuid(path, &raw)
-                })
-            });
+        let clinic_ids = check.clinic_ids(req.clinic_ids);
         let group_by = check.each("group_by", req.group_by, |check, path, raw| {
             check.enumeration(path, raw, dimension::from_proto)
         });
@@ -264,13 +312,7 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
             }
             (!repeated && !crossed).then_some(group_by)
         });
-        let from = check.optional_month_start("evaluated_from", req.evaluated_from);
-        let to = check.optional_month_start("evaluated_to", req.evaluated_to);
-        if let (Some(Some(from)), Some(Some(to))) = (from, to)
-            && from >= to
-        {
-            check.add("evaluated_to", "must be after evaluated_from");
-        }
+        let window = check.months(req.evaluated_from, req.evaluated_to);
         let min_position = check.min_position(req.min_position);
         let as_of = check.as_of(req.as_of);
         if req.min_position.is_some() && matches!(as_of, Some(Some(_))) {
@@ -280,10 +322,7 @@ impl TryFrom<v1::GetOutcomeStatisticsRequest> for StatisticsQuery {
             Some(Self {
                 clinic_ids: clinic_ids?,
                 group_by: group_by?,
-                window: Months {
-                    from: from?,
-                    to: to?,
-                },
+                window: window?,
                 min_position: min_position?,
                 as_of: as_of?,
             })

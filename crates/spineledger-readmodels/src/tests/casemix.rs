@@ -44,7 +44,10 @@ fn proportion_limits_are_the_interpolated_exact_binomial_ones() {
         let l = proportion_limits(target, n).unwrap();
         let got = [l.lower_outer, l.lower_inner, l.upper_inner, l.upper_outer];
         for (g, e) in got.iter().zip(expected) {
-            assert!(close(*g, e, 2e-6), "{target} at {n}: {got:?} against {expected:?}");
+            assert!(
+                close(*g, e, 2e-6),
+                "{target} at {n}: {got:?} against {expected:?}"
+            );
         }
     }
     assert!(proportion_limits(0.0, 10).is_none());
@@ -70,11 +73,7 @@ fn overdispersion_is_the_mean_winsorised_squared_z() {
     // each end, so one wild clinic cannot inflate the estimate.
     let mut z: Vec<f64> = (1..=20).map(|i| f64::from(i) / 10.0).collect();
     z[19] = 100.0;
-    let pulled: f64 = z
-        .iter()
-        .map(|v| v.clamp(0.3, 1.8).powi(2))
-        .sum::<f64>()
-        / 20.0;
+    let pulled: f64 = z.iter().map(|v| v.clamp(0.3, 1.8).powi(2)).sum::<f64>() / 20.0;
     assert!(close(overdispersion(&z).unwrap(), pulled, 1e-12));
 }
 
@@ -117,7 +116,8 @@ fn planted_logit(c: &Covariates) -> f64 {
 }
 
 fn planted_change(c: &Covariates) -> f64 {
-    -2.0 - 0.4 * (c.baseline_nrs - 6.5) + 1.1 * f64::from(u8::from(c.sciatica == "yes"))
+    -2.0 - 0.4 * (c.baseline_nrs - 6.5)
+        + 1.1 * f64::from(u8::from(c.sciatica == "yes"))
         + 0.8 * f64::from(u8::from(c.chronicity == "chronic"))
 }
 
@@ -160,8 +160,14 @@ fn the_models_recover_planted_effects() {
     // Reference levels are the most frequent ones: sciatica "no", chronicity "chronic"
     // (hard patients make it the commonest), age band and diagnosis by count.
     let references: Vec<(String, String)> = logistic.references.clone();
-    assert!(references.contains(&("sciatica".into(), "no".into())), "{references:?}");
-    assert!(references.contains(&("chronicity".into(), "chronic".into())), "{references:?}");
+    assert!(
+        references.contains(&("sciatica".into(), "no".into())),
+        "{references:?}"
+    );
+    assert!(
+        references.contains(&("chronicity".into(), "chronic".into())),
+        "{references:?}"
+    );
     let checks = [
         ("baseline_nrs", -0.15),
         ("baseline_odi", 0.02),
@@ -205,7 +211,12 @@ fn the_models_recover_planted_effects() {
             "{term}: {estimate} +- {se} against {planted}"
         );
     }
-    let Fit::Linear { residual_sd, r_squared, .. } = linear.fit else {
+    let Fit::Linear {
+        residual_sd,
+        r_squared,
+        ..
+    } = linear.fit
+    else {
         panic!("a change model is linear");
     };
     assert!(close(residual_sd, 1.5, 0.05), "{residual_sd}");
@@ -213,7 +224,10 @@ fn the_models_recover_planted_effects() {
     // No episode has an ODI follow-up here.
     assert_eq!(
         fit(Measure::OdiChange, &subjects).unwrap_err(),
-        NotFitted::TooFewEpisodes { available: 0, needed: 30 }
+        NotFitted::TooFewEpisodes {
+            available: 0,
+            needed: 30
+        }
     );
 }
 
@@ -231,7 +245,12 @@ fn a_clinic_of_harder_patients_is_judged_by_what_they_could_expect() {
     subjects.extend((0..300).map(|_| subject(&mut rng, hard, true, 0.0)));
     subjects.extend((0..300).map(|_| subject(&mut rng, better, false, 1.0)));
     let compared: BTreeSet<Uuid> = [hard, better].into();
-    let comparison = compare(Measure::NrsResponder, &subjects, &compared, MinCell::DEFAULT);
+    let comparison = compare(
+        Measure::NrsResponder,
+        &subjects,
+        &compared,
+        MinCell::DEFAULT,
+    );
     let model = comparison.model.as_ref().unwrap();
     assert_eq!(comparison.clinics.len(), 2, "only the clinics asked about");
     let of = |clinic| {
@@ -252,7 +271,12 @@ fn a_clinic_of_harder_patients_is_judged_by_what_they_could_expect() {
         "adjusted, it is within the funnel: {:?}",
         of(hard)
     );
-    assert_eq!(of(better).position, Position::AboveOuter, "{:?}", of(better));
+    assert_eq!(
+        of(better).position,
+        Position::AboveOuter,
+        "{:?}",
+        of(better)
+    );
     // Expected is the sum of the episodes' predicted probabilities.
     let expected: f64 = subjects
         .iter()
@@ -271,24 +295,46 @@ fn a_clinic_of_harder_patients_is_judged_by_what_they_could_expect() {
 }
 
 #[test]
-fn rare_diagnoses_are_pooled_and_small_clinics_are_not_compared() {
+fn rare_levels_are_pooled_and_small_clinics_are_not_compared() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let small = Uuid::from_u128(99);
     let mut subjects: Vec<Subject> = (0..2_000)
         .map(|i| subject(&mut rng, Uuid::from_u128(i % 10), false, 0.0))
         .collect();
-    // Seven episodes (k = 8 withholds them) with a diagnosis no one else has.
+    // Seven episodes (k = 8 withholds them) with a diagnosis and age band no one else
+    // has: too few for a term, even pooled; they count with the reference levels.
     for _ in 0..7 {
         let mut s = subject(&mut rng, small, false, 0.0);
         s.covariates.diagnosis = "ICD10:M48.06".to_owned();
+        s.covariates.age_band = "<18".to_owned();
         subjects.push(s);
     }
     let all: BTreeSet<Uuid> = subjects.iter().map(|s| s.clinic_id).collect();
     let comparison = compare(Measure::NrsChange, &subjects, &all, MinCell::DEFAULT);
     let model = comparison.model.as_ref().unwrap();
     let terms: Vec<&str> = model.coefficients.iter().map(|c| c.term.as_str()).collect();
-    assert!(terms.contains(&"diagnosis=other"), "{terms:?}");
-    assert!(!terms.iter().any(|t| t.contains("M48.06")), "{terms:?}");
+    assert!(
+        !terms
+            .iter()
+            .any(|t| t.contains("M48.06") || t.contains("<18") || t.contains("other")),
+        "{terms:?}"
+    );
     assert_eq!(comparison.clinics.len(), 10);
     assert!(comparison.clinics.iter().all(|c| c.clinic_id != small));
+
+    // Three rare diagnoses of 12 episodes each: together enough for an `other` term.
+    for (i, code) in ["ICD10:M48.06", "ICD10:M47.26", "ICD10:M43.16"]
+        .iter()
+        .enumerate()
+    {
+        for _ in 0..12 {
+            let mut s = subject(&mut rng, Uuid::from_u128(i as u128), false, 0.0);
+            s.covariates.diagnosis = (*code).to_owned();
+            subjects.push(s);
+        }
+    }
+    let model = fit(Measure::NrsChange, &subjects).unwrap();
+    let terms: Vec<&str> = model.coefficients.iter().map(|c| c.term.as_str()).collect();
+    assert!(terms.contains(&"diagnosis=other"), "{terms:?}");
+    assert!(!terms.iter().any(|t| t.contains("M4")), "{terms:?}");
 }

@@ -1,6 +1,7 @@
 //! Specifications of the read models, read as behaviours; fixtures build valid events so
 //! each test states only what it is about.
 
+mod casemix;
 mod fixtures;
 mod outcomes;
 mod plan;
@@ -8,4 +9,3 @@ mod properties;
 mod release;
 mod statistics;
 mod tally;
-mod casemix;
