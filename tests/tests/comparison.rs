@@ -1,6 +1,7 @@
 //! CompareClinics as an analyst uses it: each granted clinic's observed outcomes, counted
 //! here by hand from the log (the oracle's plain fold), against a model fitted over every
-//! clinic, including one the analyst may not see.
+//! clinic the analyst's answer cannot give away: a third clinic, alone outside the
+//! analyst's grant, stays out of the model; an analyst granted all three gets it in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,7 +47,7 @@ async fn clinics_are_compared_against_a_model_of_every_clinic() {
     let clinics: Vec<Uuid> = (0..3).map(|_| harness.clinic()).collect();
     let cohort = Cohort {
         clinics: clinics.clone(),
-        patients_per_clinic: 170,
+        patients_per_clinic: 250,
         seed: 41,
         start_date: NaiveDate::from_ymd_opt(2026, 1, 5).expect("date"),
         concurrency: 8,
@@ -97,19 +98,22 @@ async fn clinics_are_compared_against_a_model_of_every_clinic() {
             .unwrap_or_else(|| panic!("no {m:?} in {answer:?}"))
     };
 
-    // The responder model: fitted over all three clinics.
+    // The responder model: fitted over the two granted clinics only. The third is the
+    // only clinic outside the grant, and the model's totals less the analyst's own
+    // figures would be its figures.
     let responders = measure(v1::CaseMixMeasure::NrsResponder);
     let model = responders
         .model
         .as_ref()
         .unwrap_or_else(|| panic!("not fitted: {}", responders.not_fitted_reason));
-    let (all_responders, all_assessed) = by_hand
-        .values()
+    let (all_responders, all_assessed) = granted
+        .iter()
+        .map(|clinic| by_hand[clinic])
         .fold((0, 0), |(r, n), (cr, cn, _)| (r + cr, n + cn));
     assert_eq!(
         model.episodes,
         i64::from(all_assessed),
-        "every clinic's episodes"
+        "the granted clinics' episodes"
     );
     let overall = f64::from(all_responders) / f64::from(all_assessed);
     assert!((model.mean_outcome - overall).abs() < 1e-12);
@@ -142,6 +146,8 @@ async fn clinics_are_compared_against_a_model_of_every_clinic() {
         assert!(clinic.expected > 0.0 && clinic.expected < f64::from(assessed));
         let adjusted = overall * clinic.observed / clinic.expected;
         assert!((clinic.adjusted - adjusted).abs() < 1e-9);
+        // Placed at a precision near its episodes (of mixed case mix, a little above).
+        assert!(clinic.precision > 0.5 * f64::from(assessed), "{clinic:?}");
         let limits = clinic.limits.expect("limits");
         assert!(limits.lower_99_8 < limits.lower_95 && limits.lower_95 < overall);
         assert!(overall < limits.upper_95 && limits.upper_95 < limits.upper_99_8);
@@ -208,5 +214,23 @@ async fn clinics_are_compared_against_a_model_of_every_clinic() {
     assert!(empty.comparisons.iter().all(|c| c.model.is_none()
         && c.clinics.is_empty()
         && c.not_fitted_reason.contains("needed")));
+    // An analyst granted all three clinics has them all in the model.
+    let mut everything = OutcomeStatisticsServiceClient::with_interceptor(
+        harness.plain_channel().await,
+        harness.bearer(Role::Analyst, &clinics),
+    );
+    let answer = everything
+        .compare_clinics(v1::CompareClinicsRequest::default())
+        .await
+        .expect("compare all")
+        .into_inner();
+    let all: u32 = by_hand.values().map(|(_, assessed, _)| *assessed).sum();
+    let model = answer
+        .comparisons
+        .iter()
+        .find(|c| c.measure == v1::CaseMixMeasure::NrsResponder as i32)
+        .and_then(|c| c.model.as_ref())
+        .expect("fitted");
+    assert_eq!(model.episodes, i64::from(all));
     harness.stop().await;
 }

@@ -244,6 +244,7 @@ fn case_mix_model(model: &Model) -> v1::CaseMixModel {
                 level: level.clone(),
             })
             .collect(),
+        aliased_terms: model.aliased.clone(),
         ..Default::default()
     };
     match model.fit {
@@ -296,5 +297,6 @@ fn clinic_comparison(clinic: &ClinicComparison) -> v1::ClinicComparison {
         }),
         position: position as i32,
         z_score: clinic.z_score,
+        precision: clinic.precision,
     }
 }

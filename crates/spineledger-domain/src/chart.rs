@@ -33,6 +33,14 @@ pub const FIXED_PAYLOAD_FIELDS: [&str; 9] = [
     "corrected_event_type",
 ];
 
+/// Fields added to an event type after its payloads were first written, and left out of
+/// a payload when not recorded: a correction may give them a value although the payload
+/// has no key for them.
+pub const LATER_OPTIONAL_FIELDS: [(&str, &str); 2] = [
+    ("EvaluationRecorded", "sciatica"),
+    ("EvaluationRecorded", "symptom_duration_weeks"),
+];
+
 /// Why a correction does not fit the event it names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CorrectionMisfit {
@@ -75,6 +83,12 @@ impl EpisodeEvent {
         for correction in corrections {
             let path = correction.field.as_str();
             let top = path.split(['.', '[']).next().unwrap_or_default();
+            if top == path
+                && LATER_OPTIONAL_FIELDS.contains(&(event_type, top))
+                && let Some(object) = payload.as_object_mut()
+            {
+                object.entry(top).or_insert(serde_json::Value::Null);
+            }
             let known = payload.get(top).is_some() && !FIXED_PAYLOAD_FIELDS.contains(&top);
             if !known || !replace_at_path(&mut payload, path, correction.corrected_value.clone()) {
                 return Err(CorrectionMisfit::UnknownField {

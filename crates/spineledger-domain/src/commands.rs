@@ -62,7 +62,11 @@ pub struct RecordEvaluation {
     pub body_weight_kg: Option<BodyWeightKg>,
     pub diagnoses: Vec<Diagnosis>,
     pub contraindications: ContraindicationScreening,
+    // Left out when absent, so that a command without them serialises (and
+    // fingerprints, for idempotency) exactly as before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sciatica: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symptom_duration_weeks: Option<SymptomWeeks>,
 }
 

@@ -25,12 +25,15 @@
 //! (coefficient zero); the others are indicator terms. Sex is not a covariate: the
 //! outcome facts do not carry it (they hold nothing identifying).
 //!
-//! **Fitting.** The normal equations are solved by Cholesky decomposition (`nalgebra`).
-//! A ridge of [`RIDGE`] on every term but the intercept keeps them solvable when a
-//! factor level coincides with another (it moves no estimate by a measurable amount
-//! otherwise). A model is fitted only with at least ten episodes per term (and, for the
-//! logistic model, ten of the rarer outcome per term: Peduzzi et al., J Clin Epidemiol
-//! 1996;49:1373-9); otherwise it is reported as not fitted, with the reason.
+//! **Fitting.** Least squares and Newton-Raphson (iteratively reweighted least squares)
+//! on the normal equations, solved by Cholesky decomposition (`nalgebra`). A term whose
+//! column is a combination of earlier ones (for instance "sciatica not recorded" and
+//! "chronicity not recorded", which coincide on every evaluation older than those
+//! fields) is aliased: left out and listed, as R's `lm` does. A logistic fit whose log
+//! odds run past ±10 (outcomes separated by a covariate) is refused. A model is fitted
+//! only with at least ten episodes per term (and, for the logistic model, ten of the
+//! rarer outcome per term: Peduzzi et al., J Clin Epidemiol 1996;49:1373-9); otherwise
+//! it is reported as not fitted, with the reason.
 //!
 //! **Fit statistics.** Linear: R², adjusted R², residual standard deviation. Logistic:
 //! deviance and null deviance, McFadden's pseudo-R², the c-statistic (area under the ROC
@@ -39,10 +42,18 @@
 //! **Comparison.** For each clinic with at least k episodes in the fit: observed and
 //! expected (responders, or mean change), and the risk-adjusted figure: the overall rate
 //! times observed / expected, or the overall mean plus observed minus expected. Its
-//! funnel limits sit around the overall figure at the clinic's number of episodes.
+//! funnel limits sit around the overall figure at the clinic's precision
+//! ([`crate::funnel`]): the variance of a risk-adjusted rate is `θ² Σ p (1 - p) / E²`,
+//! so a clinic of hard patients (small E) is judged with the wider limits its ratio
+//! needs.
+//!
+//! **Who is in the fit.** Every clinic's episodes, as far as the caller may learn their
+//! pooled totals ([`screen`]): another clinic's episodes enter only in months where at
+//! least five clinics the caller does not see took part and none of them dominates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::NaiveDate;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -55,8 +66,24 @@ use crate::statistics::MinCell;
 /// A factor level needs this many episodes in the fit to keep its own term.
 pub const MIN_LEVEL_EPISODES: usize = 30;
 
-/// The ridge added to every term but the intercept.
+/// The ridge added to every term but the intercept of the logistic fit, for numerical
+/// steadiness only.
 pub const RIDGE: f64 = 1e-6;
+
+/// A log odds this large (e^10: 22,000 to 1) only comes of outcomes a covariate separates:
+/// such a fit is refused.
+const SEPARATED: f64 = 10.0;
+
+/// A term whose column is this close to a combination of the terms before it (its
+/// squared residual, relative to its own square) is aliased and left out.
+const ALIASED: f64 = 1e-9;
+
+/// Fewest clinics a caller does not see that may enter a model fitted for it, in any
+/// month ...
+pub const MIN_OTHER_CLINICS: usize = 5;
+
+/// ... none of which may hold more than this share of their episodes of the month.
+pub const MAX_OTHER_SHARE: f64 = 0.5;
 
 /// Episodes (or, logistic, the rarer outcome) needed per term.
 const EPISODES_PER_TERM: usize = 10;
@@ -118,6 +145,8 @@ pub struct Covariates {
 pub struct Subject {
     /// The clinic.
     pub clinic_id: Uuid,
+    /// The UTC month of the first evaluation.
+    pub month: Option<NaiveDate>,
     /// The covariates.
     pub covariates: Covariates,
     /// NRS responder at the latest follow-up.
@@ -137,6 +166,7 @@ impl Subject {
         let latest = outcome.latest_follow_up;
         Some(Self {
             clinic_id: outcome.clinic_id,
+            month: outcome.evaluated_month(),
             covariates: Covariates {
                 baseline_nrs: f64::from(baseline_nrs),
                 baseline_odi,
@@ -192,21 +222,21 @@ impl Factor {
     /// The factor of `values`: levels held by fewer than [`MIN_LEVEL_EPISODES`] are
     /// pooled as `other`, or, when those together are still fewer, counted with the
     /// reference level, so that no term describes fewer episodes than that.
-    fn new(name: &'static str, values: &[&str]) -> Self {
+    fn new(name: &'static str, values: &[&str], minimum: usize) -> Self {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for value in values {
             *counts.entry(value).or_default() += 1;
         }
         let rare: BTreeSet<String> = counts
             .iter()
-            .filter(|(_, count)| **count < MIN_LEVEL_EPISODES)
+            .filter(|(_, count)| **count < minimum)
             .map(|(value, _)| (*value).to_owned())
             .collect();
         let pooled_count: usize = rare
             .iter()
             .filter_map(|value| counts.remove(value.as_str()))
             .sum();
-        let own_level = pooled_count >= MIN_LEVEL_EPISODES;
+        let own_level = pooled_count >= minimum;
         if own_level {
             counts.insert(OTHER, pooled_count);
         }
@@ -252,7 +282,7 @@ struct Design {
 }
 
 impl Design {
-    fn new(subjects: &[&Subject]) -> Self {
+    fn new(subjects: &[&Subject], minimum: usize) -> Self {
         let n = subjects.len().max(1) as f64;
         let centre_nrs = subjects
             .iter()
@@ -268,10 +298,10 @@ impl Design {
             subjects.iter().map(|s| f(&s.covariates)).collect()
         };
         let factors = vec![
-            Factor::new("age_band", &column(|c| &c.age_band)),
-            Factor::new("sciatica", &column(|c| &c.sciatica)),
-            Factor::new("chronicity", &column(|c| &c.chronicity)),
-            Factor::new("diagnosis", &column(|c| &c.diagnosis)),
+            Factor::new("age_band", &column(|c| &c.age_band), minimum),
+            Factor::new("sciatica", &column(|c| &c.sciatica), minimum),
+            Factor::new("chronicity", &column(|c| &c.chronicity), minimum),
+            Factor::new("diagnosis", &column(|c| &c.diagnosis), minimum),
         ];
         Self {
             centre_nrs,
@@ -384,11 +414,15 @@ pub struct Model {
     pub mean_outcome: f64,
     /// The coefficients, in design order.
     pub coefficients: Vec<Coefficient>,
+    /// Terms left out as combinations of earlier ones (aliased).
+    pub aliased: Vec<String>,
     /// Each factor with its reference level.
     pub references: Vec<(String, String)>,
     /// The fit statistics.
     pub fit: Fit,
     design: Design,
+    /// The design's columns the coefficients belong to.
+    columns: Vec<usize>,
 }
 
 impl Model {
@@ -397,10 +431,11 @@ impl Model {
     #[must_use]
     pub fn expected(&self, covariates: &Covariates) -> f64 {
         let row = self.design.row(covariates);
-        let linear: f64 = row
+        let linear: f64 = self
+            .columns
             .iter()
             .zip(&self.coefficients)
-            .map(|(x, c)| x * c.estimate)
+            .map(|(column, c)| row[*column] * c.estimate)
             .sum();
         if self.measure.is_binary() {
             logistic(linear)
@@ -410,20 +445,22 @@ impl Model {
     }
 }
 
-/// Why a model was not fitted.
+/// Why a model was not fitted. The messages hold no count of episodes: a caller may not
+/// see every clinic the fit would have used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NotFitted {
     /// Too few episodes (or too few of the rarer outcome) for the terms.
-    #[error(
-        "{available} episodes (of the rarer outcome, for a responder model) where {needed} are needed: ten per term"
-    )]
+    #[error("too few episodes: ten per term are needed ({needed} for {terms} terms)")]
     TooFewEpisodes {
-        /// What the data has.
-        available: usize,
-        /// What the terms need.
+        /// Episodes needed.
         needed: usize,
+        /// The model's terms.
+        terms: usize,
     },
-    /// The logistic fit did not converge (outcomes separated by a covariate).
+    /// A covariate separates responders from non-responders, so the log odds run off.
+    #[error("the outcomes are separated by a covariate: no finite model fits them")]
+    Separated,
+    /// The logistic fit did not converge.
     #[error("the logistic fit did not converge in {MAX_ITERATIONS} steps")]
     NotConverged,
     /// The normal equations could not be solved.
@@ -431,48 +468,55 @@ pub enum NotFitted {
     Singular,
 }
 
-/// Fits `measure` over the `subjects` that have it.
+/// Fits `measure` over the `subjects` that have it; a factor level of fewer than
+/// `min_level` of them is pooled ([`MIN_LEVEL_EPISODES`] or k, whichever is larger, as
+/// [`compare`] passes).
 ///
 /// # Errors
 /// [`NotFitted`] with the reason.
-pub fn fit(measure: Measure, subjects: &[Subject]) -> Result<Model, NotFitted> {
+pub fn fit(measure: Measure, subjects: &[Subject], min_level: usize) -> Result<Model, NotFitted> {
     let fitted: Vec<&Subject> = subjects
         .iter()
         .filter(|s| s.outcome(measure).is_some_and(f64::is_finite))
         .collect();
-    let design = Design::new(&fitted);
-    let terms = design.terms();
-    let p = terms.len();
+    let design = Design::new(&fitted, min_level.max(MIN_LEVEL_EPISODES));
+    let all_terms = design.terms();
     let n = fitted.len();
     let y = DVector::from_iterator(n, fitted.iter().filter_map(|s| s.outcome(measure)));
+    let rows: Vec<Vec<f64>> = fitted.iter().map(|s| design.row(&s.covariates)).collect();
+    // Terms that are combinations of earlier ones (say, "sciatica not recorded" and
+    // "chronicity not recorded" on every older evaluation) are left out, as R's lm does:
+    // their split of an effect would be arbitrary.
+    let columns = independent_columns(&rows, all_terms.len());
+    let aliased = (0..all_terms.len())
+        .filter(|j| !columns.contains(j))
+        .map(|j| all_terms[j].clone())
+        .collect();
+    let p = columns.len();
     let available = if measure.is_binary() {
         let events = y.iter().filter(|v| **v > 0.5).count();
         events.min(n - events)
     } else {
         n
     };
-    let needed = (EPISODES_PER_TERM * p).max(EPISODES_PER_TERM * 2);
+    // With no episode at all no column is independent: count the design's terms.
+    let terms = if n == 0 { all_terms.len() } else { p };
+    let needed = (EPISODES_PER_TERM * terms).max(EPISODES_PER_TERM * 2);
     if available < needed || n <= p {
-        return Err(NotFitted::TooFewEpisodes { available, needed });
+        return Err(NotFitted::TooFewEpisodes { needed, terms });
     }
-    let x = DMatrix::from_fn(n, p, |_, _| 0.0);
-    let x = fitted.iter().enumerate().fold(x, |mut x, (i, s)| {
-        for (j, value) in design.row(&s.covariates).into_iter().enumerate() {
-            x[(i, j)] = value;
-        }
-        x
-    });
+    let x = DMatrix::from_fn(n, p, |i, j| rows[i][columns[j]]);
     let mean_outcome = y.mean();
     let (beta, covariance, fit) = if measure.is_binary() {
         fit_logistic(&x, &y)?
     } else {
         fit_linear(&x, &y)?
     };
-    let coefficients = terms
-        .into_iter()
+    let coefficients = columns
+        .iter()
         .enumerate()
-        .map(|(j, term)| Coefficient {
-            term,
+        .map(|(j, column)| Coefficient {
+            term: all_terms[*column].clone(),
             estimate: beta[j],
             standard_error: covariance[(j, j)].max(0.0).sqrt(),
         })
@@ -482,19 +526,55 @@ pub fn fit(measure: Measure, subjects: &[Subject]) -> Result<Model, NotFitted> {
         episodes: n as u64,
         mean_outcome,
         coefficients,
+        aliased,
         references: design.references(),
         fit,
         design,
+        columns,
     })
 }
 
-fn ridge(p: usize) -> DMatrix<f64> {
-    let mut ridge = DMatrix::identity(p, p) * RIDGE;
-    ridge[(0, 0)] = 0.0;
-    ridge
+/// The columns of the design (rows of `p` values) that are not linear combinations of
+/// the columns before them: a Cholesky decomposition of the cross-product matrix, column
+/// by column, keeping a column when its squared residual on the kept ones is more than
+/// [`ALIASED`] of its own square.
+fn independent_columns(rows: &[Vec<f64>], p: usize) -> Vec<usize> {
+    let mut cross = DMatrix::<f64>::zeros(p, p);
+    for row in rows {
+        for a in 0..p {
+            if row[a] == 0.0 {
+                continue;
+            }
+            for b in 0..p {
+                cross[(a, b)] += row[a] * row[b];
+            }
+        }
+    }
+    let mut kept: Vec<usize> = Vec::new();
+    // The rows of the Cholesky factor L of the kept block, one per kept column.
+    let mut factor: Vec<Vec<f64>> = Vec::new();
+    for j in 0..p {
+        let own = cross[(j, j)];
+        if own <= 0.0 {
+            continue;
+        }
+        // Solve L l = cross[kept, j] by forward substitution; the residual is own - l·l.
+        let mut l = Vec::with_capacity(kept.len());
+        for (i, column) in kept.iter().enumerate() {
+            let dot: f64 = (0..i).map(|k| factor[i][k] * l[k]).sum();
+            l.push((cross[(*column, j)] - dot) / factor[i][i]);
+        }
+        let residual = own - l.iter().map(|v| v * v).sum::<f64>();
+        if residual > ALIASED * own {
+            l.push(residual.sqrt());
+            factor.push(l);
+            kept.push(j);
+        }
+    }
+    kept
 }
 
-/// Solves `(a) β = b` and gives `a⁻¹` too.
+/// Solves `a β = b` and gives `a⁻¹` too.
 fn solve(a: DMatrix<f64>, b: &DVector<f64>) -> Result<(DVector<f64>, DMatrix<f64>), NotFitted> {
     let cholesky = a.cholesky().ok_or(NotFitted::Singular)?;
     Ok((cholesky.solve(b), cholesky.inverse()))
@@ -505,7 +585,7 @@ type Fitted = (DVector<f64>, DMatrix<f64>, Fit);
 fn fit_linear(x: &DMatrix<f64>, y: &DVector<f64>) -> Result<Fitted, NotFitted> {
     let (n, p) = x.shape();
     let xt = x.transpose();
-    let (beta, inverse) = solve(&xt * x + ridge(p), &(&xt * y))?;
+    let (beta, inverse) = solve(&xt * x, &(&xt * y))?;
     let residuals = y - x * &beta;
     let rss = residuals.norm_squared();
     let mean = y.mean();
@@ -542,25 +622,46 @@ fn deviance(y: &DVector<f64>, mu: impl Iterator<Item = f64>) -> f64 {
         .sum::<f64>()
 }
 
+/// Newton-Raphson (iteratively reweighted least squares) for the logistic model, the
+/// information matrix summed row by row (no weighted copy of the design).
 fn fit_logistic(x: &DMatrix<f64>, y: &DVector<f64>) -> Result<Fitted, NotFitted> {
     let (n, p) = x.shape();
-    let xt = x.transpose();
     let mean = y.mean();
+    let mut ridge = DMatrix::identity(p, p) * RIDGE;
+    ridge[(0, 0)] = 0.0;
     // Start from the intercept-only fit.
     let mut beta = DVector::zeros(p);
     beta[0] = (mean / (1.0 - mean)).ln();
     let mut previous = f64::INFINITY;
     for iteration in 1..=MAX_ITERATIONS {
-        let mu: DVector<f64> = (x * &beta).map(logistic);
-        let weights = mu.map(|m| (m * (1.0 - m)).max(1e-12));
-        let weighted = DMatrix::from_fn(n, p, |i, j| x[(i, j)] * weights[i]);
-        let information = &xt * weighted + ridge(p);
-        let score = &xt * (y - &mu) - ridge(p) * &beta;
+        let mut information = ridge.clone();
+        let mut score = -(&ridge * &beta);
+        for i in 0..n {
+            let row = x.row(i);
+            let mu = logistic(row.dot(&beta.transpose()));
+            let weight = (mu * (1.0 - mu)).max(1e-12);
+            for a in 0..p {
+                if row[a] == 0.0 {
+                    continue;
+                }
+                score[a] += row[a] * (y[i] - mu);
+                for b in 0..p {
+                    information[(a, b)] += weight * row[a] * row[b];
+                }
+            }
+        }
         let (step, inverse) = solve(information, &score)?;
         beta += step;
-        let current = deviance(y, (x * &beta).map(logistic).iter().copied());
+        if beta
+            .iter()
+            .skip(1)
+            .any(|b| !b.is_finite() || b.abs() > SEPARATED)
+        {
+            return Err(NotFitted::Separated);
+        }
+        let mu: DVector<f64> = (x * &beta).map(logistic);
+        let current = deviance(y, mu.iter().copied());
         if (previous - current).abs() <= 1e-10 * (1.0 + current.abs()) {
-            let mu: DVector<f64> = (x * &beta).map(logistic);
             let null_deviance = deviance(y, std::iter::repeat_n(mean, n));
             let brier_score = y
                 .iter()
@@ -632,6 +733,10 @@ pub struct ClinicComparison {
     /// The risk-adjusted figure plotted: overall rate x observed / expected, or overall
     /// mean + observed - expected.
     pub adjusted: f64,
+    /// Where the funnel places the clinic: its episodes for a mean; for a rate, the
+    /// episodes of a clinic of average case mix whose rate would be as precise
+    /// (`θ (1 - θ)` over the variance of `adjusted`).
+    pub precision: f64,
     /// The funnel limits at this clinic's episodes.
     pub limits: Limits,
     /// Where `adjusted` lies against them.
@@ -654,8 +759,45 @@ pub struct Comparison {
     pub overdispersion: Option<f64>,
 }
 
-/// Fits `measure` over every subject and compares the clinics of `compared` that hold at
-/// least `min_cell` episodes of the fit.
+/// The subjects a model fitted for a caller who sees the clinics `visible` (None: every
+/// clinic) may use: every subject of a visible clinic; of the others, only those of the
+/// months in which at least [`MIN_OTHER_CLINICS`] of them took part and none held more
+/// than [`MAX_OTHER_SHARE`] of their subjects. Otherwise the model's totals (episodes,
+/// the overall rate, the coefficients) less the caller's own clinics' figures would give
+/// another clinic's figures away; month by month, because two windows a month apart
+/// differ by one month's subjects. The same rule over any union of months then holds
+/// too: a clinic's share of a sum of months is at most its largest monthly share.
+#[must_use]
+pub fn screen(subjects: Vec<Subject>, visible: Option<&BTreeSet<Uuid>>) -> Vec<Subject> {
+    let Some(visible) = visible else {
+        return subjects;
+    };
+    // Per month: the subjects of each clinic the caller does not see.
+    let mut others: BTreeMap<Option<NaiveDate>, BTreeMap<Uuid, usize>> = BTreeMap::new();
+    for subject in subjects.iter().filter(|s| !visible.contains(&s.clinic_id)) {
+        *others
+            .entry(subject.month)
+            .or_default()
+            .entry(subject.clinic_id)
+            .or_default() += 1;
+    }
+    let pooled_enough: BTreeSet<Option<NaiveDate>> = others
+        .into_iter()
+        .filter(|(_, clinics)| {
+            let total: usize = clinics.values().sum();
+            let largest = clinics.values().copied().max().unwrap_or(0);
+            clinics.len() >= MIN_OTHER_CLINICS && (largest as f64) <= MAX_OTHER_SHARE * total as f64
+        })
+        .map(|(month, _)| month)
+        .collect();
+    subjects
+        .into_iter()
+        .filter(|s| visible.contains(&s.clinic_id) || pooled_enough.contains(&s.month))
+        .collect()
+}
+
+/// Fits `measure` over every subject (already [`screen`]ed for the caller) and compares
+/// the clinics of `compared` that hold at least `min_cell` episodes of the fit.
 #[must_use]
 pub fn compare(
     measure: Measure,
@@ -663,7 +805,7 @@ pub fn compare(
     compared: &BTreeSet<Uuid>,
     min_cell: MinCell,
 ) -> Comparison {
-    let model = fit(measure, subjects);
+    let model = fit(measure, subjects, min_cell.get());
     let (clinics, overdispersion) = match &model {
         Ok(model) => {
             let all = clinic_comparisons(model, subjects, min_cell);
@@ -690,45 +832,43 @@ fn clinic_comparisons(
     min_cell: MinCell,
 ) -> Vec<ClinicComparison> {
     let measure = model.measure;
-    // Per clinic: episodes, observed sum, expected sum.
-    let mut sums: BTreeMap<Uuid, (u64, f64, f64)> = BTreeMap::new();
+    // Per clinic: episodes, observed sum, expected sum, and the sum of p (1 - p).
+    let mut sums: BTreeMap<Uuid, (u64, f64, f64, f64)> = BTreeMap::new();
     for subject in subjects {
         let Some(outcome) = subject.outcome(measure).filter(|v| v.is_finite()) else {
             continue;
         };
+        let expected = model.expected(&subject.covariates);
         let entry = sums.entry(subject.clinic_id).or_default();
         entry.0 += 1;
         entry.1 += outcome;
-        entry.2 += model.expected(&subject.covariates);
+        entry.2 += expected;
+        entry.3 += expected * (1.0 - expected);
     }
     let overall = model.mean_outcome;
     sums.into_iter()
-        .filter(|(_, (n, _, _))| *n >= min_cell.get() as u64)
-        .filter_map(|(clinic_id, (n, observed, expected))| {
+        .filter(|(_, (n, ..))| *n >= min_cell.get() as u64)
+        .filter_map(|(clinic_id, (n, observed, expected, bernoulli))| {
             let count = n as f64;
-            let (observed, expected, adjusted, limits, se) = if measure.is_binary() {
-                let adjusted = if expected > 0.0 {
-                    overall * observed / expected
-                } else {
-                    overall
-                };
-                let se = (overall * (1.0 - overall) / count).sqrt();
-                let limits = funnel::proportion_limits(overall, n)?;
-                (observed, expected, adjusted, limits, se)
+            let (observed, expected, adjusted, se, precision, limits) = if measure.is_binary() {
+                if expected <= 0.0 || bernoulli <= 0.0 {
+                    return None;
+                }
+                // θ O / E, each episode a Bernoulli trial with its predicted probability.
+                let adjusted = overall * observed / expected;
+                let se = overall * bernoulli.sqrt() / expected;
+                let precision = overall * (1.0 - overall) / (se * se);
+                let limits = funnel::proportion_limits(overall, precision)?;
+                (observed, expected, adjusted, se, precision, limits)
             } else {
                 let Fit::Linear { residual_sd, .. } = model.fit else {
                     return None;
                 };
                 let (observed, expected) = (observed / count, expected / count);
                 let adjusted = overall + observed - expected;
-                let limits = funnel::mean_limits(overall, residual_sd, n)?;
-                (
-                    observed,
-                    expected,
-                    adjusted,
-                    limits,
-                    residual_sd / count.sqrt(),
-                )
+                let limits = funnel::mean_limits(overall, residual_sd, count)?;
+                let se = residual_sd / count.sqrt();
+                (observed, expected, adjusted, se, count, limits)
             };
             Some(ClinicComparison {
                 clinic_id,
@@ -736,6 +876,7 @@ fn clinic_comparisons(
                 observed,
                 expected,
                 adjusted,
+                precision,
                 position: limits.position(adjusted),
                 limits,
                 z_score: if se > 0.0 {

@@ -7,18 +7,23 @@
 //! 99.8 % (about three). A small clinic needs a large departure to leave the funnel, so
 //! it is not flagged for noise.
 //!
-//! - **Proportions** (a risk-adjusted responder rate): the exact binomial limits with the
-//!   paper's interpolation (its appendix): for the `p`-quantile `r_p` of Binomial(n, θ),
-//!   `α = (F(r_p) - p) / (F(r_p) - F(r_p - 1))` and the limit is `(r_p - α) / n`. The
-//!   interpolation gives a smooth funnel instead of the staircase of whole counts.
-//! - **Means** (a risk-adjusted mean change): the normal limits `θ ± z_p σ / √n`, with σ
-//!   the residual standard deviation of the case-mix model.
+//! Both indicators here are risk-adjusted, so their limits are the normal ones with the
+//! indicator's own variance (the paper's approach for indicators with a known standard
+//! error), plotted against an effective number of episodes:
+//! - **Proportions** (a risk-adjusted responder rate `θ O / E`): its variance is
+//!   `θ² Σ p_i (1 - p_i) / E²` (each episode a Bernoulli trial with its predicted
+//!   probability `p_i`). The clinic is placed at the episodes `n` a clinic of average case
+//!   mix would need for that variance, `θ (1 - θ) / variance`, and the limits are
+//!   `θ ± z √(θ (1 - θ) / n)`. Exact binomial limits at the clinic's own count would be
+//!   wrong here: a clinic of harder patients has a smaller E, so its ratio varies more.
+//! - **Means** (a risk-adjusted mean change): `θ ± z σ / √n`, with σ the residual
+//!   standard deviation of the case-mix model.
 //!
 //! Nothing here says whether a clinic is good or bad: a point outside the limits only
 //! departs from the others by more than chance alone would usually explain.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
+use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Lower tail probabilities of the limits: 95 % two-sided and 99.8 % two-sided.
 const INNER_LOWER: f64 = 0.025;
@@ -92,64 +97,49 @@ pub fn normal_quantile(p: f64) -> f64 {
     Normal::standard().inverse_cdf(p)
 }
 
+/// Normal limits around `target` for an indicator whose standard error is
+/// `standard_error`. None when that is not a positive number.
+#[must_use]
+pub fn limits(target: f64, standard_error: f64) -> Option<Limits> {
+    if !(standard_error.is_finite() && standard_error > 0.0) {
+        return None;
+    }
+    let at = |p: f64| target + normal_quantile(p) * standard_error;
+    Some(Limits {
+        lower_outer: at(OUTER_LOWER),
+        lower_inner: at(INNER_LOWER),
+        upper_inner: at(1.0 - INNER_LOWER),
+        upper_outer: at(1.0 - OUTER_LOWER),
+    })
+}
+
 /// Normal limits around `target` for a mean of `n` values whose standard deviation is
-/// `sd`. None when `n` is zero or `sd` is not a positive number.
+/// `sd` (`n` may be an effective number: see [`crate::casemix`]). None when `n` or `sd`
+/// is not a positive number.
 #[must_use]
-pub fn mean_limits(target: f64, sd: f64, n: u64) -> Option<Limits> {
-    if n == 0 || !(sd.is_finite() && sd > 0.0) {
+pub fn mean_limits(target: f64, sd: f64, n: f64) -> Option<Limits> {
+    if !(n.is_finite() && n > 0.0) {
         return None;
     }
-    let se = sd / (n as f64).sqrt();
-    let at = |p: f64| target + normal_quantile(p) * se;
-    Some(Limits {
-        lower_outer: at(OUTER_LOWER),
-        lower_inner: at(INNER_LOWER),
-        upper_inner: at(1.0 - INNER_LOWER),
-        upper_outer: at(1.0 - OUTER_LOWER),
-    })
+    limits(target, sd / n.sqrt())
 }
 
-/// Exact binomial limits with interpolation around the proportion `target` for `n`
-/// episodes. None when `n` is zero or `target` is not strictly between 0 and 1 (every
-/// clinic would then show the target exactly).
+/// Limits around the proportion `target` for `n` (effective) episodes: the normal
+/// approximation, `θ ± z √(θ(1-θ)/n)`, kept within 0 and 1. None when `target` is not
+/// strictly between 0 and 1 (every clinic would then show it exactly).
 #[must_use]
-pub fn proportion_limits(target: f64, n: u64) -> Option<Limits> {
-    if n == 0 || !(target > 0.0 && target < 1.0) {
+pub fn proportion_limits(target: f64, n: f64) -> Option<Limits> {
+    if !(target > 0.0 && target < 1.0) {
         return None;
     }
-    let binomial = Binomial::new(target, n).ok()?;
-    let at = |p: f64| {
-        let r = quantile(&binomial, n, p);
-        let at_r = binomial.cdf(r);
-        let below_r = if r == 0 { 0.0 } else { binomial.cdf(r - 1) };
-        let alpha = if at_r > below_r {
-            (at_r - p) / (at_r - below_r)
-        } else {
-            0.0
-        };
-        ((r as f64 - alpha) / n as f64).clamp(0.0, 1.0)
-    };
+    let l = mean_limits(target, (target * (1.0 - target)).sqrt(), n)?;
+    let clamp = |v: f64| v.clamp(0.0, 1.0);
     Some(Limits {
-        lower_outer: at(OUTER_LOWER),
-        lower_inner: at(INNER_LOWER),
-        upper_inner: at(1.0 - INNER_LOWER),
-        upper_outer: at(1.0 - OUTER_LOWER),
+        lower_outer: clamp(l.lower_outer),
+        lower_inner: clamp(l.lower_inner),
+        upper_inner: clamp(l.upper_inner),
+        upper_outer: clamp(l.upper_outer),
     })
-}
-
-/// The smallest `r` in `0..=n` with `F(r) >= p`, by bisection on the CDF (statrs's own
-/// `inverse_cdf` can panic on extreme parameters, and a query must never panic).
-fn quantile(binomial: &Binomial, n: u64, p: f64) -> u64 {
-    let (mut low, mut high) = (0, n);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if binomial.cdf(middle) >= p {
-            high = middle;
-        } else {
-            low = middle + 1;
-        }
-    }
-    low
 }
 
 /// The share of the largest and of the smallest z-scores winsorised before the

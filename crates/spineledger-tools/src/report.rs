@@ -356,16 +356,17 @@ fn changes(total: Option<&v1::OutcomeStatistics>) -> anyhow::Result<String> {
     }
     figure("Mean change in NRS and ODI", |root| {
         let (left, right) = root.split_horizontally(WIDTH / 2);
-        for (area, means, name, range, colour) in [
-            (&left, nrs, "NRS change (0-10 scale)", -6f64..1f64, BLUE),
-            (
-                &right,
-                odi,
-                "ODI change (0-100 scale)",
-                -30f64..5f64,
-                ORANGE,
-            ),
+        for (area, means, name, colour) in [
+            (&left, nrs, "NRS change (0-10 scale)", BLUE),
+            (&right, odi, "ODI change (0-100 scale)", ORANGE),
         ] {
+            // From the lowest mean (or 0) to the highest (or 0), with a margin.
+            let (low, high) = means
+                .iter()
+                .filter_map(|m| m.as_ref().map(|m| m.mean))
+                .fold((0f64, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let pad = ((high - low) * 0.15).max(0.5);
+            let range = (low - pad)..(high + pad);
             let mut chart = ChartBuilder::on(area)
                 .margin(14)
                 .caption(name, ("sans-serif", 15))
@@ -557,7 +558,7 @@ fn funnel_plot(
     let target = model.mean_outcome;
     let rate = is_rate(comparison);
     let sd = model.residual_sd.unwrap_or(0.0);
-    let limits_at = |n: u64| {
+    let limits_at = |n: f64| {
         if rate {
             funnel::proportion_limits(target, n)
         } else {
@@ -567,13 +568,14 @@ fn funnel_plot(
     let largest = comparison
         .clinics
         .iter()
-        .map(|c| u64::try_from(c.episodes).unwrap_or(0))
-        .max()
-        .unwrap_or(50)
-        .max(50);
-    let x_max = (largest as f64 * 1.15).ceil();
-    let curve: Vec<(f64, funnel::Limits)> = (5..=(x_max as u64))
-        .filter_map(|n| Some((n as f64, limits_at(n)?)))
+        .map(|c| c.precision)
+        .filter(|p| p.is_finite())
+        .fold(50.0, f64::max);
+    let x_max = (largest * 1.15).ceil();
+    // Two hundred points from 5 episodes on, denser where the funnel bends.
+    let curve: Vec<(f64, funnel::Limits)> = (0..=200)
+        .map(|i| 5.0 * (x_max / 5.0).powf(f64::from(i) / 200.0))
+        .filter_map(|n| Some((n, limits_at(n)?)))
         .collect();
     let values = comparison.clinics.iter().map(|c| c.adjusted).chain(
         curve
@@ -583,7 +585,7 @@ fn funnel_plot(
     let (low, high) = values.fold((target, target), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = ((high - low) * 0.08).max(0.01);
     let (y_low, y_high) = if rate {
-        ((low - pad).max(0.0), (high + pad).min(1.0))
+        ((low - pad).max(0.0), high + pad)
     } else {
         (low - pad, high + pad)
     };
@@ -596,7 +598,11 @@ fn funnel_plot(
             .build_cartesian_2d(0f64..x_max, y_low..y_high)?;
         chart
             .configure_mesh()
-            .x_desc("episodes in the model")
+            .x_desc(if rate {
+                "precision: episodes of a clinic of average case mix"
+            } else {
+                "episodes in the model"
+            })
             .y_desc(if rate {
                 "risk-adjusted responder rate"
             } else {
@@ -630,12 +636,12 @@ fn funnel_plot(
         chart.draw_series(comparison.clinics.iter().map(|c| {
             let within = c.position == v1::FunnelPosition::Within as i32;
             let colour = if within { BLUE } else { ORANGE };
-            Circle::new((c.episodes as f64, c.adjusted), 5, colour.filled())
+            Circle::new((c.precision, c.adjusted), 5, colour.filled())
         }))?;
         chart.draw_series(comparison.clinics.iter().map(|c| {
             Text::new(
                 short(&c.clinic_id),
-                (c.episodes as f64, c.adjusted),
+                (c.precision, c.adjusted),
                 ("sans-serif", 11).into_font().color(&INK),
             )
         }))?;
@@ -768,7 +774,9 @@ fn bars(
 fn categories(
     n: u32,
 ) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordu32> {
-    (0..n.saturating_sub(1)).into_segmented()
+    // A segmented range holds both its ends: `n` categories are `0..=n - 1`, and one
+    // category gets an empty second segment (a range of one value has no width).
+    (0..n.max(2) - 1).into_segmented()
 }
 
 /// A bar over category `i` from 0 to `value`, with a gap on either side.

@@ -285,10 +285,14 @@ impl ReadModels {
         let every_clinic = queries::known_clinics(pool).await?;
         let min_cell = self.app.reads.min_cell;
         // One heavy read at a time, like a replay: the cohort is every clinic's episodes.
-        let _heavy = tokio::time::timeout(self.app.reads.catch_up_timeout, self.replays.acquire())
-            .await
-            .map_err(|_| ApiError::ReplayBusy)?
-            .map_err(|_| ApiError::ReplayBusy)?;
+        // The permit goes with the fit, which outlives a cancelled request.
+        let heavy = tokio::time::timeout(
+            self.app.reads.catch_up_timeout,
+            std::sync::Arc::clone(&self.replays).acquire_owned(),
+        )
+        .await
+        .map_err(|_| ApiError::ReplayBusy)?
+        .map_err(|_| ApiError::ReplayBusy)?;
         let cohort =
             queries::cohort(pool, &every_clinic, &compared, query.window, min_cell).await?;
         let reflects = cohort
@@ -300,10 +304,14 @@ impl ReadModels {
             })
             .collect();
         let compared: BTreeSet<Uuid> = compared.into_iter().collect();
+        let visible: Option<BTreeSet<Uuid>> = principal
+            .granted_clinics()
+            .map(|granted| granted.iter().copied().collect());
         // Fitting is CPU work: off the runtime's threads.
         let comparisons = tokio::task::spawn_blocking(move || {
-            Measure::ALL
-                .map(|measure| casemix::compare(measure, &cohort.subjects, &compared, min_cell))
+            let _heavy = heavy;
+            let subjects = casemix::screen(cohort.subjects, visible.as_ref());
+            Measure::ALL.map(|measure| casemix::compare(measure, &subjects, &compared, min_cell))
         })
         .await
         .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));

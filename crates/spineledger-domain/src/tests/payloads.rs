@@ -78,3 +78,53 @@ fn out_of_scale_payload_is_refused_on_read() {
     let error = EpisodeEvent::from_payload(event.event_type(), 1, payload).unwrap_err();
     assert!(matches!(error, DecodeError::InvalidPayload { .. }));
 }
+
+#[test]
+fn an_evaluation_without_the_later_fields_keeps_its_old_form_and_can_be_given_them() {
+    use crate::events::FieldCorrection;
+    use crate::measures::ShortText;
+    let EpisodeEvent::EvaluationRecorded(mut recorded) = one_of_each().remove(0) else {
+        panic!("the first event is the evaluation");
+    };
+    recorded.sciatica = None;
+    recorded.symptom_duration_weeks = None;
+    let old = EpisodeEvent::EvaluationRecorded(recorded);
+    // The payload (hashed) and the command (fingerprinted) have no key for them: both read
+    // and serialise as they did before the fields existed.
+    let payload = old.to_payload();
+    assert!(payload.get("sciatica").is_none() && payload.get("symptom_duration_weeks").is_none());
+    let crate::commands::EpisodeCommand::RecordEvaluation(mut command) = evaluation() else {
+        panic!("an evaluation command");
+    };
+    command.sciatica = None;
+    command.symptom_duration_weeks = None;
+    let serialised = serde_json::to_value(&command).unwrap();
+    assert!(serialised.get("sciatica").is_none(), "{serialised}");
+    assert!(serialised.get("symptom_duration_weeks").is_none());
+    // A correction can record them later.
+    let correction = |field: &str, value: serde_json::Value| FieldCorrection {
+        field: ShortText::new(field).unwrap(),
+        corrected_value: value,
+    };
+    let corrected = old
+        .corrected(&[
+            correction("sciatica", serde_json::json!(true)),
+            correction("symptom_duration_weeks", serde_json::json!(20)),
+        ])
+        .unwrap();
+    let EpisodeEvent::EvaluationRecorded(corrected) = corrected else {
+        panic!("still an evaluation");
+    };
+    assert_eq!(corrected.sciatica, Some(true));
+    assert_eq!(
+        corrected
+            .symptom_duration_weeks
+            .map(crate::measures::SymptomWeeks::value),
+        Some(20)
+    );
+    // Fields that never existed are still unknown.
+    assert!(
+        old.corrected(&[correction("sciatic", serde_json::json!(true))])
+            .is_err()
+    );
+}

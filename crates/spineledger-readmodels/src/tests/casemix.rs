@@ -20,43 +20,32 @@ fn the_limits_use_the_textbook_normal_quantiles() {
     // Spiegelhalter 2005: 95 % at 1.96 and 99.8 % at 3.09 standard errors.
     assert!(close(normal_quantile(0.975), 1.959_964, 1e-6));
     assert!(close(normal_quantile(0.999), 3.090_232, 1e-6));
-    let limits = mean_limits(-2.0, 1.5, 25).unwrap();
+    let limits = mean_limits(-2.0, 1.5, 25.0).unwrap();
     assert!(close(limits.lower_inner, -2.0 - 1.959_964 * 0.3, 1e-6));
     assert!(close(limits.upper_outer, -2.0 + 3.090_232 * 0.3, 1e-6));
-    assert!(mean_limits(0.0, 0.0, 25).is_none());
-    assert!(mean_limits(0.0, 1.0, 0).is_none());
+    assert!(mean_limits(0.0, 0.0, 25.0).is_none());
+    assert!(mean_limits(0.0, 1.0, 0.0).is_none());
 }
 
 #[test]
-fn proportion_limits_are_the_interpolated_exact_binomial_ones() {
-    // (target, n) -> [0.1 %, 2.5 %, 97.5 %, 99.9 %], by exact enumeration of the
-    // binomial distribution with the paper's interpolation (computed independently with
-    // Python's math.comb: r_p the smallest r with F(r) >= p, alpha = (F(r_p) - p) /
-    // (F(r_p) - F(r_p - 1)), limit (r_p - alpha) / n).
-    let cases = [
-        ((0.5, 100), [0.341_216, 0.396_824, 0.593_176, 0.648_784]),
-        ((0.6, 20), [0.226_38, 0.355_593, 0.787_084, 0.892_292]),
-        ((0.6, 200), [0.489_294, 0.529_118, 0.664_856, 0.703]),
-        // The lowest limit would fall below zero (r_p = 0): a rate cannot.
-        ((0.1, 50), [0.0, 0.013_863, 0.179_723, 0.240_128]),
-    ];
-    for ((target, n), expected) in cases {
-        let l = proportion_limits(target, n).unwrap();
-        let got = [l.lower_outer, l.lower_inner, l.upper_inner, l.upper_outer];
-        for (g, e) in got.iter().zip(expected) {
-            assert!(
-                close(*g, e, 2e-6),
-                "{target} at {n}: {got:?} against {expected:?}"
-            );
-        }
-    }
-    assert!(proportion_limits(0.0, 10).is_none());
-    assert!(proportion_limits(1.0, 10).is_none());
+fn proportion_limits_are_normal_around_the_rate_and_stay_within_0_and_1() {
+    // theta = 0.5 at n = 100: standard error 0.05, so 0.5 -+ 1.96 x 0.05 and 3.09 x 0.05.
+    let l = proportion_limits(0.5, 100.0).unwrap();
+    assert!(close(l.lower_inner, 0.5 - 1.959_964 * 0.05, 1e-6));
+    assert!(close(l.upper_inner, 0.5 + 1.959_964 * 0.05, 1e-6));
+    assert!(close(l.lower_outer, 0.5 - 3.090_232 * 0.05, 1e-6));
+    assert!(close(l.upper_outer, 0.5 + 3.090_232 * 0.05, 1e-6));
+    // A small clinic's limits reach the ends of the scale and stop there.
+    let l = proportion_limits(0.9, 10.0).unwrap();
+    assert_eq!(l.upper_outer, 1.0);
+    assert!(l.lower_outer > 0.0);
+    assert!(proportion_limits(0.0, 10.0).is_none());
+    assert!(proportion_limits(1.0, 10.0).is_none());
 }
 
 #[test]
 fn a_value_is_placed_against_the_limits() {
-    let l = mean_limits(0.0, 1.0, 1).unwrap();
+    let l = mean_limits(0.0, 1.0, 1.0).unwrap();
     assert_eq!(l.position(0.0), Position::Within);
     assert_eq!(l.position(1.95), Position::Within);
     assert_eq!(l.position(2.5), Position::AboveInner);
@@ -134,6 +123,7 @@ fn subject(rng: &mut ChaCha8Rng, clinic: Uuid, hard: bool, clinic_effect: f64) -
     let change = planted_change(&covariates) + 1.5 * normal(rng);
     Subject {
         clinic_id: clinic,
+        month: None,
         nrs_responder: Some(rng.random_bool(p)),
         nrs_change: Some(change),
         odi_change: None,
@@ -156,7 +146,7 @@ fn the_models_recover_planted_effects() {
     let subjects: Vec<Subject> = (0..20_000)
         .map(|i| subject(&mut rng, Uuid::from_u128(i % 40), i % 3 == 0, 0.0))
         .collect();
-    let logistic = fit(Measure::NrsResponder, &subjects).unwrap();
+    let logistic = fit(Measure::NrsResponder, &subjects, 8).unwrap();
     // Reference levels are the most frequent ones: sciatica "no", chronicity "chronic"
     // (hard patients make it the commonest), age band and diagnosis by count.
     let references: Vec<(String, String)> = logistic.references.clone();
@@ -168,6 +158,10 @@ fn the_models_recover_planted_effects() {
         references.contains(&("chronicity".into(), "chronic".into())),
         "{references:?}"
     );
+    assert!(
+        references.contains(&("age_band".into(), "75+".into())),
+        "{references:?}"
+    );
     let checks = [
         ("baseline_nrs", -0.15),
         ("baseline_odi", 0.02),
@@ -175,6 +169,9 @@ fn the_models_recover_planted_effects() {
         // Against chronic: acute and subacute are 1.2 better.
         ("chronicity=acute", 1.2),
         ("chronicity=subacute", 1.2),
+        // Against 75 and over: the younger bands are 0.4 better, all alike.
+        ("age_band=30-44", 0.4),
+        ("age_band=60-74", 0.4),
     ];
     for (term, planted) in checks {
         let (estimate, se) = estimate(&logistic, term);
@@ -184,6 +181,53 @@ fn the_models_recover_planted_effects() {
         );
         assert!(se < 0.1, "{term}: standard error {se}");
     }
+    // Diagnosis: M54.5 is 0.5 better than either other, whichever is the reference.
+    let effect = |code: &str| {
+        logistic
+            .coefficients
+            .iter()
+            .find(|c| c.term == format!("diagnosis={code}"))
+            .map_or((0.0, 0.0), |c| (c.estimate, c.standard_error))
+    };
+    let (favoured, se_a) = effect("ICD10:M54.5");
+    let (other, se_b) = effect("ICD10:M51.2");
+    assert!(
+        ((favoured - other) - 0.5).abs() <= 4.0 * (se_a + se_b).max(0.05),
+        "{favoured} - {other}"
+    );
+    // The intercept is the log odds of an episode at the reference levels and the mean
+    // baseline scores: the planted value there.
+    let (intercept, se) = estimate(&logistic, "intercept");
+    let at_reference = {
+        let mean_nrs = subjects
+            .iter()
+            .map(|s| s.covariates.baseline_nrs)
+            .sum::<f64>()
+            / 20_000.0;
+        let mean_odi = subjects
+            .iter()
+            .map(|s| s.covariates.baseline_odi)
+            .sum::<f64>()
+            / 20_000.0;
+        let reference_diagnosis = logistic
+            .references
+            .iter()
+            .find(|(factor, _)| factor == "diagnosis")
+            .map(|(_, level)| level.clone())
+            .unwrap();
+        planted_logit(&Covariates {
+            baseline_nrs: mean_nrs,
+            baseline_odi: mean_odi,
+            age_band: "75+".into(),
+            sciatica: "no".into(),
+            chronicity: "chronic".into(),
+            diagnosis: reference_diagnosis,
+        })
+    };
+    assert!(
+        (intercept - at_reference).abs() <= 4.0 * se,
+        "{intercept} against {at_reference}"
+    );
     let Fit::Logistic {
         c_statistic,
         pseudo_r_squared,
@@ -197,7 +241,7 @@ fn the_models_recover_planted_effects() {
     assert!(pseudo_r_squared > 0.05, "{pseudo_r_squared}");
     assert!(brier_score < 0.25, "{brier_score}");
 
-    let linear = fit(Measure::NrsChange, &subjects).unwrap();
+    let linear = fit(Measure::NrsChange, &subjects, 8).unwrap();
     for (term, planted) in [
         ("baseline_nrs", -0.4),
         ("baseline_odi", 0.0),
@@ -223,9 +267,9 @@ fn the_models_recover_planted_effects() {
     assert!(r_squared > 0.2, "{r_squared}");
     // No episode has an ODI follow-up here.
     assert_eq!(
-        fit(Measure::OdiChange, &subjects).unwrap_err(),
+        fit(Measure::OdiChange, &subjects, 8).unwrap_err(),
         NotFitted::TooFewEpisodes {
-            available: 0,
+            terms: 3,
             needed: 30
         }
     );
@@ -333,8 +377,170 @@ fn rare_levels_are_pooled_and_small_clinics_are_not_compared() {
             subjects.push(s);
         }
     }
-    let model = fit(Measure::NrsChange, &subjects).unwrap();
+    let model = fit(Measure::NrsChange, &subjects, 8).unwrap();
     let terms: Vec<&str> = model.coefficients.iter().map(|c| c.term.as_str()).collect();
     assert!(terms.contains(&"diagnosis=other"), "{terms:?}");
     assert!(!terms.iter().any(|t| t.contains("M4")), "{terms:?}");
+}
+
+#[test]
+fn other_clinics_enter_only_pooled_by_five_with_none_dominant_month_by_month() {
+    use crate::casemix::screen;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let month = |m: u32| chrono::NaiveDate::from_ymd_opt(2026, m, 1);
+    let mine = Uuid::from_u128(1);
+    let mut subjects = Vec::new();
+    let mut add = |clinic: u128, m: u32, count: usize| {
+        for _ in 0..count {
+            let mut s = subject(&mut rng, Uuid::from_u128(clinic), false, 0.0);
+            s.month = month(m);
+            subjects.push(s);
+        }
+    };
+    add(1, 1, 20);
+    add(1, 2, 20);
+    // January: five other clinics of 10 each. February: four. March: five, one holding
+    // more than half of them.
+    for clinic in 10..15 {
+        add(clinic, 1, 10);
+    }
+    for clinic in 20..24 {
+        add(clinic, 2, 10);
+    }
+    add(30, 3, 50);
+    for clinic in 31..35 {
+        add(clinic, 3, 10);
+    }
+    let visible: BTreeSet<Uuid> = [mine].into();
+    let kept = screen(subjects.clone(), Some(&visible));
+    let count = |clinic: u128| {
+        kept.iter()
+            .filter(|s| s.clinic_id == Uuid::from_u128(clinic))
+            .count()
+    };
+    assert_eq!(count(1), 40, "the caller's own clinic, every month");
+    assert_eq!(count(10), 10, "January's five pool each other");
+    assert_eq!(count(20), 0, "February's four do not");
+    assert_eq!(count(30) + count(31), 0, "March is dominated by one clinic");
+    // A caller who sees every clinic gets them all.
+    assert_eq!(screen(subjects.clone(), None).len(), subjects.len());
+}
+
+#[test]
+fn coinciding_terms_are_aliased_and_left_out() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    // Older evaluations record neither sciatica nor duration: the two "not recorded"
+    // columns are the same column.
+    let subjects: Vec<Subject> = (0..3_000)
+        .map(|i| {
+            let mut s = subject(&mut rng, Uuid::from_u128(i % 10), false, 0.0);
+            if i % 3 == 0 {
+                s.covariates.sciatica = "not_recorded".into();
+                s.covariates.chronicity = "not_recorded".into();
+            }
+            s
+        })
+        .collect();
+    let model = fit(Measure::NrsChange, &subjects, 8).unwrap();
+    // One of the terms the coincidence ties together goes (which one depends on the
+    // reference levels: here "not recorded" is chronicity's commonest level, so the
+    // last chronicity indicator is what the others and the intercept add up to).
+    assert_eq!(model.aliased.len(), 1, "{:?}", model.aliased);
+    assert!(
+        model.aliased[0].starts_with("chronicity=") || model.aliased[0].starts_with("sciatica="),
+        "{:?}",
+        model.aliased
+    );
+    for c in &model.coefficients {
+        assert!(
+            c.standard_error < 1.0,
+            "{} has standard error {}",
+            c.term,
+            c.standard_error
+        );
+    }
+    // The kept term carries the joint effect; predictions use the kept columns.
+    let s = &subjects[0];
+    assert!(model.expected(&s.covariates).is_finite());
+}
+
+#[test]
+fn separated_outcomes_are_refused() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let subjects: Vec<Subject> = (0..2_000)
+        .map(|i| {
+            let mut s = subject(&mut rng, Uuid::from_u128(i % 10), false, 0.0);
+            // Everyone with sciatica responds: a perfect predictor.
+            if s.covariates.sciatica == "yes" {
+                s.nrs_responder = Some(true);
+            }
+            s
+        })
+        .collect();
+    assert_eq!(
+        fit(Measure::NrsResponder, &subjects, 8).unwrap_err(),
+        NotFitted::Separated
+    );
+}
+
+#[test]
+fn a_rate_is_judged_with_the_variance_of_its_own_case_mix() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let hard = Uuid::from_u128(1);
+    let easy = Uuid::from_u128(2);
+    let mut subjects: Vec<Subject> = Vec::new();
+    for clinic in 10..30u128 {
+        subjects.extend((0..100).map(|_| subject(&mut rng, Uuid::from_u128(clinic), false, 0.0)));
+    }
+    subjects.extend((0..200).map(|_| subject(&mut rng, hard, true, 0.0)));
+    subjects.extend((0..200).map(|_| subject(&mut rng, easy, false, 0.0)));
+    let compared: BTreeSet<Uuid> = [hard, easy].into();
+    let comparison = compare(
+        Measure::NrsResponder,
+        &subjects,
+        &compared,
+        MinCell::DEFAULT,
+    );
+    let model = comparison.model.as_ref().unwrap();
+    let theta = model.mean_outcome;
+    for clinic in &comparison.clinics {
+        // By hand: the variance of theta O / E is theta^2 sum p (1 - p) / E^2.
+        let p: Vec<f64> = subjects
+            .iter()
+            .filter(|s| s.clinic_id == clinic.clinic_id)
+            .map(|s| model.expected(&s.covariates))
+            .collect();
+        let e: f64 = p.iter().sum();
+        let variance = theta * theta * p.iter().map(|p| p * (1.0 - p)).sum::<f64>() / (e * e);
+        assert!(close(
+            clinic.precision,
+            theta * (1.0 - theta) / variance,
+            1e-6
+        ));
+        assert!(close(
+            clinic.z_score,
+            (clinic.adjusted - theta) / variance.sqrt(),
+            1e-9
+        ));
+        assert!(close(
+            clinic.limits.upper_inner,
+            (theta + 1.959_964 * variance.sqrt()).min(1.0),
+            1e-5
+        ));
+    }
+    let of = |id| {
+        comparison
+            .clinics
+            .iter()
+            .find(|c| c.clinic_id == id)
+            .unwrap()
+    };
+    // Same number of episodes; the harder patients' ratio is the less precise.
+    assert_eq!(of(hard).episodes, of(easy).episodes);
+    assert!(
+        of(hard).precision < of(easy).precision * 0.8,
+        "{:?} {:?}",
+        of(hard),
+        of(easy)
+    );
 }

@@ -105,7 +105,7 @@ fn fixture() -> ReportData {
         .collect();
     let funnel_clinic = |(i, clinic): (usize, &&str)| {
         let adjusted = [0.55, 0.62, 0.85][i];
-        let limits = funnel::proportion_limits(0.6, 60).expect("limits");
+        let limits = funnel::proportion_limits(0.6, 60.0).expect("limits");
         v1::ClinicComparison {
             clinic_id: (*clinic).to_owned(),
             episodes: 60,
@@ -123,6 +123,7 @@ fn fixture() -> ReportData {
                 _ => v1::FunnelPosition::Above998,
             } as i32,
             z_score: (adjusted - 0.6) / (0.24f64 / 60.0).sqrt(),
+            precision: 60.0,
         }
     };
     let responder = v1::CaseMixComparison {

@@ -41,6 +41,8 @@ pub(super) enum Fact {
         diagnosis: usize,
         /// (contraindication, finding) as sent.
         screening: Vec<(i32, i32)>,
+        /// Sciatica as recorded.
+        sciatica: bool,
     },
     Plan {
         initial_sessions: i32,
@@ -404,6 +406,7 @@ impl Writer {
             weight,
             diagnosis,
             screening,
+            sciatica,
         } = fact
         else {
             return Json::Null;
@@ -425,7 +428,7 @@ impl Writer {
             "sleep_quality" => json!(self.rng.random_range(2..9)),
             "posture_notes" => json!("reduced lumbar lordosis, slight antalgic lean"),
             "overall_health" => json!(self.rng.random_range(3..9)),
-            "sciatica" => json!(*pain_leg >= 4),
+            "sciatica" => json!(!*sciatica),
             "symptom_duration_weeks" => json!(self.rng.random_range(1..60)),
             // Upwards only: the force ceiling derives from the weight.
             "body_weight_kg" => json!(weight + f64::from(self.rng.random_range(1..=3))),

@@ -197,6 +197,7 @@ impl Writer {
                 .iter()
                 .map(|item| (item.contraindication, item.finding))
                 .collect(),
+            sciatica: baseline.sciatica,
         };
         let evaluated = send!(
             self,
