@@ -15,6 +15,7 @@ mod bulk;
 pub mod cells;
 pub mod clinic_log;
 mod error;
+pub mod lag;
 pub mod models;
 pub mod queries;
 pub mod rebuild;

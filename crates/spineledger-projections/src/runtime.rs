@@ -21,7 +21,7 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Pool};
 use futures::StreamExt;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Gauge;
+use opentelemetry::metrics::Histogram;
 use spineledger_store::{
     ClinicShard, EventStore, GlobalCursor, RecordedEvent, ShardHint, idle_shard_horizon,
     read_all_after,
@@ -29,6 +29,7 @@ use spineledger_store::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::tail::{self, Reading, Slice, Tail};
@@ -571,6 +572,27 @@ impl Projector {
         events: &[RecordedEvent],
         end: GlobalCursor,
     ) -> Result<BatchOutcome, ProjectionError> {
+        let span = tracing::info_span!(
+            "projector.batch",
+            projection = projection.name(),
+            shard,
+            events = events.len()
+        );
+        self.finish_batch_in(transaction, projection, shard, start, events, end)
+            .instrument(span)
+            .await
+    }
+
+    async fn finish_batch_in(
+        &self,
+        transaction: deadpool_postgres::Transaction<'_>,
+        projection: Projection,
+        shard: u8,
+        start: GlobalCursor,
+        events: &[RecordedEvent],
+        end: GlobalCursor,
+    ) -> Result<BatchOutcome, ProjectionError> {
+        let started = std::time::Instant::now();
         self.faults.check(Stage::AfterRead)?;
         if !events.is_empty() {
             projection.apply(&transaction, Tables::Live, events).await?;
@@ -591,7 +613,7 @@ impl Projector {
         let lag = (chrono::Utc::now() - last.recorded_at)
             .to_std()
             .unwrap_or_default();
-        record_lag(projection, shard, lag);
+        record_batch(projection, shard, events.len(), started.elapsed(), lag);
         let lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
         if lag >= LAG_WORTH_LOGGING {
             tracing::info!(
@@ -1086,24 +1108,54 @@ async fn listen(config: tokio_postgres::Config, wake: watch::Sender<Wakes>) {
     }
 }
 
-fn record_lag(projection: Projection, shard: u8, lag: Duration) {
-    static LAG: OnceLock<Gauge<f64>> = OnceLock::new();
-    let gauge = LAG.get_or_init(|| {
-        opentelemetry::global::meter("spineledger")
-            .f64_gauge("spineledger.projector.lag")
-            .with_unit("ms")
-            .with_description(
-                "Commit time of a projector batch minus recording time of its last event",
-            )
-            .build()
+/// A committed batch: its size, how long applying and committing it took, and the
+/// time from its last event's recording to the commit.
+fn record_batch(projection: Projection, shard: u8, events: usize, took: Duration, lag: Duration) {
+    struct Instruments {
+        events: Histogram<u64>,
+        duration: Histogram<f64>,
+        lag: Histogram<f64>,
+    }
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    let instruments = INSTRUMENTS.get_or_init(|| {
+        let meter = opentelemetry::global::meter("spineledger");
+        let seconds = vec![
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Instruments {
+            events: meter
+                .u64_histogram("spineledger.projector.batch.events")
+                .with_unit("{event}")
+                .with_description("Events in a projector batch")
+                .with_boundaries(vec![
+                    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
+                ])
+                .build(),
+            duration: meter
+                .f64_histogram("spineledger.projector.batch.duration")
+                .with_unit("s")
+                .with_description("Time to apply a projector batch and commit it")
+                .with_boundaries(seconds.clone())
+                .build(),
+            lag: meter
+                .f64_histogram("spineledger.projector.commit_lag")
+                .with_unit("s")
+                .with_description(
+                    "Commit time of a projector batch minus recording time of its last event",
+                )
+                .with_boundaries(seconds)
+                .build(),
+        }
     });
-    gauge.record(
-        lag.as_secs_f64() * 1000.0,
-        &[
-            KeyValue::new("projection", projection.name()),
-            KeyValue::new("shard", i64::from(shard)),
-        ],
-    );
+    let attributes = [
+        KeyValue::new("projection", projection.name()),
+        KeyValue::new("shard", i64::from(shard)),
+    ];
+    instruments
+        .events
+        .record(u64::try_from(events).unwrap_or(u64::MAX), &attributes);
+    instruments.duration.record(took.as_secs_f64(), &attributes);
+    instruments.lag.record(lag.as_secs_f64(), &attributes);
 }
 
 #[cfg(test)]

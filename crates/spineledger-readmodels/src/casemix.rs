@@ -47,9 +47,10 @@
 //! so a clinic of hard patients (small E) is judged with the wider limits its ratio
 //! needs.
 //!
-//! **Who is in the fit.** Every clinic's episodes, as far as the caller may learn their
-//! pooled totals ([`screen`]): another clinic's episodes enter only in months where at
-//! least five clinics the caller does not see took part and none of them dominates.
+//! **Who is in the fit.** The episodes of every clinic the caller may see ([`screen`]):
+//! an analyst granted every clinic compares each against all of them; one granted some
+//! compares them against each other. A model over clinics the caller may not see would
+//! give their figures away.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,13 +78,6 @@ const SEPARATED: f64 = 10.0;
 /// A term whose column is this close to a combination of the terms before it (its
 /// squared residual, relative to its own square) is aliased and left out.
 const ALIASED: f64 = 1e-9;
-
-/// Fewest clinics a caller does not see that may enter a model fitted for it, in any
-/// month ...
-pub const MIN_OTHER_CLINICS: usize = 5;
-
-/// ... none of which may hold more than this share of their episodes of the month.
-pub const MAX_OTHER_SHARE: f64 = 0.5;
 
 /// Episodes (or, logistic, the rarer outcome) needed per term.
 const EPISODES_PER_TERM: usize = 10;
@@ -218,6 +212,9 @@ struct Factor {
 
 const OTHER: &str = "other";
 
+/// Levels that say a value is missing or pooled rather than what it is.
+const UNRECORDED: [&str; 3] = ["not_recorded", "unknown", OTHER];
+
 impl Factor {
     /// The factor of `values`: levels held by fewer than [`MIN_LEVEL_EPISODES`] are
     /// pooled as `other`, or, when those together are still fewer, counted with the
@@ -238,12 +235,19 @@ impl Factor {
             .sum();
         let own_level = pooled_count >= minimum;
         if own_level {
-            counts.insert(OTHER, pooled_count);
+            *counts.entry(OTHER).or_default() += pooled_count;
         }
-        // The most frequent level is the reference; ties go to the first by name.
+        // The most frequent recorded level is the reference (ties to the first by name);
+        // "not recorded", "unknown" and "other" only when nothing else is left.
+        let recorded = |value: &str| !UNRECORDED.contains(&value);
         let reference = counts
             .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .max_by(|a, b| {
+                recorded(a.0)
+                    .cmp(&recorded(b.0))
+                    .then(a.1.cmp(b.1))
+                    .then_with(|| b.0.cmp(a.0))
+            })
             .map_or_else(|| OTHER.to_owned(), |(value, _)| (*value).to_owned());
         let levels = counts
             .keys()
@@ -479,7 +483,8 @@ pub fn fit(measure: Measure, subjects: &[Subject], min_level: usize) -> Result<M
         .iter()
         .filter(|s| s.outcome(measure).is_some_and(f64::is_finite))
         .collect();
-    let design = Design::new(&fitted, min_level.max(MIN_LEVEL_EPISODES));
+    let min_level = min_level.max(MIN_LEVEL_EPISODES);
+    let design = Design::new(&fitted, min_level);
     let all_terms = design.terms();
     let n = fitted.len();
     let y = DVector::from_iterator(n, fitted.iter().filter_map(|s| s.outcome(measure)));
@@ -487,7 +492,7 @@ pub fn fit(measure: Measure, subjects: &[Subject], min_level: usize) -> Result<M
     // Terms that are combinations of earlier ones (say, "sciatica not recorded" and
     // "chronicity not recorded" on every older evaluation) are left out, as R's lm does:
     // their split of an effect would be arbitrary.
-    let columns = independent_columns(&rows, all_terms.len());
+    let columns = independent_columns(&rows, all_terms.len(), min_level as f64 / 2.0);
     let aliased = (0..all_terms.len())
         .filter(|j| !columns.contains(j))
         .map(|j| all_terms[j].clone())
@@ -534,11 +539,14 @@ pub fn fit(measure: Measure, subjects: &[Subject], min_level: usize) -> Result<M
     })
 }
 
-/// The columns of the design (rows of `p` values) that are not linear combinations of
-/// the columns before them: a Cholesky decomposition of the cross-product matrix, column
-/// by column, keeping a column when its squared residual on the kept ones is more than
-/// [`ALIASED`] of its own square.
-fn independent_columns(rows: &[Vec<f64>], p: usize) -> Vec<usize> {
+/// The columns of the design (rows of `p` values) that are not (nearly) linear
+/// combinations of the columns before them: a Cholesky decomposition of the
+/// cross-product matrix, column by column, keeping a column when its squared residual on
+/// the kept ones is more than [`ALIASED`] of its own square and at least `min_residual`.
+/// The second bound is for near-aliasing: an indicator that differs from what the kept
+/// columns add up to on a handful of episodes (one correction that records sciatica but
+/// not the symptom duration) would have a coefficient those few episodes alone set.
+fn independent_columns(rows: &[Vec<f64>], p: usize, min_residual: f64) -> Vec<usize> {
     let mut cross = DMatrix::<f64>::zeros(p, p);
     for row in rows {
         for a in 0..p {
@@ -565,7 +573,7 @@ fn independent_columns(rows: &[Vec<f64>], p: usize) -> Vec<usize> {
             l.push((cross[(*column, j)] - dot) / factor[i][i]);
         }
         let residual = own - l.iter().map(|v| v * v).sum::<f64>();
-        if residual > ALIASED * own {
+        if residual > ALIASED * own && residual >= min_residual {
             l.push(residual.sqrt());
             factor.push(l);
             kept.push(j);
@@ -760,40 +768,19 @@ pub struct Comparison {
 }
 
 /// The subjects a model fitted for a caller who sees the clinics `visible` (None: every
-/// clinic) may use: every subject of a visible clinic; of the others, only those of the
-/// months in which at least [`MIN_OTHER_CLINICS`] of them took part and none held more
-/// than [`MAX_OTHER_SHARE`] of their subjects. Otherwise the model's totals (episodes,
-/// the overall rate, the coefficients) less the caller's own clinics' figures would give
-/// another clinic's figures away; month by month, because two windows a month apart
-/// differ by one month's subjects. The same rule over any union of months then holds
-/// too: a clinic's share of a sum of months is at most its largest monthly share.
+/// clinic) may use: those of the visible clinics. A model over clinics the caller may not
+/// see would give them away: its totals less the caller's own figures are theirs, and a
+/// release rule on the others (at least five clinics a month, none dominant) still fell
+/// to asking twice over time, to grants that change, and to levels one clinic holds.
 #[must_use]
 pub fn screen(subjects: Vec<Subject>, visible: Option<&BTreeSet<Uuid>>) -> Vec<Subject> {
-    let Some(visible) = visible else {
-        return subjects;
-    };
-    // Per month: the subjects of each clinic the caller does not see.
-    let mut others: BTreeMap<Option<NaiveDate>, BTreeMap<Uuid, usize>> = BTreeMap::new();
-    for subject in subjects.iter().filter(|s| !visible.contains(&s.clinic_id)) {
-        *others
-            .entry(subject.month)
-            .or_default()
-            .entry(subject.clinic_id)
-            .or_default() += 1;
+    match visible {
+        None => subjects,
+        Some(visible) => subjects
+            .into_iter()
+            .filter(|s| visible.contains(&s.clinic_id))
+            .collect(),
     }
-    let pooled_enough: BTreeSet<Option<NaiveDate>> = others
-        .into_iter()
-        .filter(|(_, clinics)| {
-            let total: usize = clinics.values().sum();
-            let largest = clinics.values().copied().max().unwrap_or(0);
-            clinics.len() >= MIN_OTHER_CLINICS && (largest as f64) <= MAX_OTHER_SHARE * total as f64
-        })
-        .map(|(month, _)| month)
-        .collect();
-    subjects
-        .into_iter()
-        .filter(|s| visible.contains(&s.clinic_id) || pooled_enough.contains(&s.month))
-        .collect()
 }
 
 /// Fits `measure` over every subject (already [`screen`]ed for the caller) and compares

@@ -125,21 +125,16 @@ pub fn mean_limits(target: f64, sd: f64, n: f64) -> Option<Limits> {
 }
 
 /// Limits around the proportion `target` for `n` (effective) episodes: the normal
-/// approximation, `θ ± z √(θ(1-θ)/n)`, kept within 0 and 1. None when `target` is not
-/// strictly between 0 and 1 (every clinic would then show it exactly).
+/// approximation, `θ ± z √(θ(1-θ)/n)`. They are not cut at 0 and 1: a risk-adjusted rate
+/// (θ O / E) can pass 1, and its place against the limits must agree with its z-score.
+/// None when `target` is not strictly between 0 and 1 (every clinic would then show it
+/// exactly).
 #[must_use]
 pub fn proportion_limits(target: f64, n: f64) -> Option<Limits> {
     if !(target > 0.0 && target < 1.0) {
         return None;
     }
-    let l = mean_limits(target, (target * (1.0 - target)).sqrt(), n)?;
-    let clamp = |v: f64| v.clamp(0.0, 1.0);
-    Some(Limits {
-        lower_outer: clamp(l.lower_outer),
-        lower_inner: clamp(l.lower_inner),
-        upper_inner: clamp(l.upper_inner),
-        upper_outer: clamp(l.upper_outer),
-    })
+    mean_limits(target, (target * (1.0 - target)).sqrt(), n)
 }
 
 /// The share of the largest and of the smallest z-scores winsorised before the

@@ -181,7 +181,7 @@ async fn writer(
         if batch.is_empty() {
             continue;
         }
-        let span = tracing::debug_span!("group_commit", commands = batch.len());
+        let span = tracing::info_span!("store.group_commit", commands = batch.len());
         run(&pool, batch, &appended, &histories)
             .instrument(span)
             .await;

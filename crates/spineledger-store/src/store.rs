@@ -178,6 +178,18 @@ impl EventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let span =
+            tracing::info_span!("store.read_stream", clinic = %stream.clinic_id, from_version);
+        tracing::Instrument::instrument(self.read_stream_in(stream, from_version, limit), span)
+            .await
+    }
+
+    async fn read_stream_in(
+        &self,
+        stream: &StreamKey,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         let statement = transaction

@@ -520,7 +520,7 @@ fn is_rate(comparison: &v1::CaseMixComparison) -> bool {
 
 fn funnel_text(comparison: &v1::CaseMixComparison) -> (String, String) {
     let common = " Each clinic's figure is set against what a model fitted over every \
-                  clinic's episodes expects of its own patients (baseline NRS and ODI, age \
+                  clinic the token grants expects of its own patients (baseline NRS and ODI, age \
                   band, sciatica, symptom duration, diagnosis). The lines are the funnel's \
                   control limits (Spiegelhalter, Statistics in Medicine 2005;24:1185-1202) \
                   around the overall figure: 95 % (inner) and 99.8 % (outer). A clinic \
@@ -532,8 +532,10 @@ fn funnel_text(comparison: &v1::CaseMixComparison) -> (String, String) {
             "Case-mix adjusted NRS responder rate (funnel plot)".to_owned(),
             format!(
                 "Risk-adjusted responder rate: the overall rate times observed / expected \
-                 responders, against the clinic's episodes; exact binomial limits with \
-                 interpolation.{common}"
+                 responders. A clinic sits at its precision: the episodes a clinic of \
+                 average case mix would need for a rate as precise (the variance of its \
+                 rate comes from each episode's predicted probability, so harder patients \
+                 mean a less precise rate).{common}"
             ),
         ),
         Ok(v1::CaseMixMeasure::NrsChange) => (
@@ -565,21 +567,25 @@ fn funnel_plot(
             funnel::mean_limits(target, sd, n)
         }
     };
-    let largest = comparison
+    let precisions = comparison
         .clinics
         .iter()
         .map(|c| c.precision)
-        .filter(|p| p.is_finite())
-        .fold(50.0, f64::max);
+        .filter(|p| p.is_finite() && *p > 0.0);
+    let largest = precisions.clone().fold(50.0, f64::max);
+    // The funnel from a little before the least precise clinic (at most 8 episodes) on.
+    let start = precisions.fold(8.0, f64::min) * 0.8;
     let x_max = (largest * 1.15).ceil();
-    // Two hundred points from 5 episodes on, denser where the funnel bends.
+    // Two hundred points, denser where the funnel bends.
     let curve: Vec<(f64, funnel::Limits)> = (0..=200)
-        .map(|i| 5.0 * (x_max / 5.0).powf(f64::from(i) / 200.0))
+        .map(|i| start * (x_max / start).powf(f64::from(i) / 200.0))
         .filter_map(|n| Some((n, limits_at(n)?)))
         .collect();
+    // The y-axis holds the points and the limits where the funnel starts.
     let values = comparison.clinics.iter().map(|c| c.adjusted).chain(
         curve
-            .iter()
+            .first()
+            .into_iter()
             .flat_map(|(_, l)| [l.lower_outer, l.upper_outer]),
     );
     let (low, high) = values.fold((target, target), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -628,7 +634,7 @@ fn funnel_plot(
                         2 => l.lower_outer,
                         _ => l.upper_outer,
                     };
-                    (*n, y)
+                    (*n, y.clamp(y_low, y_high))
                 }),
                 colour.stroke_width(width),
             ))?;
@@ -706,8 +712,8 @@ fn model_table(comparison: &v1::CaseMixComparison, model: &v1::CaseMixModel) -> 
         .join(", ");
     let _ = write!(
         out,
-        "<p class=\"definition\">Model: {fit}; {episodes} episodes of every clinic, overall \
-         {overall}. Overdispersion φ {phi}. Reference levels: {references}.</p>",
+        "<p class=\"definition\">Model: {fit}; {episodes} episodes of the clinics the token grants, overall \
+         {overall}. Overdispersion φ {phi}. Reference levels: {references}.{aliased}</p>",
         fit = escape(&fit),
         episodes = model.episodes,
         overall = if rate {
@@ -720,6 +726,14 @@ fn model_table(comparison: &v1::CaseMixComparison, model: &v1::CaseMixModel) -> 
             |p| format!("{p:.2}")
         ),
         references = escape(&references),
+        aliased = if model.aliased_terms.is_empty() {
+            String::new()
+        } else {
+            escape(&format!(
+                " Left out as combinations of earlier terms: {}.",
+                model.aliased_terms.join(", ")
+            ))
+        },
     );
     out.push_str("<table><tr><th>term</th><th>estimate</th><th>standard error</th></tr>");
     for c in &model.coefficients {

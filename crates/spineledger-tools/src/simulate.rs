@@ -221,6 +221,8 @@ struct Writer {
     index: usize,
     /// The episode being recorded.
     episode_id: String,
+    /// The W3C trace id of the current patient's course.
+    trace_id: String,
     /// Every accepted fact, in the order entered: what corrections choose from.
     journal: Vec<corrections::Recorded>,
     /// The accepted sessions in the order entered: when, peak force (N, as sent), poor.
@@ -235,7 +237,11 @@ struct Writer {
 /// simulation goes on with the next patient step).
 macro_rules! send {
     ($self:ident, $method:ident, $label:literal, $request:expr) => {{
-        let request = $request;
+        let mut request = tonic::Request::new($request);
+        // W3C trace context: one trace per patient's course, a span per command.
+        if let Ok(value) = $self.traceparent().parse() {
+            request.metadata_mut().insert("traceparent", value);
+        }
         let outcome = $self.client.$method(request).await;
         $self.count($label, outcome.map(|_| ())).await?
     }};
@@ -259,11 +265,23 @@ impl Writer {
             report,
             index,
             episode_id: String::new(),
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
             journal: Vec::new(),
             sessions: Vec::new(),
             late: Vec::new(),
             phase_start: None,
         }
+    }
+
+    /// A `traceparent` for the next command: the course's trace, a fresh span id. Drawn
+    /// from the operating system's randomness, not the cohort's seeded generator, so the
+    /// seeded cohort stays the same.
+    fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{:016x}-01",
+            self.trace_id,
+            rand::random::<u64>().max(1)
+        )
     }
 
     fn header(&mut self) -> Option<v1::CommandHeader> {

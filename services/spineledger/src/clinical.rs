@@ -8,7 +8,11 @@
 //! ALREADY_EXISTS; a stale expected version is ABORTED with the actual version. Any
 //! rejection appends nothing.
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 
 use chrono::{DateTime, Utc};
 use spineledger_api::convert::correction;
@@ -28,7 +32,7 @@ use spineledger_store::{
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::telemetry::trace_id_from_traceparent;
+use crate::telemetry::request_trace_id;
 use crate::{App, auth};
 
 /// The `ClinicalRecordsService` implementation.
@@ -62,7 +66,7 @@ impl RequestContext {
         Self {
             client_name: header("x-client-name").or_else(|| header("user-agent")),
             client_version: header("x-client-version"),
-            trace_id: header("traceparent").and_then(|value| trace_id_from_traceparent(&value)),
+            trace_id: Some(request_trace_id(header("traceparent").as_deref())),
         }
     }
 
@@ -238,11 +242,16 @@ impl ClinicalRecords {
         let command_id = header.command_id;
         let request = [(command_id, fingerprint)];
         let deadline = caller.deadline;
+        let decided_type: Arc<Mutex<Option<&'static str>>> = Arc::default();
+        let decided = Arc::clone(&decided_type);
         let outcome = self
             .app
             .store
             .append_decided(stream, expected, &request, move |history| {
                 let (event_type, payload) = decide(history)?;
+                if let Ok(mut decided) = decided.lock() {
+                    *decided = Some(event_type);
+                }
                 check_deadline(deadline)?;
                 Ok::<_, ApiError>(vec![NewEvent {
                     event_id: command_id,
@@ -255,6 +264,11 @@ impl ClinicalRecords {
                 }])
             })
             .await??;
+        if !outcome.replayed
+            && let Some(event_type) = decided_type.lock().ok().and_then(|decided| *decided)
+        {
+            events_appended().add(1, &[KeyValue::new("event.type", event_type)]);
+        }
         write_result(stream, &outcome)
     }
 
@@ -388,6 +402,18 @@ fn fingerprint<T: serde::Serialize>(
     Ok(Fingerprint::of(&(&stream.stream_id, command))?)
 }
 
+/// Events appended (acknowledged, retries not counted), by event type.
+fn events_appended() -> &'static Counter<u64> {
+    static APPENDED: OnceLock<Counter<u64>> = OnceLock::new();
+    APPENDED.get_or_init(|| {
+        opentelemetry::global::meter("spineledger")
+            .u64_counter("spineledger.events.appended")
+            .with_unit("{event}")
+            .with_description("Events appended and acknowledged, by event type")
+            .build()
+    })
+}
+
 fn write_result(
     stream: &StreamKey,
     outcome: &spineledger_store::AppendOutcome,
@@ -473,6 +499,19 @@ mod tests {
                 trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
             }
         );
+    }
+
+    #[test]
+    fn a_request_without_trace_context_gets_a_trace_id_of_its_own() {
+        let first = RequestContext::of(&Request::new(()))
+            .trace_id
+            .expect("trace id");
+        let second = RequestContext::of(&Request::new(()))
+            .trace_id
+            .expect("trace id");
+        assert_eq!(first.len(), 32);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(first, second);
     }
 
     /// Version 1 of the fingerprint, pinned: if this fails, retries of commands sent

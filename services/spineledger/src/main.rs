@@ -847,11 +847,12 @@ fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
 async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let logins = args.database.urls()?.prepare().await?;
     let notary_pool = logins.projector_pool(2)?;
-    let projector = Projector::new(
-        logins.projector_pool(args.pool_size)?,
-        logins.projector,
-        args.projector.config(),
-    );
+    let _lag_gauges =
+        spineledger_projections::lag::spawn(logins.projector_pool(1)?, Duration::from_secs(5));
+    let projector_pool = logins.projector_pool(args.pool_size)?;
+    let _pool_gauges =
+        spineledger::pool_metrics::observe(vec![("projector", projector_pool.clone())]);
+    let projector = Projector::new(projector_pool, logins.projector, args.projector.config());
     let notary = args.checkpoints.service_signer(false)?.map(|signer| {
         tokio::spawn(spineledger_projections::clinic_log::run_notary(
             notary_pool,

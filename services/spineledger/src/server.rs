@@ -55,6 +55,9 @@ pub struct ServeSettings {
     /// With in-process projectors and a checkpoint key (`App::checkpoints`), the notary
     /// signs each grown clinic log this often.
     pub checkpoint_interval: Duration,
+    /// How often the projection lag is measured for the metrics
+    /// (`spineledger_projections::lag`).
+    pub lag_sample_interval: Duration,
 }
 
 /// The default of [`ServeSettings::max_in_flight`]: well above what the database pool
@@ -75,6 +78,7 @@ impl Default for ServeSettings {
             verifier: Arc::new(Verifier::new(spineledger_auth::dev::DEFAULT_AUDIENCE)),
             tls: None,
             checkpoint_interval: Duration::from_secs(60),
+            lag_sample_interval: Duration::from_secs(5),
         }
     }
 }
@@ -103,11 +107,13 @@ pub async fn serve(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let notifier = app.store.spawn_notifier(settings.notify_interval);
+    let mut pools = vec![("app", app.store.pool().clone())];
     let projector = match settings.projector.clone() {
         Some(config) => {
             // A connection per lease task, one for the rest (checkpoints, release).
             let size = config.projections.len() * usize::from(config.shards) + 1;
             let pool = spineledger_store::pool(projector_database, size)?;
+            pools.push(("projector", pool.clone()));
             if let Some(signer) = &app.checkpoints {
                 tokio::spawn(spineledger_projections::clinic_log::run_notary(
                     spineledger_store::pool(projector_database, 2)?,
@@ -121,6 +127,13 @@ pub async fn serve(
         }
         None => None,
     };
+    let _pool_gauges = crate::pool_metrics::observe(pools);
+    // Measured from outside the projectors (with their login, which sees every clinic),
+    // so that a stuck one shows a growing lag.
+    let _lag_gauges = spineledger_projections::lag::spawn(
+        spineledger_store::pool(projector_database, 1)?,
+        settings.lag_sample_interval,
+    );
     let served = run(listener, app, &settings, when_stopped(stopped)).await;
     notifier.abort();
     if let Some(projector) = projector {
@@ -203,6 +216,7 @@ async fn run(
     }
     server
         .trace_fn(rpc_span)
+        .layer(crate::rpc_metrics::ObserveRpc)
         .layer(crate::shed::ShedOutsideHealth::new(settings.max_in_flight))
         .layer(crate::auth::Authenticate::new(Arc::clone(
             &settings.verifier,
@@ -235,13 +249,25 @@ async fn run(
     Ok(())
 }
 
-/// One span per RPC, parented on the caller's W3C trace context when it sends one.
+/// One span per RPC, parented on the caller's W3C trace context when it sends one, named
+/// as the conventions name RPC spans (`spineledger.v1.ClinicalRecordsService/RecordSession`),
+/// with `rpc.service`, `rpc.method` and, when the call ends, `rpc.grpc.status_code` and an
+/// ERROR status for server faults (`rpc_metrics`). Health checks and reflection get none.
 fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    if !crate::rpc_metrics::is_observed(path) {
+        return tracing::Span::none();
+    }
+    let (service, method) = crate::rpc_metrics::service_and_method(path);
     let span = tracing::info_span!(
         "rpc",
+        otel.name = %path.trim_start_matches('/'),
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",
-        rpc.method = %request.uri().path(),
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
     );
     let parent = global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))

@@ -106,6 +106,7 @@ impl Writer {
     async fn admit(&mut self, at: &mut DateTime<Utc>) -> anyhow::Result<Option<Treatment>> {
         let patient_id = uuid_from(&mut self.rng);
         self.episode_id = uuid_from(&mut self.rng).to_string();
+        self.trace_id = uuid::Uuid::new_v4().simple().to_string();
         let age: i32 = self.rng.random_range(24..82);
         let birth_year = 2026 - age;
         if !self.register(patient_id, *at, birth_year).await? {

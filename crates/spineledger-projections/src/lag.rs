@@ -1,0 +1,150 @@
+//! How far each projection and shard is behind the log, measured from outside the
+//! projector, so that a stuck or dead projector shows a growing value rather than the
+//! last one it reported:
+//!
+//! - `spineledger.projector.lag` (seconds): the age of the oldest committed event of the
+//!   shard the projection has not applied; 0 when it has applied all of them;
+//! - `spineledger.projector.events_behind` (events): how many such events there are
+//!   (counted up to [`COUNT_CAP`], so a long outage costs a bounded read).
+//!
+//! Both carry `projection` and `shard`. They are sampled from the checkpoints and the
+//! log every few seconds by [`spawn`] and reported at each metrics collection. Events
+//! are the log's; the clinic log also indexes access-log entries, which are not counted.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::ObservableGauge;
+
+use crate::ProjectionError;
+
+/// The most events counted behind one shard.
+pub const COUNT_CAP: i64 = 100_000;
+
+/// One projection shard's distance from the log's head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardLag {
+    /// The projection's name.
+    pub projection: String,
+    /// The shard.
+    pub shard: i32,
+    /// Committed events of the shard after its checkpoint (up to [`COUNT_CAP`]).
+    pub events_behind: i64,
+    /// Age of the oldest of them; zero when there are none.
+    pub lag: Duration,
+}
+
+/// Reads every checkpoint's distance from the log's head, with a login that sees every
+/// clinic (the projector's).
+///
+/// # Errors
+/// The database's.
+pub async fn sample(pool: &Pool) -> Result<Vec<ShardLag>, ProjectionError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT c.projection, c.shard, b.behind, \
+                    COALESCE(EXTRACT(EPOCH FROM (now() - b.oldest))::float8, 0) \
+             FROM projection_checkpoints c \
+             CROSS JOIN LATERAL ( \
+                 SELECT count(*) AS behind, min(t.recorded_at) AS oldest FROM ( \
+                     SELECT e.recorded_at FROM events e \
+                     WHERE (e.xid, e.position) > (c.xid::text::xid8, c.position) \
+                       AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                       AND get_byte(uuid_send(e.clinic_id), 15) % c.shard_count = c.shard \
+                     ORDER BY e.xid, e.position LIMIT {COUNT_CAP}) t \
+             ) b \
+             ORDER BY c.projection, c.shard"
+        ))
+        .await?;
+    client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(|row| {
+            let seconds: f64 = row.try_get(3)?;
+            Ok(ShardLag {
+                projection: row.try_get(0)?,
+                shard: row.try_get(1)?,
+                events_behind: row.try_get(2)?,
+                lag: Duration::from_secs_f64(seconds.max(0.0)),
+            })
+        })
+        .collect()
+}
+
+/// The lag gauges; they are observed as long as this is kept, and the sampling task
+/// stops when it is dropped.
+#[derive(Debug)]
+pub struct LagGauges {
+    _gauges: Vec<ObservableGauge<f64>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LagGauges {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}
+
+/// Samples the lag every `interval` on `pool` and registers the gauges that report it.
+#[must_use]
+pub fn spawn(pool: Pool, interval: Duration) -> LagGauges {
+    let latest: Arc<Mutex<Vec<ShardLag>>> = Arc::default();
+    let sampled = Arc::clone(&latest);
+    let sampler = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match sample(&pool).await {
+                Ok(lags) => {
+                    if let Ok(mut latest) = sampled.lock() {
+                        *latest = lags;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot sample the projection lag"),
+            }
+        }
+    });
+    let meter = opentelemetry::global::meter("spineledger");
+    let attributes = |lag: &ShardLag| {
+        [
+            KeyValue::new("projection", lag.projection.clone()),
+            KeyValue::new("shard", i64::from(lag.shard)),
+        ]
+    };
+    let for_time = Arc::clone(&latest);
+    let time = meter
+        .f64_observable_gauge("spineledger.projector.lag")
+        .with_unit("s")
+        .with_description(
+            "Age of the oldest committed event the projection shard has not applied (0: caught up)",
+        )
+        .with_callback(move |observer| {
+            if let Ok(lags) = for_time.lock() {
+                for lag in lags.iter() {
+                    observer.observe(lag.lag.as_secs_f64(), &attributes(lag));
+                }
+            }
+        })
+        .build();
+    let events = meter
+        .f64_observable_gauge("spineledger.projector.events_behind")
+        .with_unit("{event}")
+        .with_description("Committed events the projection shard has not applied")
+        .with_callback(move |observer| {
+            if let Ok(lags) = latest.lock() {
+                for lag in lags.iter() {
+                    observer.observe(lag.events_behind as f64, &attributes(lag));
+                }
+            }
+        })
+        .build();
+    LagGauges {
+        _gauges: vec![time, events],
+        sampler,
+    }
+}
