@@ -46,7 +46,7 @@ fn strings(list: &Yaml) -> Vec<String> {
 /// The metric families the service exports, as Prometheus names them (dots to
 /// underscores, the unit's suffix, `_total` for counters, `_bucket`/`_sum`/`_count` for
 /// histograms).
-const FAMILIES: [&str; 10] = [
+const FAMILIES: [&str; 11] = [
     "rpc_server_call_duration_seconds",
     "spineledger_events_appended_total",
     "db_client_connection_count",
@@ -57,6 +57,7 @@ const FAMILIES: [&str; 10] = [
     "spineledger_projector_batch_events",
     "spineledger_projector_batch_duration_seconds",
     "spineledger_projector_commit_lag_seconds",
+    "spineledger_rebuild_events_total",
 ];
 
 /// The metric names a PromQL expression selects.
