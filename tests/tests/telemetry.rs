@@ -142,6 +142,8 @@ async fn an_operator_receives_named_spans_red_metrics_and_no_personal_data() {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The lag gauges report while their server runs: collect them now.
+    tokio::task::block_in_place(|| telemetry.flush());
     // Health checks are the infrastructure's: no span, no measurement.
     let mut health =
         tonic_health::pb::health_client::HealthClient::new(harness.plain_channel().await);

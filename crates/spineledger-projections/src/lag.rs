@@ -7,6 +7,10 @@
 //! - `spineledger.projector.events_behind` (events): how many such events there are
 //!   (counted up to [`COUNT_CAP`], so a long outage costs a bounded read).
 //!
+//! Every committed event counts, also those a projector may not read yet because an
+//! older transaction is still open (its read rule waits for the oldest open xid): a
+//! long-running writer that holds every projector back shows as lag too.
+//!
 //! Both carry `projection` and `shard`. They are sampled from the checkpoints and the
 //! log every few seconds by [`spawn`] and reported at each metrics collection. Events
 //! are the log's; the clinic log also indexes access-log entries, which are not counted.
@@ -20,8 +24,8 @@ use opentelemetry::metrics::ObservableGauge;
 
 use crate::ProjectionError;
 
-/// The most events counted behind one shard.
-pub const COUNT_CAP: i64 = 100_000;
+/// The most events counted behind one shard: a long outage costs a bounded read.
+pub const COUNT_CAP: i64 = 10_000;
 
 /// One projection shard's distance from the log's head.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +46,13 @@ pub struct ShardLag {
 /// # Errors
 /// The database's.
 pub async fn sample(pool: &Pool) -> Result<Vec<ShardLag>, ProjectionError> {
-    let client = pool.get().await?;
-    let statement = client
+    let mut client = pool.get().await?;
+    let transaction = client.build_transaction().read_only(true).start().await?;
+    // A sample must not pile up on a slow server.
+    transaction
+        .batch_execute("SET LOCAL statement_timeout = '2s'")
+        .await?;
+    let statement = transaction
         .prepare_cached(&format!(
             "SELECT c.projection, c.shard, b.behind, \
                     COALESCE(EXTRACT(EPOCH FROM (now() - b.oldest))::float8, 0) \
@@ -52,17 +61,15 @@ pub async fn sample(pool: &Pool) -> Result<Vec<ShardLag>, ProjectionError> {
                  SELECT count(*) AS behind, min(t.recorded_at) AS oldest FROM ( \
                      SELECT e.recorded_at FROM events e \
                      WHERE (e.xid, e.position) > (c.xid::text::xid8, c.position) \
-                       AND e.xid < pg_snapshot_xmin(pg_current_snapshot()) \
                        AND get_byte(uuid_send(e.clinic_id), 15) % c.shard_count = c.shard \
                      ORDER BY e.xid, e.position LIMIT {COUNT_CAP}) t \
              ) b \
              ORDER BY c.projection, c.shard"
         ))
         .await?;
-    client
-        .query(&statement, &[])
-        .await?
-        .iter()
+    let rows = transaction.query(&statement, &[]).await?;
+    transaction.commit().await?;
+    rows.iter()
         .map(|row| {
             let seconds: f64 = row.try_get(3)?;
             Ok(ShardLag {
@@ -75,17 +82,21 @@ pub async fn sample(pool: &Pool) -> Result<Vec<ShardLag>, ProjectionError> {
         .collect()
 }
 
-/// The lag gauges; they are observed as long as this is kept, and the sampling task
-/// stops when it is dropped.
+/// The lag gauges and their sampling task, which stops when this is dropped (the
+/// gauges then report nothing more: their callbacks stay registered, with no samples).
 #[derive(Debug)]
 pub struct LagGauges {
     _gauges: Vec<ObservableGauge<f64>>,
     sampler: tokio::task::JoinHandle<()>,
+    latest: Arc<Mutex<Vec<ShardLag>>>,
 }
 
 impl Drop for LagGauges {
     fn drop(&mut self) {
         self.sampler.abort();
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.clear();
+        }
     }
 }
 
@@ -105,7 +116,13 @@ pub fn spawn(pool: Pool, interval: Duration) -> LagGauges {
                         *latest = lags;
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot sample the projection lag"),
+                Err(error) => {
+                    // No value rather than the last one: a stale lag would hide a stall.
+                    if let Ok(mut latest) = sampled.lock() {
+                        latest.clear();
+                    }
+                    tracing::warn!(%error, "cannot sample the projection lag");
+                }
             }
         }
     });
@@ -131,12 +148,13 @@ pub fn spawn(pool: Pool, interval: Duration) -> LagGauges {
             }
         })
         .build();
+    let for_events = Arc::clone(&latest);
     let events = meter
         .f64_observable_gauge("spineledger.projector.events_behind")
         .with_unit("{event}")
         .with_description("Committed events the projection shard has not applied")
         .with_callback(move |observer| {
-            if let Ok(lags) = latest.lock() {
+            if let Ok(lags) = for_events.lock() {
                 for lag in lags.iter() {
                     observer.observe(lag.events_behind as f64, &attributes(lag));
                 }
@@ -146,5 +164,6 @@ pub fn spawn(pool: Pool, interval: Duration) -> LagGauges {
     LagGauges {
         _gauges: vec![time, events],
         sampler,
+        latest,
     }
 }

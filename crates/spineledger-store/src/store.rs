@@ -612,31 +612,38 @@ impl EventStore {
         request: &[(Uuid, Fingerprint)],
         mut decide: impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E> + Send + 'static,
     ) -> Result<Result<AppendOutcome, E>, StoreError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let committer = self.committer.get_or_init(|| {
-            Committer::start(self.pool.clone(), self.group, Arc::clone(&self.appended))
-        });
-        committer
-            .submit(Command {
-                stream: stream.clone(),
-                expected,
-                request: request.to_vec(),
-                decide: std::sync::Mutex::new(Box::new(move |history| {
-                    decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
-                })),
-                panicked: false,
-                reply,
+        // The request's part of the append: queueing for, and waiting out, the group
+        // commit that carries it (the commit itself is the writer's `store.group_commit`,
+        // which may carry other requests' commands too).
+        let span = tracing::info_span!("store.append", stream_clinic = %stream.clinic_id);
+        let append = async {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let committer = self.committer.get_or_init(|| {
+                Committer::start(self.pool.clone(), self.group, Arc::clone(&self.appended))
+            });
+            committer
+                .submit(Command {
+                    stream: stream.clone(),
+                    expected,
+                    request: request.to_vec(),
+                    decide: std::sync::Mutex::new(Box::new(move |history| {
+                        decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
+                    })),
+                    panicked: false,
+                    reply,
+                })
+                .await?;
+            let answer = answer.await.map_err(|_| {
+                StoreError::Configuration("a group commit writer stopped before answering".into())
+            })?;
+            Ok(match answer? {
+                Ok(outcome) => Ok(outcome),
+                Err(refusal) => Err(*refusal.downcast::<E>().map_err(|_| {
+                    StoreError::Malformed("a refusal of another type than its decision's".into())
+                })?),
             })
-            .await?;
-        let answer = answer.await.map_err(|_| {
-            StoreError::Configuration("a group commit writer stopped before answering".into())
-        })?;
-        Ok(match answer? {
-            Ok(outcome) => Ok(outcome),
-            Err(refusal) => Err(*refusal.downcast::<E>().map_err(|_| {
-                StoreError::Malformed("a refusal of another type than its decision's".into())
-            })?),
-        })
+        };
+        tracing::Instrument::instrument(append, span).await
     }
 }
 

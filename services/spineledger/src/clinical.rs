@@ -132,7 +132,7 @@ fn check_deadline(deadline: Option<Instant>) -> Result<(), ApiError> {
 
 /// The `grpc-timeout` header's duration: at most 8 digits and a unit (H, M, S, m, u, n),
 /// as the gRPC HTTP/2 protocol defines it; `None` for anything else.
-fn grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
     let split = value.len().checked_sub(1)?;
     let (digits, unit) = value.split_at_checked(split)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {

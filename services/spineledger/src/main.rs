@@ -847,8 +847,14 @@ fn issue_token(args: &TokenIssueArgs) -> anyhow::Result<()> {
 async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let logins = args.database.urls()?.prepare().await?;
     let notary_pool = logins.projector_pool(2)?;
-    let _lag_gauges =
-        spineledger_projections::lag::spawn(logins.projector_pool(1)?, Duration::from_secs(5));
+    let _lag_gauges = if telemetry::metrics_exported() {
+        Some(spineledger_projections::lag::spawn(
+            logins.projector_pool(1)?,
+            Duration::from_secs(5),
+        ))
+    } else {
+        None
+    };
     let projector_pool = logins.projector_pool(args.pool_size)?;
     let _pool_gauges =
         spineledger::pool_metrics::observe(vec![("projector", projector_pool.clone())]);

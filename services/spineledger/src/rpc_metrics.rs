@@ -8,11 +8,15 @@
 //! client's mistakes, as the conventions say for servers.
 //!
 //! The layer sits outside the in-flight limit and the authentication, so shed and
-//! refused calls are counted with their codes. Health checks and reflection are neither
-//! measured nor traced: they are the infrastructure's, not the clinics'. Every RPC of the
-//! API is unary, so a call ends with its response's head: the code is the head's
-//! `grpc-status` (a refusal, "trailers-only"), or OK when the handler answered (a
-//! failure to encode the answer afterwards would still count as OK).
+//! refused calls are counted with their codes, and the time includes authenticating.
+//! Health checks and reflection are neither measured nor traced: they are the
+//! infrastructure's, not the clinics'. Only the API's own methods (the role table's) are
+//! named; any other path is `_OTHER`, so a client cannot mint series or span names.
+//! Every RPC of the API is unary, so a call ends with its response's head: the code is
+//! the head's `grpc-status` (a refusal, "trailers-only"), or OK when the handler
+//! answered (a failure to encode the answer afterwards would still count as OK). A call
+//! whose future is dropped first (the client's deadline passed, and tonic answered for
+//! it; or the client went away) counts as DEADLINE_EXCEEDED or CANCELLED.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,11 +43,18 @@ pub fn is_observed(path: &str) -> bool {
         .any(|prefix| path.starts_with(prefix))
 }
 
-/// `/spineledger.v1.ClinicalRecordsService/RecordSession` as (service, method).
+/// The name of calls to a path that is not one of the API's methods.
+pub const OTHER: &str = "_OTHER";
+
+/// `/spineledger.v1.ClinicalRecordsService/RecordSession` as (service, method), for the
+/// API's own methods (those of the role table); ([`OTHER`], [`OTHER`]) for any other path.
 #[must_use]
-pub fn service_and_method(path: &str) -> (&str, &str) {
-    let trimmed = path.trim_start_matches('/');
-    trimmed.split_once('/').unwrap_or((trimmed, ""))
+pub fn service_and_method(path: &str) -> (&'static str, &'static str) {
+    spineledger_auth::role::RPC_ACCESS
+        .iter()
+        .find(|(known, _)| *known == path)
+        .and_then(|(known, _)| known.trim_start_matches('/').split_once('/'))
+        .unwrap_or((OTHER, OTHER))
 }
 
 /// Whether a code is the server's fault (the span's status is then ERROR).
@@ -78,21 +89,52 @@ fn duration_histogram() -> &'static Histogram<f64> {
     })
 }
 
-/// Records one finished call: the histogram, and the code on the call's span.
-fn record(path: &str, code: tonic::Code, started: Instant, span: &tracing::Span) {
-    let (service, method) = service_and_method(path);
-    duration_histogram().record(
-        started.elapsed().as_secs_f64(),
-        &[
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service.to_owned()),
-            KeyValue::new("rpc.method", method.to_owned()),
-            KeyValue::new("rpc.grpc.status_code", i64::from(code as i32)),
-        ],
-    );
-    span.record("rpc.grpc.status_code", code as i32);
-    if is_server_fault(code) {
-        span.record("otel.status_code", "ERROR");
+/// One call in flight: recorded once, when it ends or when its future is dropped.
+struct Call {
+    service: &'static str,
+    method: &'static str,
+    started: Instant,
+    /// When the client's `grpc-timeout` runs out.
+    deadline: Option<Instant>,
+    span: tracing::Span,
+    recorded: bool,
+}
+
+impl Call {
+    /// Records the call: the histogram, and the code on the call's span.
+    fn record(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        duration_histogram().record(
+            self.started.elapsed().as_secs_f64(),
+            &[
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", self.service),
+                KeyValue::new("rpc.method", self.method),
+                KeyValue::new("rpc.grpc.status_code", i64::from(code as i32)),
+            ],
+        );
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_server_fault(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+impl Drop for Call {
+    /// A call dropped before it ended: tonic answered DEADLINE_EXCEEDED for it, or the
+    /// client reset the stream.
+    fn drop(&mut self) {
+        let code = if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            tonic::Code::DeadlineExceeded
+        } else {
+            tonic::Code::Cancelled
+        };
+        self.record(code);
     }
 }
 
@@ -132,16 +174,32 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let response = self.inner.call(request);
-        if !is_observed(&path) {
+        let path = request.uri().path();
+        if !is_observed(path) {
+            let response = self.inner.call(request);
             return Box::pin(async move { response.await.map_err(Into::into) });
         }
+        let (service, method) = service_and_method(path);
+        // Before the inner call: authentication runs inside it.
         let started = Instant::now();
+        let deadline = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::clinical::grpc_timeout)
+            .map(|timeout| started + timeout);
+        let response = self.inner.call(request);
         Box::pin(async move {
             // The RPC's span (from the server's trace function): tonic enters it while it
             // polls this future, not while it calls the service.
-            let span = tracing::Span::current();
+            let mut call = Call {
+                service,
+                method,
+                started,
+                deadline,
+                span: tracing::Span::current(),
+                recorded: false,
+            };
             match response.await.map_err(Into::into) {
                 Ok(response) => {
                     let code = response
@@ -150,17 +208,17 @@ where
                         .map_or(tonic::Code::Ok, |value| {
                             tonic::Code::from_bytes(value.as_bytes())
                         });
-                    record(&path, code, started, &span);
+                    call.record(code);
                     Ok(response)
                 }
                 Err(error) => {
                     // What tonic's error recovery will answer (shed: RESOURCE_EXHAUSTED).
                     let response = tonic::Status::try_from_error(error)
                         .map(|status| {
-                            record(&path, status.code(), started, &span);
+                            call.record(status.code());
                             status.into_http::<R>()
                         })
-                        .inspect_err(|_| record(&path, tonic::Code::Unknown, started, &span))?;
+                        .inspect_err(|_| call.record(tonic::Code::Unknown))?;
                     Ok(response)
                 }
             }
@@ -178,6 +236,12 @@ mod tests {
             service_and_method("/spineledger.v1.ClinicalRecordsService/RecordSession"),
             ("spineledger.v1.ClinicalRecordsService", "RecordSession")
         );
+        // A path the API does not have is not a name a client can choose.
+        assert_eq!(
+            service_and_method("/spineledger.v1.ClinicalRecordsService/Nope"),
+            (OTHER, OTHER)
+        );
+        assert_eq!(service_and_method("/x.Y/Z"), (OTHER, OTHER));
         assert!(!is_observed("/grpc.health.v1.Health/Check"));
         assert!(!is_observed(
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"

@@ -130,10 +130,14 @@ pub async fn serve(
     let _pool_gauges = crate::pool_metrics::observe(pools);
     // Measured from outside the projectors (with their login, which sees every clinic),
     // so that a stuck one shows a growing lag.
-    let _lag_gauges = spineledger_projections::lag::spawn(
-        spineledger_store::pool(projector_database, 1)?,
-        settings.lag_sample_interval,
-    );
+    let _lag_gauges = if crate::telemetry::metrics_exported() {
+        Some(spineledger_projections::lag::spawn(
+            spineledger_store::pool(projector_database, 1)?,
+            settings.lag_sample_interval,
+        ))
+    } else {
+        None
+    };
     let served = run(listener, app, &settings, when_stopped(stopped)).await;
     notifier.abort();
     if let Some(projector) = projector {
@@ -259,9 +263,14 @@ fn rpc_span(request: &http::Request<()>) -> tracing::Span {
         return tracing::Span::none();
     }
     let (service, method) = crate::rpc_metrics::service_and_method(path);
+    let name = if service == crate::rpc_metrics::OTHER {
+        crate::rpc_metrics::OTHER
+    } else {
+        path.trim_start_matches('/')
+    };
     let span = tracing::info_span!(
         "rpc",
-        otel.name = %path.trim_start_matches('/'),
+        otel.name = %name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",

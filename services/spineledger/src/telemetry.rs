@@ -13,8 +13,8 @@
 //!   `https://` endpoints use TLS with the Mozilla roots;
 //! - `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`, `..._METRICS_PROTOCOL`):
 //!   `grpc` (the default) or `http/protobuf`;
-//! - headers, timeouts and compression as the exporter reads them
-//!   (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`);
+//! - headers, timeouts and gzip compression as the exporter reads them
+//!   (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`);
 //! - `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (default name `spineledger`),
 //!   with `service.version` and a `service.instance.id` per process unless given;
 //! - `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds, default 60000), the `OTEL_BSP_*`
@@ -35,6 +35,7 @@ use opentelemetry_sdk::resource::{
 };
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -42,11 +43,38 @@ mod json;
 
 pub use json::JsonWithTrace;
 
+/// Whether metrics are exported: what costs work only to be measured (the projection
+/// lag's sampling) runs only then.
+static METRICS_EXPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] set up a metrics exporter.
+#[must_use]
+pub fn metrics_exported() -> bool {
+    METRICS_EXPORTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Keeps the exporters alive; flushes spans and metrics when dropped.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
     meters: Option<SdkMeterProvider>,
+}
+
+impl Telemetry {
+    /// Exports what has been recorded so far (blocks on the exporters: call it off the
+    /// runtime's threads, or in `block_in_place`).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(error) = provider.force_flush()
+        {
+            eprintln!("warning: could not flush traces: {error}");
+        }
+        if let Some(meters) = &self.meters
+            && let Err(error) = meters.force_flush()
+        {
+            eprintln!("warning: could not flush metrics: {error}");
+        }
+    }
 }
 
 impl Drop for Telemetry {
@@ -137,7 +165,15 @@ impl OtelSettings {
                 ),
                 (None, None, _) => return Ok(None),
             };
-            Ok(Some((protocol, endpoint.trim().to_owned())))
+            let endpoint = endpoint.trim().to_owned();
+            if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https://") {
+                anyhow::bail!(
+                    "the OTLP {} endpoint {endpoint} is https:// with http/protobuf, which \
+                     spineledger speaks over plain http:// only; use grpc for TLS",
+                    signal.suffix().to_ascii_lowercase()
+                );
+            }
+            Ok(Some((protocol, endpoint)))
         };
         Ok(Self {
             traces: signal(Signal::Traces)?,
@@ -224,21 +260,32 @@ pub fn init() -> anyhow::Result<Telemetry> {
 pub fn init_from(env: Env<'_>) -> anyhow::Result<Telemetry> {
     // tokio-postgres logs statement parameters (whole event payloads) at debug level:
     // it is capped at info whatever RUST_LOG says, so no setting puts clinical data in logs.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"))
-        .add_directive("tokio_postgres=info".parse()?);
+    // RUST_LOG chooses what is logged, not what is traced: the filter is the log
+    // layer's own.
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"))
+    };
     let json_logs =
         env("SPINELEDGER_LOG_FORMAT").is_some_and(|f| f.trim().eq_ignore_ascii_case("json"));
-    let text = (!json_logs).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let text = (!json_logs).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .with_filter(tracing_subscriber::filter::filter_fn(
+                no_statement_parameters,
+            ))
+    });
     let json = json_logs.then(|| {
         tracing_subscriber::fmt::layer()
             .event_format(JsonWithTrace)
             .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .with_filter(tracing_subscriber::filter::filter_fn(
+                no_statement_parameters,
+            ))
     });
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(text)
-        .with(json);
+    let registry = tracing_subscriber::registry().with(text).with(json);
 
     let settings = OtelSettings::read(env)?;
     let resource = resource(env);
@@ -250,6 +297,7 @@ pub fn init_from(env: Env<'_>) -> anyhow::Result<Telemetry> {
                 .with_resource(resource.clone())
                 .build();
             opentelemetry::global::set_meter_provider(meters.clone());
+            METRICS_EXPORTED.store(true, std::sync::atomic::Ordering::Relaxed);
             Some(meters)
         }
         None => None,
@@ -262,15 +310,34 @@ pub fn init_from(env: Env<'_>) -> anyhow::Result<Telemetry> {
                 .with_resource(resource)
                 .build(),
         ),
-        None if json_logs => Some(SdkTracerProvider::builder().with_resource(resource).build()),
+        // Ids for the log lines, nothing recorded: no span is sampled.
+        None if json_logs => Some(
+            SdkTracerProvider::builder()
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+                .with_resource(resource)
+                .build(),
+        ),
         None => None,
     };
     let otel = provider.as_ref().map(|provider| {
         opentelemetry::global::set_tracer_provider(provider.clone());
-        tracing_opentelemetry::layer().with_tracer(provider.tracer("spineledger"))
+        // Spans only, at info and above: log events (which could quote whatever a
+        // message holds) do not leave the process as span events.
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("spineledger"))
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+            }))
     });
     registry.with(otel).try_init()?;
     Ok(Telemetry { provider, meters })
+}
+
+/// tokio-postgres logs statement parameters (whole event payloads) below info: whatever
+/// `RUST_LOG` says (a more specific directive would win over a cap in the env filter),
+/// nothing of it is logged.
+fn no_statement_parameters(metadata: &tracing::Metadata<'_>) -> bool {
+    !(metadata.target().starts_with("tokio_postgres") && *metadata.level() > tracing::Level::INFO)
 }
 
 /// Reads W3C trace context (`traceparent`, `tracestate`) from HTTP/2 headers.
@@ -394,6 +461,15 @@ mod tests {
             settings(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ])
+            .is_err()
+        );
+        // HTTP is spoken without TLS: an https:// endpoint over it is refused at start
+        // rather than failing at every export.
+        assert!(
+            settings(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
             ])
             .is_err()
         );

@@ -122,7 +122,11 @@ mod tests {
     fn a_log_line_is_json_with_the_trace_and_span_of_its_span() {
         let lines = Lines::default();
         let writer = lines.clone();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        // As the service runs with JSON logs and no exporter: nothing sampled, ids all
+        // the same.
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+            .build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
             .with(
