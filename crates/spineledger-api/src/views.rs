@@ -2,14 +2,13 @@
 //! [`crate::convert`], the enum maps of both directions in [`crate::convert::enums`].) Nothing here can fail: every read-model value has a wire form.
 
 use chrono::{DateTime, Utc};
-use spineledger_readmodels::casemix::{ClinicComparison, Comparison, Fit, Measure, Model};
-use spineledger_readmodels::funnel::Position;
+use spineledger_readmodels::casemix::{ClinicComparison, Comparison, Fit, Model};
 use spineledger_readmodels::statistics::{Group, GroupStatistics, Mean, Median, Proportion};
 use spineledger_readmodels::{PlanPhase, TreatmentPlanView};
 
 use crate::convert::enums::{
-    dimension, discharge_reason, plan_phase, responder, session_mode, spinal_level, tolerance,
-    tolerance_trend,
+    case_mix_measure, dimension, discharge_reason, funnel_position, plan_phase, responder,
+    session_mode, spinal_level, tolerance, tolerance_trend,
 };
 use crate::v1;
 
@@ -205,17 +204,12 @@ pub fn outcome_group(group: &Group) -> v1::OutcomeGroup {
 /// A case-mix comparison of one measure as a message.
 #[must_use]
 pub fn case_mix_comparison(comparison: &Comparison) -> v1::CaseMixComparison {
-    let measure = match comparison.measure {
-        Measure::NrsResponder => v1::CaseMixMeasure::NrsResponder,
-        Measure::NrsChange => v1::CaseMixMeasure::NrsChange,
-        Measure::OdiChange => v1::CaseMixMeasure::OdiChange,
-    };
     let (model, not_fitted_reason) = match &comparison.model {
         Ok(model) => (Some(case_mix_model(model)), String::new()),
         Err(reason) => (None, reason.to_string()),
     };
     v1::CaseMixComparison {
-        measure: measure as i32,
+        measure: case_mix_measure::to_proto(comparison.measure) as i32,
         model,
         not_fitted_reason,
         clinics: comparison.clinics.iter().map(clinic_comparison).collect(),
@@ -276,13 +270,6 @@ fn case_mix_model(model: &Model) -> v1::CaseMixModel {
 }
 
 fn clinic_comparison(clinic: &ClinicComparison) -> v1::ClinicComparison {
-    let position = match clinic.position {
-        Position::BelowOuter => v1::FunnelPosition::Below998,
-        Position::BelowInner => v1::FunnelPosition::Below95,
-        Position::Within => v1::FunnelPosition::Within,
-        Position::AboveInner => v1::FunnelPosition::Above95,
-        Position::AboveOuter => v1::FunnelPosition::Above998,
-    };
     v1::ClinicComparison {
         clinic_id: clinic.clinic_id.to_string(),
         episodes: i64::try_from(clinic.episodes).unwrap_or(i64::MAX),
@@ -295,7 +282,7 @@ fn clinic_comparison(clinic: &ClinicComparison) -> v1::ClinicComparison {
             upper_95: clinic.limits.upper_inner,
             upper_99_8: clinic.limits.upper_outer,
         }),
-        position: position as i32,
+        position: funnel_position::to_proto(clinic.position) as i32,
         z_score: clinic.z_score,
         precision: clinic.precision,
     }

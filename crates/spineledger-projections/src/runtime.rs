@@ -29,7 +29,6 @@ use spineledger_store::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::AsyncMessage;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::tail::{self, Reading, Slice, Tail};
@@ -563,27 +562,12 @@ impl Projector {
 
     /// The common end of a batch: apply `events`, move the checkpoint from `start` to
     /// `end` (compare-and-set, under the lease), commit, report the lag.
+    #[tracing::instrument(
+        name = "projector.batch",
+        skip_all,
+        fields(projection = projection.name(), shard, events = events.len())
+    )]
     async fn finish_batch(
-        &self,
-        transaction: deadpool_postgres::Transaction<'_>,
-        projection: Projection,
-        shard: u8,
-        start: GlobalCursor,
-        events: &[RecordedEvent],
-        end: GlobalCursor,
-    ) -> Result<BatchOutcome, ProjectionError> {
-        let span = tracing::info_span!(
-            "projector.batch",
-            projection = projection.name(),
-            shard,
-            events = events.len()
-        );
-        self.finish_batch_in(transaction, projection, shard, start, events, end)
-            .instrument(span)
-            .await
-    }
-
-    async fn finish_batch_in(
         &self,
         transaction: deadpool_postgres::Transaction<'_>,
         projection: Projection,

@@ -172,19 +172,12 @@ impl EventStore {
 
     /// Events of one stream with version >= `from_version`, in version order, at most
     /// `limit` of them.
+    #[tracing::instrument(
+        name = "store.read_stream",
+        skip_all,
+        fields(clinic = %stream.clinic_id, from_version)
+    )]
     pub async fn read_stream(
-        &self,
-        stream: &StreamKey,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let span =
-            tracing::info_span!("store.read_stream", clinic = %stream.clinic_id, from_version);
-        tracing::Instrument::instrument(self.read_stream_in(stream, from_version, limit), span)
-            .await
-    }
-
-    async fn read_stream_in(
         &self,
         stream: &StreamKey,
         from_version: u64,
@@ -605,6 +598,11 @@ impl EventStore {
     ///
     /// The outer error is the store's; the inner one is `decide`'s refusal (nothing is
     /// written then).
+    ///
+    /// Its span, `store.append`, is the request's part of the append: queueing for, and
+    /// waiting out, the group commit that carries it (the commit itself is the writer's
+    /// `store.group_commit`, which may carry other requests' commands too).
+    #[tracing::instrument(name = "store.append", skip_all, fields(stream_clinic = %stream.clinic_id))]
     pub async fn append_decided<E: Send + 'static>(
         &self,
         stream: &StreamKey,
@@ -612,38 +610,31 @@ impl EventStore {
         request: &[(Uuid, Fingerprint)],
         mut decide: impl FnMut(&[RecordedEvent]) -> Result<Vec<NewEvent>, E> + Send + 'static,
     ) -> Result<Result<AppendOutcome, E>, StoreError> {
-        // The request's part of the append: queueing for, and waiting out, the group
-        // commit that carries it (the commit itself is the writer's `store.group_commit`,
-        // which may carry other requests' commands too).
-        let span = tracing::info_span!("store.append", stream_clinic = %stream.clinic_id);
-        let append = async {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let committer = self.committer.get_or_init(|| {
-                Committer::start(self.pool.clone(), self.group, Arc::clone(&self.appended))
-            });
-            committer
-                .submit(Command {
-                    stream: stream.clone(),
-                    expected,
-                    request: request.to_vec(),
-                    decide: std::sync::Mutex::new(Box::new(move |history| {
-                        decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
-                    })),
-                    panicked: false,
-                    reply,
-                })
-                .await?;
-            let answer = answer.await.map_err(|_| {
-                StoreError::Configuration("a group commit writer stopped before answering".into())
-            })?;
-            Ok(match answer? {
-                Ok(outcome) => Ok(outcome),
-                Err(refusal) => Err(*refusal.downcast::<E>().map_err(|_| {
-                    StoreError::Malformed("a refusal of another type than its decision's".into())
-                })?),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let committer = self.committer.get_or_init(|| {
+            Committer::start(self.pool.clone(), self.group, Arc::clone(&self.appended))
+        });
+        committer
+            .submit(Command {
+                stream: stream.clone(),
+                expected,
+                request: request.to_vec(),
+                decide: std::sync::Mutex::new(Box::new(move |history| {
+                    decide(history).map_err(|refusal| Box::new(refusal) as Refusal)
+                })),
+                panicked: false,
+                reply,
             })
-        };
-        tracing::Instrument::instrument(append, span).await
+            .await?;
+        let answer = answer.await.map_err(|_| {
+            StoreError::Configuration("a group commit writer stopped before answering".into())
+        })?;
+        Ok(match answer? {
+            Ok(outcome) => Ok(outcome),
+            Err(refusal) => Err(*refusal.downcast::<E>().map_err(|_| {
+                StoreError::Malformed("a refusal of another type than its decision's".into())
+            })?),
+        })
     }
 }
 

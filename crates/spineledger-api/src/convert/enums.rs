@@ -10,6 +10,8 @@ use spineledger_domain::measures::{
     Tolerance,
 };
 use spineledger_domain::patient::Sex;
+use spineledger_readmodels::casemix::Measure;
+use spineledger_readmodels::funnel::Position;
 use spineledger_readmodels::statistics::Dimension;
 use spineledger_readmodels::{PlanPhase, ResponderStatus, ToleranceTrend};
 
@@ -218,6 +220,22 @@ enum_map! {
         AdherenceBand <-> AdherenceBand,
         AgeBand <-> AgeBand,
     }
+
+    /// The outcome a case-mix comparison models (outgoing only in the API).
+    case_mix_measure: v1::CaseMixMeasure <-> Measure {
+        NrsResponder <-> NrsResponder,
+        NrsChange <-> NrsChange,
+        OdiChange <-> OdiChange,
+    }
+
+    /// Where a clinic lies in a funnel plot (outgoing only in the API).
+    funnel_position: v1::FunnelPosition <-> Position {
+        Below998 <-> BelowOuter,
+        Below95 <-> BelowInner,
+        Within <-> Within,
+        Above95 <-> AboveInner,
+        Above998 <-> AboveOuter,
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +278,8 @@ mod tests {
             tolerance_trend: ToleranceTrend,
             responder: ResponderStatus,
             dimension: StatisticsDimension,
+            case_mix_measure: CaseMixMeasure,
+            funnel_position: FunnelPosition,
         );
     }
 }
