@@ -11,9 +11,10 @@
 //!    the same new event ids in opposite orders can; PostgreSQL detects it and the
 //!    batch that loses is retried) — the stored events under
 //!    the batch's event ids (retries), the histories of the streams this process does
-//!    not hold ([`crate::history`]) and the transaction's start time (every event's
-//!    `recorded_at`); a held history whose last event is not the locked head is stale,
-//!    and that stream is read in a second round trip;
+//!    not hold ([`crate::history`]; none for a command that expects a new stream, which
+//!    its expected version refuses if the stream exists) and the transaction's start
+//!    time (every event's `recorded_at`); a held history whose last event is not the
+//!    locked head is stale, and that stream is read in a second round trip;
 //! 2. in memory, command by command: a retry gets its original outcome, a stale
 //!    expected version its conflict, a refusal its refusal; the others' events are
 //!    hashed onto their stream's head;
@@ -383,7 +384,12 @@ async fn commit_open(
         .iter()
         .map(|command| histories.take(&command.stream))
         .collect();
-    let unknown: Vec<usize> = (0..batch.len()).filter(|&i| known[i].is_none()).collect();
+    // A command for a new stream decides on no history: if its stream turns out to exist,
+    // its expected version refuses it (after the retry lookup), so its history is never
+    // read. Registering a patient, the commonest new stream, skips the read.
+    let unknown: Vec<usize> = (0..batch.len())
+        .filter(|&i| known[i].is_none() && !batch[i].expected.requires_new_stream())
+        .collect();
     let mut found = read_batch(connection, batch, &unknown).await?;
     let stale: Vec<usize> = (0..batch.len())
         .filter(|&index| {
@@ -714,7 +720,8 @@ async fn read_histories(
 }
 
 /// Step 1: the clinic context, the locks (of every stream), every command's retry lookup,
-/// the histories of the streams of `unknown` (no history held), the start time.
+/// the histories of the streams of `unknown` (no history held, an existing stream
+/// expected), the start time.
 async fn read_batch(
     connection: &Connection,
     batch: &[Command],

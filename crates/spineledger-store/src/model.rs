@@ -42,6 +42,11 @@ pub enum ExpectedVersion {
 }
 
 impl ExpectedVersion {
+    /// Whether only a stream that does not exist yet (version 0) is admitted.
+    pub(crate) fn requires_new_stream(self) -> bool {
+        matches!(self, Self::NoStream | Self::Exact(0))
+    }
+
     fn admits(self, actual: u64) -> bool {
         match self {
             Self::Any => true,

@@ -1508,6 +1508,80 @@ mod held_histories {
         verify_chain_with_sql(&db, &stream).await;
     }
 
+    /// A command that expects a new stream is decided on no history without reading the
+    /// stream: on a stream that exists (one this store holds no history of) it is a
+    /// conflict, its retry is still recognised, and on a new stream it commits.
+    #[tokio::test]
+    async fn a_command_for_a_new_stream_is_refused_or_replayed_as_after_a_read() {
+        let db = TestDatabase::create().await;
+        let stream = episode(Uuid::new_v4());
+        let first = new_event(1);
+        // The plain append: the group commit's cache holds nothing of this stream.
+        db.store()
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                std::slice::from_ref(&first),
+            )
+            .await
+            .expect("first");
+        let decided = |proposed: NewEvent| {
+            move |history: &[spineledger_store::RecordedEvent]| {
+                assert!(
+                    history.is_empty(),
+                    "decided on a history of {}",
+                    history.len()
+                );
+                Ok::<_, &str>(vec![proposed.clone()])
+            }
+        };
+        for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0)] {
+            let second = new_event(2);
+            let request = spineledger_store::request_keys(std::slice::from_ref(&second));
+            let conflict = db
+                .store()
+                .append_decided(&stream, expected, &request, decided(second))
+                .await;
+            assert!(
+                matches!(conflict, Err(StoreError::VersionConflict { actual: 1, .. })),
+                "{expected}: {conflict:?}"
+            );
+            let request = spineledger_store::request_keys(std::slice::from_ref(&first));
+            let replayed = db
+                .store()
+                .append_decided(&stream, expected, &request, decided(first.clone()))
+                .await
+                .expect("store")
+                .expect("decided");
+            assert!(
+                replayed.replayed,
+                "{expected}: the retry was not recognised"
+            );
+            assert_eq!(replayed.events[0].version, 1);
+        }
+        assert_eq!(
+            db.store().stream_version(&stream).await.expect("version"),
+            1
+        );
+
+        let fresh = episode(Uuid::new_v4());
+        let proposed = new_event(1);
+        let request = spineledger_store::request_keys(std::slice::from_ref(&proposed));
+        let outcome = db
+            .store()
+            .append_decided(
+                &fresh,
+                ExpectedVersion::NoStream,
+                &request,
+                decided(proposed),
+            )
+            .await
+            .expect("store")
+            .expect("decided");
+        assert_eq!(outcome.events[0].version, 1);
+        verify_chain_with_sql(&db, &fresh).await;
+    }
+
     #[tokio::test]
     async fn a_refusal_and_a_conflict_on_a_held_history_answer_as_after_a_read() {
         let db = TestDatabase::create().await;

@@ -124,18 +124,8 @@ const MS_PER_TICK: f64 = 10.0;
 impl CpuSample {
     fn now(service: Option<u32>) -> Self {
         let mut postgres_ms = 0.0;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let pid = entry.file_name();
-            let Some(pid) = pid
-                .to_str()
-                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            if command_name(pid).as_deref() != Some("postgres") {
-                continue;
-            }
-            let Some(stat) = stat_fields(pid) else {
+        for pid in postgres_pids() {
+            let Some(stat) = stat_fields(&pid) else {
                 continue;
             };
             let tick = |index: usize| stat.get(index).and_then(|v| v.parse::<f64>().ok());
@@ -156,6 +146,18 @@ impl CpuSample {
             service_ms,
         }
     }
+}
+
+/// The pids of the machine's PostgreSQL processes.
+fn postgres_pids() -> std::collections::HashSet<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| command_name(pid).as_deref() == Some("postgres"))
+        .collect()
 }
 
 fn command_name(pid: &str) -> Option<String> {
@@ -187,6 +189,10 @@ pub struct BenchReport {
     pub raw_single: Phase,
     /// pgbench inserts, the concurrent clients.
     pub raw_concurrent: Phase,
+    /// gRPC health checks, one client: the transport's floor.
+    pub floor_single: Phase,
+    /// gRPC health checks, the concurrent clients.
+    pub floor_concurrent: Phase,
     /// gRPC appends, one client.
     pub service_single: Phase,
     /// gRPC appends, the concurrent clients.
@@ -243,6 +249,12 @@ impl BenchReport {
             &format!("raw pgbench insert, {} clients", self.clients),
             &self.raw_concurrent,
         );
+        row(&mut out, "gRPC health check, 1 client", &self.floor_single);
+        row(
+            &mut out,
+            &format!("gRPC health check, {} clients", self.clients),
+            &self.floor_concurrent,
+        );
         row(&mut out, "gRPC append, 1 client", &self.service_single);
         row(
             &mut out,
@@ -264,6 +276,12 @@ impl BenchReport {
             &mut out,
             &format!("raw, {} clients", self.clients),
             &self.raw_concurrent,
+        );
+        cpu(&mut out, "health check, 1 client", &self.floor_single);
+        cpu(
+            &mut out,
+            &format!("health check, {} clients", self.clients),
+            &self.floor_concurrent,
         );
         cpu(&mut out, "append, 1 client", &self.service_single);
         cpu(
@@ -334,6 +352,13 @@ impl BenchReport {
             out,
             "  sessions at 1 client:     {:.2}x raw p50 (target <= 1.3x)",
             self.sessions_single.p50_ms / self.raw_single.p50_ms
+        );
+        let _ = writeln!(
+            out,
+            "  the transport alone (health checks): {:.2}x raw throughput at {} clients, {:.2}x raw p50 at 1 client",
+            self.floor_concurrent.per_second() / self.raw_concurrent.per_second(),
+            self.clients,
+            self.floor_single.p50_ms / self.raw_single.p50_ms
         );
         out
     }
@@ -454,11 +479,19 @@ async fn pgbench(
         .stderr(Stdio::piped())
         .current_dir(logs);
     libpq_settings(&mut command, config);
+    let running = postgres_pids();
     let before = CpuSample::now(None);
     let output = command
         .output()
         .await
         .context("cannot run pgbench (install the PostgreSQL client tools)")?;
+    // pgbench's backends exit after it does, and their CPU time reaches the postmaster's
+    // reaped-children total only once it has waited for them: sampling at once would
+    // miss a whole backend's time (a one-client phase once measured 0.004 ms an insert).
+    let exiting = Instant::now() + Duration::from_secs(5);
+    while postgres_pids().difference(&running).next().is_some() && Instant::now() < exiting {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let after = CpuSample::now(None);
     anyhow::ensure!(
         output.status.success(),
@@ -611,6 +644,14 @@ impl Server {
         }
     }
 
+    /// A connection of its own (an HTTP/2 connection): each bench client is one clinic's
+    /// software, as each pgbench client is one PostgreSQL connection.
+    async fn connect(&self) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(self.address.clone())?
+            .connect()
+            .await?)
+    }
+
     /// An integration token for `clinics`, as clinic software would hold.
     fn token(&self, clinics: &[Uuid]) -> anyhow::Result<BearerToken> {
         let token = self.key.issue(&TokenRequest::for_clinics(
@@ -734,23 +775,56 @@ async fn phase_of(
 /// The latest acknowledged append: (position, clinic, when acknowledged).
 type LastAck = Arc<Mutex<Option<(i64, Uuid, Instant)>>>;
 
+/// The transport's floor: gRPC health checks (HTTP/2, tonic, no authentication, no
+/// database) from `clients` clients on connections of their own. No append can answer
+/// faster, or more of them a second, than this.
+async fn health_checks(server: &Server, clients: usize, seconds: u64) -> anyhow::Result<Phase> {
+    let mut channels = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        channels.push(server.connect().await?);
+    }
+    let before = CpuSample::now(server.child.id());
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .map(|channel| {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    health
+                        .check(tonic_health::pb::HealthCheckRequest::default())
+                        .await?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+                Ok::<_, tonic::Status>(latencies)
+            })
+        })
+        .collect();
+    phase_of(server, tasks, "a health check", before, started).await
+}
+
 async fn appends(
     server: &Server,
-    channel: Channel,
     clients: usize,
     seconds: u64,
     last_ack: Option<LastAck>,
 ) -> anyhow::Result<Phase> {
+    let mut channels = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        channels.push(server.connect().await?);
+    }
     let before = CpuSample::now(server.child.id());
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
+    let tasks: Vec<_> = channels
+        .into_iter()
+        .map(|channel| {
             let clinic = Uuid::new_v4();
-            let mut client = ClinicalRecordsServiceClient::with_interceptor(
-                channel.clone(),
-                server.token(&[clinic])?,
-            );
+            let mut client =
+                ClinicalRecordsServiceClient::with_interceptor(channel, server.token(&[clinic])?);
             let last_ack = last_ack.clone();
             Ok(tokio::spawn(async move {
                 let mut latencies = Vec::new();
@@ -775,10 +849,9 @@ async fn drive(
     plan: &BenchPlan,
     report: &mut BenchReport,
 ) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(server.address.clone())?
-        .connect()
-        .await?;
-    report.service_single = appends(server, channel.clone(), 1, plan.seconds, None).await?;
+    report.floor_single = health_checks(server, 1, plan.seconds).await?;
+    report.floor_concurrent = health_checks(server, plan.clients, plan.seconds).await?;
+    report.service_single = appends(server, 1, plan.seconds, None).await?;
     // Enough episodes that each gets about a course's worth of sessions, judged by the
     // one-client append rate just measured.
     let episodes = |clients: usize, rate: f64| {
@@ -787,7 +860,6 @@ async fn drive(
     };
     report.sessions_single = sessions::record_sessions(
         server,
-        channel.clone(),
         1,
         episodes(1, report.service_single.per_second()),
         plan.seconds,
@@ -822,20 +894,12 @@ async fn drive(
             lags
         })
     };
-    report.service_concurrent = appends(
-        server,
-        channel.clone(),
-        plan.clients,
-        plan.seconds,
-        Some(last_ack),
-    )
-    .await?;
+    report.service_concurrent = appends(server, plan.clients, plan.seconds, Some(last_ack)).await?;
     loading.store(false, Ordering::Release);
     let lags = monitor.await?;
     report.lag = Phase::from_latencies(lags, plan.seconds as f64);
     report.sessions_concurrent = sessions::record_sessions(
         server,
-        channel.clone(),
         plan.clients,
         episodes(plan.clients, report.service_concurrent.per_second()),
         plan.seconds,

@@ -132,19 +132,21 @@ fn session(clinic: Uuid, episode: &str) -> v1::RecordSessionRequest {
 /// `clients` concurrent clients for `seconds`.
 pub(super) async fn record_sessions(
     server: &Server,
-    channel: Channel,
     clients: usize,
     episodes: usize,
     seconds: u64,
 ) -> anyhow::Result<Phase> {
+    let mut channels = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        channels.push(server.connect().await?);
+    }
     let mut prepared = Vec::with_capacity(clients);
-    let setup: Vec<_> = (0..clients)
-        .map(|_| {
+    let setup: Vec<_> = channels
+        .into_iter()
+        .map(|channel| {
             let clinic = Uuid::new_v4();
-            let mut client = ClinicalRecordsServiceClient::with_interceptor(
-                channel.clone(),
-                server.token(&[clinic])?,
-            );
+            let mut client =
+                ClinicalRecordsServiceClient::with_interceptor(channel, server.token(&[clinic])?);
             Ok(tokio::spawn(async move {
                 let mut opened = Vec::with_capacity(episodes);
                 for _ in 0..episodes.max(1) {
