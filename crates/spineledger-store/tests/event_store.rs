@@ -1579,6 +1579,36 @@ mod held_histories {
             .expect("store")
             .expect("decided");
         assert_eq!(outcome.events[0].version, 1);
+        // The history that commit left in the cache is the stream as stored: the next
+        // command is decided on exactly its one event.
+        let stored = db.store().read_whole_stream(&fresh).await.expect("read");
+        let next = new_event(2);
+        let request = spineledger_store::request_keys(std::slice::from_ref(&next));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let outcome = {
+            let seen = Arc::clone(&seen);
+            db.store()
+                .append_decided(&fresh, ExpectedVersion::Any, &request, move |history| {
+                    seen.lock().expect("seen").push(history.to_vec());
+                    Ok::<_, &str>(vec![next.clone()])
+                })
+                .await
+                .expect("store")
+                .expect("decided")
+        };
+        assert_eq!(outcome.events[0].version, 2);
+        assert_eq!(*seen.lock().expect("seen"), vec![stored]);
+        // And on a stream whose history is held, a new-stream command is a conflict.
+        let third = new_event(3);
+        let request = spineledger_store::request_keys(std::slice::from_ref(&third));
+        let conflict = db
+            .store()
+            .append_decided(&fresh, ExpectedVersion::NoStream, &request, decided(third))
+            .await;
+        assert!(
+            matches!(conflict, Err(StoreError::VersionConflict { actual: 2, .. })),
+            "{conflict:?}"
+        );
         verify_chain_with_sql(&db, &fresh).await;
     }
 

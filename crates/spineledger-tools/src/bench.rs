@@ -8,8 +8,10 @@
 //!    indexes, `bench_raw_events`, no foreign key or trigger), one per transaction, with 1
 //!    and with `--clients` clients for `--seconds` each; per-transaction logs give p50/p99.
 //! 3. **Service**: the real binary is started as a child (`serve`, projectors in-process)
-//!    on that database; one-event `RegisterPatient` appends over gRPC from 1 and from
-//!    `--clients` concurrent clients for `--seconds` each; latency is request to response.
+//!    on that database. First the transport's floor: gRPC health checks (no token, no
+//!    database) from 1 and from `--clients` clients. Then one-event `RegisterPatient`
+//!    appends over gRPC from 1 and from `--clients` concurrent clients for `--seconds`
+//!    each; latency is request to response. Every client has its own HTTP/2 connection.
 //!    During the concurrent phase a monitor samples projection lag: the time from an
 //!    acknowledged append until the projector's checkpoint has passed it.
 //!    The child's resident memory (VmHWM, VmRSS) is read from /proc after the load.
@@ -157,6 +159,21 @@ fn postgres_pids() -> std::collections::HashSet<String> {
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
         .filter(|pid| command_name(pid).as_deref() == Some("postgres"))
+        .collect()
+}
+
+/// The pids of PostgreSQL backends connected to `database`: a backend's process title,
+/// its command line, is `postgres: [<cluster>:] <user> <database> <client> <state>`.
+fn backends_of(database: &str) -> Vec<String> {
+    postgres_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                String::from_utf8_lossy(&line)
+                    .split(|c: char| c.is_whitespace() || c == '\0')
+                    .any(|word| word == database)
+            })
+        })
         .collect()
 }
 
@@ -479,7 +496,6 @@ async fn pgbench(
         .stderr(Stdio::piped())
         .current_dir(logs);
     libpq_settings(&mut command, config);
-    let running = postgres_pids();
     let before = CpuSample::now(None);
     let output = command
         .output()
@@ -488,8 +504,17 @@ async fn pgbench(
     // pgbench's backends exit after it does, and their CPU time reaches the postmaster's
     // reaped-children total only once it has waited for them: sampling at once would
     // miss a whole backend's time (a one-client phase once measured 0.004 ms an insert).
-    let exiting = Instant::now() + Duration::from_secs(5);
-    while postgres_pids().difference(&running).next().is_some() && Instant::now() < exiting {
+    // Nothing else connects to the benchmark's database during this phase.
+    let database = config.get_dbname().unwrap_or_default();
+    let exiting = Instant::now() + Duration::from_secs(10);
+    while !backends_of(database).is_empty() {
+        if Instant::now() >= exiting {
+            eprintln!(
+                "warning: pgbench's backends had not exited after 10 s; the raw phase's CPU \
+                 time may be undercounted"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = CpuSample::now(None);

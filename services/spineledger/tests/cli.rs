@@ -372,3 +372,67 @@ fn verify_exits_non_zero_naming_the_first_broken_link() {
         "{stdout}"
     );
 }
+
+/// `bench --quick`, the smoke run CI makes: every phase runs end to end against the local
+/// server and the report names each (it says nothing about speed), and the benchmark's
+/// databases are gone afterwards.
+#[test]
+fn bench_quick_runs_every_phase_and_drops_its_databases() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // Only for the server's address: the bench creates databases of its own there.
+    let database = runtime.block_on(spineledger_testkit::TestDatabase::create_unmigrated());
+    let benchmark_databases = || {
+        runtime.block_on(async {
+            let owner = database.owner_client().await;
+            owner
+                .query_one(
+                    "SELECT count(*) FROM pg_database WHERE datname LIKE 'spineledger\\_bench\\_%'",
+                    &[],
+                )
+                .await
+                .expect("databases")
+                .get::<_, i64>(0)
+        })
+    };
+    let before = benchmark_databases();
+    let output = spineledger()
+        .args(["bench", "--quick", "--clients", "4", "--database-url"])
+        .arg(database.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run spineledger bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for phase in [
+        "raw pgbench insert, 1 client",
+        "raw pgbench insert, 4 clients",
+        "gRPC health check, 1 client",
+        "gRPC health check, 4 clients",
+        "gRPC append, 1 client",
+        "gRPC append, 4 clients",
+        "gRPC RecordSession, 1 client",
+        "gRPC RecordSession, 4 clients",
+        "CPU per transaction, append, 4 clients",
+        "projection lag under the concurrent load",
+        "server resident memory",
+        "generate 2000 episodes through the store",
+        "statistics, no grouping",
+        "rebuild both read models",
+        "the transport alone (health checks)",
+    ] {
+        assert!(stdout.contains(phase), "no {phase:?} in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("NaN"),
+        "a phase measured nothing:\n{stdout}"
+    );
+    assert_eq!(
+        benchmark_databases(),
+        before,
+        "a benchmark database was left behind"
+    );
+}
