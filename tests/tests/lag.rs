@@ -5,7 +5,6 @@
 use chrono::{Duration, Utc};
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_e2e::Harness;
-use spineledger_e2e::requests::EpisodeScript;
 use spineledger_projections::lag::{ShardLag, sample};
 use spineledger_store::ClinicShard;
 
@@ -33,11 +32,7 @@ async fn a_projector_that_does_not_run_shows_a_growing_lag() {
             .await
             .expect("checkpoint");
     }
-    let clinic = harness.clinic();
-    let script = EpisodeScript {
-        clinic_id: clinic,
-        ..EpisodeScript::new()
-    };
+    let script = harness.script();
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let at = Utc::now() - Duration::days(1);
     writes
@@ -48,7 +43,7 @@ async fn a_projector_that_does_not_run_shows_a_growing_lag() {
         .record_evaluation(script.evaluation(at))
         .await
         .expect("evaluation");
-    let shard = i32::from(ClinicShard::of(clinic, shards).index());
+    let shard = i32::from(ClinicShard::of(script.clinic_id, shards).index());
 
     let first = sample(db.projector_pool()).await.expect("sample");
     assert_eq!(of(&first, "outcome_statistics", shard).events_behind, 2);

@@ -27,7 +27,6 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message as _;
 use spineledger_api::v1::clinical_records_service_client::ClinicalRecordsServiceClient;
 use spineledger_e2e::Harness;
-use spineledger_e2e::requests::EpisodeScript;
 
 /// Everything the receiver was sent.
 #[derive(Clone, Default)]
@@ -110,11 +109,7 @@ async fn an_operator_receives_named_spans_red_metrics_and_no_personal_data() {
         Harness::start_with_settings(Utc::now(), std::time::Duration::from_secs(30), settings)
             .await;
     harness.start_projector();
-    let clinic = harness.clinic();
-    let script = EpisodeScript {
-        clinic_id: clinic,
-        ..EpisodeScript::new()
-    };
+    let script = harness.script();
     let mut writes = ClinicalRecordsServiceClient::new(harness.channel().await);
     let at = Utc::now() - Duration::days(1);
     writes

@@ -669,12 +669,18 @@ impl Server {
         }
     }
 
-    /// A connection of its own (an HTTP/2 connection): each bench client is one clinic's
-    /// software, as each pgbench client is one PostgreSQL connection.
-    async fn connect(&self) -> anyhow::Result<Channel> {
-        Ok(Channel::from_shared(self.address.clone())?
-            .connect()
-            .await?)
+    /// One HTTP/2 connection per client: each bench client is one clinic's software, as
+    /// each pgbench client is one PostgreSQL connection.
+    async fn connections(&self, clients: usize) -> anyhow::Result<Vec<Channel>> {
+        let mut channels = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            channels.push(
+                Channel::from_shared(self.address.clone())?
+                    .connect()
+                    .await?,
+            );
+        }
+        Ok(channels)
     }
 
     /// An integration token for `clinics`, as clinic software would hold.
@@ -804,10 +810,7 @@ type LastAck = Arc<Mutex<Option<(i64, Uuid, Instant)>>>;
 /// database) from `clients` clients on connections of their own. No append can answer
 /// faster, or more of them a second, than this.
 async fn health_checks(server: &Server, clients: usize, seconds: u64) -> anyhow::Result<Phase> {
-    let mut channels = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        channels.push(server.connect().await?);
-    }
+    let channels = server.connections(clients).await?;
     let before = CpuSample::now(server.child.id());
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -837,10 +840,7 @@ async fn appends(
     seconds: u64,
     last_ack: Option<LastAck>,
 ) -> anyhow::Result<Phase> {
-    let mut channels = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        channels.push(server.connect().await?);
-    }
+    let channels = server.connections(clients).await?;
     let before = CpuSample::now(server.child.id());
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);

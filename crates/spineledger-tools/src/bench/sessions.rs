@@ -136,10 +136,7 @@ pub(super) async fn record_sessions(
     episodes: usize,
     seconds: u64,
 ) -> anyhow::Result<Phase> {
-    let mut channels = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        channels.push(server.connect().await?);
-    }
+    let channels = server.connections(clients).await?;
     let mut prepared = Vec::with_capacity(clients);
     let setup: Vec<_> = channels
         .into_iter()
